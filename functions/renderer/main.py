@@ -1,0 +1,49 @@
+"""The render service: Pub/Sub push requests in, one production task per request.
+
+Run with one worker and one thread (concurrency 1: rendering is CPU-bound and the
+kernel uses every core itself).
+"""
+
+import functools
+import logging
+
+from flask import Flask, request
+from francine import errors
+from francine.envelope import decode
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("francine.renderer")
+app = Flask(__name__)
+
+
+@functools.cache
+def _worker():
+    from francine.clients import adapters_from_env
+    from francine.worker import Worker
+
+    return Worker(adapters_from_env())
+
+
+@app.get("/")
+def health():
+    return {"status": "ok"}
+
+
+@app.post("/")
+def push():
+    try:
+        message = decode(request.get_json(silent=True))
+    except errors.BadRequest as e:
+        log.error("bad push request: %s", e)
+        return {"error": {"code": e.code, "message": e.message}}, 400
+    try:
+        outcome = _worker().handle(message)
+    except errors.PermanentError as e:
+        # Recorded as a failed task and execution; acknowledge so it is not retried.
+        log.error("task %s failed for good: %s", message.id, e)
+        return {"outcome": "failed"}, 200
+    except errors.BadRequest as e:
+        log.error("bad task message %s: %s", message.id, e)
+        return {"error": {"code": e.code, "message": e.message}}, 400
+    log.info("message %s: %s", message.id, outcome)
+    return {"outcome": outcome}, 200

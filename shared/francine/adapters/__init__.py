@@ -1,0 +1,22 @@
+"""Small adapters around the Google Cloud clients; SDK errors become francine.errors."""
+
+from __future__ import annotations
+
+import contextlib
+
+from francine import errors
+
+
+@contextlib.contextmanager
+def translated(what: str):
+    """Map google.api_core exceptions raised inside to the francine.errors family."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        yield
+    except gexc.NotFound as e:
+        raise errors.NotFound(f"{what}: not found") from e
+    except (gexc.AlreadyExists, gexc.Conflict, gexc.FailedPrecondition) as e:
+        raise errors.Conflict(f"{what}: {e.message}") from e
+    except gexc.GoogleAPIError as e:
+        raise errors.TransientError(f"{what}: {e}") from e

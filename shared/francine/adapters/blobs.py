@@ -1,0 +1,87 @@
+"""Cloud Storage: resources by content hash, partials and results by deterministic name.
+
+Every object is written once under a name that only one task produces, so retries
+overwrite identical bytes instead of creating garbage (and respect the one-write-per-
+second-per-object limit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+
+from francine.adapters import translated
+from francine.config import Settings
+
+
+class Blobs:
+    def __init__(self, client, settings: Settings):
+        self._client = client
+        self._resources = client.bucket(settings.resources_bucket)
+        self._partials = client.bucket(settings.partials_bucket)
+        self._results = client.bucket(settings.results_bucket)
+
+    def ensure_buckets(self) -> None:
+        """Create the buckets where they do not exist (the local stack; in the cloud
+        the Pulumi program owns them)."""
+        from google.api_core import exceptions as gexc
+
+        for bucket in (self._resources, self._partials, self._results):
+            with contextlib.suppress(gexc.Conflict):
+                self._client.create_bucket(bucket.name)
+
+    # resources: content-addressed, shared by all sessions that attach the same bytes
+    @staticmethod
+    def resource_name(sha256: str) -> str:
+        return f"resources/{sha256}"
+
+    def has_resource(self, sha256: str) -> bool:
+        with translated("resource lookup"):
+            return self._resources.blob(self.resource_name(sha256)).exists()
+
+    def put_resource(self, sha256: str, path: pathlib.Path) -> None:
+        with translated("resource upload"):
+            self._resources.blob(self.resource_name(sha256)).upload_from_filename(str(path))
+
+    def fetch_resource(self, sha256: str, dest: pathlib.Path) -> None:
+        with translated("resource download"):
+            self._resources.blob(self.resource_name(sha256)).download_to_filename(str(dest))
+
+    # partials and results: one object per task, named after it
+    @staticmethod
+    def partial_name(session_id: str, execution_id: str, node: str) -> str:
+        return f"partials/{session_id}/{execution_id}/{node}.npz"
+
+    def put_partial(self, session_id: str, execution_id: str, node: str, data: bytes) -> None:
+        with translated("partial upload"):
+            self._partials.blob(self.partial_name(session_id, execution_id, node)) \
+                .upload_from_string(data, content_type="application/octet-stream")
+
+    def get_partial(self, session_id: str, execution_id: str, node: str) -> bytes:
+        with translated("partial download"):
+            return self._partials.blob(
+                self.partial_name(session_id, execution_id, node)).download_as_bytes()
+
+    @staticmethod
+    def result_name(session_id: str, execution_id: str, extension: str) -> str:
+        return f"results/{session_id}/{execution_id}.{extension}"
+
+    def put_result(self, name: str, data: bytes, content_type: str) -> None:
+        with translated("result upload"):
+            self._results.blob(name).upload_from_string(data, content_type=content_type)
+
+    def get_result(self, name: str) -> bytes:
+        with translated("result download"):
+            return self._results.blob(name).download_as_bytes()
+
+    def delete_session(self, session_id: str) -> int:
+        """Delete a session's partials and results; resources stay (they are shared by
+        content hash with other sessions)."""
+        deleted = 0
+        with translated("session objects deletion"):
+            for bucket, prefix in ((self._partials, f"partials/{session_id}/"),
+                                   (self._results, f"results/{session_id}/")):
+                for blob in list(self._client.list_blobs(bucket, prefix=prefix)):
+                    blob.delete()
+                    deleted += 1
+        return deleted

@@ -1,0 +1,54 @@
+"""Pub/Sub: production tasks out to the render service, task events to the reducer.
+
+Messages carry references (session, execution, task), never pixels. The message
+attribute ``type`` says what a message is, so that a dead-lettered message still tells
+its handler what failed.
+"""
+
+from __future__ import annotations
+
+import json
+
+from francine.adapters import translated
+from francine.config import Settings
+
+PRODUCE = "produce"
+TASK_DONE = "task_done"
+
+
+def produce_topics(settings: Settings) -> list[str]:
+    """Topic ids of production tasks. One in the cloud, where Cloud Run's autoscaling
+    spreads the pushes; the local stack shards them over one topic per worker, because
+    the emulator pushes at most 2 requests at a time per subscription (and ignores
+    subscription filters)."""
+    if settings.produce_shards <= 1:
+        return [settings.produce_topic]
+    return [f"{settings.produce_topic}-{i}" for i in range(settings.produce_shards)]
+
+
+class Bus:
+    def __init__(self, publisher, settings: Settings):
+        self._publisher = publisher
+        self._produce = [publisher.topic_path(settings.project, t)
+                         for t in produce_topics(settings)]
+        self._events = publisher.topic_path(settings.project, settings.events_topic)
+
+    def _publish(self, kind: str, messages: list[tuple[str, dict]]) -> None:
+        with translated(f"publish {kind}"):
+            futures = [self._publisher.publish(topic, json.dumps(p).encode(), type=kind)
+                       for topic, p in messages]
+            for f in futures:
+                f.result(timeout=60)
+
+    def publish_tasks(self, session_id: str, execution_id: str,
+                      tasks: list[tuple[int, str]]) -> None:
+        """Publish production tasks given as (production index, task id)."""
+        shards = self._produce
+        self._publish(PRODUCE, [
+            (shards[index % len(shards)],
+             {"session_id": session_id, "execution_id": execution_id, "task_id": tid})
+            for index, tid in tasks])
+
+    def publish_done(self, session_id: str, execution_id: str, node: str) -> None:
+        self._publish(TASK_DONE, [(self._events, {
+            "session_id": session_id, "execution_id": execution_id, "node": node})])

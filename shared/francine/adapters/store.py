@@ -1,0 +1,256 @@
+"""Firestore: users, sessions, resources, executions and one document per task.
+
+Layout (no document is written by more than one task, so none is a hot spot):
+
+    users/{sha256 of api key}
+    sessions/{sid}                              user, producer, format, scene
+    sessions/{sid}/resources/{sha256 of name}   name, sha256, size
+    sessions/{sid}/executions/{eid}             plan, scene snapshot, final status
+    sessions/{sid}/executions/{eid}/tasks/{tid} one per production or reduction task
+
+Progress and time sums come from aggregation queries over the tasks; the execution
+document is written at creation and once more when it ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable
+
+from francine import errors
+from francine.adapters import translated
+
+BATCH = 500  # Firestore's limit of writes per batch
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Store:
+    def __init__(self, db):
+        self._db = db
+
+    # --- references --------------------------------------------------------------------
+    def _session(self, sid: str):
+        return self._db.collection("sessions").document(sid)
+
+    def _execution(self, sid: str, eid: str):
+        return self._session(sid).collection("executions").document(eid)
+
+    def _tasks(self, sid: str, eid: str):
+        return self._execution(sid, eid).collection("tasks")
+
+    # --- users ---------------------------------------------------------------------------
+    def create_user(self, key_hash: str, doc: dict) -> None:
+        with translated("user creation"):
+            self._db.collection("users").document(key_hash).create({**doc, "created": now()})
+
+    def get_user(self, key_hash: str) -> dict | None:
+        with translated("user lookup"):
+            snap = self._db.collection("users").document(key_hash).get()
+        return snap.to_dict() if snap.exists else None
+
+    # --- sessions ------------------------------------------------------------------------
+    def create_session(self, sid: str, doc: dict) -> None:
+        with translated("session creation"):
+            self._session(sid).create(doc)
+
+    def get_session(self, sid: str) -> dict | None:
+        with translated("session lookup"):
+            snap = self._session(sid).get()
+        return snap.to_dict() if snap.exists else None
+
+    def list_sessions(self, user: str) -> list[tuple[str, dict]]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        with translated("session listing"):
+            query = self._db.collection("sessions").where(
+                filter=FieldFilter("user", "==", user)).order_by("created")
+            return [(s.id, s.to_dict()) for s in query.stream()]
+
+    def delete_session(self, sid: str) -> None:
+        """Delete the session with everything below it (executions, tasks, resources)."""
+        with translated("session deletion"):
+            self._db.recursive_delete(self._session(sid))
+
+    # --- resources -----------------------------------------------------------------------
+    def attach_resource(self, sid: str, record: dict) -> bool:
+        """Record a resource; True if new, False if the same bytes were already there.
+        Another content under the same name is a Conflict: resources are immutable."""
+        from google.api_core import exceptions as gexc
+
+        ref = self._session(sid).collection("resources").document(
+            hashlib.sha256(record["name"].encode()).hexdigest())
+        with translated("resource record"):
+            try:
+                ref.create({**record, "created": now()})
+                return True
+            except gexc.AlreadyExists:
+                existing = ref.get().to_dict()
+        if existing["sha256"] != record["sha256"]:
+            raise errors.Conflict(
+                f"resource {record['name']!r} exists with other content "
+                f"(sha256 {existing['sha256']}); resources are immutable", "resource_immutable")
+        return False
+
+    def list_resources(self, sid: str) -> list[dict]:
+        with translated("resource listing"):
+            docs = [s.to_dict() for s in self._session(sid).collection("resources").stream()]
+        return sorted(docs, key=lambda d: d["name"])
+
+    # --- executions ----------------------------------------------------------------------
+    def create_execution(self, sid: str, eid: str,
+                         build: Callable[[dict], tuple[dict, dict]]) -> tuple[dict, bool]:
+        """Create execution ``eid`` in one transaction with the session's scene update.
+
+        ``build(session)`` returns (fields to update on the session, execution document).
+        Returns (execution document, created); an existing ``eid`` (a retried request
+        with the same idempotency key) is returned unchanged with created = False.
+        """
+        from google.cloud import firestore
+
+        session_ref, exec_ref = self._session(sid), self._execution(sid, eid)
+
+        @firestore.transactional
+        def run(tx):
+            existing = exec_ref.get(transaction=tx)
+            if existing.exists:
+                return existing.to_dict(), False
+            session = session_ref.get(transaction=tx)
+            if not session.exists:
+                raise errors.NotFound("session not found")
+            session_update, doc = build(session.to_dict())
+            if session_update:
+                tx.update(session_ref, session_update)
+            tx.create(exec_ref, doc)
+            return doc, True
+
+        with translated("execution creation"):
+            return run(self._db.transaction())
+
+    def get_execution(self, sid: str, eid: str) -> dict | None:
+        with translated("execution lookup"):
+            snap = self._execution(sid, eid).get()
+        return snap.to_dict() if snap.exists else None
+
+    def list_executions(self, sid: str) -> list[tuple[str, dict]]:
+        with translated("execution listing"):
+            query = self._session(sid).collection("executions").order_by("created")
+            return [(s.id, s.to_dict()) for s in query.stream()]
+
+    def update_execution(self, sid: str, eid: str, fields: dict) -> None:
+        with translated("execution update"):
+            self._execution(sid, eid).update(fields)
+
+    def finish_execution(self, sid: str, eid: str, fields: dict) -> bool:
+        """Move an execution to a final state unless it is in one already (first wins)."""
+        from google.cloud import firestore
+
+        ref = self._execution(sid, eid)
+
+        @firestore.transactional
+        def run(tx):
+            snap = ref.get(transaction=tx)
+            if not snap.exists or snap.get("status") in ("done", "failed", "cancelled"):
+                return False
+            tx.update(ref, fields)
+            return True
+
+        with translated("execution completion"):
+            return run(self._db.transaction())
+
+    # --- tasks ---------------------------------------------------------------------------
+    def write_tasks(self, sid: str, eid: str, tasks: Iterable[tuple[str, dict]]) -> None:
+        tasks = list(tasks)
+        col = self._tasks(sid, eid)
+        with translated("task creation"):
+            for start in range(0, len(tasks), BATCH):
+                batch = self._db.batch()
+                for tid, doc in tasks[start: start + BATCH]:
+                    batch.set(col.document(tid), doc)
+                batch.commit()
+
+    def get_task(self, sid: str, eid: str, tid: str) -> dict | None:
+        with translated("task lookup"):
+            snap = self._tasks(sid, eid).document(tid).get()
+        return snap.to_dict() if snap.exists else None
+
+    def update_task(self, sid: str, eid: str, tid: str, fields: dict) -> None:
+        with translated("task update"):
+            self._tasks(sid, eid).document(tid).update(fields)
+
+    def claim_task(self, sid: str, eid: str, tid: str, owner: str,
+                   lease_s: float) -> tuple[str, dict | None]:
+        """Compare-and-set a task from pending to running for ``owner``.
+
+        Returns ("won", task) if this owner holds it now: it was pending, or this owner
+        held it already (a redelivery of the same message), or the holder's lease ran
+        out. Returns ("done", None) if it is finished and ("held", None) if someone else
+        holds it. Only one concurrent caller can win: the write is conditional on the
+        document's update time.
+        """
+        from google.api_core import exceptions as gexc
+
+        ref = self._tasks(sid, eid).document(tid)
+        with translated("task claim"):
+            snap = ref.get()
+            if not snap.exists:
+                raise errors.NotFound(f"task {tid} not found")
+            task = snap.to_dict()
+            status = task.get("status")
+            if status in ("done", "failed"):
+                return "done", None
+            if status == "running" and task.get("owner") != owner:
+                started = task.get("started")
+                if started is not None and (now() - started).total_seconds() < lease_s:
+                    return "held", None
+            fields = {"status": "running", "owner": owner, "started": now(),
+                      "attempts": int(task.get("attempts", 0)) + 1}
+            try:
+                ref.update(fields, option=self._db.write_option(last_update_time=snap.update_time))
+            except (gexc.FailedPrecondition, gexc.Aborted):
+                return "held", None
+            return "won", {**task, **fields}
+
+    def count_done_children(self, sid: str, eid: str, parent: str) -> int:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("parent", "==", parent)) \
+            .where(filter=FieldFilter("status", "==", "done"))
+        with translated("task count"):
+            return int(query.count(alias="n").get()[0][0].value)
+
+    def task_stats(self, sid: str, eid: str) -> dict:
+        """Counts by status and time sums by kind, by aggregation queries."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        tasks = self._tasks(sid, eid)
+        stats: dict = {}
+        with translated("task statistics"):
+            for status in ("done", "failed", "running"):
+                q = tasks.where(filter=FieldFilter("status", "==", status))
+                stats[status] = int(q.count(alias="n").get()[0][0].value)
+            for kind in ("produce", "reduce"):
+                q = tasks.where(filter=FieldFilter("kind", "==", kind)) \
+                    .where(filter=FieldFilter("status", "==", "done"))
+                agg = q.sum("fetch_s", alias="fetch").sum("work_s", alias="work") \
+                    .sum("cpu_s", alias="cpu").count(alias="n").get()[0]
+                stats[kind] = {a.alias: float(a.value or 0.0) for a in agg}
+            stats["first_started"] = self._edge(tasks, "started", ascending=True)
+            stats["last_produced"] = self._edge(tasks, "finished", ascending=False,
+                                                kind="produce")
+        return stats
+
+    @staticmethod
+    def _edge(tasks, field: str, ascending: bool, kind: str | None = None):
+        from google.cloud import firestore
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        q = tasks
+        if kind:
+            q = q.where(filter=FieldFilter("kind", "==", kind))
+        direction = firestore.Query.ASCENDING if ascending else firestore.Query.DESCENDING
+        docs = list(q.order_by(field, direction=direction).limit(1).stream())
+        return docs[0].get(field) if docs else None

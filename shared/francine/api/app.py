@@ -1,0 +1,312 @@
+"""Routes of the REST API. ``Api.handle(request)`` takes a Flask request (what
+functions-framework hands to an HTTP function) and always returns a response: every
+error, expected or not, becomes the API's error body with its status, in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+
+from flask import Response
+from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
+from werkzeug.exceptions import NotFound as WzNotFound
+from werkzeug.routing import Map, Rule
+
+from francine import errors, executions, imaging, producers, users
+from francine.adapters.store import now
+from francine.api.openapi import openapi_document
+from francine.clients import Adapters
+from francine.producers.base import SceneError
+
+log = logging.getLogger("francine.api")
+
+RESOURCE_NAME = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+DEMO_USER = "demo"
+CHUNK = 1 << 20
+
+ROUTES = Map([
+    Rule("/", endpoint="demo", methods=["GET"]),
+    Rule("/healthz", endpoint="health", methods=["GET"]),
+    Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
+    Rule("/v1/sessions", endpoint="sessions", methods=["GET", "POST"]),
+    Rule("/v1/sessions/<sid>", endpoint="session", methods=["GET", "DELETE"]),
+    Rule("/v1/sessions/<sid>/resources", endpoint="resources", methods=["GET", "POST"]),
+    Rule("/v1/sessions/<sid>/resources/<path:name>", endpoint="resource", methods=["PUT"]),
+    Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>", endpoint="execution", methods=["GET", "POST"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
+], strict_slashes=False)
+
+
+def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json",
+                    headers=headers)
+
+
+def error_response(e: errors.FrancineError) -> Response:
+    return json_response({"error": {"code": e.code, "message": e.message}}, e.status)
+
+
+class Api:
+    def __init__(self, adapters: Adapters):
+        self.ad = adapters
+        self._demo_session: str | None = None
+
+    # --- plumbing ----------------------------------------------------------------------
+    def handle(self, request) -> Response:
+        try:
+            adapter = ROUTES.bind("localhost", path_info=request.path, url_scheme="http")
+            try:
+                endpoint, args = adapter.match(request.path, method=request.method)
+            except WzNotFound:
+                raise errors.NotFound(f"no route {request.path}") from None
+            except WzMethodNotAllowed:
+                raise errors.MethodNotAllowed(
+                    f"{request.method} is not allowed on {request.path}") from None
+            return getattr(self, f"route_{endpoint}")(request, **args)
+        except errors.FrancineError as e:
+            if e.status >= 500:
+                log.exception("request failed: %s %s", request.method, request.path)
+            return error_response(e)
+        except Exception:
+            log.exception("unexpected error: %s %s", request.method, request.path)
+            return error_response(errors.FrancineError("internal error"))
+
+    def user(self, request) -> str:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, key = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise errors.Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        user = self.ad.store.get_user(users.key_hash(key.strip()))
+        if user is None:
+            raise errors.Unauthorized("unknown API key")
+        return user["id"]
+
+    def json_body(self, request, allow_empty: bool = False) -> dict:
+        limit = self.ad.settings.max_json_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.PayloadTooLarge(f"JSON bodies are limited to {limit} bytes")
+        raw = request.stream.read(limit + 1)
+        if len(raw) > limit:
+            raise errors.PayloadTooLarge(f"JSON bodies are limited to {limit} bytes")
+        if not raw and allow_empty:
+            return {}
+        if request.mimetype != "application/json":
+            raise errors.UnsupportedMediaType(
+                f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise errors.BadRequest(f"malformed JSON: {e}", "malformed_json") from e
+        if not isinstance(body, dict):
+            raise errors.BadRequest("the body must be a JSON object", "malformed_json")
+        return body
+
+    def own_session(self, user: str, sid: str) -> dict:
+        session = self.ad.store.get_session(sid) if len(sid) <= 64 else None
+        # Another user's session answers exactly like a missing one.
+        if session is None or session.get("user") != user:
+            raise errors.NotFound(f"session {sid} not found")
+        return session
+
+    def own_execution(self, user: str, sid: str, eid: str) -> dict:
+        self.own_session(user, sid)
+        doc = self.ad.store.get_execution(sid, eid) if len(eid) <= 64 else None
+        if doc is None:
+            raise errors.NotFound(f"execution {eid} not found")
+        return doc
+
+    # --- public routes -----------------------------------------------------------------
+    def route_health(self, request) -> Response:
+        return json_response({"status": "ok"})
+
+    def route_openapi(self, request) -> Response:
+        return json_response(openapi_document())
+
+    def route_demo(self, request) -> Response:
+        """The original Francine's demo: the default ao scene through the pipeline."""
+        parallel = request.args.get("parallel", "4")
+        if not parallel.isdigit():
+            raise errors.BadRequest("parallel: must be a positive integer", "invalid_field")
+        if self._demo_session is None or self.ad.store.get_session(self._demo_session) is None:
+            self._demo_session = self.create_session(DEMO_USER, {"producer": "ao"})["id"]
+        doc, _ = executions.start(self.ad, DEMO_USER, self._demo_session,
+                                  {"parallel": int(parallel)})
+        return self.blocking_result(doc)
+
+    # --- sessions ----------------------------------------------------------------------
+    def create_session(self, user: str, body: dict) -> dict:
+        unknown = set(body) - {"producer", "format", "scene"}
+        if unknown:
+            raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
+        name = body.get("producer")
+        if not isinstance(name, str):
+            raise errors.BadRequest("producer: required, a string", "invalid_field")
+        fmt = body.get("format", "png")
+        if fmt not in imaging.FORMATS:
+            raise errors.BadRequest(f"format: one of {sorted(imaging.FORMATS)}", "invalid_field")
+        scene = body.get("scene")
+        if scene is not None and not isinstance(scene, dict):
+            raise errors.BadRequest("scene: must be a JSON object", "invalid_field")
+        try:
+            producer = producers.get(name)
+            scene = producer.validate(producer.default_scene() if scene is None else scene, None)
+        except SceneError as e:
+            raise executions.scene_error(e) from e
+        sid = uuid.uuid4().hex[:20]
+        doc = {"user": user, "producer": name, "format": fmt, "scene": scene,
+               "created": now(), "updated": now()}
+        self.ad.store.create_session(sid, doc)
+        return self.session_view(sid, doc, [])
+
+    @staticmethod
+    def session_view(sid: str, doc: dict, resources: list[dict]) -> dict:
+        return {"id": sid, "producer": doc["producer"], "format": doc["format"],
+                "scene": doc["scene"], "created": executions.rfc3339(doc["created"]),
+                "updated": executions.rfc3339(doc.get("updated")),
+                "resources": [resource_view(r) for r in resources]}
+
+    def route_sessions(self, request) -> Response:
+        user = self.user(request)
+        if request.method == "POST":
+            return json_response(self.create_session(user, self.json_body(request)), 201)
+        return json_response({"sessions": [
+            self.session_view(sid, doc, []) for sid, doc in self.ad.store.list_sessions(user)]})
+
+    def route_session(self, request, sid: str) -> Response:
+        user = self.user(request)
+        session = self.own_session(user, sid)
+        if request.method == "DELETE":
+            # Stop what is running first, so that no worker writes after the deletion.
+            for _, doc in self.ad.store.list_executions(sid):
+                if doc["status"] not in executions.FINAL:
+                    executions.end(self.ad, doc, "cancelled")
+            self.ad.blobs.delete_session(sid)
+            self.ad.store.delete_session(sid)
+            return Response(status=204)
+        return json_response(self.session_view(sid, session, self.ad.store.list_resources(sid)))
+
+    # --- resources ---------------------------------------------------------------------
+    def route_resources(self, request, sid: str) -> Response:
+        user = self.user(request)
+        self.own_session(user, sid)
+        if request.method == "POST":
+            raise errors.BadRequest(
+                "attaching external resources by URL is not available yet; upload the "
+                "bytes with PUT /v1/sessions/{sid}/resources/{name}", "unsupported_source")
+        return json_response({"resources": [
+            resource_view(r) for r in self.ad.store.list_resources(sid)]})
+
+    def route_resource(self, request, sid: str, name: str) -> Response:
+        user = self.user(request)
+        session = self.own_session(user, sid)
+        if (not RESOURCE_NAME.match(name) or len(name) > 512
+                or any(part in (".", "..") for part in name.split("/"))):
+            raise errors.BadRequest(
+                "resource name: a relative path of letters, digits and ._-/ without '..'",
+                "invalid_name")
+        limit = self.ad.settings.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.PayloadTooLarge(f"resource uploads are limited to {limit} bytes")
+        fd, tmp = tempfile.mkstemp(prefix="francine-upload-")
+        try:
+            digest, size = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as f:
+                while chunk := request.stream.read(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise errors.PayloadTooLarge(
+                            f"resource uploads are limited to {limit} bytes")
+                    digest.update(chunk)
+                    f.write(chunk)
+            sha = digest.hexdigest()
+            meta = self.inspect(session["producer"], name, tmp)
+            if not self.ad.blobs.has_resource(sha):
+                self.ad.blobs.put_resource(sha, tmp)
+        finally:
+            os.unlink(tmp)
+        record = {"name": name, "sha256": sha, "size": size, "meta": meta}
+        created = self.ad.store.attach_resource(sid, record)
+        return json_response(resource_view(record), 201 if created else 200)
+
+    @staticmethod
+    def inspect(producer_name: str, name: str, path: str) -> dict:
+        """Let the producer check a file it will read (a malformed mesh is a 400 now,
+        not a failed task later)."""
+        inspect = getattr(producers.get(producer_name), "inspect_resource", None)
+        if inspect is None:
+            return {}
+        import pathlib
+
+        try:
+            return inspect(name, pathlib.Path(path)) or {}
+        except SceneError as e:
+            raise errors.BadRequest(f"resource {name}: {e}", "invalid_resource") from e
+
+    # --- executions --------------------------------------------------------------------
+    def route_executions(self, request, sid: str) -> Response:
+        user = self.user(request)
+        self.own_session(user, sid)
+        if request.method == "GET":
+            return json_response({"executions": [
+                executions.view(self.ad, doc) for _, doc in self.ad.store.list_executions(sid)]})
+        body = self.json_body(request, allow_empty=True)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")
+        doc, _ = executions.start(self.ad, user, sid, body, key)
+        if request.args.get("block") in ("1", "true"):
+            return self.blocking_result(doc)
+        location = f"/v1/sessions/{sid}/executions/{doc['id']}"
+        return json_response(executions.view(self.ad, doc), 202, {"Location": location})
+
+    def blocking_result(self, doc: dict) -> Response:
+        sid, eid = doc["session_id"], doc["id"]
+        doc = executions.wait(self.ad, sid, eid, self.ad.settings.block_timeout_s)
+        if doc["status"] == "done":
+            return self.image_response(doc)
+        if doc["status"] in executions.FINAL:
+            error = doc.get("error") or {}
+            raise errors.Conflict(
+                f"execution {eid} is {doc['status']}: {error.get('message', 'no image')}",
+                f"execution_{doc['status']}")
+        # Still running after the wait: answer like the non-blocking call.
+        return json_response(executions.view(self.ad, doc), 202,
+                             {"Location": f"/v1/sessions/{sid}/executions/{eid}"})
+
+    def image_response(self, doc: dict) -> Response:
+        data = self.ad.blobs.get_result(doc["result"])
+        return Response(data, 200, mimetype=imaging.FORMATS[doc["format"]],
+                        headers={"X-Francine-Execution": doc["id"]})
+
+    def route_execution(self, request, sid: str, eid: str) -> Response:
+        user = self.user(request)
+        eid, _, verb = eid.partition(":")
+        if request.method == "POST":
+            if verb != "cancel":
+                raise errors.NotFound(f"no route {request.path}")
+            doc = self.own_execution(user, sid, eid)
+            if doc["status"] not in executions.FINAL:
+                executions.end(self.ad, doc, "cancelled")
+            return json_response(executions.view(self.ad, self.ad.store.get_execution(sid, eid)))
+        if verb:
+            raise errors.NotFound(f"no route {request.path}")
+        return json_response(executions.view(self.ad, self.own_execution(user, sid, eid)))
+
+    def route_result(self, request, sid: str, eid: str) -> Response:
+        user = self.user(request)
+        doc = self.own_execution(user, sid, eid)
+        if doc["status"] != "done":
+            raise errors.Conflict(f"execution {eid} is {executions.view(self.ad, doc)['status']}"
+                                  ", not done", "not_ready")
+        return self.image_response(doc)
+
+
+def resource_view(record: dict) -> dict:
+    return {"name": record["name"], "sha256": record["sha256"], "size": record["size"]}

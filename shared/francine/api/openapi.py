@@ -1,0 +1,176 @@
+"""The OpenAPI 3 document of the API, with each producer's scene schema."""
+
+from __future__ import annotations
+
+import functools
+
+from francine import producers
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _resp(description: str, schema: dict | None = None, content: dict | None = None) -> dict:
+    r: dict = {"description": description}
+    if schema is not None:
+        r["content"] = _json(schema)
+    if content is not None:
+        r["content"] = content
+    return r
+
+
+ERRORS = {code: _resp(text, ERROR) for code, text in {
+    "400": "malformed JSON, a wrong field or an invalid scene",
+    "401": "missing or unknown API key",
+    "404": "no such session or execution (or another user's)",
+    "413": "body too large",
+    "415": "unsupported media type",
+}.items()}
+
+IMAGES = {"image/png": {"schema": {"type": "string", "format": "binary"}},
+          "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+          "image/x-exr": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _op(summary: str, responses: dict, body: dict | None = None, params: list | None = None,
+        secured: bool = True) -> dict:
+    op: dict = {"summary": summary, "responses": {**responses, **(ERRORS if secured else {})}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    if params:
+        op["parameters"] = params
+    if not secured:
+        op["security"] = []
+    return op
+
+
+def _path_param(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+@functools.cache
+def openapi_document() -> dict:
+    sid, eid = _path_param("sid"), _path_param("eid")
+    scene_schemas = {f"Scene_{name}": producers.get(name).json_schema()
+                     for name in producers.names()}
+    schemas = {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+        "SessionRequest": {"type": "object", "required": ["producer"],
+                           "additionalProperties": False, "properties": {
+                               "producer": {"type": "string", "enum": producers.names()},
+                               "format": {"type": "string", "enum": ["png", "jpeg", "exr"],
+                                          "default": "png"},
+                               "scene": {"oneOf": [{"$ref": f"#/components/schemas/{k}"}
+                                                   for k in scene_schemas]}}},
+        "Resource": {"type": "object", "properties": {
+            "name": {"type": "string"}, "sha256": {"type": "string"},
+            "size": {"type": "integer"}}},
+        "Session": {"type": "object", "properties": {
+            "id": {"type": "string"}, "producer": {"type": "string"},
+            "format": {"type": "string"}, "scene": {"type": "object"},
+            "created": {"type": "string", "format": "date-time"},
+            "updated": {"type": "string", "format": "date-time"},
+            "resources": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}}}},
+        "ExecutionRequest": {"type": "object", "additionalProperties": False, "properties": {
+            "parallel": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 1,
+                         "description": "number of sample passes, each with its own seed"},
+            "update": {"type": "object", "description": "JSON Merge Patch (RFC 7386) of "
+                       "the scene; it persists for later executions"},
+            "tile": {"type": "integer", "minimum": 8, "description": "edge of the square "
+                     "tiles one task renders (default: the whole image)"}}},
+        "Execution": {"type": "object", "properties": {
+            "id": {"type": "string"}, "session_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "running", "reducing", "done",
+                                                  "failed", "cancelled"]},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "tasks": {"type": "object", "properties": {
+                k: {"type": "integer"} for k in ("total", "done", "failed", "running")}},
+            "time": {"type": "object", "description": (
+                "created/finished: RFC 3339. fetching, producing, reducing: seconds that "
+                "tasks spent fetching inputs, rendering and reducing, summed over tasks. "
+                "cpu: CPU-seconds of all tasks (the basis of a cost estimate). total: "
+                "wall seconds from creation to the end (or now). first_task_after: wall "
+                "seconds from creation to the first task starting; image_after_last_task: "
+                "from the last production task finishing to the final image."),
+                "properties": {
+                    "created": {"type": "string", "format": "date-time"},
+                    "finished": {"type": ["string", "null"], "format": "date-time"},
+                    **{k: {"type": ["number", "null"]} for k in (
+                        "fetching", "producing", "reducing", "total", "cpu",
+                        "first_task_after", "image_after_last_task")}}},
+            "error": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}}}]}}},
+        **scene_schemas,
+    }
+    ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
+    paths = {
+        "/": {"get": _op("render the default ao scene through the pipeline (demo)",
+                         {"200": _resp("the image", content={"image/png": IMAGES["image/png"]})},
+                         secured=False)},
+        "/healthz": {"get": _op("liveness", {"200": _resp("alive")}, secured=False)},
+        "/v1/openapi.json": {"get": _op("this document", {"200": _resp("OpenAPI 3")},
+                                        secured=False)},
+        "/v1/sessions": {
+            "post": _op("create a session", {"201": _resp("the session", ref("Session"))},
+                        _json(ref("SessionRequest"))),
+            "get": _op("the caller's sessions", {"200": _resp("sessions", {
+                "type": "object", "properties": {"sessions": {
+                    "type": "array", "items": ref("Session")}}})})},
+        "/v1/sessions/{sid}": {
+            "get": _op("one session, its scene with all updates applied, its resources",
+                       {"200": _resp("the session", ref("Session"))}, params=[sid]),
+            "delete": _op("delete the session, its executions and stored images",
+                          {"204": _resp("deleted")}, params=[sid])},
+        "/v1/sessions/{sid}/resources": {
+            "get": _op("the session's resources", {"200": _resp("resources", {
+                "type": "object", "properties": {"resources": {
+                    "type": "array", "items": ref("Resource")}}})}, params=[sid])},
+        "/v1/sessions/{sid}/resources/{name}": {
+            "put": _op("attach a file (immutable, identified by its SHA-256)", {
+                "201": _resp("attached", ref("Resource")),
+                "200": _resp("the same bytes were attached already", ref("Resource")),
+                "409": _resp("the name holds other bytes", ERROR)},
+                {"application/octet-stream": {"schema": {"type": "string",
+                                                          "format": "binary"}}},
+                params=[sid, {"name": "name", "in": "path", "required": True,
+                              "schema": {"type": "string",
+                                         "pattern": "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"}}])},
+        "/v1/sessions/{sid}/executions": {
+            "post": _op("start a render", {
+                "202": _resp("the execution", ref("Execution")),
+                "200": _resp("with ?block=1: the image", content=IMAGES),
+                "409": _resp("with ?block=1: the execution failed or was cancelled", ERROR)},
+                _json(ref("ExecutionRequest")), params=[sid, {
+                    "name": "block", "in": "query", "schema": {"type": "string",
+                                                               "enum": ["1", "true"]}}, {
+                    "name": "Idempotency-Key", "in": "header", "schema": {"type": "string"},
+                    "description": "a retried POST with the same key returns the first "
+                                   "execution instead of starting a second one"}]),
+            "get": _op("the session's executions", {"200": _resp("executions", {
+                "type": "object", "properties": {"executions": {
+                    "type": "array", "items": ref("Execution")}}})}, params=[sid])},
+        "/v1/sessions/{sid}/executions/{eid}": {
+            "get": _op("status", {"200": _resp("the execution", ref("Execution"))},
+                       params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}/result": {
+            "get": _op("the final image", {"200": _resp("the image", content=IMAGES),
+                                           "409": _resp("not done", ERROR)},
+                       params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}:cancel": {
+            "post": _op("stop a render; tasks not yet started never run",
+                        {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Francine", "version": "1",
+                 "description": "A render farm as a serverless pipeline."},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "apiKey": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"apiKey": []}],
+        "paths": paths,
+    }

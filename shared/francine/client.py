@@ -1,0 +1,89 @@
+"""A small client of the REST API (used by the CLI, the tests and the benchmarks)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from collections.abc import Callable
+
+import requests
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict | str):
+        self.status = status
+        self.body = body
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        self.code = error.get("code")
+        super().__init__(f"{status} {self.code}: {error.get('message', body)}")
+
+
+class Client:
+    def __init__(self, api_url: str, api_key: str | None, timeout_s: float = 330.0):
+        self.api_url = api_url.rstrip("/")
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        resp = self.session.request(method, self.api_url + path,
+                                    timeout=kwargs.pop("timeout", self.timeout_s), **kwargs)
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+            raise ApiError(resp.status_code, body)
+        return resp
+
+    def create_session(self, producer: str, scene: dict | None = None,
+                       fmt: str = "png") -> dict:
+        body = {"producer": producer, "format": fmt}
+        if scene is not None:
+            body["scene"] = scene
+        return self.request("POST", "/v1/sessions", json=body).json()
+
+    def put_resource(self, sid: str, name: str, data: bytes) -> dict:
+        return self.request("PUT", f"/v1/sessions/{sid}/resources/{name}", data=data).json()
+
+    def execute(self, sid: str, parallel: int = 1, update: dict | None = None,
+                tile: int | None = None, idempotency_key: str | None = None) -> dict:
+        body: dict = {"parallel": parallel}
+        if update is not None:
+            body["update"] = update
+        if tile is not None:
+            body["tile"] = tile
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self.request("POST", f"/v1/sessions/{sid}/executions", json=body,
+                            headers=headers).json()
+
+    def execution(self, sid: str, eid: str) -> dict:
+        return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}").json()
+
+    def wait(self, sid: str, eid: str, timeout_s: float = 600.0, poll_s: float = 0.2,
+             on_status: Callable[[dict], None] | None = None) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.execution(sid, eid)
+            if on_status:
+                on_status(status)
+            if status["status"] in ("done", "failed", "cancelled"):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {eid} still {status['status']} after "
+                                   f"{timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def result(self, sid: str, eid: str) -> bytes:
+        return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/result").content
+
+
+def load_scene_file(path: pathlib.Path) -> tuple[str, dict | None, dict[str, pathlib.Path], str]:
+    """A scene file: {"producer": ..., "format"?: ..., "scene": {...},
+    "resources": {name: path relative to the file}}."""
+    doc = json.loads(path.read_text())
+    resources = {name: (path.parent / rel).resolve()
+                 for name, rel in doc.get("resources", {}).items()}
+    return doc["producer"], doc.get("scene"), resources, doc.get("format", "png")

@@ -1,0 +1,59 @@
+"""Creating the Google Cloud clients, once per process, never at import time.
+
+The client libraries find the emulators through FIRESTORE_EMULATOR_HOST,
+PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST; Cloud Storage additionally needs
+anonymous credentials there, since no application default credentials exist locally.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+from francine.config import Settings
+
+
+@dataclass
+class Clients:
+    firestore: object
+    publisher: object
+    storage: object
+
+
+def make_clients(settings: Settings) -> Clients:
+    from google.cloud import firestore, pubsub_v1, storage
+
+    storage_kwargs = {}
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        storage_kwargs["credentials"] = AnonymousCredentials()
+    # Messages are few and latency matters more than batching: flush after 5 ms.
+    batch = pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.005)
+    return Clients(
+        firestore=firestore.Client(project=settings.project, database=settings.database),
+        publisher=pubsub_v1.PublisherClient(batch_settings=batch),
+        storage=storage.Client(project=settings.project, **storage_kwargs),
+    )
+
+
+@dataclass
+class Adapters:
+    settings: Settings
+    store: object
+    bus: object
+    blobs: object
+
+
+@functools.cache
+def adapters_from_env() -> Adapters:
+    """The adapters of this process, configured from the environment (cached)."""
+    from francine.adapters.blobs import Blobs
+    from francine.adapters.bus import Bus
+    from francine.adapters.store import Store
+
+    settings = Settings.from_env()
+    clients = make_clients(settings)
+    return Adapters(settings, Store(clients.firestore), Bus(clients.publisher, settings),
+                    Blobs(clients.storage, settings))

@@ -1,0 +1,62 @@
+"""Decoding Pub/Sub messages as they reach our handlers (push requests or CloudEvents)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from francine import errors
+
+DEAD_LETTER_ATTRIBUTE = "CloudPubSubDeadLetterSourceSubscription"
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    payload: dict
+    attributes: dict
+
+    @property
+    def type(self) -> str | None:
+        return self.attributes.get("type")
+
+    @property
+    def dead_lettered(self) -> bool:
+        """Pub/Sub forwarded this message to a dead-letter topic after its last attempt."""
+        return DEAD_LETTER_ATTRIBUTE in self.attributes
+
+    @property
+    def delivery_attempts(self) -> int:
+        try:
+            return int(self.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", 0))
+        except ValueError:
+            return 0
+
+
+def decode(envelope: object) -> Message:
+    """The message of a push body ``{"message": {...}, "subscription": ...}`` (also the
+    data of a Pub/Sub CloudEvent). ``BadRequest`` if it is not one of ours."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
+        raise errors.BadRequest("not a Pub/Sub push envelope", "bad_envelope")
+    message = envelope["message"]
+    try:
+        payload = json.loads(base64.b64decode(message.get("data") or "", validate=True))
+    except (binascii.Error, ValueError) as e:
+        raise errors.BadRequest(f"message data is not base64 JSON: {e}", "bad_envelope") from e
+    if not isinstance(payload, dict):
+        raise errors.BadRequest("message data is not a JSON object", "bad_envelope")
+    attributes = message.get("attributes") or {}
+    message_id = str(message.get("messageId") or message.get("message_id") or "")
+    return Message(message_id, payload, dict(attributes))
+
+
+def require(payload: dict, *fields: str) -> list[str]:
+    values = []
+    for f in fields:
+        v = payload.get(f)
+        if not isinstance(v, str) or not v:
+            raise errors.BadRequest(f"message lacks {f!r}", "bad_envelope")
+        values.append(v)
+    return values

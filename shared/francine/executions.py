@@ -1,0 +1,213 @@
+"""Executions: starting one (plan, record, publish), reporting it, ending it.
+
+Used by the api (start, status, wait) and by the reducer (finish, fail). The order of
+writes makes every step safe to repeat: the execution document is created first
+(transactionally with the session's scene update), then the task documents
+(``planned``), then the messages (``published``). A retried request with the same
+idempotency key resumes wherever the first one stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+import uuid
+
+from francine import errors, planning, producers
+from francine.adapters.store import now
+from francine.clients import Adapters
+from francine.mergepatch import merge_patch
+from francine.producers.base import ResourceInfo, SceneError
+
+FINAL = ("done", "failed", "cancelled")
+MAX_PARALLEL = 4096
+MIN_TILE = 8
+
+
+def scene_error(e: SceneError) -> errors.BadRequest:
+    field = f"scene.{e.field}" if e.field and e.field != "producer" else e.field
+    return errors.BadRequest(f"{field}: {e.message}" if field else e.message, "invalid_scene")
+
+
+def parse_request(body: dict) -> tuple[int, dict | None, int | None]:
+    unknown = set(body) - {"parallel", "update", "tile"}
+    if unknown:
+        raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
+    parallel = body.get("parallel", 1)
+    if type(parallel) is not int or not 1 <= parallel <= MAX_PARALLEL:
+        raise errors.BadRequest(f"parallel: must be an integer in 1..{MAX_PARALLEL}",
+                                "invalid_field")
+    update = body.get("update")
+    if update is not None and not isinstance(update, dict):
+        raise errors.BadRequest("update: must be a JSON object (a merge patch)", "invalid_field")
+    tile = body.get("tile")
+    if tile is not None and (type(tile) is not int or tile < MIN_TILE):
+        raise errors.BadRequest(f"tile: must be an integer ≥ {MIN_TILE}", "invalid_field")
+    return parallel, update, tile
+
+
+def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return uuid.uuid4().hex[:20]
+    return hashlib.sha256(f"{user}\0{sid}\0{idempotency_key}".encode()).hexdigest()[:20]
+
+
+def start(ad: Adapters, user: str, sid: str, body: dict,
+          idempotency_key: str | None = None) -> tuple[dict, bool]:
+    """Create (or, for a repeated idempotency key, find) an execution and publish it.
+    Returns (execution document, created)."""
+    parallel, update, tile = parse_request(body)
+    eid = execution_id(user, sid, idempotency_key)
+    resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"])
+                 for r in ad.store.list_resources(sid)}
+
+    def build(session: dict) -> tuple[dict, dict]:
+        producer = producers.get(session["producer"])
+        scene = merge_patch(session["scene"], update) if update else session["scene"]
+        try:
+            scene = producer.validate(scene, resources)
+            width, height = producer.image_size(scene)
+        except SceneError as e:
+            raise scene_error(e) from e
+        shape = planning.make_shape(width, height, parallel, tile)
+        if shape.total_tasks > ad.settings.max_tasks:
+            raise errors.BadRequest(
+                f"this render would need {shape.total_tasks} tasks, more than the limit of "
+                f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
+        created = now()
+        doc = {
+            "id": eid, "session_id": sid, "user": user, "created": created,
+            "status": "queued", "producer": producer.name, "format": session["format"],
+            "display": producer.display, "channels": producer.channels,
+            "scene": scene, "update": update, "parallel": parallel, "tile": tile,
+            "resources": {n: {"sha256": r.sha256, "size": r.size}
+                          for n, r in resources.items()},
+            "shape": shape.to_dict(), "admission_limit": ad.settings.admission_limit,
+            "planned": False, "published": False, "finished": None, "error": None,
+        }
+        return ({"scene": scene, "updated": created} if update else {}), doc
+
+    doc, created = ad.store.create_execution(sid, eid, build)
+    if doc["status"] not in FINAL:
+        publish(ad, doc)
+    return doc, created
+
+
+def publish(ad: Adapters, doc: dict) -> None:
+    """Write the task documents and publish the first production tasks; idempotent."""
+    sid, eid = doc["session_id"], doc["id"]
+    shape = planning.Shape.from_dict(doc["shape"])
+    if not doc.get("planned"):
+        ad.store.write_tasks(sid, eid, (
+            (planning.task_id(eid, t.node), task_document(t)) for t in planning.plan(eid, shape)))
+        ad.store.update_execution(sid, eid, {"planned": True})
+        doc["planned"] = True
+    if not doc.get("published"):
+        first = shape.productions
+        if doc.get("admission_limit"):
+            first = min(first, doc["admission_limit"])
+        ad.bus.publish_tasks(sid, eid, [(i, planning.task_id(eid, planning.node_name(0, i)))
+                                        for i in range(first)])
+        ad.store.update_execution(sid, eid, {"published": True})
+        doc["published"] = True
+
+
+def task_document(t: planning.PlannedTask) -> dict:
+    doc = {"node": t.node, "kind": t.kind, "parent": t.parent, "status": "pending",
+           "children": t.children, "attempts": 0}
+    if t.tile is not None:
+        doc.update(tile=[t.tile.x0, t.tile.y0, t.tile.width, t.tile.height],
+                   pass_index=t.pass_index, seed=t.seed)
+    return doc
+
+
+# --- reporting -------------------------------------------------------------------------
+
+def rfc3339(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summarize(doc: dict, stats: dict, finished: dt.datetime | None) -> dict:
+    """The counts and times of an execution from its task statistics."""
+    shape = planning.Shape.from_dict(doc["shape"])
+    created = doc["created"]
+    end = finished or now()
+    first, last = stats.get("first_started"), stats.get("last_produced")
+    prod, red = stats["produce"], stats["reduce"]
+    return {
+        "tasks": {"total": shape.total_tasks, "done": stats["done"],
+                  "failed": stats["failed"], "running": stats["running"]},
+        "time": {
+            "created": rfc3339(created), "finished": rfc3339(finished),
+            "fetching": round(prod["fetch"] + red["fetch"], 4),
+            "producing": round(prod["work"], 4),
+            "reducing": round(red["work"], 4),
+            "total": round((end - created).total_seconds(), 4),
+            "cpu": round(prod["cpu"] + red["cpu"], 4),
+            # The pipeline's own latency: request → first task running, and last
+            # production task finished → final image stored.
+            "first_task_after": round((first - created).total_seconds(), 4) if first else None,
+            "image_after_last_task": (round((finished - last).total_seconds(), 4)
+                                      if finished and last else None),
+        },
+        "productions_done": int(prod.get("n", 0)),
+    }
+
+
+def view(ad: Adapters, doc: dict) -> dict:
+    """The execution status of API.md."""
+    summary = doc.get("summary")
+    if summary is None:
+        stats = ad.store.task_stats(doc["session_id"], doc["id"])
+        summary = summarize(doc, stats, doc.get("finished"))
+    shape = planning.Shape.from_dict(doc["shape"])
+    tasks = summary["tasks"]
+    status = doc["status"]
+    if status not in FINAL:
+        status = "queued"
+        if summary["productions_done"] >= shape.productions:
+            status = "reducing"
+        elif tasks["done"] or tasks["running"]:
+            status = "running"
+    progress = 1.0 if status == "done" else round(tasks["done"] / tasks["total"], 4)
+    return {
+        "id": doc["id"], "session_id": doc["session_id"], "status": status,
+        "progress": progress, "tasks": tasks, "time": summary["time"],
+        "error": doc.get("error"),
+        "parallel": doc["parallel"], "tile": doc["tile"], "update": doc.get("update"),
+        "format": doc["format"], "width": shape.width, "height": shape.height,
+    }
+
+
+def end(ad: Adapters, doc: dict, status: str, error: dict | None = None,
+        result: str | None = None) -> bool:
+    """Move the execution to a final status with its frozen summary; first caller wins."""
+    finished = now()
+    stats = ad.store.task_stats(doc["session_id"], doc["id"])
+    fields = {"status": status, "finished": finished, "error": error,
+              "summary": summarize(doc, stats, finished)}
+    if result:
+        fields["result"] = result
+    return ad.store.finish_execution(doc["session_id"], doc["id"], fields)
+
+
+def fail(ad: Adapters, sid: str, eid: str, code: str, message: str) -> bool:
+    doc = ad.store.get_execution(sid, eid)
+    if doc is None or doc["status"] in FINAL:
+        return False
+    return end(ad, doc, "failed", {"code": code, "message": message})
+
+
+def wait(ad: Adapters, sid: str, eid: str, timeout_s: float, poll_s: float = 0.1) -> dict:
+    """Poll the execution document until it is final or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        doc = ad.store.get_execution(sid, eid)
+        if doc is None:
+            raise errors.NotFound("execution not found")
+        if doc["status"] in FINAL or time.monotonic() >= deadline:
+            return doc
+        time.sleep(poll_s)

@@ -1,0 +1,1 @@
+"""Running Francine on one machine: emulators, processes, the local stack."""

@@ -1,0 +1,62 @@
+"""The three emulators of the local stack: Firestore, Pub/Sub and Cloud Storage.
+
+Firestore and Pub/Sub come with the Google Cloud CLI (``gcloud emulators ...``, Java);
+Cloud Storage is the PyPI package ``gcp-storage-emulator``. ``Emulators.start`` returns
+the environment variables that point the Google client libraries at them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+from francine.local.processes import ProcessGroup, free_port, http_ok
+
+
+@dataclass
+class Emulators:
+    project: str = "francine-local"
+    log_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="francine-emu-"))
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._group = ProcessGroup(self.log_dir)
+
+    def start(self) -> dict[str, str]:
+        gcloud = shutil.which("gcloud")
+        if gcloud is None:
+            raise RuntimeError("gcloud is not on PATH: the Firestore and Pub/Sub emulators "
+                               "come with the Google Cloud CLI")
+        fs_port, ps_port, gcs_port = free_port(), free_port(), free_port()
+        pubsub_data = os.path.join(self.log_dir, "pubsub-data")
+        os.makedirs(pubsub_data, exist_ok=True)
+        fs = self._group.start("firestore", [
+            gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{fs_port}",
+            "--quiet"])
+        ps = self._group.start("pubsub", [
+            gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{ps_port}",
+            f"--data-dir={pubsub_data}", "--quiet"])
+        gcs = self._group.start("storage", [
+            sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+            f"--port={gcs_port}", "--in-memory", "--quiet"])
+        try:
+            self._group.wait_ready(fs, lambda: http_ok(f"http://127.0.0.1:{fs_port}/"), 90)
+            self._group.wait_ready(ps, lambda: http_ok(f"http://127.0.0.1:{ps_port}/"), 90)
+            self._group.wait_ready(
+                gcs, lambda: http_ok(f"http://127.0.0.1:{gcs_port}/storage/v1/b"), 30)
+        except Exception:
+            self.stop()
+            raise
+        self.env = {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{fs_port}",
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps_port}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
+        }
+        return self.env
+
+    def stop(self) -> None:
+        self._group.stop_all()

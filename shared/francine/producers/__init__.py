@@ -1,0 +1,28 @@
+"""The registry of producers (renderers) that sessions can name."""
+
+from __future__ import annotations
+
+import importlib
+
+from francine.producers.base import Producer, SceneError
+
+# Imported lazily: a producer module pulls in numba, which the api does not always need.
+_MODULES = {
+    "ao": "francine.producers.ao",
+    "pathtracer": "francine.producers.pathtracer",
+}
+
+_loaded: dict[str, Producer] = {}
+
+
+def names() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get(name: str) -> Producer:
+    """The producer called ``name``; ``SceneError`` on the field ``producer`` otherwise."""
+    if name not in _MODULES:
+        raise SceneError("producer", f"unknown producer {name!r}; one of {names()}")
+    if name not in _loaded:
+        _loaded[name] = importlib.import_module(_MODULES[name]).PRODUCER
+    return _loaded[name]
