@@ -4,6 +4,7 @@ import functools
 import logging
 
 import functions_framework
+
 from francine import errors
 from francine.envelope import decode
 
@@ -25,7 +26,7 @@ def reducer(event):
         message = decode(event.data)
         outcome = _reducer().handle(message)
         log.info("message %s: %s", message.id, outcome)
-    except (errors.BadRequest, errors.PermanentError, errors.NotFound) as e:
+    except (errors.BadRequest, errors.PermanentError) as e:
         # Retrying cannot help: acknowledge, and say why in the log.
         log.error("dropped event %s: %s", event["id"], e)
     # Anything else propagates: the function answers 500 and Pub/Sub redelivers.

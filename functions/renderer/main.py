@@ -8,6 +8,7 @@ import functools
 import logging
 
 from flask import Flask, request
+
 from francine import errors
 from francine.envelope import decode
 

@@ -1,0 +1,100 @@
+"""The Firestore database (native mode) and the composite indexes Francine's queries need.
+
+The queries of ``shared/francine/adapters/store.py`` and the index each one uses:
+
+==========================================================  =================================
+query                                                       index
+==========================================================  =================================
+``sessions`` where ``user ==`` order by ``created``          composite (user, created)
+``sessions/{sid}/executions`` order by ``created``           single-field, automatic
+``sessions/{sid}/resources`` (all of them)                   none
+``tasks`` where ``parent ==`` and ``status ==``, count       single-field, merged: automatic
+``tasks`` where ``status ==``, count                         single-field, automatic
+``tasks`` where ``kind ==`` and ``status ==``,               composite (kind, status, cpu_s,
+sum ``fetch_s``, ``work_s``, ``cpu_s``, count                fetch_s, work_s)
+``tasks`` order by ``started`` limit 1                       single-field, automatic
+``tasks`` where ``kind ==`` order by ``finished`` desc       composite (kind, finished desc)
+==========================================================  =================================
+
+Firestore keeps a single-field index of every field automatically and serves
+equality-only filters by merging them, so counts over equalities need nothing. A filter
+on one field with an order on another needs a composite index, and so does a ``sum()``
+under filters: Firestore computes it from index entries, so the summed fields must be in
+the index the filters use. A collection-group query (``tasks`` across executions) would
+need collection-group indexes, which are never automatic; the code has none.
+
+The emulator enforces no index at all: a query that works in the local stack can still
+fail in the cloud with ``FAILED_PRECONDITION: The query requires an index``. The error
+names the missing index; add it to ``COMPOSITE_INDEXES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from francine_infra.options import child_options
+
+# (collection, ((field, order), ...)): add one here when the code gains such a query.
+COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    # list_sessions
+    ("sessions", (("user", "ASCENDING"), ("created", "ASCENDING"))),
+    # task_stats: the sums per kind of the done tasks
+    (
+        "tasks",
+        (
+            ("kind", "ASCENDING"),
+            ("status", "ASCENDING"),
+            ("cpu_s", "ASCENDING"),
+            ("fetch_s", "ASCENDING"),
+            ("work_s", "ASCENDING"),
+        ),
+    ),
+    # task_stats: the last production task to finish
+    ("tasks", (("kind", "ASCENDING"), ("finished", "DESCENDING"))),
+)
+
+
+@dataclass
+class FirestoreDbArgs:
+    project: str
+    location: str
+    database: str = "(default)"
+    # `pulumi destroy` deletes the database with its data; "ABANDON" would keep it.
+    deletion_policy: str = "DELETE"
+
+
+class FirestoreDb(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: FirestoreDbArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("francine:infra:FirestoreDb", name, None, opts)
+        self.database = gcp.firestore.Database(
+            name,
+            project=args.project,
+            name=args.database,
+            location_id=args.location,
+            type="FIRESTORE_NATIVE",
+            delete_protection_state="DELETE_PROTECTION_DISABLED",
+            deletion_policy=args.deletion_policy,
+            opts=child_options(self, opts),
+        )
+        self.indexes = [
+            gcp.firestore.Index(
+                f"{name}-{collection}-{'-'.join(f for f, _ in fields)}",
+                project=args.project,
+                database=self.database.name,
+                collection=collection,
+                query_scope="COLLECTION",
+                fields=[
+                    gcp.firestore.IndexFieldArgs(field_path=field_path, order=order)
+                    for field_path, order in fields
+                ],
+                opts=child_options(self, opts),
+            )
+            for collection, fields in COMPOSITE_INDEXES
+        ]
+        self.name = self.database.name
+        self.register_outputs({"database": self.database.name})

@@ -1,0 +1,188 @@
+"""Pub/Sub: the topics of the pipeline and the push subscriptions that drive it.
+
+    api ──▶ produce ──push──▶ render service ──▶ events ──push──▶ reducer ──▶ events
+               │ (max attempts)                     │ (max attempts)
+               ▼                                    ▼
+     produce-dead-letter ──push──▶ reducer   events-dead-letter ──push──▶ reducer
+               │ (max attempts)                     │ (max attempts)
+               └────────────▶ unprocessable ◀───────┘ (pull subscription, kept 7 days)
+
+Every push subscription authenticates with an OIDC token of the ``pusher`` account,
+waits ``ack_deadline_seconds`` for an answer (the longest task plus overhead), backs
+off between retries and dead-letters a message after ``max_delivery_attempts``. The
+reducer receives the dead letters of both stages and marks the task and its execution
+failed; what even the reducer cannot handle ends in ``unprocessable`` for a person to
+inspect, instead of circling forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from francine_infra.options import child_options
+
+# key → the topic's role.
+TOPICS: dict[str, str] = {
+    "produce": "production tasks, from the api (and the scheduler) to the render service",
+    "events": "task-done events, from the render service and the reducer to the reducer",
+    "produce-dead-letter": "production tasks that exhausted their delivery attempts",
+    "events-dead-letter": "task events that exhausted their delivery attempts",
+    "unprocessable": "dead letters that the reducer could not handle either",
+}
+
+# Pub/Sub's exponential backoff between redeliveries of a nacked message.
+RETRY_MINIMUM_BACKOFF = "10s"
+RETRY_MAXIMUM_BACKOFF = "600s"
+# How long the pull subscription of `unprocessable` keeps what nobody handled.
+UNPROCESSABLE_RETENTION = "604800s"
+
+
+@dataclass
+class TopicsArgs:
+    project: str
+    name_prefix: str
+
+
+class Topics(pulumi.ComponentResource):
+    """``topics[key]`` for each key of ``TOPICS``, named ``<prefix>-<key>``."""
+
+    def __init__(self, name: str, args: TopicsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("francine:infra:Topics", name, None, opts)
+        self.topics: dict[str, gcp.pubsub.Topic] = {
+            key: gcp.pubsub.Topic(
+                f"{name}-{key}",
+                project=args.project,
+                name=f"{args.name_prefix}-{key}",
+                labels={"francine-topic": key},
+                opts=child_options(self, opts),
+            )
+            for key in TOPICS
+        }
+        self.register_outputs({key: topic.name for key, topic in self.topics.items()})
+
+    def __getitem__(self, key: str) -> gcp.pubsub.Topic:
+        return self.topics[key]
+
+
+@dataclass
+class PushRoute:
+    """One push subscription: from ``topic`` to ``endpoint``, dead letters to ``dead_letter``."""
+
+    key: str
+    topic: str
+    endpoint: pulumi.Input[str]
+    audience: pulumi.Input[str]
+    dead_letter: str
+    ack_deadline_seconds: int
+
+
+@dataclass
+class PushSubscriptionsArgs:
+    project: str
+    project_number: pulumi.Input[str]
+    name_prefix: str
+    topics: Topics
+    routes: list[PushRoute]
+    # The account whose OIDC token authenticates the pushes (it holds run.invoker):
+    # its email, and its resource name (projects/<p>/serviceAccounts/<email>).
+    push_service_account_email: pulumi.Input[str]
+    push_service_account_name: pulumi.Input[str]
+    max_delivery_attempts: int
+
+
+def pubsub_service_agent(project_number: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The member of the Pub/Sub service agent, which moves messages to dead-letter topics."""
+    return pulumi.Output.concat(
+        "serviceAccount:service-", project_number, "@gcp-sa-pubsub.iam.gserviceaccount.com"
+    )
+
+
+class PushSubscriptions(pulumi.ComponentResource):
+    """The push subscriptions of ``routes``, the dead-letter sink and the agent's grants."""
+
+    def __init__(
+        self, name: str, args: PushSubscriptionsArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("francine:infra:PushSubscriptions", name, None, opts)
+        child = child_options(self, opts)
+        topics = args.topics
+        agent = pubsub_service_agent(args.project_number)
+
+        self.subscriptions: dict[str, gcp.pubsub.Subscription] = {}
+        for route in args.routes:
+            subscription = gcp.pubsub.Subscription(
+                f"{name}-{route.key}",
+                project=args.project,
+                name=f"{args.name_prefix}-{route.key}",
+                topic=topics[route.topic].id,
+                ack_deadline_seconds=route.ack_deadline_seconds,
+                push_config=gcp.pubsub.SubscriptionPushConfigArgs(
+                    push_endpoint=route.endpoint,
+                    oidc_token=gcp.pubsub.SubscriptionPushConfigOidcTokenArgs(
+                        service_account_email=args.push_service_account_email,
+                        audience=route.audience,
+                    ),
+                ),
+                retry_policy=gcp.pubsub.SubscriptionRetryPolicyArgs(
+                    minimum_backoff=RETRY_MINIMUM_BACKOFF,
+                    maximum_backoff=RETRY_MAXIMUM_BACKOFF,
+                ),
+                dead_letter_policy=gcp.pubsub.SubscriptionDeadLetterPolicyArgs(
+                    dead_letter_topic=topics[route.dead_letter].id,
+                    max_delivery_attempts=args.max_delivery_attempts,
+                ),
+                # The default expires a subscription after 31 idle days: a render farm
+                # that nobody used for a month would silently stop working.
+                expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
+                labels={"francine-route": route.key},
+                opts=child,
+            )
+            self.subscriptions[route.key] = subscription
+            # Dead-lettering: the agent acknowledges the message here ...
+            gcp.pubsub.SubscriptionIAMMember(
+                f"{name}-{route.key}-agent-subscriber",
+                project=args.project,
+                subscription=subscription.name,
+                role="roles/pubsub.subscriber",
+                member=agent,
+                opts=child,
+            )
+
+        # ... and publishes it to the dead-letter topic.
+        for key in sorted({route.dead_letter for route in args.routes}):
+            gcp.pubsub.TopicIAMMember(
+                f"{name}-{key}-agent-publisher",
+                project=args.project,
+                topic=topics[key].name,
+                role="roles/pubsub.publisher",
+                member=agent,
+                opts=child,
+            )
+
+        # The agent mints the OIDC tokens of the pushes. Projects created since April 2021
+        # let it do so by default; older ones need this grant (on this account only).
+        gcp.serviceaccount.IAMMember(
+            f"{name}-agent-token-creator",
+            service_account_id=args.push_service_account_name,
+            role="roles/iam.serviceAccountTokenCreator",
+            member=agent,
+            opts=child,
+        )
+
+        self.unprocessable = gcp.pubsub.Subscription(
+            f"{name}-unprocessable-hold",
+            project=args.project,
+            name=f"{args.name_prefix}-unprocessable-hold",
+            topic=topics["unprocessable"].id,
+            message_retention_duration=UNPROCESSABLE_RETENTION,
+            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
+            labels={"francine-route": "unprocessable-hold"},
+            opts=child,
+        )
+        self.register_outputs(
+            {key: sub.name for key, sub in self.subscriptions.items()}
+            | {"unprocessable": self.unprocessable.name}
+        )

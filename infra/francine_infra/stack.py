@@ -1,0 +1,251 @@
+"""The whole of Francine: the components, in the order their dependencies require.
+
+ProjectApis ─▶ ServiceAccounts, StorageBuckets, ArtifactRegistry, FirestoreDb, Topics
+            ─▶ AccessPolicy (grants on the project, buckets, topics, registry)
+            ─▶ RenderService, Functions (api, reducer)
+            ─▶ PushSubscriptions (produce → renderer, events and dead letters → reducer)
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_gcp as gcp
+
+from francine_infra.accounts import ServiceAccounts, ServiceAccountsArgs
+from francine_infra.apis import ProjectApis, ProjectApisArgs
+from francine_infra.config import FrancineConfig
+from francine_infra.firestore import FirestoreDb, FirestoreDbArgs
+from francine_infra.functions import Functions, FunctionsArgs, FunctionSpec
+from francine_infra.iam import AccessPolicy, AccessPolicyArgs
+from francine_infra.messaging import (
+    PushRoute,
+    PushSubscriptions,
+    PushSubscriptionsArgs,
+    Topics,
+    TopicsArgs,
+)
+from francine_infra.registry import ArtifactRegistry, ArtifactRegistryArgs
+from francine_infra.render_service import RenderService, RenderServiceArgs
+from francine_infra.storage import StorageBuckets, StorageBucketsArgs
+
+RENDER_IMAGE_NAME = "renderer"
+
+
+def runtime_environment(
+    cfg: FrancineConfig, buckets: StorageBuckets, topics: Topics, database: FirestoreDb
+) -> dict[str, pulumi.Input[str]]:
+    """The environment every component reads (the contract of shared/francine)."""
+    return {
+        "GOOGLE_CLOUD_PROJECT": cfg.project,
+        "FRANCINE_RESOURCES_BUCKET": buckets.name("resources"),
+        "FRANCINE_PARTIALS_BUCKET": buckets.name("partials"),
+        "FRANCINE_RESULTS_BUCKET": buckets.name("results"),
+        "FRANCINE_PRODUCE_TOPIC": topics["produce"].name,
+        "FRANCINE_EVENTS_TOPIC": topics["events"].name,
+        "FRANCINE_FIRESTORE_DATABASE": database.name,
+        "FRANCINE_MAX_TASK_SECONDS": str(cfg.max_task_seconds),
+        "FRANCINE_ADMISSION_LIMIT": str(cfg.admission_limit),
+    }
+
+
+def topic_path(project: str, topic: gcp.pubsub.Topic) -> pulumi.Output[str]:
+    """``/projects/<p>/topics/<t>``: pushed to this path, functions-framework names the
+    topic in the CloudEvent's ``source``, so the reducer tells events from dead letters."""
+    return pulumi.Output.concat("/projects/", project, "/topics/", topic.name)
+
+
+def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
+    """Declare every resource of the stack; returns the outputs to export."""
+    apis = ProjectApis("apis", ProjectApisArgs(project=cfg.project))
+    after_apis = pulumi.ResourceOptions(depends_on=[apis])
+
+    accounts = ServiceAccounts(
+        "accounts",
+        ServiceAccountsArgs(project=cfg.project, name_prefix=cfg.name_prefix),
+        after_apis,
+    )
+    buckets = StorageBuckets(
+        "buckets",
+        StorageBucketsArgs(
+            project=cfg.project,
+            location=cfg.bucket_location,
+            name_prefix=cfg.bucket_prefix,
+            partials_retention_days=cfg.partials_retention_days,
+            force_destroy=cfg.force_destroy,
+        ),
+        after_apis,
+    )
+    registry = ArtifactRegistry(
+        "registry",
+        ArtifactRegistryArgs(
+            project=cfg.project, location=cfg.region, repository_id=cfg.name_prefix
+        ),
+        after_apis,
+    )
+    database = FirestoreDb(
+        "firestore",
+        FirestoreDbArgs(
+            project=cfg.project, location=cfg.firestore_location, database=cfg.firestore_database
+        ),
+        after_apis,
+    )
+    topics = Topics(
+        "topics", TopicsArgs(project=cfg.project, name_prefix=cfg.name_prefix), after_apis
+    )
+    access = AccessPolicy(
+        "access",
+        AccessPolicyArgs(
+            project=cfg.project,
+            accounts=accounts,
+            buckets=buckets,
+            topics=topics,
+            registry=registry,
+        ),
+        after_apis,
+    )
+
+    # Deploy code only once its accounts may do their work (and the builder may build).
+    after_access = pulumi.ResourceOptions(depends_on=[apis, access, database])
+    environment = runtime_environment(cfg, buckets, topics, database)
+    pusher = accounts.member("pusher")
+
+    render: RenderService | None = None
+    if cfg.image:
+        render = RenderService(
+            "renderer",
+            RenderServiceArgs(
+                project=cfg.project,
+                region=cfg.region,
+                name=f"{cfg.name_prefix}-renderer",
+                image=cfg.image,
+                service_account_email=accounts.email("renderer"),
+                environment=environment,
+                max_instances=cfg.max_render_instances,
+                cpu=cfg.render_cpu,
+                memory=cfg.render_memory,
+                timeout_seconds=cfg.ack_deadline_seconds,
+                execution_environment=cfg.execution_environment_value,
+                invokers=[pusher],
+            ),
+            after_access,
+        )
+    else:
+        pulumi.log.warn(
+            "francine:image is not set: the render service and its subscription are not "
+            "created. Build the image (infra/README.md), set francine:image, run pulumi up."
+        )
+
+    functions = Functions(
+        "functions",
+        FunctionsArgs(
+            project=cfg.project,
+            region=cfg.region,
+            name_prefix=cfg.name_prefix,
+            runtime=cfg.functions_runtime,
+            repo_root=cfg.repo_root,
+            sources_bucket=buckets.name("sources"),
+            build_service_account=accounts.accounts["builder"].name,
+            docker_repository=registry.repository.id,
+            specs=[
+                FunctionSpec(
+                    key="api",
+                    entry_point="api",
+                    service_account_email=accounts.email("api"),
+                    environment={
+                        **environment,
+                        "FRANCINE_BLOCK_TIMEOUT_S": str(cfg.block_timeout_seconds),
+                    },
+                    memory=cfg.api_memory,
+                    cpu="1",
+                    timeout_seconds=cfg.api_timeout_seconds,
+                    max_instances=cfg.api_max_instances,
+                    concurrency=cfg.api_concurrency,
+                    public=True,
+                ),
+                FunctionSpec(
+                    key="reducer",
+                    entry_point="reducer",
+                    service_account_email=accounts.email("reducer"),
+                    environment=environment,
+                    memory=cfg.reducer_memory,
+                    cpu=cfg.reducer_cpu,
+                    timeout_seconds=cfg.ack_deadline_seconds,
+                    max_instances=cfg.reducer_max_instances,
+                    # Reductions are CPU-bound like renders.
+                    concurrency=1,
+                    invokers=[pusher],
+                ),
+            ],
+        ),
+        after_access,
+    )
+
+    reducer_uri = functions.service_uris["reducer"]
+    routes: list[PushRoute] = []
+    if render is not None:
+        routes.append(
+            PushRoute(
+                key="produce-render",
+                topic="produce",
+                endpoint=pulumi.Output.concat(render.uri, "/"),
+                audience=render.uri,
+                dead_letter="produce-dead-letter",
+                ack_deadline_seconds=cfg.ack_deadline_seconds,
+            )
+        )
+    for key, topic, dead_letter in (
+        ("events-reduce", "events", "events-dead-letter"),
+        ("produce-dead-letter-reduce", "produce-dead-letter", "unprocessable"),
+        ("events-dead-letter-reduce", "events-dead-letter", "unprocessable"),
+    ):
+        routes.append(
+            PushRoute(
+                key=key,
+                topic=topic,
+                endpoint=pulumi.Output.concat(reducer_uri, topic_path(cfg.project, topics[topic])),
+                audience=reducer_uri,
+                dead_letter=dead_letter,
+                ack_deadline_seconds=cfg.ack_deadline_seconds,
+            )
+        )
+
+    project = gcp.organizations.get_project_output(
+        project_id=cfg.project, opts=pulumi.InvokeOutputOptions(depends_on=[apis])
+    )
+    subscriptions = PushSubscriptions(
+        "push",
+        PushSubscriptionsArgs(
+            project=cfg.project,
+            project_number=project.number,
+            name_prefix=cfg.name_prefix,
+            topics=topics,
+            routes=routes,
+            push_service_account_email=accounts.email("pusher"),
+            push_service_account_name=accounts.accounts["pusher"].name,
+            max_delivery_attempts=cfg.max_delivery_attempts,
+        ),
+        pulumi.ResourceOptions(depends_on=[apis, functions] + ([render] if render else [])),
+    )
+
+    return {
+        # The run.app URI: its paths reach the api unchanged (/, /healthz, /v1/...).
+        "apiUrl": functions.service_uris["api"],
+        "apiFunctionUrl": functions.urls["api"],
+        "reducerUrl": reducer_uri,
+        "renderServiceUrl": render.uri if render else None,
+        "renderImage": cfg.image,
+        "imageRepository": registry.image_base,
+        "suggestedRenderImage": pulumi.Output.concat(registry.image_base, "/", RENDER_IMAGE_NAME),
+        "resourcesBucket": buckets.name("resources"),
+        "partialsBucket": buckets.name("partials"),
+        "resultsBucket": buckets.name("results"),
+        "sourcesBucket": buckets.name("sources"),
+        "produceTopic": topics["produce"].name,
+        "eventsTopic": topics["events"].name,
+        "firestoreDatabase": database.name,
+        "builderServiceAccount": accounts.email("builder"),
+        "serviceAccounts": {key: account.email for key, account in accounts.accounts.items()},
+        "subscriptions": {key: sub.name for key, sub in subscriptions.subscriptions.items()},
+        "ackDeadlineSeconds": cfg.ack_deadline_seconds,
+        "admissionLimit": cfg.admission_limit,
+    }

@@ -1,0 +1,188 @@
+"""The REST contract of ../shared/API.md: authentication, isolation, resources and the
+error cases, against the api running on the emulators."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+import requests
+
+from francine.client import ApiError, Client
+
+
+def call(client: Client, method: str, path: str, **kwargs) -> requests.Response:
+    """A raw request with the client's key (errors are returned, not raised)."""
+    headers = {**client.session.headers, **kwargs.pop("headers", {})}
+    return requests.request(method, client.api_url + path, headers=headers, timeout=60,
+                            **kwargs)
+
+
+def assert_error(resp: requests.Response, status: int, code: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_public_routes(stack):
+    assert requests.get(stack.info["api_url"] + "/healthz", timeout=10).status_code == 200
+    doc = requests.get(stack.info["api_url"] + "/v1/openapi.json", timeout=10).json()
+    assert doc["openapi"].startswith("3.")
+    assert "/v1/sessions/{sid}/executions" in doc["paths"]
+    assert "Scene_ao" in doc["components"]["schemas"]
+
+
+def test_openapi_document_is_valid(stack):
+    from openapi_spec_validator import validate
+
+    validate(requests.get(stack.info["api_url"] + "/v1/openapi.json", timeout=10).json())
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer", "Bearer nope", "Basic abc", "fr_x"])
+def test_missing_or_unknown_key_is_401(stack, auth):
+    headers = {"Authorization": auth} if auth else {}
+    resp = requests.get(stack.info["api_url"] + "/v1/sessions", headers=headers, timeout=10)
+    assert_error(resp, 401, "unauthorized")
+
+
+def test_keys_are_stored_only_as_hashes(client, adapters):
+    key = client.session.headers["Authorization"].split()[1]
+    assert adapters.store.get_user(key) is None
+    assert adapters.store.get_user(hashlib.sha256(key.encode()).hexdigest()) is not None
+
+
+def test_sessions_crud_and_isolation(client, stack):
+    from francine.local.stack import create_user_in
+
+    other = Client(stack.info["api_url"],
+                   create_user_in(stack.info["env"], stack.info["project"], "other"))
+    mine = client.create_session("ao", {"width": 32, "height": 32})
+    assert mine["producer"] == "ao" and mine["format"] == "png"
+    assert mine["scene"]["nao_samples"] == 8  # defaults filled in
+    theirs = other.create_session("ao")
+    assert [s["id"] for s in client.request("GET", "/v1/sessions").json()["sessions"]] \
+        == [mine["id"]]
+    # another user's session answers exactly like a missing one
+    for sid in (theirs["id"], "does-not-exist"):
+        for method, path in [("GET", ""), ("DELETE", ""), ("GET", "/executions"),
+                             ("GET", "/resources"), ("POST", "/executions"),
+                             ("PUT", "/resources/a.txt")]:
+            resp = call(client, method, f"/v1/sessions/{sid}{path}", json={} if method ==
+                        "POST" else None)
+            err = assert_error(resp, 404, "not_found")
+            assert theirs["id"] not in err["message"] or sid == theirs["id"]
+    e = other.execute(theirs["id"], update={"width": 16, "height": 16})
+    assert_error(call(client, "GET", f"/v1/sessions/{theirs['id']}/executions/{e['id']}"), 404)
+    assert_error(call(client, "GET",
+                      f"/v1/sessions/{theirs['id']}/executions/{e['id']}/result"), 404)
+    assert other.wait(theirs["id"], e["id"], timeout_s=60)["status"] == "done"
+
+
+def test_delete_session_removes_executions_and_images(client, adapters):
+    s = client.create_session("ao", {"width": 16, "height": 16, "nao_samples": 1})
+    e = client.execute(s["id"], parallel=2)
+    assert client.wait(s["id"], e["id"], timeout_s=60)["status"] == "done"
+    result = adapters.store.get_execution(s["id"], e["id"])["result"]
+    assert adapters.blobs.get_result(result)
+    resp = call(client, "DELETE", f"/v1/sessions/{s['id']}")
+    assert resp.status_code == 204
+    assert_error(call(client, "GET", f"/v1/sessions/{s['id']}"), 404)
+    assert adapters.store.get_execution(s["id"], e["id"]) is None
+    with pytest.raises(Exception):  # noqa: B017 - NotFound from the storage emulator
+        adapters.blobs.get_result(result)
+    assert_error(call(client, "DELETE", f"/v1/sessions/{s['id']}"), 404)
+
+
+def test_resources_are_content_addressed_and_immutable(client):
+    sid = client.create_session("ao")["id"]
+    data = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+    resp = call(client, "PUT", f"/v1/sessions/{sid}/resources/meshes/tri.obj", data=data)
+    assert resp.status_code == 201
+    assert resp.json() == {"name": "meshes/tri.obj", "size": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest()}
+    again = call(client, "PUT", f"/v1/sessions/{sid}/resources/meshes/tri.obj", data=data)
+    assert again.status_code == 200 and again.json() == resp.json()
+    conflict = call(client, "PUT", f"/v1/sessions/{sid}/resources/meshes/tri.obj",
+                    data=data + b"f 1 3 2\n")
+    assert_error(conflict, 409, "resource_immutable")
+    listed = client.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"]
+    assert listed == [resp.json()]
+    session = client.request("GET", f"/v1/sessions/{sid}").json()
+    assert session["resources"] == [resp.json()]
+
+
+# Dot segments are percent-encoded: HTTP clients would resolve them before sending.
+@pytest.mark.parametrize("name", ["%2E%2E/escape", "a/%2E%2E/b", "a//b", "sp%20ace",
+                                  "a/%2E/b", "x" * 600, "semi;colon"])
+def test_bad_resource_names_are_400(client, name):
+    sid = client.create_session("ao")["id"]
+    resp = call(client, "PUT", f"/v1/sessions/{sid}/resources/{name}", data=b"x")
+    assert resp.status_code in (400, 404), resp.text  # 404: the router never matched it
+    assert "error" in resp.json()
+    assert client.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"] == []
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"producer": "nope"}, "producer"),
+    ({}, "producer"),
+    ({"producer": "ao", "format": "gif"}, "format"),
+    ({"producer": "ao", "scene": []}, "scene"),
+    ({"producer": "ao", "scene": {"width": -1}}, "scene.width"),
+    ({"producer": "ao", "scene": {"width": "wide"}}, "scene.width"),
+    ({"producer": "ao", "scene": {"plane": {"point": [0, 0, 0], "normal": [0, 0, 0]}}},
+     "scene.plane.normal"),
+    ({"producer": "ao", "extra": 1}, "extra"),
+])
+def test_bad_session_bodies_are_400_naming_the_field(client, body, field):
+    err = assert_error(call(client, "POST", "/v1/sessions", json=body), 400)
+    assert field in err["message"]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"parallel": 0}, "parallel"), ({"parallel": "8"}, "parallel"),
+    ({"parallel": 1.5}, "parallel"), ({"parallel": 10**9}, "parallel"),
+    ({"tile": 1}, "tile"), ({"update": [1]}, "update"), ({"paralel": 2}, "paralel"),
+    ({"parallel": 4096, "tile": 8}, "tasks"),
+])
+def test_bad_execution_bodies_are_400(client, body, field):
+    sid = client.create_session("ao")["id"]
+    err = assert_error(call(client, "POST", f"/v1/sessions/{sid}/executions", json=body), 400)
+    assert field in err["message"]
+
+
+def test_malformed_json_is_400_and_wrong_media_type_is_415(client):
+    assert_error(call(client, "POST", "/v1/sessions", data=b"{not json",
+                      headers={"Content-Type": "application/json"}), 400, "malformed_json")
+    assert_error(call(client, "POST", "/v1/sessions", data=b"[1, 2]",
+                      headers={"Content-Type": "application/json"}), 400, "malformed_json")
+    assert_error(call(client, "POST", "/v1/sessions", data=b'{"producer": "ao"}',
+                      headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+
+
+def test_too_large_bodies_are_413(client):
+    big = b'{"producer": "ao", "scene": {"pad": "' + b"x" * (1 << 20) + b'"}}'
+    assert_error(call(client, "POST", "/v1/sessions", data=big,
+                      headers={"Content-Type": "application/json"}), 413, "payload_too_large")
+
+
+def test_unknown_routes_and_methods(client):
+    assert_error(call(client, "GET", "/v2/nothing"), 404)
+    assert_error(call(client, "PATCH", "/v1/sessions"), 405)
+    sid = client.create_session("ao")["id"]
+    assert_error(call(client, "POST", f"/v1/sessions/{sid}/executions/x:explode"), 404)
+
+
+def test_unknown_execution_is_404(client):
+    sid = client.create_session("ao")["id"]
+    assert_error(call(client, "GET", f"/v1/sessions/{sid}/executions/{uuid.uuid4().hex}"), 404)
+
+
+def test_client_raises_api_errors(client):
+    with pytest.raises(ApiError) as info:
+        client.create_session("nope")
+    assert info.value.status == 400 and info.value.code == "invalid_scene"

@@ -1,0 +1,115 @@
+"""Failure paths on the real emulators: undeliverable tasks end in the dead-letter topic
+and fail the execution with a reason; duplicate deliveries change nothing; exactly one
+of many concurrent claimants wins a reduction."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import threading
+import time
+
+from conftest import environment
+
+from francine import planning
+
+
+@contextlib.contextmanager
+def bucket_gone(stack, adapters, name: str):
+    """Delete a bucket of the storage emulator for the duration (a real outage of the
+    dependency, not a mock), then put it back."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    with environment(stack.info["env"]):
+        client = storage.Client(project=stack.info["project"],
+                                credentials=AnonymousCredentials())
+        client.bucket(name).delete(force=True)
+        try:
+            yield
+        finally:
+            adapters.blobs.ensure_buckets()
+
+
+def test_undeliverable_production_task_fails_the_execution(stack, adapters, client):
+    sid = client.create_session("ao", {"width": 16, "height": 16, "nao_samples": 1})["id"]
+    with bucket_gone(stack, adapters, adapters.settings.partials_bucket):
+        e = client.execute(sid, parallel=1)
+        status = client.wait(sid, e["id"], timeout_s=120)
+    assert status["status"] == "failed"
+    assert status["error"]["code"] == "task_failed"
+    assert "production task p0" in status["error"]["message"]
+    assert "5 delivery attempts" in status["error"]["message"]
+    assert status["time"]["finished"]
+    task = adapters.store.get_task(sid, e["id"], planning.task_id(e["id"], "p0"))
+    assert task["status"] == "failed" and task["attempts"] >= 5
+
+
+def test_failed_final_reduction_fails_the_execution(stack, adapters, client):
+    sid = client.create_session("ao", {"width": 16, "height": 16, "nao_samples": 1})["id"]
+    with bucket_gone(stack, adapters, adapters.settings.results_bucket):
+        e = client.execute(sid, parallel=2)
+        status = client.wait(sid, e["id"], timeout_s=120)
+    assert status["status"] == "failed"
+    assert "reduction" in status["error"]["message"]
+    # the production tasks themselves were fine
+    assert status["tasks"]["done"] >= 2
+
+
+def test_duplicate_deliveries_change_nothing(stack, adapters, client):
+    """Deliver every finished task and its event again while the execution runs."""
+    from test_api_pipeline import decode_png, reference_image
+
+    scene = {"width": 256, "height": 128}
+    sid = client.create_session("ao", scene)["id"]
+    shape = planning.make_shape(256, 128, 24, None)
+    eid = client.execute(sid, parallel=24)["id"]
+    tasks = {i: planning.task_id(eid, f"p{i}") for i in range(shape.productions)}
+    duplicated = set()
+    while client.execution(sid, eid)["status"] not in ("reducing", "done"):
+        for i, tid in tasks.items():
+            if i not in duplicated and adapters.store.get_task(sid, eid, tid)["status"] == "done":
+                adapters.bus.publish_tasks(sid, eid, [(i, tid)])
+                adapters.bus.publish_done(sid, eid, f"p{i}")
+                duplicated.add(i)
+    assert duplicated, "no task finished while the execution ran"
+    assert client.wait(sid, eid, timeout_s=120)["status"] == "done"
+    time.sleep(2.0)  # let the duplicates that are still in flight arrive
+    workers = [pathlib.Path(stack.info["logs"]) / f"worker-{i}.log" for i in range(2)]
+    logs = "".join(w.read_text() for w in workers)
+    assert "announced again: already done" in logs or "skipped: execution gone" in logs
+    for node in planning.all_nodes(shape):
+        task = adapters.store.get_task(sid, eid, planning.task_id(eid, node))
+        assert task["status"] == "done"
+        if node.startswith("r"):
+            assert task["attempts"] == 1, node  # no reduction ran twice
+    image = decode_png(client.result(sid, eid))
+    expected = reference_image(scene, eid, 24)
+    assert abs(image.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_exactly_one_concurrent_claim_wins(stack, adapters, client):
+    sid = client.create_session("ao", {"width": 16, "height": 16})["id"]
+    e = client.execute(sid, parallel=9, tile=16)
+    client.wait(sid, e["id"], timeout_s=60)
+    # a fresh pending task to fight over
+    tid = "claim-test"
+    adapters.store.write_tasks(sid, e["id"], [(tid, {"node": "r9.0", "kind": "reduce",
+                                                     "status": "pending", "attempts": 0})])
+    results, barrier = [], threading.Barrier(8)
+
+    def claim(owner):
+        barrier.wait()
+        results.append(adapters.store.claim_task(sid, e["id"], tid, owner, lease_s=600)[0])
+
+    threads = [threading.Thread(target=claim, args=(f"owner-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["held"] * 7 + ["won"]
+    # the winner's redelivery may take it again; a finished task is never claimed
+    winner = adapters.store.get_task(sid, e["id"], tid)["owner"]
+    assert adapters.store.claim_task(sid, e["id"], tid, winner, 600)[0] == "won"
+    adapters.store.update_task(sid, e["id"], tid, {"status": "done"})
+    assert adapters.store.claim_task(sid, e["id"], tid, winner, 600)[0] == "done"

@@ -1,0 +1,722 @@
+"""The Pulumi program, property by property, under ``pulumi.runtime.set_mocks``.
+
+No cloud and no Pulumi CLI: ``francine_infra.mocks.run_program`` runs the program with
+mocks that record every resource's inputs, and the tests assert what ``pulumi up``
+would create. Each run takes well under a second.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import tomllib
+from pathlib import Path
+
+import pulumi
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "infra"))
+
+from francine_infra import apis, config, firestore, iam  # noqa: E402
+from francine_infra.archives import function_source, requirements_txt  # noqa: E402
+from francine_infra.config import ConfigError, FrancineConfig  # noqa: E402
+from francine_infra.mocks import (  # noqa: E402
+    DEFAULT_TEST_CONFIG,
+    PROJECT_NUMBER,
+    RecordingMocks,
+    run_program,
+)
+
+# pulumi_gcp's own deprecated alias, imported with its module: not ours to fix.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:gcp.storage.getTransferProjectServieAccount:DeprecationWarning"
+)
+
+PROJECT = DEFAULT_TEST_CONFIG["gcp:project"]
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+TOPIC = "gcp:pubsub/topic:Topic"
+BUCKET = "gcp:storage/bucket:Bucket"
+RUN_SERVICE = "gcp:cloudrunv2/service:Service"
+FUNCTION = "gcp:cloudfunctionsv2/function:Function"
+PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+# The environment contract of shared/francine (every component reads all of it).
+RUNTIME_ENV = {
+    "GOOGLE_CLOUD_PROJECT",
+    "FRANCINE_RESOURCES_BUCKET",
+    "FRANCINE_PARTIALS_BUCKET",
+    "FRANCINE_RESULTS_BUCKET",
+    "FRANCINE_PRODUCE_TOPIC",
+    "FRANCINE_EVENTS_TOPIC",
+    "FRANCINE_FIRESTORE_DATABASE",
+    "FRANCINE_MAX_TASK_SECONDS",
+    "FRANCINE_ADMISSION_LIMIT",
+}
+
+
+def sa(key: str, prefix: str = "francine") -> str:
+    return f"{prefix}-{key}@{PROJECT}.iam.gserviceaccount.com"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """The default stack: defaults everywhere, an image set."""
+    return run_program()
+
+
+@pytest.fixture(scope="module")
+def tuned():
+    """A stack with every autoscaling knob moved away from its default."""
+    return run_program(
+        DEFAULT_TEST_CONFIG
+        | {
+            "francine:maxRenderInstances": "37",
+            "francine:renderCpu": "4",
+            "francine:renderMemory": "8Gi",
+            "francine:executionEnvironment": "gen1",
+            "francine:maxTaskSeconds": "300",
+            "francine:taskOverheadSeconds": "90",
+            "francine:admissionLimit": "12",
+            "francine:maxDeliveryAttempts": "20",
+            "francine:partialsRetentionDays": "5",
+        }
+    )
+
+
+def push_subscriptions(recording):
+    return [r for r in recording.of_type(SUBSCRIPTION) if r.inputs.get("pushConfig")]
+
+
+def subscription(recording, name: str):
+    (found,) = [r for r in recording.of_type(SUBSCRIPTION) if r.inputs["name"] == name]
+    return found
+
+
+def render_service(recording):
+    (service,) = recording.of_type(RUN_SERVICE)
+    return service
+
+
+def function(recording, key: str):
+    (found,) = [r for r in recording.of_type(FUNCTION) if r.inputs["name"] == f"francine-{key}"]
+    return found
+
+
+def env_of_render(recording) -> dict[str, str]:
+    (container,) = render_service(recording).inputs["template"]["containers"]
+    return {e["name"]: e["value"] for e in container["envs"]}
+
+
+# --- the render service --------------------------------------------------------------
+
+
+def test_render_service_takes_one_task_per_instance_and_scales_from_zero(stack):
+    template = render_service(stack).inputs["template"]
+    assert template["maxInstanceRequestConcurrency"] == 1
+    assert template["scaling"]["minInstanceCount"] == 0
+    assert template["scaling"]["maxInstanceCount"] == 10
+    assert template["serviceAccount"] == sa("renderer")
+    (container,) = template["containers"]
+    assert container["image"] == DEFAULT_TEST_CONFIG["francine:image"]
+    assert container["ports"]["containerPort"] == 8080
+    # Billed only while a request runs; a stuck render ends at the ack deadline.
+    assert container["resources"]["cpuIdle"] is True
+    assert template["timeout"] == f"{stack.outputs['ackDeadlineSeconds']}s"
+
+
+def test_render_service_follows_the_configuration(tuned):
+    template = render_service(tuned).inputs["template"]
+    assert template["maxInstanceRequestConcurrency"] == 1
+    assert template["scaling"]["maxInstanceCount"] == 37
+    assert template["executionEnvironment"] == "EXECUTION_ENVIRONMENT_GEN1"
+    (container,) = template["containers"]
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
+    assert template["timeout"] == "390s"  # maxTaskSeconds + taskOverheadSeconds
+    assert env_of_render(tuned)["FRANCINE_ADMISSION_LIMIT"] == "12"
+    assert env_of_render(tuned)["FRANCINE_MAX_TASK_SECONDS"] == "300"
+
+
+def test_render_service_can_be_destroyed_and_is_not_public(stack):
+    service = render_service(stack)
+    assert service.inputs["deletionProtection"] is False
+    invokers = [
+        (member, scope)
+        for member, role, scope in stack.iam_bindings()
+        if role == "roles/run.invoker"
+    ]
+    assert ("allUsers", "run service francine-renderer") not in invokers
+    assert (f"serviceAccount:{sa('pusher')}", "run service francine-renderer") in invokers
+
+
+def test_without_an_image_there_is_no_render_service_yet():
+    config = dict(DEFAULT_TEST_CONFIG)
+    del config["francine:image"]
+    recording = run_program(config)
+    assert recording.of_type(RUN_SERVICE) == []
+    names = {r.inputs["name"] for r in recording.of_type(SUBSCRIPTION)}
+    assert "francine-produce-render" not in names
+    assert "francine-events-reduce" in names
+    assert recording.outputs["renderServiceUrl"] is None
+    assert recording.outputs["suggestedRenderImage"].endswith("/francine/renderer")
+
+
+# --- Pub/Sub ---------------------------------------------------------------------------
+
+
+def test_every_push_subscription_has_oidc_retry_and_dead_letter(stack, tuned):
+    for recording, attempts, task_seconds in ((stack, 10, 120), (tuned, 20, 300)):
+        subscriptions = push_subscriptions(recording)
+        assert len(subscriptions) == 4
+        for sub in subscriptions:
+            inputs = sub.inputs
+            oidc = inputs["pushConfig"]["oidcToken"]
+            assert oidc["serviceAccountEmail"] == sa("pusher"), sub.name
+            assert inputs["pushConfig"]["pushEndpoint"].startswith(oidc["audience"])
+            assert inputs["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+            policy = inputs["deadLetterPolicy"]
+            assert policy["deadLetterTopic"].startswith(f"projects/{PROJECT}/topics/")
+            assert policy["maxDeliveryAttempts"] == attempts
+            # A push must be answered within the ack deadline: longer than any task.
+            assert task_seconds < inputs["ackDeadlineSeconds"] <= 600
+            assert inputs["expirationPolicy"] == {"ttl": ""}, "must never expire"
+
+
+def test_ack_deadlines_match_the_request_timeouts(tuned):
+    ack = tuned.outputs["ackDeadlineSeconds"]
+    assert ack == 390
+    assert {s.inputs["ackDeadlineSeconds"] for s in push_subscriptions(tuned)} == {ack}
+    assert render_service(tuned).inputs["template"]["timeout"] == f"{ack}s"
+    assert function(tuned, "reducer").inputs["serviceConfig"]["timeoutSeconds"] == ack
+
+
+def test_routes_and_dead_letter_chain(stack):
+    topics = f"projects/{PROJECT}/topics/"
+    renderer = "https://francine-renderer-a1b2c3d4e5-ew.a.run.app"
+    reducer = "https://francine-reducer-a1b2c3d4e5-ew.a.run.app"
+    expected = {
+        # subscription: (topic, endpoint, dead-letter topic)
+        "francine-produce-render": (
+            "francine-produce",
+            f"{renderer}/",
+            "francine-produce-dead-letter",
+        ),
+        "francine-events-reduce": (
+            "francine-events",
+            f"{reducer}/{topics}francine-events",
+            "francine-events-dead-letter",
+        ),
+        "francine-produce-dead-letter-reduce": (
+            "francine-produce-dead-letter",
+            f"{reducer}/{topics}francine-produce-dead-letter",
+            "francine-unprocessable",
+        ),
+        "francine-events-dead-letter-reduce": (
+            "francine-events-dead-letter",
+            f"{reducer}/{topics}francine-events-dead-letter",
+            "francine-unprocessable",
+        ),
+    }
+    for name, (topic, endpoint, dead_letter) in expected.items():
+        inputs = subscription(stack, name).inputs
+        assert inputs["topic"] == topics + topic
+        assert inputs["pushConfig"]["pushEndpoint"] == endpoint
+        assert inputs["deadLetterPolicy"]["deadLetterTopic"] == topics + dead_letter
+    # What even the reducer cannot handle is kept for a person, not pushed anywhere.
+    hold = subscription(stack, "francine-unprocessable-hold").inputs
+    assert hold["topic"] == topics + "francine-unprocessable"
+    assert "pushConfig" not in hold
+    assert {t.inputs["name"] for t in stack.of_type(TOPIC)} == {
+        "francine-produce",
+        "francine-events",
+        "francine-produce-dead-letter",
+        "francine-events-dead-letter",
+        "francine-unprocessable",
+    }
+
+
+def test_pubsub_service_agent_may_dead_letter(stack):
+    agent = set(stack.roles_by_member()[PUBSUB_AGENT])
+    for sub in push_subscriptions(stack):
+        name = sub.inputs["name"]
+        dead_letter = sub.inputs["deadLetterPolicy"]["deadLetterTopic"].rsplit("/", 1)[1]
+        assert ("roles/pubsub.subscriber", f"subscription {name}") in agent
+        assert ("roles/pubsub.publisher", f"topic {dead_letter}") in agent
+    # ... and mint the OIDC tokens of the pushes, as the push account only.
+    pusher = f"projects/{PROJECT}/serviceAccounts/{sa('pusher')}"
+    assert ("roles/iam.serviceAccountTokenCreator", f"service account {pusher}") in agent
+    assert len(agent) == 4 + 3 + 1
+    assert "gcp:organizations/getProject:getProject" in stack.calls
+
+
+# --- storage ---------------------------------------------------------------------------
+
+
+def test_partials_bucket_deletes_after_the_configured_days(stack, tuned):
+    for recording, days in ((stack, 3), (tuned, 5)):
+        buckets = {b.inputs["name"]: b.inputs for b in recording.of_type(BUCKET)}
+        partials = buckets[f"{PROJECT}-francine-partials"]
+        (rule,) = partials["lifecycleRules"]
+        assert rule["action"]["type"] == "Delete"
+        assert rule["condition"]["age"] == days
+        assert partials["softDeletePolicy"]["retentionDurationSeconds"] == 0
+        for name, bucket in buckets.items():
+            if name != f"{PROJECT}-francine-partials":
+                assert not bucket.get("lifecycleRules"), name
+
+
+def test_buckets_are_private_regional_and_destroyable(stack):
+    buckets = stack.of_type(BUCKET)
+    assert {b.inputs["name"] for b in buckets} == {
+        f"{PROJECT}-francine-{key}" for key in ("resources", "partials", "results", "sources")
+    }
+    for bucket in buckets:
+        assert bucket.inputs["uniformBucketLevelAccess"] is True
+        assert bucket.inputs["publicAccessPrevention"] == "enforced"
+        assert bucket.inputs["location"] == "europe-west1"
+        assert bucket.inputs["forceDestroy"] is True
+
+
+# --- identities and grants -------------------------------------------------------------
+
+
+def test_no_account_holds_a_basic_role(stack):
+    for member, role, scope in stack.iam_bindings():
+        assert role not in {"roles/owner", "roles/editor", "roles/viewer"}, (member, scope)
+
+
+def test_each_component_has_its_own_least_privilege_account(stack):
+    roles = stack.roles_by_member()
+    bucket = f"bucket {PROJECT}-francine-"
+    project = f"project {PROJECT}"
+    assert roles == {
+        "allUsers": [("roles/run.invoker", "run service francine-api")],
+        f"serviceAccount:{sa('api')}": sorted(
+            [
+                ("roles/datastore.user", project),
+                ("roles/pubsub.publisher", "topic francine-produce"),
+                ("roles/storage.objectUser", bucket + "partials"),
+                ("roles/storage.objectUser", bucket + "resources"),
+                ("roles/storage.objectUser", bucket + "results"),
+            ]
+        ),
+        f"serviceAccount:{sa('renderer')}": sorted(
+            [
+                ("roles/datastore.user", project),
+                ("roles/pubsub.publisher", "topic francine-events"),
+                ("roles/storage.objectUser", bucket + "partials"),
+                ("roles/storage.objectViewer", bucket + "resources"),
+            ]
+        ),
+        f"serviceAccount:{sa('reducer')}": sorted(
+            [
+                ("roles/datastore.user", project),
+                ("roles/pubsub.publisher", "topic francine-events"),
+                ("roles/pubsub.publisher", "topic francine-produce"),
+                ("roles/storage.objectUser", bucket + "partials"),
+                ("roles/storage.objectUser", bucket + "results"),
+            ]
+        ),
+        f"serviceAccount:{sa('pusher')}": [
+            ("roles/run.invoker", "run service francine-reducer"),
+            ("roles/run.invoker", "run service francine-renderer"),
+        ],
+        f"serviceAccount:{sa('builder')}": [
+            ("roles/artifactregistry.writer", "repository francine"),
+            ("roles/logging.logWriter", project),
+            ("roles/storage.objectAdmin", project),
+        ],
+        PUBSUB_AGENT: roles[PUBSUB_AGENT],  # checked in test_pubsub_service_agent_may_dead_letter
+    }
+
+
+def test_components_run_as_their_accounts(stack):
+    assert render_service(stack).inputs["template"]["serviceAccount"] == sa("renderer")
+    for key in ("api", "reducer"):
+        inputs = function(stack, key).inputs
+        assert inputs["serviceConfig"]["serviceAccountEmail"] == sa(key)
+        builder = f"projects/{PROJECT}/serviceAccounts/{sa('builder')}"
+        assert inputs["buildConfig"]["serviceAccount"] == builder
+    accounts = {a.inputs["accountId"] for a in stack.of_type("gcp:serviceaccount/account:Account")}
+    assert accounts == {
+        f"francine-{key}" for key in ("api", "renderer", "reducer", "pusher", "builder")
+    }
+
+
+def test_policy_table_refuses_basic_roles():
+    assert not any(g.role in iam.FORBIDDEN_ROLES for grants in iam.POLICY.values() for g in grants)
+
+
+# --- functions -------------------------------------------------------------------------
+
+
+def test_api_is_a_public_http_function(stack):
+    inputs = function(stack, "api").inputs
+    assert inputs["buildConfig"]["entryPoint"] == "api"
+    assert inputs["buildConfig"]["runtime"] == "python312"
+    assert "eventTrigger" not in inputs
+    assert inputs["serviceConfig"]["minInstanceCount"] == 0
+    assert ("allUsers", "roles/run.invoker", "run service francine-api") in stack.iam_bindings()
+    # ?block=1 answers before the platform cuts the request off.
+    env = inputs["serviceConfig"]["environmentVariables"]
+    assert float(env["FRANCINE_BLOCK_TIMEOUT_S"]) < inputs["serviceConfig"]["timeoutSeconds"]
+
+
+def test_reducer_is_private_and_fed_by_our_own_subscriptions(stack):
+    inputs = function(stack, "reducer").inputs
+    assert inputs["buildConfig"]["entryPoint"] == "reducer"
+    assert "eventTrigger" not in inputs  # retry and dead-letter policies stay ours
+    assert inputs["serviceConfig"]["maxInstanceRequestConcurrency"] == 1
+    members = [
+        m for m, role, scope in stack.iam_bindings() if scope == "run service francine-reducer"
+    ]
+    assert members == [f"serviceAccount:{sa('pusher')}"]
+
+
+def test_functions_build_into_the_stack_registry(stack):
+    repository = f"projects/{PROJECT}/locations/europe-west1/repositories/francine"
+    for key in ("api", "reducer"):
+        assert function(stack, key).inputs["buildConfig"]["dockerRepository"] == repository
+
+
+def test_every_component_gets_the_runtime_environment(stack):
+    expected = {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "FRANCINE_RESOURCES_BUCKET": f"{PROJECT}-francine-resources",
+        "FRANCINE_PARTIALS_BUCKET": f"{PROJECT}-francine-partials",
+        "FRANCINE_RESULTS_BUCKET": f"{PROJECT}-francine-results",
+        "FRANCINE_PRODUCE_TOPIC": "francine-produce",
+        "FRANCINE_EVENTS_TOPIC": "francine-events",
+        "FRANCINE_FIRESTORE_DATABASE": "(default)",
+        "FRANCINE_MAX_TASK_SECONDS": "120",
+        "FRANCINE_ADMISSION_LIMIT": "10",  # defaults to maxRenderInstances
+    }
+    assert set(expected) == RUNTIME_ENV
+    environments = [env_of_render(stack)] + [
+        function(stack, key).inputs["serviceConfig"]["environmentVariables"]
+        for key in ("api", "reducer")
+    ]
+    for env in environments:
+        assert {k: env[k] for k in RUNTIME_ENV} == expected
+
+
+def test_function_archives_contain_the_shared_library(stack):
+    package = ROOT / "shared" / "francine"
+    library = {
+        f"francine/{p.relative_to(package).as_posix()}"
+        for p in package.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert "francine/__init__.py" in library
+    for key in ("api", "reducer"):
+        obj = stack.named(f"functions-{key}-source").inputs
+        archive = obj["source"]
+        assert isinstance(archive, pulumi.AssetArchive)
+        names = set(archive.assets)
+        assert "main.py" in names
+        assert library <= names, sorted(library - names)
+        assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+        assert obj["bucket"] == f"{PROJECT}-francine-sources"
+        source = function(stack, key).inputs["buildConfig"]["source"]["storageSource"]
+        assert source["object"] == obj["name"]
+        requirements = archive.assets["requirements.txt"].text
+        assert requirements == requirements_txt(ROOT / "pyproject.toml")
+
+
+def test_requirements_are_the_runtime_dependencies_of_pyproject():
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [line for line in requirements_txt(ROOT / "pyproject.toml").splitlines()]
+    assert [line for line in lines if not line.startswith("#")] == dependencies
+    assert not any(line.startswith(("pulumi", "pytest", "ruff")) for line in lines)
+
+
+def test_archive_digest_follows_the_content(tmp_path):
+    for relative in ("functions/api/main.py", "shared/francine/__init__.py"):
+        (tmp_path / relative).parent.mkdir(parents=True)
+        (tmp_path / relative).write_text("x = 1\n")
+    (tmp_path / "shared/francine/__pycache__").mkdir()
+    (tmp_path / "shared/francine/__pycache__/x.pyc").write_bytes(b"\0")
+    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["numpy"]\n')
+    first = function_source(tmp_path, "api")
+    assert set(first.entries) == {"main.py", "francine/__init__.py", "requirements.txt"}
+    name = first.object_name
+    assert name.startswith("functions/api-") and name.endswith(".zip")
+    assert function_source(tmp_path, "api").object_name == name
+    (tmp_path / "shared/francine/__init__.py").write_text("x = 2\n")
+    assert function_source(tmp_path, "api").object_name != name
+    with pytest.raises(FileNotFoundError):
+        function_source(tmp_path, "reducer")
+
+
+# --- Firestore, APIs, registry ---------------------------------------------------------
+
+
+def test_firestore_is_native_and_removed_by_destroy(stack):
+    (database,) = stack.of_type("gcp:firestore/database:Database")
+    assert database.inputs["type"] == "FIRESTORE_NATIVE"
+    assert database.inputs["name"] == "(default)"
+    assert database.inputs["locationId"] == "europe-west1"
+    assert database.inputs["deletionPolicy"] == "DELETE"
+    assert database.inputs["deleteProtectionState"] == "DELETE_PROTECTION_DISABLED"
+
+
+def test_firestore_has_the_composite_indexes_of_the_queries(stack):
+    indexes = {
+        (
+            i.inputs["collection"],
+            tuple((f["fieldPath"], f["order"]) for f in i.inputs["fields"]),
+        )
+        for i in stack.of_type("gcp:firestore/index:Index")
+    }
+    assert ("sessions", (("user", "ASCENDING"), ("created", "ASCENDING"))) in indexes
+    assert indexes == set(firestore.COMPOSITE_INDEXES)
+    for index in stack.of_type("gcp:firestore/index:Index"):
+        assert index.inputs["database"] == "(default)"
+        assert index.inputs["queryScope"] == "COLLECTION"
+
+
+def test_required_apis_are_enabled_and_left_enabled(stack):
+    services = stack.of_type("gcp:projects/service:Service")
+    enabled = {s.inputs["service"] for s in services}
+    assert enabled == set(apis.REQUIRED_APIS)
+    for api in ("run", "cloudfunctions", "cloudbuild", "artifactregistry", "pubsub", "firestore"):
+        assert f"{api}.googleapis.com" in enabled
+    assert all(s.inputs["disableOnDestroy"] is False for s in services)
+
+
+def test_registry_holds_docker_images(stack):
+    (repository,) = stack.of_type("gcp:artifactregistry/repository:Repository")
+    assert repository.inputs["format"] == "DOCKER"
+    assert repository.inputs["location"] == "europe-west1"
+    assert stack.outputs["imageRepository"] == f"europe-west1-docker.pkg.dev/{PROJECT}/francine"
+
+
+# --- outputs, names, configuration ----------------------------------------------------
+
+
+def test_outputs(stack):
+    outputs = stack.outputs
+    assert outputs["apiUrl"] == "https://francine-api-a1b2c3d4e5-ew.a.run.app"
+    assert (
+        outputs["apiFunctionUrl"]
+        == f"https://europe-west1-{PROJECT}.cloudfunctions.net/francine-api"
+    )
+    assert outputs["resourcesBucket"] == f"{PROJECT}-francine-resources"
+    assert outputs["partialsBucket"] == f"{PROJECT}-francine-partials"
+    assert outputs["resultsBucket"] == f"{PROJECT}-francine-results"
+    assert outputs["renderServiceUrl"].startswith("https://francine-renderer")
+    assert outputs["serviceAccounts"]["renderer"] == sa("renderer")
+
+
+def test_a_second_prefix_shares_nothing_with_the_first(stack):
+    other = run_program(DEFAULT_TEST_CONFIG | {"francine:namePrefix": "blue"})
+
+    def names(recording):
+        return {
+            r.inputs.get("name") or r.inputs.get("accountId")
+            for r in recording.custom_resources
+            if r.type in (SUBSCRIPTION, TOPIC, BUCKET, RUN_SERVICE, FUNCTION)
+            or r.type == "gcp:serviceaccount/account:Account"
+        }
+
+    assert names(stack).isdisjoint(names(other))
+    assert other.outputs["serviceAccounts"]["api"] == sa("api", prefix="blue")
+
+
+def test_main_program_runs_under_mocks():
+    mocks = RecordingMocks(project=PROJECT)
+    pulumi.runtime.set_mocks(mocks, project="francine", stack="test", preview=False)
+    pulumi.runtime.set_all_config(dict(DEFAULT_TEST_CONFIG))
+
+    @pulumi.runtime.test
+    def program():
+        runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+
+    program()
+    assert len([r for r in mocks.resources if r.custom]) == len(run_program().custom_resources)
+
+
+def test_config_defaults_and_derived_values():
+    cfg = FrancineConfig(project="p")
+    assert cfg.region == "us-central1"
+    assert cfg.bucket_prefix == "p-francine"
+    assert cfg.admission_limit == cfg.max_render_instances == 10
+    assert cfg.ack_deadline_seconds == cfg.max_task_seconds + cfg.task_overhead_seconds
+    assert FrancineConfig(project="p", admission_limit=0).admission_limit == 0  # unlimited
+    assert config.memory_mib("2Gi") == 2048 and config.memory_mib("512Mi") == 512
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"max_task_seconds": 560}, "600"),
+        ({"render_cpu": "3"}, "renderCpu"),
+        ({"render_cpu": "4", "render_memory": "1Gi"}, "renderMemory"),
+        ({"render_memory": "256Mi"}, "renderMemory"),  # gen2 needs 512Mi
+        ({"render_memory": "2GB"}, "Mi or Gi"),
+        ({"execution_environment": "gen3"}, "executionEnvironment"),
+        ({"max_render_instances": 0}, "maxRenderInstances"),
+        ({"max_delivery_attempts": 3}, "maxDeliveryAttempts"),
+        ({"partials_retention_days": 0}, "partialsRetentionDays"),
+        ({"admission_limit": -1}, "admissionLimit"),
+        ({"name_prefix": "Francine"}, "namePrefix"),
+        ({"name_prefix": "a-very-long-prefix-for-ids"}, "namePrefix"),
+        ({"api_timeout_seconds": 4000}, "apiTimeoutSeconds"),
+        ({"image": " "}, "image"),
+    ],
+)
+def test_config_validation(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        FrancineConfig(project="p", **changes)
+
+
+def test_a_wrong_configuration_fails_before_any_resource():
+    with pytest.raises(Exception, match="renderCpu"):
+        run_program(DEFAULT_TEST_CONFIG | {"francine:renderCpu": "3"})
+
+
+def test_describe_prints_resource_count_and_grants(capsys):
+    import describe  # infra/describe.py
+
+    assert describe.main([]) == 0
+    out = capsys.readouterr().out
+    print(out)  # visible with pytest -s: the default stack, counted
+    assert f"{len(run_program().custom_resources)} cloud resources" in out
+    assert f"serviceAccount:{sa('renderer')}" in out
+
+
+def test_every_configuration_key_is_documented():
+    import inspect
+    import re
+
+    source = inspect.getsource(config.load_config)
+    keys = set(re.findall(r'(?:text|integer|boolean|conf\.get)\("(\w+)"', source))
+    keys |= {f"gcp:{k}" for k in re.findall(r'gcp\.(?:require|get)\("(\w+)"', source)}
+    assert len(keys) > 20
+    readme = (ROOT / "infra" / "README.md").read_text()
+    for key in keys:
+        documented = key if key.startswith("gcp:") else f"francine:{key}"
+        assert f"`{documented}`" in readme, f"{documented} is not in infra/README.md"
+
+
+def test_autoscaling_doc_gives_the_cost_formula():
+    doc = (ROOT / "docs" / "autoscaling.md").read_text()
+    for needle in (
+        "time.cpu",
+        "P_vcpu",
+        "P_gib",
+        "maxRenderInstances",
+        "renderCpu",
+        "renderMemory",
+        "admissionLimit",
+        "concurrency 1",
+    ):
+        assert needle in doc, needle
+
+
+# --- ordering: what an empty project needs first ----------------------------------------
+
+
+def depends_on_names(recording, resource) -> set[str]:
+    return {urn.rsplit("::", 1)[1] for urn in recording.depends_on(resource)}
+
+
+def test_nothing_is_created_before_the_apis_it_needs(stack):
+    services = {f"apis-{api.split('.')[0]}" for api in apis.REQUIRED_APIS}
+    for resource in stack.custom_resources:
+        if resource.type != "gcp:projects/service:Service":
+            assert services <= depends_on_names(stack, resource), resource.name
+
+
+def test_code_is_deployed_after_its_grants_and_pushed_to_after_its_invokers(stack):
+    for key in ("api", "reducer"):
+        names = depends_on_names(stack, stack.named(f"functions-{key}"))
+        # The build account may build, the runtime account may work.
+        assert {n for n in names if n.startswith("access-builder-")} == {
+            "access-builder-project-logging-logWriter",
+            "access-builder-project-storage-objectAdmin",
+            "access-builder-repository-artifactregistry-writer",
+        }
+        assert any(n.startswith(f"access-{key}-") for n in names)
+    assert any(
+        n.startswith("access-renderer-") for n in depends_on_names(stack, stack.named("renderer"))
+    )
+    produce = depends_on_names(stack, stack.named("push-produce-render"))
+    assert "renderer-invoker-0" in produce
+    events = depends_on_names(stack, stack.named("push-events-reduce"))
+    assert "functions-reducer-invoker-0" in events
+
+
+# --- the functions' side of the contract ------------------------------------------------
+
+
+def registered_signature(name: str) -> str:
+    """How functions-framework will serve ``functions/<name>/main.py``'s entry point."""
+    import importlib.util
+
+    from functions_framework import _function_registry
+
+    path = ROOT / "functions" / name / "main.py"
+    spec = importlib.util.spec_from_file_location(f"francine_function_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return _function_registry.REGISTRY_MAP.get(name, "")
+
+
+def test_entry_points_are_registered_with_their_signature():
+    # Deployed without an event trigger, the platform sets FUNCTION_SIGNATURE_TYPE=http:
+    # only the decorator makes functions-framework hand the reducer a CloudEvent.
+    assert registered_signature("reducer") == "cloudevent"
+    assert registered_signature("api") == "http"
+
+
+def test_a_raw_push_to_a_topic_path_reaches_a_cloudevent_function(tmp_path, monkeypatch):
+    """What our push subscriptions send, as functions-framework serves it."""
+    import base64
+    import json
+
+    import functions_framework
+
+    seen = tmp_path / "seen.json"
+    source = tmp_path / "main.py"
+    source.write_text(
+        "import json, functions_framework\n"
+        "@functions_framework.cloud_event\n"
+        "def reducer(event):\n"
+        f"    open({str(seen)!r}, 'w').write(json.dumps("
+        "{'source': event['source'], 'data': event.data}))\n"
+    )
+    # create_app records the target and signature in the environment: undo it after.
+    monkeypatch.delenv("FUNCTION_SIGNATURE_TYPE", raising=False)
+    monkeypatch.delenv("FUNCTION_TARGET", raising=False)
+    app = functions_framework.create_app(
+        target="reducer", source=str(source), signature_type="http"
+    )
+    envelope = {
+        "message": {
+            "data": base64.b64encode(b'{"kind": "done"}').decode(),
+            "attributes": {"CloudPubSubDeadLetterSourceSubscription": "francine-events-reduce"},
+            "messageId": "42",
+            "publishTime": "2024-01-01T00:00:00Z",
+        },
+        "subscription": f"projects/{PROJECT}/subscriptions/francine-events-dead-letter-reduce",
+    }
+    response = app.test_client().post(
+        f"/projects/{PROJECT}/topics/francine-events-dead-letter", json=envelope
+    )
+    assert response.status_code == 200, response.data
+    event = json.loads(seen.read_text())
+    assert event["source"] == (
+        f"//pubsub.googleapis.com/projects/{PROJECT}/topics/francine-events-dead-letter"
+    )
+    message = event["data"]["message"]
+    assert message["data"] == envelope["message"]["data"]
+    assert message["attributes"] == envelope["message"]["attributes"]
+
+
+def test_readme_states_the_resource_count_of_a_default_stack(stack):
+    import re
+
+    readme = (ROOT / "infra" / "README.md").read_text()
+    (count,) = re.findall(r"(\d+) cloud resources in \d+ components", readme)
+    assert int(count) == len(stack.custom_resources)
