@@ -7,14 +7,15 @@ its own users and sessions, so tests do not see each other's data.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pathlib
 import uuid
 
 import pytest
 
 from francine.client import Client
+from francine.local.processes import environment
+
+UPLOAD_LIMIT = 8 << 20
 
 
 @pytest.fixture(scope="session")
@@ -22,24 +23,12 @@ def stack(tmp_path_factory):
     from francine.local.stack import Stack, StackOptions
 
     # Short retry back-off so that failure paths reach the dead-letter topic in seconds.
+    # A small upload limit (the default is 512 MiB) so that the 413 path can be tested.
     options = StackOptions(workers=2, state_dir=tmp_path_factory.mktemp("stack"),
-                           min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5)
+                           min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
+                           extra_env={"FRANCINE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)})
     with Stack(options) as s:
         yield s
-
-
-@contextlib.contextmanager
-def environment(env: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -170,6 +170,24 @@ def test_too_large_bodies_are_413(client):
                       headers={"Content-Type": "application/json"}), 413, "payload_too_large")
 
 
+def test_too_large_uploads_are_413_and_store_nothing(client):
+    from conftest import UPLOAD_LIMIT
+
+    sid = client.create_session("ao")["id"]
+    big = b"x" * (UPLOAD_LIMIT + 1)
+    assert_error(call(client, "PUT", f"/v1/sessions/{sid}/resources/big.bin", data=big), 413)
+
+    def chunks():  # no Content-Length: the limit must hold while streaming too
+        for _ in range(9):
+            yield b"y" * (1 << 20)
+
+    assert_error(call(client, "PUT", f"/v1/sessions/{sid}/resources/big.bin", data=chunks()),
+                 413)
+    assert client.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"] == []
+    ok = call(client, "PUT", f"/v1/sessions/{sid}/resources/big.bin", data=big[:UPLOAD_LIMIT])
+    assert ok.status_code == 201 and ok.json()["size"] == UPLOAD_LIMIT
+
+
 def test_unknown_routes_and_methods(client):
     assert_error(call(client, "GET", "/v2/nothing"), 404)
     assert_error(call(client, "PATCH", "/v1/sessions"), 405)

@@ -9,9 +9,8 @@ import pathlib
 import threading
 import time
 
-from conftest import environment
-
 from francine import planning
+from francine.local.processes import environment
 
 
 @contextlib.contextmanager

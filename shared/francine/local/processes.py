@@ -19,6 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str]):
+    """Set environment variables for the duration (the Google clients read their
+    emulator hosts from the environment when they are created)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

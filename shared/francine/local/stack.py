@@ -10,6 +10,7 @@ pushes at most 2 requests at a time per subscription whatever the endpoint can t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from francine import users
 from francine.config import Settings
 from francine.local.emulators import Emulators
-from francine.local.processes import ProcessGroup, free_port, http_ok
+from francine.local.processes import ProcessGroup, environment, free_port, http_ok
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 FUNCTIONS = REPO / "functions"
@@ -35,7 +36,7 @@ class StackOptions:
     min_backoff_s: int = 1
     max_backoff_s: int = 10
     max_delivery_attempts: int = 5
-    #: Extra environment for every Francine process (tests use it for fault injection).
+    #: Extra environment for every Francine process (e.g. FRANCINE_ADMISSION_LIMIT).
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -61,8 +62,10 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             emulator_env = self.emulators.start()
-            settings = Settings(project=o.project, produce_shards=max(1, o.workers),
-                                cache_dir=str(self.state_dir / "cache"))
+            # FRANCINE_* variables of the caller (an admission limit, say) carry over.
+            settings = dataclasses.replace(
+                Settings.from_env(), project=o.project, produce_shards=max(1, o.workers),
+                cache_dir=str(self.state_dir / "cache"))
             env = {**os.environ, **emulator_env, **settings.to_env(), **o.extra_env,
                    "PYTHONUNBUFFERED": "1"}
             self._create_topics_and_buckets(env, settings)
@@ -99,31 +102,12 @@ class Stack:
         self.stop()
 
     # --- pieces ------------------------------------------------------------------------
-    @staticmethod
-    def _with_env(env: dict[str, str]):
-        """Temporarily point this process's clients at the emulators."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def scope():
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                yield
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-        return scope()
-
     def _create_topics_and_buckets(self, env: dict, settings: Settings) -> None:
         from francine.adapters.blobs import Blobs
         from francine.adapters.bus import produce_topics
         from francine.clients import make_clients
 
-        with self._with_env(env):
+        with environment(env):
             clients = make_clients(settings)
             for topic in [*produce_topics(settings), settings.events_topic,
                           *dead_letter_topics(settings)]:
@@ -164,7 +148,7 @@ class Stack:
         retry = pubsub_v1.types.RetryPolicy(
             minimum_backoff=duration_pb2.Duration(seconds=o.min_backoff_s),
             maximum_backoff=duration_pb2.Duration(seconds=o.max_backoff_s))
-        with self._with_env(env):
+        with environment(env):
             sub = pubsub_v1.SubscriberClient()
             pub = pubsub_v1.PublisherClient()
             p = settings.project
@@ -202,7 +186,7 @@ def create_user_in(env: dict, project: str, name: str) -> str:
 
     from francine.adapters.store import Store
 
-    with Stack._with_env(env):
+    with environment(env):
         _, key = users.create_user(Store(firestore.Client(project=project)), name)
     return key
 

@@ -1,0 +1,92 @@
+"""The command line as a person uses it: `francine stack up` in the foreground, users,
+a render from a scene file, and Ctrl-C leaving nothing behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+from PIL import Image
+
+from francine.local.processes import environment, free_port
+
+FRANCINE = [sys.executable, "-m", "francine.cli"]
+
+
+def listening(host_port: str) -> bool:
+    host, port = host_port.rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def addresses(info: dict) -> list[str]:
+    urls = [info["api_url"], info["reducer_url"], *info["workers"],
+            *info["emulators"].values()]
+    return [urlparse(u if "//" in u else f"http://{u}").netloc for u in urls
+            if u.startswith("http") or ":" in u]
+
+
+def test_stack_up_render_and_ctrl_c(tmp_path):
+    state = tmp_path / "state"
+    port = free_port()
+    env = {**os.environ, "FRANCINE_ADMISSION_LIMIT": "2", "PYTHONUNBUFFERED": "1"}
+    up = subprocess.Popen([*FRANCINE, "--state-dir", str(state), "stack", "up", "--workers",
+                           "1", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (state / "stack.json").exists():
+            assert up.poll() is None, up.stdout.read()
+            assert time.monotonic() < deadline, "stack did not come up"
+            time.sleep(0.2)
+        info = json.loads((state / "stack.json").read_text())
+        assert info["api_url"] == f"http://127.0.0.1:{port}"
+        assert info["api_key"].startswith("fr_")
+        assert f"http://127.0.0.1:{port}" in up.stdout.readline()
+
+        key = subprocess.run([*FRANCINE, "--state-dir", str(state), "users", "create", "bob"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert key.startswith("fr_") and key != info["api_key"]
+
+        scene = tmp_path / "scene.json"
+        scene.write_text(json.dumps({"producer": "ao", "scene": {
+            "width": 64, "height": 48, "nao_samples": 2}}))
+        out = tmp_path / "out.png"
+        # 6 passes × 2 tiles with at most 2 in flight: admission control must publish
+        # the rest as tasks finish, or this never completes.
+        rendered = subprocess.run(
+            [*FRANCINE, "--state-dir", str(state), "render", str(scene), "-o", str(out),
+             "--parallel", "6", "--tile", "32", "--key", key],
+            capture_output=True, text=True, timeout=180)
+        assert rendered.returncode == 0, rendered.stderr
+        assert "100.0%" in rendered.stderr  # the progress bar reached the end
+        assert "total" in rendered.stdout and "producing" in rendered.stdout
+        assert Image.open(io.BytesIO(out.read_bytes())).size == (64, 48)
+        with environment(info["env"]):
+            from google.cloud import firestore
+
+            executions = list(firestore.Client(project=info["project"])
+                              .collection_group("executions").stream())
+        assert [e.get("admission_limit") for e in executions] == [2]
+        assert all(listening(a) for a in addresses(info))
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+    assert code == 0
+    assert not (state / "stack.json").exists()
+    time.sleep(0.5)
+    assert [a for a in addresses(info) if listening(a)] == []
+
+
+def test_commands_without_a_stack_say_so(tmp_path):
+    r = subprocess.run([*FRANCINE, "--state-dir", str(tmp_path), "users", "create", "x"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "no running stack" in r.stderr
