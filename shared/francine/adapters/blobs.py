@@ -16,7 +16,7 @@ from francine.config import Settings
 
 class Blobs:
     def __init__(self, client, settings: Settings):
-        self._client = client
+        self.client = client  # also reads external gs:// resources
         self._resources = client.bucket(settings.resources_bucket)
         self._partials = client.bucket(settings.partials_bucket)
         self._results = client.bucket(settings.results_bucket)
@@ -28,7 +28,7 @@ class Blobs:
 
         for bucket in (self._resources, self._partials, self._results):
             with contextlib.suppress(gexc.Conflict):
-                self._client.create_bucket(bucket.name)
+                self.client.create_bucket(bucket.name)
 
     # resources: content-addressed, shared by all sessions that attach the same bytes
     @staticmethod
@@ -81,7 +81,7 @@ class Blobs:
         with translated("session objects deletion"):
             for bucket, prefix in ((self._partials, f"partials/{session_id}/"),
                                    (self._results, f"results/{session_id}/")):
-                for blob in list(self._client.list_blobs(bucket, prefix=prefix)):
+                for blob in list(self.client.list_blobs(bucket, prefix=prefix)):
                     blob.delete()
                     deleted += 1
         return deleted

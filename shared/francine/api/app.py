@@ -5,12 +5,8 @@ error, expected or not, becomes the API's error body with its status, in one pla
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import re
-import tempfile
 import uuid
 
 from flask import Response
@@ -18,7 +14,8 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 
-from francine import errors, executions, imaging, producers, users
+from francine import errors, executions, imaging, producers, resources, users
+from francine.adapters import external
 from francine.adapters.store import now
 from francine.api.openapi import openapi_document
 from francine.clients import Adapters
@@ -26,7 +23,6 @@ from francine.producers.base import SceneError
 
 log = logging.getLogger("francine.api")
 
-RESOURCE_NAME = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 DEMO_USER = "demo"
 CHUNK = 1 << 20
 
@@ -195,59 +191,30 @@ class Api:
     # --- resources ---------------------------------------------------------------------
     def route_resources(self, request, sid: str) -> Response:
         user = self.user(request)
-        self.own_session(user, sid)
+        session = self.own_session(user, sid)
         if request.method == "POST":
-            raise errors.BadRequest(
-                "attaching external resources by URL is not available yet; upload the "
-                "bytes with PUT /v1/sessions/{sid}/resources/{name}", "unsupported_source")
+            body = self.json_body(request)
+            unknown = set(body) - {"name", "url"}
+            if unknown:
+                raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
+            name = resources.check_name(body.get("name"))
+            chunks = external.open_url(body.get("url"), self.ad.blobs.client,
+                                       self.ad.settings.max_upload_bytes)
+            record, created = resources.attach(self.ad, sid, session["producer"], name, chunks)
+            return json_response(resource_view(record), 201 if created else 200)
         return json_response({"resources": [
             resource_view(r) for r in self.ad.store.list_resources(sid)]})
 
     def route_resource(self, request, sid: str, name: str) -> Response:
         user = self.user(request)
         session = self.own_session(user, sid)
-        if (not RESOURCE_NAME.match(name) or len(name) > 512
-                or any(part in (".", "..") for part in name.split("/"))):
-            raise errors.BadRequest(
-                "resource name: a relative path of letters, digits and ._-/ without '..'",
-                "invalid_name")
+        resources.check_name(name)
         limit = self.ad.settings.max_upload_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise errors.PayloadTooLarge(f"resource uploads are limited to {limit} bytes")
-        fd, tmp = tempfile.mkstemp(prefix="francine-upload-")
-        try:
-            digest, size = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as f:
-                while chunk := request.stream.read(CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise errors.PayloadTooLarge(
-                            f"resource uploads are limited to {limit} bytes")
-                    digest.update(chunk)
-                    f.write(chunk)
-            sha = digest.hexdigest()
-            meta = self.inspect(session["producer"], name, tmp)
-            if not self.ad.blobs.has_resource(sha):
-                self.ad.blobs.put_resource(sha, tmp)
-        finally:
-            os.unlink(tmp)
-        record = {"name": name, "sha256": sha, "size": size, "meta": meta}
-        created = self.ad.store.attach_resource(sid, record)
+            raise resources.too_large(limit)
+        chunks = iter(lambda: request.stream.read(CHUNK), b"")
+        record, created = resources.attach(self.ad, sid, session["producer"], name, chunks)
         return json_response(resource_view(record), 201 if created else 200)
-
-    @staticmethod
-    def inspect(producer_name: str, name: str, path: str) -> dict:
-        """Let the producer check a file it will read (a malformed mesh is a 400 now,
-        not a failed task later)."""
-        inspect = getattr(producers.get(producer_name), "inspect_resource", None)
-        if inspect is None:
-            return {}
-        import pathlib
-
-        try:
-            return inspect(name, pathlib.Path(path)) or {}
-        except SceneError as e:
-            raise errors.BadRequest(f"resource {name}: {e}", "invalid_resource") from e
 
     # --- executions --------------------------------------------------------------------
     def route_executions(self, request, sid: str) -> Response:

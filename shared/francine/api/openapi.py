@@ -129,7 +129,16 @@ def openapi_document() -> dict:
         "/v1/sessions/{sid}/resources": {
             "get": _op("the session's resources", {"200": _resp("resources", {
                 "type": "object", "properties": {"resources": {
-                    "type": "array", "items": ref("Resource")}}})}, params=[sid])},
+                    "type": "array", "items": ref("Resource")}}})}, params=[sid]),
+            "post": _op("attach an external file, fetched once, hashed and stored", {
+                "201": _resp("attached", ref("Resource")),
+                "200": _resp("the same bytes were attached already", ref("Resource")),
+                "409": _resp("the name holds other bytes", ERROR)},
+                _json({"type": "object", "required": ["name", "url"],
+                       "additionalProperties": False, "properties": {
+                           "name": {"type": "string"},
+                           "url": {"type": "string", "pattern": "^(gs|https)://"}}}),
+                params=[sid])},
         "/v1/sessions/{sid}/resources/{name}": {
             "put": _op("attach a file (immutable, identified by its SHA-256)", {
                 "201": _resp("attached", ref("Resource")),
