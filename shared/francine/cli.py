@@ -35,7 +35,9 @@ def cmd_stack_up(args) -> int:
     def interrupted(signum, frame):
         raise KeyboardInterrupt
 
+    # Also SIGINT: a shell that starts us in the background may have set it to "ignore".
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     try:
         info = stack.start()
         print(f"francine api: {info['api_url']}  (key in {stack.state_dir / 'stack.json'})",
