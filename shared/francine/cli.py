@@ -3,6 +3,7 @@
     francine stack up [--port P] [--workers N]     run the pipeline here until Ctrl-C
     francine users create NAME                     a new user's API key (stack running)
     francine render ao|SCENE.json -o out.png --parallel N [--api URL --key KEY]
+                    [--producer P --resource NAME=PATH ...]   (for a bare scene file)
     francine demo                                  stack up, render aobench, stack down
 """
 
@@ -15,7 +16,7 @@ import signal
 import sys
 import time
 
-from francine.client import Client, load_scene_file
+from francine.client import ApiError, Client, load_scene_file
 
 STATE = pathlib.Path(".francine") / "stack.json"
 
@@ -80,13 +81,15 @@ def time_breakdown(status: dict) -> str:
 
 
 def render(client: Client, target: str, output: pathlib.Path, parallel: int,
-           tile: int | None, fmt: str | None, quiet: bool = False) -> dict:
+           tile: int | None, fmt: str | None, quiet: bool = False,
+           producer: str | None = None, resources: dict | None = None) -> dict:
     """Create a session for ``target`` (a producer name or a scene file), upload its
     resources, render, show progress, write the image; returns the final status."""
     if target.endswith(".json"):
-        producer, scene, resources, file_fmt = load_scene_file(pathlib.Path(target))
+        producer, scene, resources, file_fmt = load_scene_file(
+            pathlib.Path(target), producer, resources)
     else:
-        producer, scene, resources, file_fmt = target, None, {}, "png"
+        producer, scene, resources, file_fmt = target, None, resources or {}, "png"
     session = client.create_session(producer, scene, fmt or file_fmt)
     for name, path in resources.items():
         client.put_resource(session["id"], name, path.read_bytes())
@@ -111,8 +114,17 @@ def cmd_render(args) -> int:
     else:
         info = _stack_info(pathlib.Path(args.state_dir) / "stack.json")
         client = Client(info["api_url"], args.key or info["api_key"])
-    status = render(client, args.target, pathlib.Path(args.output), args.parallel, args.tile,
-                    args.format)
+    resources = {}
+    for spec in args.resource:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            sys.exit(f"--resource {spec}: expected NAME=PATH")
+        resources[name] = pathlib.Path(path)
+    try:
+        status = render(client, args.target, pathlib.Path(args.output), args.parallel,
+                        args.tile, args.format, producer=args.producer, resources=resources)
+    except (ValueError, ApiError) as e:
+        sys.exit(f"francine render: {e}")
     print(f"wrote {args.output}")
     print(time_breakdown(status))
     return 0
@@ -166,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--parallel", type=int, default=8)
     r.add_argument("--tile", type=int, default=None)
     r.add_argument("--format", choices=["png", "jpeg", "exr"], default=None)
+    r.add_argument("--producer", help="the producer of a bare scene file")
+    r.add_argument("--resource", action="append", default=[], metavar="NAME=PATH",
+                   help="attach a file as resource NAME (repeatable)")
     r.add_argument("--api", help="a deployed api's URL (default: the local stack)")
     r.add_argument("--key", help="API key (default: the local stack's user)")
     r.set_defaults(func=cmd_render)

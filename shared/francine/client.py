@@ -80,10 +80,18 @@ class Client:
         return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/result").content
 
 
-def load_scene_file(path: pathlib.Path) -> tuple[str, dict | None, dict[str, pathlib.Path], str]:
-    """A scene file: {"producer": ..., "format"?: ..., "scene": {...},
-    "resources": {name: path relative to the file}}."""
+def load_scene_file(path: pathlib.Path, producer: str | None = None,
+                    resources: dict[str, pathlib.Path] | None = None
+                    ) -> tuple[str, dict, dict[str, pathlib.Path], str]:
+    """A scene file: either {"producer": ..., "format"?: ..., "scene": {...},
+    "resources": {name: path relative to the file}}, or a bare scene with the producer
+    and resources given apart. Returns (producer, scene, resources, format)."""
     doc = json.loads(path.read_text())
-    resources = {name: (path.parent / rel).resolve()
-                 for name, rel in doc.get("resources", {}).items()}
-    return doc["producer"], doc.get("scene"), resources, doc.get("format", "png")
+    resources = dict(resources or {})
+    if "producer" in doc:
+        resources.update({name: (path.parent / rel).resolve()
+                          for name, rel in doc.get("resources", {}).items()})
+        return doc["producer"], doc.get("scene"), resources, doc.get("format", "png")
+    if producer is None:
+        raise ValueError(f"{path} is a bare scene: name its producer (--producer)")
+    return producer, doc, resources, "png"

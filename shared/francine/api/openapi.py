@@ -65,7 +65,7 @@ def openapi_document() -> dict:
                                "producer": {"type": "string", "enum": producers.names()},
                                "format": {"type": "string", "enum": ["png", "jpeg", "exr"],
                                           "default": "png"},
-                               "scene": {"oneOf": [{"$ref": f"#/components/schemas/{k}"}
+                               "scene": {"anyOf": [{"$ref": f"#/components/schemas/{k}"}
                                                    for k in scene_schemas]}}},
         "Resource": {"type": "object", "properties": {
             "name": {"type": "string"}, "sha256": {"type": "string"},
