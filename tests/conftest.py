@@ -16,6 +16,7 @@ from francine.client import Client
 from francine.local.processes import environment
 
 UPLOAD_LIMIT = 8 << 20
+RESOURCE_LIMIT = 8  # the Cornell box test attaches 7
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +24,12 @@ def stack(tmp_path_factory):
     from francine.local.stack import Stack, StackOptions
 
     # Short retry back-off so that failure paths reach the dead-letter topic in seconds.
-    # A small upload limit (the default is 512 MiB) so that the 413 path can be tested.
+    # Small upload and resource limits (defaults: 512 MiB, 1000) so that the paths that
+    # refuse more can be tested.
     options = StackOptions(workers=2, state_dir=tmp_path_factory.mktemp("stack"),
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
-                           extra_env={"FRANCINE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)})
+                           extra_env={"FRANCINE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+                                      "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT)})
     with Stack(options) as s:
         yield s
 

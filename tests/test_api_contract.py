@@ -67,15 +67,17 @@ def test_sessions_crud_and_isolation(client, stack):
     theirs = other.create_session("ao")
     assert [s["id"] for s in client.request("GET", "/v1/sessions").json()["sessions"]] \
         == [mine["id"]]
-    # another user's session answers exactly like a missing one
-    for sid in (theirs["id"], "does-not-exist"):
-        for method, path in [("GET", ""), ("DELETE", ""), ("GET", "/executions"),
-                             ("GET", "/resources"), ("POST", "/executions"),
-                             ("PUT", "/resources/a.txt")]:
-            resp = call(client, method, f"/v1/sessions/{sid}{path}", json={} if method ==
-                        "POST" else None)
-            err = assert_error(resp, 404, "not_found")
-            assert theirs["id"] not in err["message"] or sid == theirs["id"]
+    # another user's session answers exactly like a missing one (with its id swapped)
+    missing = "0123456789abcdef0123"
+    for method, path in [("GET", ""), ("DELETE", ""), ("GET", "/executions"),
+                         ("GET", "/resources"), ("POST", "/executions"),
+                         ("PUT", "/resources/a.txt"), ("POST", "/resources")]:
+        body = {"name": "a", "url": "gs://b/a"} if path == "/resources" else {}
+        answers = [call(client, method, f"/v1/sessions/{sid}{path}",
+                        json=body if method == "POST" else None)
+                   for sid in (theirs["id"], missing)]
+        errs = [assert_error(resp, 404, "not_found") for resp in answers]
+        assert errs[0]["message"].replace(theirs["id"], missing) == errs[1]["message"]
     e = other.execute(theirs["id"], update={"width": 16, "height": 16})
     assert_error(call(client, "GET", f"/v1/sessions/{theirs['id']}/executions/{e['id']}"), 404)
     assert_error(call(client, "GET",
@@ -195,6 +197,41 @@ def test_unknown_routes_and_methods(client):
     assert_error(call(client, "POST", f"/v1/sessions/{sid}/executions/x:explode"), 404)
 
 
+@pytest.mark.parametrize("path", ["/v1/sessions/__x__", "/v1/sessions/__x__/executions",
+                                  "/v1/sessions/a.b", "/v1/sessions/" + "a" * 65])
+def test_ids_that_cannot_exist_are_404(client, path):
+    assert_error(call(client, "GET", path), 404)
+
+
+def test_hostile_bodies_are_4xx_never_5xx(client, stack):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert_error(call(client, "POST", "/v1/sessions", data=deep,
+                      headers={"Content-Type": "application/json"}), 400, "malformed_json")
+    for producer, scene in [("ao", {"spheres": [{"center": [10**400, 0, 0], "radius": 1}]}),
+                            ("ao", {"width": 10**400}),
+                            ("pathtracer", {"camera": {"fov": 10**400}})]:
+        assert_error(call(client, "POST", "/v1/sessions",
+                          json={"producer": producer, "scene": scene}), 400)
+    resp = requests.get(stack.info["api_url"] + "/?parallel=\u00b2", timeout=30)
+    assert_error(resp, 400, "invalid_field")
+    sid = client.create_session("ao")["id"]
+    assert_error(call(client, "GET", f"/v1/sessions/{sid}/executions/__x__"), 404)
+    assert_error(call(client, "POST", f"/v1/sessions/{sid}/executions/__x__:cancel"), 404)
+
+
+def test_resources_per_session_are_capped(client):
+    from conftest import RESOURCE_LIMIT
+
+    sid = client.create_session("ao")["id"]
+    for i in range(RESOURCE_LIMIT):
+        assert call(client, "PUT", f"/v1/sessions/{sid}/resources/r{i}", data=b"%d" % i) \
+            .status_code == 201
+    assert_error(call(client, "PUT", f"/v1/sessions/{sid}/resources/one-more", data=b"x"),
+                 409, "too_many_resources")
+    # the same bytes under a name it holds are still a no-op
+    assert call(client, "PUT", f"/v1/sessions/{sid}/resources/r0", data=b"0").status_code == 200
+
+
 def test_unknown_execution_is_404(client):
     sid = client.create_session("ao")["id"]
     assert_error(call(client, "GET", f"/v1/sessions/{sid}/executions/{uuid.uuid4().hex}"), 404)
@@ -204,3 +241,19 @@ def test_client_raises_api_errors(client):
     with pytest.raises(ApiError) as info:
         client.create_session("nope")
     assert info.value.status == 400 and info.value.code == "invalid_scene"
+
+
+def test_tasks_that_would_outlast_the_deadline_are_refused_or_split(client):
+    # 16384² pixels with 16×16 subsamples and 64×64 AO rays: months of work for one task
+    sid = client.create_session("ao", {"width": 16384, "height": 16384, "nsubsamples": 16,
+                                       "nao_samples": 64})["id"]
+    err = assert_error(call(client, "POST", f"/v1/sessions/{sid}/executions",
+                            json={"tile": 2048}), 400, "tile_too_large")
+    assert "tile ≤" in err["message"]
+    # without a tile the planner cuts the image small enough... and here that is too many
+    assert_error(call(client, "POST", f"/v1/sessions/{sid}/executions", json={}), 400,
+                 "too_many_tasks")
+    # a scene that fits is still one task per pass
+    sid = client.create_session("ao", {"width": 64, "height": 64})["id"]
+    e = client.execute(sid, parallel=2)
+    assert e["tasks"]["total"] == 3

@@ -65,7 +65,9 @@ def test_duplicate_deliveries_change_nothing(stack, adapters, client):
     eid = client.execute(sid, parallel=24)["id"]
     tasks = {i: planning.task_id(eid, f"p{i}") for i in range(shape.productions)}
     duplicated = set()
-    while client.execution(sid, eid)["status"] not in ("reducing", "done"):
+    deadline = time.monotonic() + 120
+    while client.execution(sid, eid)["status"] not in ("reducing", "done", "failed"):
+        assert time.monotonic() < deadline, "the execution did not finish"
         for i, tid in tasks.items():
             if i not in duplicated and adapters.store.get_task(sid, eid, tid)["status"] == "done":
                 adapters.bus.publish_tasks(sid, eid, [(i, tid)])
@@ -112,3 +114,58 @@ def test_exactly_one_concurrent_claim_wins(stack, adapters, client):
     assert adapters.store.claim_task(sid, e["id"], tid, winner, 600)[0] == "won"
     adapters.store.update_task(sid, e["id"], tid, {"status": "done"})
     assert adapters.store.claim_task(sid, e["id"], tid, winner, 600)[0] == "done"
+
+
+def finished_execution(client, adapters, parallel=4):
+    sid = client.create_session("ao", {"width": 32, "height": 32, "nao_samples": 2})["id"]
+    eid = client.execute(sid, parallel=parallel)["id"]
+    assert client.wait(sid, eid, timeout_s=60)["status"] == "done"
+    return sid, eid, adapters.store.get_execution(sid, eid)
+
+
+def test_a_reducer_that_died_after_storing_the_image_is_finished_by_a_redelivery(
+        client, adapters):
+    from francine.envelope import Message
+    from francine.reducer import Reducer
+
+    sid, eid, doc = finished_execution(client, adapters)
+    # The crash window: the root task is done and the image stored, but the execution
+    # was never marked done (its reducer was killed in between).
+    adapters.store.update_execution(sid, eid, {"status": "queued", "finished": None,
+                                               "summary": None, "result": None})
+    assert client.execution(sid, eid)["status"] != "done"
+    outcome = Reducer(adapters).handle(Message("redelivered-1", {
+        "session_id": sid, "execution_id": eid, "node": "p3"}, {"type": "task_done"}))
+    assert outcome == "waiting for siblings"  # nothing left to reduce...
+    status = client.execution(sid, eid)
+    assert status["status"] == "done"  # ...but the execution is ended
+    assert client.result(sid, eid)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_planning_again_never_resets_a_task(client, adapters):
+    from francine import executions
+
+    sid, eid, doc = finished_execution(client, adapters)
+    # a retried request that believes nothing was planned or published yet
+    executions.publish(adapters, {**doc, "planned": False, "published": False})
+    shape = planning.Shape.from_dict(doc["shape"])
+    for node in planning.all_nodes(shape):
+        assert adapters.store.get_task(sid, eid, planning.task_id(eid, node))["status"] == "done"
+    time.sleep(1.0)  # the republished tasks reach the workers, which skip them
+    assert client.execution(sid, eid)["status"] == "done"
+
+
+def test_a_delivery_for_a_task_of_another_kind_changes_nothing(client, adapters):
+    from francine.envelope import Message
+    from francine.worker import Worker
+
+    sid = client.create_session("ao", {"width": 16, "height": 16})["id"]
+    eid = client.execute(sid, parallel=2)["id"]
+    root = planning.task_id(eid, "r1.0")
+    before = adapters.store.get_task(sid, eid, root)
+    outcome = Worker(adapters).handle(Message("bogus", {
+        "session_id": sid, "execution_id": eid, "task_id": root}, {"type": "produce"}))
+    assert outcome in ("skipped: not a production task", "skipped: execution gone or ended")
+    after = adapters.store.get_task(sid, eid, root)
+    assert after.get("owner") == before.get("owner") != "bogus"
+    assert client.wait(sid, eid, timeout_s=60)["status"] == "done"

@@ -600,7 +600,7 @@ def test_every_configuration_key_is_documented():
 
 
 def test_autoscaling_doc_gives_the_cost_formula():
-    doc = (ROOT / "docs" / "autoscaling.md").read_text()
+    doc = (ROOT / "infra" / "autoscaling.md").read_text()
     for needle in (
         "time.cpu",
         "P_vcpu",

@@ -117,3 +117,15 @@ def test_parse_node_rejects_garbage():
         with pytest.raises(ValueError):
             planning.parse_node(bad)
     assert planning.parse_node("r2.7") == (2, 7)
+
+
+def test_tiles_are_sized_to_the_task_budget():
+    # fits whole: the image is one tile
+    assert planning.largest_tile(512, 512, 1e-7, 30) == 512
+    # too much work: the largest multiple of 8 within budget
+    edge = planning.largest_tile(4096, 4096, 1e-3, 30)
+    assert edge % 8 == 0 and edge * edge * 1e-3 <= 30 < (edge + 8) ** 2 * 1e-3
+    # never below 8 pixels, however slow
+    assert planning.largest_tile(4096, 4096, 10.0, 30) == 8
+    shape = planning.make_shape(100, 60, 2, 64)
+    assert planning.task_seconds(shape, 1e-3) == 64 * 60 * 1e-3  # clipped to the image

@@ -54,6 +54,9 @@ def test_gs_url_is_fetched_hashed_and_stored(client, external_object, adapters):
     ({"name": "../a.obj", "url": "gs://b/a.obj"}, "invalid_name"),
     ({"name": "a.obj", "url": "gs://b/a.obj", "x": 1}, "invalid_field"),
     ({"name": "a.obj", "url": "gs://no-such-bucket-francine/a.obj"}, "fetch_failed"),
+    # Francine's own buckets hold other users' images
+    ({"name": "a.png", "url": "gs://francine-results/results/s/e.png"}, "fetch_failed"),
+    ({"name": "a.obj", "url": "gs://francine-resources/resources/abc"}, "fetch_failed"),
     # internal addresses are refused before any request is made
     ({"name": "a.obj", "url": "https://127.0.0.1/a.obj"}, "fetch_failed"),
     ({"name": "a.obj", "url": "https://169.254.169.254/computeMetadata/v1/"}, "fetch_failed"),

@@ -1,6 +1,6 @@
 """The render service on Cloud Run: one task per request, scaled from zero to N.
 
-The autoscaling policy (docs/autoscaling.md) is made of these settings:
+The autoscaling policy (infra/autoscaling.md) is made of these settings:
 
 - concurrency 1: rendering is CPU-bound, two requests on one instance would only
   share its CPUs and both miss their deadline;

@@ -29,6 +29,13 @@ class Settings:
     #: The planner refuses executions with more tasks than this (Firestore writes,
     #: Pub/Sub messages and partial images all grow with it).
     max_tasks: int = 10_000
+    #: Resources per session: every execution records their hashes in its document,
+    #: which Firestore caps at 1 MiB.
+    max_resources: int = 1_000
+    #: The longest a production task may be estimated to take (the deployment's ack
+    #: deadline and timeouts are sized for it): larger tiles are refused, and when the
+    #: client gives no tile the planner picks one estimated at a quarter of it.
+    max_task_seconds: float = 120.0
     #: Production tasks published at once per execution; the rest are published as
     #: earlier ones finish (0: all at once). Admission control for shared farms.
     admission_limit: int = 0
@@ -60,6 +67,8 @@ class Settings:
             max_json_bytes=get("FRANCINE_MAX_JSON_BYTES", d.max_json_bytes),
             max_upload_bytes=get("FRANCINE_MAX_UPLOAD_BYTES", d.max_upload_bytes),
             max_tasks=get("FRANCINE_MAX_TASKS", d.max_tasks),
+            max_resources=get("FRANCINE_MAX_RESOURCES", d.max_resources),
+            max_task_seconds=get("FRANCINE_MAX_TASK_SECONDS", d.max_task_seconds),
             admission_limit=get("FRANCINE_ADMISSION_LIMIT", d.admission_limit),
             block_timeout_s=get("FRANCINE_BLOCK_TIMEOUT_S", d.block_timeout_s),
             cache_dir=get("FRANCINE_CACHE_DIR", d.cache_dir),
@@ -79,6 +88,8 @@ class Settings:
             "FRANCINE_MAX_JSON_BYTES": str(self.max_json_bytes),
             "FRANCINE_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             "FRANCINE_MAX_TASKS": str(self.max_tasks),
+            "FRANCINE_MAX_RESOURCES": str(self.max_resources),
+            "FRANCINE_MAX_TASK_SECONDS": str(self.max_task_seconds),
             "FRANCINE_ADMISSION_LIMIT": str(self.admission_limit),
             "FRANCINE_BLOCK_TIMEOUT_S": str(self.block_timeout_s),
             "FRANCINE_CACHE_DIR": self.cache_dir,

@@ -9,6 +9,7 @@ idempotency key resumes wherever the first one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -70,7 +71,16 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             width, height = producer.image_size(scene)
         except SceneError as e:
             raise scene_error(e) from e
-        shape = planning.make_shape(width, height, parallel, tile)
+        pixel_seconds = producer.pixel_seconds(scene)
+        bound = ad.settings.max_task_seconds
+        edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
+        shape = planning.make_shape(width, height, parallel, edge)
+        estimate = planning.task_seconds(shape, pixel_seconds)
+        if estimate > bound:
+            raise errors.BadRequest(
+                f"tile: one task of {edge}×{edge} pixels would take about {estimate:.0f} s, "
+                f"more than the limit of {bound:.0f} s: use tile ≤ "
+                f"{planning.largest_tile(width, height, pixel_seconds, bound)}", "tile_too_large")
         if shape.total_tasks > ad.settings.max_tasks:
             raise errors.BadRequest(
                 f"this render would need {shape.total_tasks} tasks, more than the limit of "
@@ -90,7 +100,15 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
 
     doc, created = ad.store.create_execution(sid, eid, build)
     if doc["status"] not in FINAL:
-        publish(ad, doc)
+        try:
+            publish(ad, doc)
+        except Exception:
+            if idempotency_key is None:
+                # Nobody can resume this execution (a retry gets a new id): end it
+                # rather than leave it queued forever. With a key, a retry resumes it.
+                with contextlib.suppress(Exception):
+                    fail(ad, sid, eid, "publish_failed", "the tasks could not be queued")
+            raise
     return doc, created
 
 

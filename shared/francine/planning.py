@@ -70,6 +70,21 @@ class Shape:
         return cls(**{k: int(d[k]) for k in ("width", "height", "passes", "tile", "fan_in")})
 
 
+def largest_tile(width: int, height: int, pixel_seconds: float, budget_s: float) -> int:
+    """The edge of the largest square tile (a multiple of 8, at least 8) whose one pass
+    is estimated to take at most ``budget_s``; the whole image if it fits."""
+    whole = max(width, height)
+    if pixel_seconds <= 0 or width * height * pixel_seconds <= budget_s:
+        return whole
+    edge = int(math.sqrt(budget_s / pixel_seconds)) // 8 * 8
+    return min(whole, max(8, edge))
+
+
+def task_seconds(shape: Shape, pixel_seconds: float) -> float:
+    """Estimated seconds of the largest production task."""
+    return min(shape.tile, shape.width) * min(shape.tile, shape.height) * pixel_seconds
+
+
 def make_shape(width: int, height: int, passes: int, tile: int | None) -> Shape:
     edge = max(width, height) if tile is None else tile
     n = math.ceil(width / edge) * math.ceil(height / edge) * passes

@@ -62,13 +62,17 @@ class Reducer:
                     (i, planning.task_id(eid, planning.node_name(0, i))) for i in admits])
             if not any(isinstance(a, planning.Reduce) for a in actions):
                 break
-            state, task = self.ad.store.claim_task(
-                sid, eid, planning.task_id(eid, up), owner, CLAIM_LEASE_S)
-            if state == "held":
+            state, _ = self.ad.store.claim_task(
+                sid, eid, planning.task_id(eid, up), owner, CLAIM_LEASE_S, kind="reduce")
+            if state in ("held", "other"):
                 break  # another invocation reduces it and will carry on from there
             if state == "won":
                 self.reduce(doc, shape, up)
                 reduced.append(up)
+            elif up == shape.root:
+                # The image is stored but whoever stored it may have died before ending
+                # the execution: end it (first caller wins, so this is harmless).
+                self.end(doc)
             node = up  # "done": reduced earlier, perhaps by a try of ours that died after
         return f"reduced {reduced}" if reduced else "waiting for siblings"
 
@@ -84,19 +88,26 @@ class Reducer:
             parts.append(imaging.load_partial(data))
         combined = imaging.combine(parts)
         del parts
-        result = None
-        if node == shape.root:
+        root = node == shape.root
+        if root:
             image = imaging.encode(combined.mean(), doc["format"], doc["display"])
-            result = self.ad.blobs.result_name(sid, eid, imaging.EXTENSIONS[doc["format"]])
-            self.ad.blobs.put_result(result, image, imaging.FORMATS[doc["format"]])
+            self.ad.blobs.put_result(self.result_name(doc), image,
+                                     imaging.FORMATS[doc["format"]])
         else:
             self.ad.blobs.put_partial(sid, eid, node, imaging.dump_partial(combined))
         self.ad.store.update_task(sid, eid, planning.task_id(eid, node), {
             "status": "done", "finished": now(), "fetch_s": fetch_s,
             "work_s": time.perf_counter() - t0 - fetch_s, "cpu_s": time.process_time() - cpu0})
-        if result:
-            executions.end(self.ad, doc, "done", result=result)
-            log.info("execution %s/%s done: %s", sid, eid, result)
+        if root:
+            self.end(doc)
+
+    def result_name(self, doc: dict) -> str:
+        return self.ad.blobs.result_name(doc["session_id"], doc["id"],
+                                         imaging.EXTENSIONS[doc["format"]])
+
+    def end(self, doc: dict) -> None:
+        if executions.end(self.ad, doc, "done", result=self.result_name(doc)):
+            log.info("execution %s/%s done", doc["session_id"], doc["id"])
 
     def dead_letter(self, message: Message) -> str:
         payload = message.payload

@@ -58,6 +58,11 @@ def attach(ad: Adapters, sid: str, producer: str, name: str,
     finally:
         os.unlink(tmp)
     record = {"name": name, "sha256": sha, "size": size, "meta": meta}
+    # Attaching what is already there stays a no-op; only new names are refused.
+    if ad.store.count_resources(sid) >= ad.settings.max_resources and not any(
+            r["name"] == name and r["sha256"] == sha for r in ad.store.list_resources(sid)):
+        raise errors.Conflict(f"a session holds at most {ad.settings.max_resources} resources",
+                              "too_many_resources")
     return record, ad.store.attach_resource(sid, record)
 
 

@@ -51,16 +51,24 @@ class Worker:
         doc = self.ad.store.get_execution(sid, eid)
         if doc is None or doc["status"] in executions.FINAL:
             return "skipped: execution gone or ended"
-        task = self.ad.store.get_task(sid, eid, tid)
-        if task is None or task["kind"] != "produce":
-            return "skipped: no such production task"
-        if task["status"] == "done":
-            self.ad.bus.publish_done(sid, eid, task["node"])
-            return "announced again: already done"
-        if task["status"] == "failed":
+        try:
+            # A conditional write: a task that another delivery finished in the meantime
+            # is never set back to running. A running one is rendered again (its holder
+            # may be dead; the same bytes land on the same object).
+            state, task = self.ad.store.claim_task(sid, eid, tid, owner=message.id,
+                                                   lease_s=0.0, kind="produce")
+        except errors.NotFound:
+            return "skipped: no such task"
+        if state == "done":
+            task = self.ad.store.get_task(sid, eid, tid)
+            if task["status"] == "done":
+                self.ad.bus.publish_done(sid, eid, task["node"])
+                return "announced again: already done"
             return "skipped: task failed"
-        self.ad.store.update_task(sid, eid, tid, {
-            "status": "running", "started": now(), "attempts": task.get("attempts", 0) + 1})
+        if state == "held":
+            return "skipped: another delivery took it this instant"
+        if state == "other":
+            return "skipped: not a production task"
         shape = planning.Shape.from_dict(doc["shape"])
         fetch_s = time.perf_counter() - t_fetch
 

@@ -18,5 +18,8 @@ def translated(what: str):
         raise errors.NotFound(f"{what}: not found") from e
     except (gexc.AlreadyExists, gexc.Conflict, gexc.FailedPrecondition) as e:
         raise errors.Conflict(f"{what}: {e.message}") from e
+    except gexc.InvalidArgument as e:
+        # The request itself is wrong (a document over 1 MiB, say): retrying cannot help.
+        raise errors.BadRequest(f"{what}: {e.message}", "invalid_argument") from e
     except gexc.GoogleAPIError as e:
         raise errors.TransientError(f"{what}: {e}") from e

@@ -18,10 +18,16 @@ from francine.adapters import translated
 CHUNK = 1 << 20
 
 
-def open_url(url: object, storage_client, limit: int) -> Iterator[bytes]:
+def open_url(url: object, storage_client, limit: int,
+             own_buckets: frozenset[str] = frozenset()) -> Iterator[bytes]:
+    """Chunks of the file at ``url``. ``own_buckets`` are Francine's buckets: the api
+    can read them, but a user must not reach other users' images through them."""
     if not isinstance(url, str):
         raise errors.BadRequest("url: a gs:// or https:// URL", "invalid_field")
     parsed = urlparse(url)
+    if parsed.scheme == "gs" and parsed.netloc in own_buckets:
+        raise errors.BadRequest("url: Francine's own buckets cannot be attached",
+                                "fetch_failed")
     if parsed.scheme == "gs" and parsed.netloc and parsed.path.strip("/"):
         return _gcs(storage_client, parsed.netloc, parsed.path.lstrip("/"), limit)
     if parsed.scheme == "https" and parsed.hostname:

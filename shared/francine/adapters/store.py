@@ -14,6 +14,7 @@ document is written at creation and once more when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable
@@ -95,6 +96,11 @@ class Store:
                 f"(sha256 {existing['sha256']}); resources are immutable", "resource_immutable")
         return False
 
+    def count_resources(self, sid: str) -> int:
+        with translated("resource count"):
+            col = self._session(sid).collection("resources")
+            return int(col.count(alias="n").get()[0][0].value)
+
     def list_resources(self, sid: str) -> list[dict]:
         with translated("resource listing"):
             docs = [s.to_dict() for s in self._session(sid).collection("resources").stream()]
@@ -163,14 +169,25 @@ class Store:
 
     # --- tasks ---------------------------------------------------------------------------
     def write_tasks(self, sid: str, eid: str, tasks: Iterable[tuple[str, dict]]) -> None:
+        """Create task documents, leaving any that exist untouched: a retried or
+        concurrent planning step must never reset a task that a worker has taken."""
+        from google.api_core import exceptions as gexc
+
         tasks = list(tasks)
         col = self._tasks(sid, eid)
         with translated("task creation"):
             for start in range(0, len(tasks), BATCH):
+                chunk = tasks[start: start + BATCH]
                 batch = self._db.batch()
-                for tid, doc in tasks[start: start + BATCH]:
-                    batch.set(col.document(tid), doc)
-                batch.commit()
+                for tid, doc in chunk:
+                    batch.create(col.document(tid), doc)
+                try:
+                    batch.commit()
+                except gexc.AlreadyExists:
+                    # Some were written by an earlier try: create the rest one by one.
+                    for tid, doc in chunk:
+                        with contextlib.suppress(gexc.AlreadyExists):
+                            col.document(tid).create(doc)
 
     def get_task(self, sid: str, eid: str, tid: str) -> dict | None:
         with translated("task lookup"):
@@ -181,15 +198,15 @@ class Store:
         with translated("task update"):
             self._tasks(sid, eid).document(tid).update(fields)
 
-    def claim_task(self, sid: str, eid: str, tid: str, owner: str,
-                   lease_s: float) -> tuple[str, dict | None]:
+    def claim_task(self, sid: str, eid: str, tid: str, owner: str, lease_s: float,
+                   kind: str | None = None) -> tuple[str, dict | None]:
         """Compare-and-set a task from pending to running for ``owner``.
 
         Returns ("won", task) if this owner holds it now: it was pending, or this owner
         held it already (a redelivery of the same message), or the holder's lease ran
-        out. Returns ("done", None) if it is finished and ("held", None) if someone else
-        holds it. Only one concurrent caller can win: the write is conditional on the
-        document's update time.
+        out. Returns ("done", None) if it is finished, ("held", None) if someone else
+        holds it, and ("other", None) if it is not of ``kind``. Only one concurrent
+        caller can win: the write is conditional on the document's update time.
         """
         from google.api_core import exceptions as gexc
 
@@ -199,6 +216,8 @@ class Store:
             if not snap.exists:
                 raise errors.NotFound(f"task {tid} not found")
             task = snap.to_dict()
+            if kind is not None and task.get("kind") != kind:
+                return "other", None
             status = task.get("status")
             if status in ("done", "failed"):
                 return "done", None

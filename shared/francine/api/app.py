@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 
 from flask import Response
@@ -24,6 +25,9 @@ from francine.producers.base import SceneError
 log = logging.getLogger("francine.api")
 
 DEMO_USER = "demo"
+#: Session and execution ids are ours: hex. Anything else cannot exist (and some strings,
+#: such as "__x__", are not even valid Firestore ids).
+ID = re.compile(r"^[0-9a-f]{1,64}$")
 CHUNK = 1 << 20
 
 ROUTES = Map([
@@ -98,14 +102,14 @@ class Api:
                 f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             raise errors.BadRequest(f"malformed JSON: {e}", "malformed_json") from e
         if not isinstance(body, dict):
             raise errors.BadRequest("the body must be a JSON object", "malformed_json")
         return body
 
     def own_session(self, user: str, sid: str) -> dict:
-        session = self.ad.store.get_session(sid) if len(sid) <= 64 else None
+        session = self.ad.store.get_session(sid) if ID.match(sid) else None
         # Another user's session answers exactly like a missing one.
         if session is None or session.get("user") != user:
             raise errors.NotFound(f"session {sid} not found")
@@ -113,7 +117,7 @@ class Api:
 
     def own_execution(self, user: str, sid: str, eid: str) -> dict:
         self.own_session(user, sid)
-        doc = self.ad.store.get_execution(sid, eid) if len(eid) <= 64 else None
+        doc = self.ad.store.get_execution(sid, eid) if ID.match(eid) else None
         if doc is None:
             raise errors.NotFound(f"execution {eid} not found")
         return doc
@@ -128,7 +132,7 @@ class Api:
     def route_demo(self, request) -> Response:
         """The original Francine's demo: the default ao scene through the pipeline."""
         parallel = request.args.get("parallel", "4")
-        if not parallel.isdigit():
+        if not (parallel.isascii() and parallel.isdigit()):
             raise errors.BadRequest("parallel: must be a positive integer", "invalid_field")
         if self._demo_session is None or self.ad.store.get_session(self._demo_session) is None:
             self._demo_session = self.create_session(DEMO_USER, {"producer": "ao"})["id"]
@@ -198,8 +202,10 @@ class Api:
             if unknown:
                 raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
             name = resources.check_name(body.get("name"))
-            chunks = external.open_url(body.get("url"), self.ad.blobs.client,
-                                       self.ad.settings.max_upload_bytes)
+            s = self.ad.settings
+            chunks = external.open_url(
+                body.get("url"), self.ad.blobs.client, s.max_upload_bytes,
+                frozenset({s.resources_bucket, s.partials_bucket, s.results_bucket}))
             record, created = resources.attach(self.ad, sid, session["producer"], name, chunks)
             return json_response(resource_view(record), 201 if created else 200)
         return json_response({"resources": [

@@ -101,6 +101,11 @@ class Producer(Protocol):
     def image_size(self, scene: dict[str, Any]) -> tuple[int, int]:
         """(width, height) of the image that the validated scene renders."""
 
+    def pixel_seconds(self, scene: dict[str, Any]) -> float:
+        """A conservative estimate of the seconds one vCPU spends on one pixel of one
+        pass: the planner sizes tiles with it so that a task stays well inside the
+        Pub/Sub acknowledgement deadline."""
+
     def render(
         self, scene: dict[str, Any], tile: Tile, seed: int, resources: Resources
     ) -> np.ndarray:

@@ -114,7 +114,10 @@ def _number(value: Any, field: str) -> float:
     # bool is an int in Python but never a number in a scene.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SceneError(field, f"must be a number, not {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
     if not math.isfinite(number) or abs(number) > MAX_COORD:
         raise SceneError(field, f"must be a finite number of magnitude at most {MAX_COORD:g}")
     return number

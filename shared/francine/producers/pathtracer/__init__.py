@@ -38,6 +38,15 @@ class PathTracer:
     def image_size(self, scene: dict[str, Any]) -> tuple[int, int]:
         return scene["width"], scene["height"]
 
+    #: Seconds per ray on one vCPU, a few times what bench/trace_speed.py measures for
+    #: incoherent rays on the bunny (1.7 M rays/s), for larger meshes and shading.
+    SECONDS_PER_RAY = 2e-6
+
+    def pixel_seconds(self, scene: dict[str, Any]) -> float:
+        # At most max_depth segments per sample, each a closest hit and a shadow ray.
+        rays = 2 * scene["max_depth"] + 1
+        return scene["samples_per_pixel"] * rays * self.SECONDS_PER_RAY
+
     def inspect_resource(self, name: str, path: pathlib.Path) -> dict[str, Any]:
         """Check an uploaded ``.obj`` resource: its vertex and triangle counts, or a
         ``SceneError`` on ``name`` that names the malformed line."""

@@ -302,9 +302,13 @@ def _check_keys(value: Any, field: str, allowed) -> dict:
 def _number(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(field, "must be a number")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
         _fail(field, "must be finite")
-    return float(value)
+    return number
 
 
 def _integer(value: Any, field: str, lo: int, hi: int) -> int:
