@@ -52,12 +52,16 @@ def adapters(stack):
 
 
 @pytest.fixture
-def client(stack) -> Client:
-    """A client with a fresh user of its own."""
+def client(stack):
+    """A client with a fresh user of its own; its sessions are deleted afterwards
+    (through the API, which also cancels what still runs and removes the images)."""
     from francine.local.stack import create_user_in
 
     key = create_user_in(stack.info["env"], stack.info["project"], f"test-{uuid.uuid4().hex[:8]}")
-    return Client(stack.info["api_url"], key)
+    client = Client(stack.info["api_url"], key)
+    yield client
+    for session in client.request("GET", "/v1/sessions").json()["sessions"]:
+        client.request("DELETE", f"/v1/sessions/{session['id']}")
 
 
 @pytest.fixture

@@ -83,6 +83,7 @@ def test_sessions_crud_and_isolation(client, stack):
     assert_error(call(client, "GET",
                       f"/v1/sessions/{theirs['id']}/executions/{e['id']}/result"), 404)
     assert other.wait(theirs["id"], e["id"], timeout_s=60)["status"] == "done"
+    assert other.request("DELETE", f"/v1/sessions/{theirs['id']}").status_code == 204
 
 
 def test_delete_session_removes_executions_and_images(client, adapters):
