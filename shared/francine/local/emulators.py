@@ -58,5 +58,8 @@ class Emulators:
         }
         return self.env
 
+    def terminate(self) -> None:
+        self._group.terminate_all()
+
     def stop(self) -> None:
         self._group.stop_all()

@@ -61,11 +61,14 @@ class Child:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        if self.popen.poll() is not None:
-            return
+    def terminate(self) -> None:
+        """Ask the whole group to stop (SIGTERM)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGTERM)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the group: SIGTERM, then SIGKILL for what is left after the grace."""
+        self.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(grace_s)
         # The group may hold grandchildren even when the leader is gone (gcloud -> java).
@@ -113,7 +116,13 @@ class ProcessGroup:
             time.sleep(0.1)
         raise RuntimeError(f"{child.name} not ready after {timeout_s:.0f} s:\n{child.log_tail()}")
 
+    def terminate_all(self) -> None:
+        for child in reversed(self.children):
+            child.terminate()
+
     def stop_all(self) -> None:
+        # Signal everyone first, so that the grace periods run at the same time.
+        self.terminate_all()
         for child in reversed(self.children):
             child.stop()
         self.children.clear()

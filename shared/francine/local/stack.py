@@ -88,6 +88,9 @@ class Stack:
         return self.info
 
     def stop(self) -> None:
+        # Signal every process at once; then wait for each (and kill what lingers).
+        self.processes.terminate_all()
+        self.emulators.terminate()
         self.processes.stop_all()
         self.emulators.stop()
         state = self.state_dir / "stack.json"
