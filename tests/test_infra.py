@@ -360,6 +360,8 @@ def test_api_is_a_public_http_function(stack):
     # ?block=1 answers before the platform cuts the request off.
     env = inputs["serviceConfig"]["environmentVariables"]
     assert float(env["FRANCINE_BLOCK_TIMEOUT_S"]) < inputs["serviceConfig"]["timeoutSeconds"]
+    # uploads through the function stay under Cloud Run's 32 MiB request limit
+    assert int(env["FRANCINE_MAX_UPLOAD_BYTES"]) < 32 << 20
 
 
 def test_reducer_is_private_and_fed_by_our_own_subscriptions(stack):

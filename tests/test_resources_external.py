@@ -68,8 +68,9 @@ def test_bad_urls_are_400(client, body, code):
     assert client.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"] == []
 
 
-def test_external_objects_over_the_limit_are_413(client, stack):
-    from conftest import UPLOAD_LIMIT
+def test_files_too_large_to_upload_are_attached_by_url_up_to_the_resource_limit(
+        client, stack):
+    from conftest import RESOURCE_LIMIT_BYTES, UPLOAD_LIMIT
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -77,8 +78,16 @@ def test_external_objects_over_the_limit_are_413(client, stack):
         gcs = storage.Client(project=stack.info["project"], credentials=AnonymousCredentials())
         bucket = gcs.create_bucket(f"user-big-{uuid.uuid4().hex[:12]}")
         try:
-            bucket.blob("big.bin").upload_from_string(b"z" * (UPLOAD_LIMIT + 1))
             sid = client.create_session("ao")["id"]
+            medium = b"m" * (UPLOAD_LIMIT + 1)
+            err = assert_error(call(client, "PUT", f"/v1/sessions/{sid}/resources/medium.bin",
+                                    data=medium), 413)
+            assert "gs://" in err["message"]  # the way out is named
+            bucket.blob("medium.bin").upload_from_string(medium)
+            resp = call(client, "POST", f"/v1/sessions/{sid}/resources",
+                        json={"name": "medium.bin", "url": f"gs://{bucket.name}/medium.bin"})
+            assert resp.status_code == 201 and resp.json()["size"] == len(medium)
+            bucket.blob("big.bin").upload_from_string(b"z" * (RESOURCE_LIMIT_BYTES + 1))
             assert_error(call(client, "POST", f"/v1/sessions/{sid}/resources",
                               json={"name": "big.bin", "url": f"gs://{bucket.name}/big.bin"}),
                          413)

@@ -48,6 +48,11 @@ def runtime_environment(
     }
 
 
+#: The largest HTTP/1 request body Cloud Run (and so a 2nd gen function) accepts, with
+#: room for the request line and headers.
+CLOUD_RUN_MAX_REQUEST_BYTES = (32 << 20) - (64 << 10)
+
+
 def topic_path(project: str, topic: gcp.pubsub.Topic) -> pulumi.Output[str]:
     """``/projects/<p>/topics/<t>``: pushed to this path, functions-framework names the
     topic in the CloudEvent's ``source``, so the reducer tells events from dead letters."""
@@ -154,6 +159,10 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                     environment={
                         **environment,
                         "FRANCINE_BLOCK_TIMEOUT_S": str(cfg.block_timeout_seconds),
+                        # Cloud Run refuses HTTP/1 request bodies over 32 MiB with a page
+                        # of its own: answer our 413 first. Larger files are attached by
+                        # gs:// URL (FRANCINE_MAX_RESOURCE_BYTES, 512 MiB).
+                        "FRANCINE_MAX_UPLOAD_BYTES": str(CLOUD_RUN_MAX_REQUEST_BYTES),
                     },
                     memory=cfg.api_memory,
                     cpu="1",

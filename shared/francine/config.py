@@ -23,9 +23,12 @@ class Settings:
     events_topic: str = "francine-events"
     #: Production topics: 1 in the cloud; the local stack uses one per worker.
     produce_shards: int = 1
-    #: Upper bounds of request bodies (API.md: 1 MiB JSON, 512 MiB uploads).
+    #: Upper bounds of request bodies (API.md: 1 MiB JSON, 512 MiB uploads; the cloud
+    #: deployment lowers uploads to Cloud Run's 32 MiB request limit) and of any resource
+    #: (a file attached by URL is not a request body).
     max_json_bytes: int = 1 << 20
     max_upload_bytes: int = 512 << 20
+    max_resource_bytes: int = 512 << 20
     #: The planner refuses executions with more tasks than this (Firestore writes,
     #: Pub/Sub messages and partial images all grow with it).
     max_tasks: int = 10_000
@@ -66,6 +69,7 @@ class Settings:
             produce_shards=get("FRANCINE_PRODUCE_SHARDS", d.produce_shards),
             max_json_bytes=get("FRANCINE_MAX_JSON_BYTES", d.max_json_bytes),
             max_upload_bytes=get("FRANCINE_MAX_UPLOAD_BYTES", d.max_upload_bytes),
+            max_resource_bytes=get("FRANCINE_MAX_RESOURCE_BYTES", d.max_resource_bytes),
             max_tasks=get("FRANCINE_MAX_TASKS", d.max_tasks),
             max_resources=get("FRANCINE_MAX_RESOURCES", d.max_resources),
             max_task_seconds=get("FRANCINE_MAX_TASK_SECONDS", d.max_task_seconds),
@@ -87,6 +91,7 @@ class Settings:
             "FRANCINE_PRODUCE_SHARDS": str(self.produce_shards),
             "FRANCINE_MAX_JSON_BYTES": str(self.max_json_bytes),
             "FRANCINE_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
+            "FRANCINE_MAX_RESOURCE_BYTES": str(self.max_resource_bytes),
             "FRANCINE_MAX_TASKS": str(self.max_tasks),
             "FRANCINE_MAX_RESOURCES": str(self.max_resources),
             "FRANCINE_MAX_TASK_SECONDS": str(self.max_task_seconds),

@@ -33,14 +33,14 @@ def check_name(name: object) -> str:
 
 
 def too_large(limit: int) -> errors.PayloadTooLarge:
-    return errors.PayloadTooLarge(f"resources are limited to {limit} bytes")
+    return errors.PayloadTooLarge(f"this resource is limited to {limit} bytes")
 
 
-def attach(ad: Adapters, sid: str, producer: str, name: str,
-           chunks: Iterable[bytes]) -> tuple[dict, bool]:
-    """Attach the bytes of ``chunks`` as resource ``name``; returns (record, created)."""
+def attach(ad: Adapters, sid: str, producer: str, name: str, chunks: Iterable[bytes],
+           limit: int) -> tuple[dict, bool]:
+    """Attach the bytes of ``chunks`` (at most ``limit``) as resource ``name``; returns
+    (record, created)."""
     check_name(name)
-    limit = ad.settings.max_upload_bytes
     fd, tmp = tempfile.mkstemp(prefix="francine-resource-")
     try:
         digest, size = hashlib.sha256(), 0

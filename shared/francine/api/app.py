@@ -204,9 +204,10 @@ class Api:
             name = resources.check_name(body.get("name"))
             s = self.ad.settings
             chunks = external.open_url(
-                body.get("url"), self.ad.blobs.client, s.max_upload_bytes,
+                body.get("url"), self.ad.blobs.client, s.max_resource_bytes,
                 frozenset({s.resources_bucket, s.partials_bucket, s.results_bucket}))
-            record, created = resources.attach(self.ad, sid, session["producer"], name, chunks)
+            record, created = resources.attach(self.ad, sid, session["producer"], name, chunks,
+                                               s.max_resource_bytes)
             return json_response(resource_view(record), 201 if created else 200)
         return json_response({"resources": [
             resource_view(r) for r in self.ad.store.list_resources(sid)]})
@@ -215,11 +216,15 @@ class Api:
         user = self.user(request)
         session = self.own_session(user, sid)
         resources.check_name(name)
-        limit = self.ad.settings.max_upload_bytes
+        s = self.ad.settings
+        limit = min(s.max_upload_bytes, s.max_resource_bytes)
         if request.content_length is not None and request.content_length > limit:
-            raise resources.too_large(limit)
+            raise errors.PayloadTooLarge(
+                f"uploads are limited to {limit} bytes; attach larger files by gs:// URL "
+                "(POST /v1/sessions/{sid}/resources)")
         chunks = iter(lambda: request.stream.read(CHUNK), b"")
-        record, created = resources.attach(self.ad, sid, session["producer"], name, chunks)
+        record, created = resources.attach(self.ad, sid, session["producer"], name, chunks,
+                                           limit)
         return json_response(resource_view(record), 201 if created else 200)
 
     # --- executions --------------------------------------------------------------------
