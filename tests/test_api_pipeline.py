@@ -140,10 +140,20 @@ def test_result_is_409_until_done_and_cancel_stops(client):
     assert resp.status_code == 409
 
 
-def test_demo_route_renders_aobench(stack):
+def test_demo_route_renders_aobench_once_per_parallel(stack):
     resp = requests.get(stack.info["api_url"] + "/?parallel=1", timeout=300)
     assert resp.status_code == 200 and resp.headers["Content-Type"] == "image/png"
     image = decode_png(resp.content)
     assert image.shape == (512, 512)
     assert image[:180].max() == 0  # the sky above the spheres (tops at row ~197): all miss
     assert image[480:].mean() > 150  # the open plane near the camera is bright
+    eid = resp.headers["X-Francine-Execution"]
+    np.testing.assert_array_equal(image, reference_image({}, eid, 1))
+    again = requests.get(stack.info["api_url"] + "/?parallel=1", timeout=300)
+    assert again.headers["X-Francine-Execution"] == eid  # served, not rendered again
+    assert again.content == resp.content
+    other = requests.get(stack.info["api_url"] + "/?parallel=2", timeout=300)
+    assert other.status_code == 200 and other.headers["X-Francine-Execution"] != eid
+    for bad in ("0", "65", "x"):
+        assert requests.get(f"{stack.info['api_url']}/?parallel={bad}", timeout=30) \
+            .status_code == 400

@@ -5,6 +5,8 @@ error, expected or not, becomes the API's error body with its status, in one pla
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -24,7 +26,8 @@ from francine.producers.base import SceneError
 
 log = logging.getLogger("francine.api")
 
-DEMO_USER = "demo"
+DEMO_USER = "demo"  # not a user id that any API key maps to (those are uuid4 hex)
+DEMO_SESSION = hashlib.sha256(b"francine demo session").hexdigest()[:20]
 #: Session and execution ids are ours: hex. Anything else cannot exist (and some strings,
 #: such as "__x__", are not even valid Firestore ids).
 ID = re.compile(r"^[0-9a-f]{1,64}$")
@@ -56,7 +59,6 @@ def error_response(e: errors.FrancineError) -> Response:
 class Api:
     def __init__(self, adapters: Adapters):
         self.ad = adapters
-        self._demo_session: str | None = None
 
     # --- plumbing ----------------------------------------------------------------------
     def handle(self, request) -> Response:
@@ -130,18 +132,26 @@ class Api:
         return json_response(openapi_document())
 
     def route_demo(self, request) -> Response:
-        """The original Francine's demo: the default ao scene through the pipeline."""
+        """The original Francine's demo: the default ao scene through the pipeline.
+
+        Anyone may call it, so it must not be a way to spend the farm: each ``parallel``
+        renders once (an idempotency key per value, in one shared session of a user no
+        key leads to), and later calls answer with the stored image.
+        """
         parallel = request.args.get("parallel", "4")
-        if not (parallel.isascii() and parallel.isdigit()):
-            raise errors.BadRequest("parallel: must be a positive integer", "invalid_field")
-        if self._demo_session is None or self.ad.store.get_session(self._demo_session) is None:
-            self._demo_session = self.create_session(DEMO_USER, {"producer": "ao"})["id"]
-        doc, _ = executions.start(self.ad, DEMO_USER, self._demo_session,
-                                  {"parallel": int(parallel)})
+        if not (parallel.isascii() and parallel.isdigit() and 1 <= int(parallel) <= 64):
+            raise errors.BadRequest("parallel: an integer in 1..64", "invalid_field")
+        if self.ad.store.get_session(DEMO_SESSION) is None:
+            with contextlib.suppress(errors.Conflict):  # another instance was first
+                self.create_session(DEMO_USER, {"producer": "ao"}, sid=DEMO_SESSION)
+        body = {"parallel": int(parallel)}
+        doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body, f"demo-{parallel}")
+        if doc["status"] in ("failed", "cancelled"):
+            doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body)
         return self.blocking_result(doc)
 
     # --- sessions ----------------------------------------------------------------------
-    def create_session(self, user: str, body: dict) -> dict:
+    def create_session(self, user: str, body: dict, sid: str | None = None) -> dict:
         unknown = set(body) - {"producer", "format", "scene"}
         if unknown:
             raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
@@ -159,7 +169,7 @@ class Api:
             scene = producer.validate(producer.default_scene() if scene is None else scene, None)
         except SceneError as e:
             raise executions.scene_error(e) from e
-        sid = uuid.uuid4().hex[:20]
+        sid = sid or uuid.uuid4().hex[:20]
         doc = {"user": user, "producer": name, "format": fmt, "scene": scene,
                "created": now(), "updated": now()}
         self.ad.store.create_session(sid, doc)

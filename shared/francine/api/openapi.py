@@ -109,9 +109,14 @@ def openapi_document() -> dict:
     }
     ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
     paths = {
-        "/": {"get": _op("render the default ao scene through the pipeline (demo)",
-                         {"200": _resp("the image", content={"image/png": IMAGES["image/png"]})},
-                         secured=False)},
+        "/": {"get": _op(
+            "the default ao scene rendered through the pipeline (demo); rendered once per "
+            "value of parallel, then served from storage",
+            {"200": _resp("the image", content={"image/png": IMAGES["image/png"]}),
+             "400": _resp("parallel out of range", ERROR)},
+            params=[{"name": "parallel", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4}}],
+            secured=False)},
         "/healthz": {"get": _op("liveness", {"200": _resp("alive")}, secured=False)},
         "/v1/openapi.json": {"get": _op("this document", {"200": _resp("OpenAPI 3")},
                                         secured=False)},
