@@ -76,7 +76,7 @@ class Stack:
             self._subscribe(env, settings, worker_urls, reducer_url)
             api_url = self._serve_function("api", "http", env, port=o.port,
                                            ready_path="/healthz")
-            key = self._create_user(env, "local")
+            key = create_user_in(env, o.project, "local")
         except BaseException:
             self.stop()
             raise
@@ -174,9 +174,6 @@ class Stack:
                       events_dead)
             subscribe(f"{produce_dead}-reduce", produce_dead, reducer_url)
             subscribe(f"{events_dead}-reduce", events_dead, reducer_url)
-
-    def _create_user(self, env: dict, name: str) -> str:
-        return create_user_in(env, self.options.project, name)
 
 
 def dead_letter_topics(settings: Settings) -> tuple[str, str]:
