@@ -169,3 +169,37 @@ def test_a_delivery_for_a_task_of_another_kind_changes_nothing(client, adapters)
     after = adapters.store.get_task(sid, eid, root)
     assert after.get("owner") == before.get("owner") != "bogus"
     assert client.wait(sid, eid, timeout_s=60)["status"] == "done"
+
+
+def test_an_execution_whose_publishing_died_is_resumed_by_a_status_read(
+        stack, client, adapters):
+    """The request that creates an execution dies after recording it (here: its topic
+    is missing) and the client does not retry: the next status read finishes the job."""
+    import dataclasses
+    import datetime as dt
+
+    from francine import errors, executions
+    from francine.adapters.bus import Bus
+    from francine.clients import Adapters
+
+    sid = client.create_session("ao", {"width": 16, "height": 16})["id"]
+    user = adapters.store.get_session(sid)["user"]
+    from google.cloud import pubsub_v1
+
+    broken = dataclasses.replace(adapters.settings, produce_topic="no-such-topic")
+    with environment(stack.info["env"]):
+        publisher = pubsub_v1.PublisherClient()
+    crippled = Adapters(broken, adapters.store, Bus(publisher, broken), adapters.blobs)
+    try:
+        executions.start(crippled, user, sid, {"parallel": 2}, idempotency_key="k")
+        raise AssertionError("publishing to a missing topic succeeded")
+    except errors.FrancineError:
+        pass
+    eid = executions.execution_id(user, sid, "k")
+    doc = adapters.store.get_execution(sid, eid)
+    assert doc["planned"] and not doc["published"]
+    assert client.execution(sid, eid)["status"] == "queued"  # too recent to touch
+    adapters.store.update_execution(sid, eid, {
+        "created": doc["created"] - dt.timedelta(seconds=executions.STALLED_S + 1)})
+    client.execution(sid, eid)  # notices, and publishes
+    assert client.wait(sid, eid, timeout_s=60)["status"] == "done"

@@ -131,6 +131,22 @@ def publish(ad: Adapters, doc: dict) -> None:
         doc["published"] = True
 
 
+#: An execution still unpublished this long after its creation lost the request that was
+#: publishing it (an instance died, and the client did not retry with its key).
+STALLED_S = 30.0
+
+
+def resume_if_stalled(ad: Adapters, doc: dict) -> bool:
+    """Finish publishing an execution whose creating request died; idempotent, so the
+    status read that notices it can do it. True if it resumed."""
+    if doc["status"] in FINAL or doc.get("published"):
+        return False
+    if (now() - doc["created"]).total_seconds() < STALLED_S:
+        return False
+    publish(ad, doc)
+    return True
+
+
 def task_document(t: planning.PlannedTask) -> dict:
     doc = {"node": t.node, "kind": t.kind, "parent": t.parent, "status": "pending",
            "children": t.children, "attempts": 0}

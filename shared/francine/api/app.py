@@ -285,7 +285,9 @@ class Api:
             return json_response(executions.view(self.ad, self.ad.store.get_execution(sid, eid)))
         if verb:
             raise errors.NotFound(f"no route {request.path}")
-        return json_response(executions.view(self.ad, self.own_execution(user, sid, eid)))
+        doc = self.own_execution(user, sid, eid)
+        executions.resume_if_stalled(self.ad, doc)
+        return json_response(executions.view(self.ad, doc))
 
     def route_result(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
