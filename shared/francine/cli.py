@@ -18,10 +18,9 @@ import time
 
 from francine.client import ApiError, Client, load_scene_file
 
-STATE = pathlib.Path(".francine") / "stack.json"
 
-
-def _stack_info(path: pathlib.Path = STATE) -> dict:
+def _stack_info(state_dir: str) -> dict:
+    path = pathlib.Path(state_dir) / "stack.json"
     if not path.exists():
         sys.exit(f"no running stack ({path} not found): start one with 'francine stack up'")
     return json.loads(path.read_text())
@@ -55,7 +54,7 @@ def cmd_stack_up(args) -> int:
 def cmd_users_create(args) -> int:
     from francine.local.stack import create_user_in
 
-    info = _stack_info(pathlib.Path(args.state_dir) / "stack.json")
+    info = _stack_info(args.state_dir)
     print(create_user_in(info["env"], info["project"], args.name))
     return 0
 
@@ -81,7 +80,7 @@ def time_breakdown(status: dict) -> str:
 
 
 def render(client: Client, target: str, output: pathlib.Path, parallel: int,
-           tile: int | None, fmt: str | None, quiet: bool = False,
+           tile: int | None, fmt: str | None,
            producer: str | None = None, resources: dict | None = None) -> dict:
     """Create a session for ``target`` (a producer name or a scene file), upload its
     resources, render, show progress, write the image; returns the final status."""
@@ -96,12 +95,10 @@ def render(client: Client, target: str, output: pathlib.Path, parallel: int,
     execution = client.execute(session["id"], parallel=parallel, tile=tile)
 
     def show(status):
-        if not quiet:
-            print(progress_bar(status), end="", file=sys.stderr, flush=True)
+        print(progress_bar(status), end="", file=sys.stderr, flush=True)
 
     status = client.wait(session["id"], execution["id"], on_status=show)
-    if not quiet:
-        print(file=sys.stderr)
+    print(file=sys.stderr)
     if status["status"] != "done":
         raise SystemExit(f"execution {status['status']}: {status.get('error')}")
     output.write_bytes(client.result(session["id"], execution["id"]))
@@ -112,7 +109,7 @@ def cmd_render(args) -> int:
     if args.api:
         client = Client(args.api, args.key)
     else:
-        info = _stack_info(pathlib.Path(args.state_dir) / "stack.json")
+        info = _stack_info(args.state_dir)
         client = Client(info["api_url"], args.key or info["api_key"])
     resources = {}
     for spec in args.resource:

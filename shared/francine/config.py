@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -50,52 +50,23 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        d = cls()
-
-        def get(name: str, default):
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            return type(default)(raw)
-
-        return cls(
-            project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or d.project,
-            database=get("FRANCINE_FIRESTORE_DATABASE", d.database),
-            resources_bucket=get("FRANCINE_RESOURCES_BUCKET", d.resources_bucket),
-            partials_bucket=get("FRANCINE_PARTIALS_BUCKET", d.partials_bucket),
-            results_bucket=get("FRANCINE_RESULTS_BUCKET", d.results_bucket),
-            produce_topic=get("FRANCINE_PRODUCE_TOPIC", d.produce_topic),
-            events_topic=get("FRANCINE_EVENTS_TOPIC", d.events_topic),
-            produce_shards=get("FRANCINE_PRODUCE_SHARDS", d.produce_shards),
-            max_json_bytes=get("FRANCINE_MAX_JSON_BYTES", d.max_json_bytes),
-            max_upload_bytes=get("FRANCINE_MAX_UPLOAD_BYTES", d.max_upload_bytes),
-            max_resource_bytes=get("FRANCINE_MAX_RESOURCE_BYTES", d.max_resource_bytes),
-            max_tasks=get("FRANCINE_MAX_TASKS", d.max_tasks),
-            max_resources=get("FRANCINE_MAX_RESOURCES", d.max_resources),
-            max_task_seconds=get("FRANCINE_MAX_TASK_SECONDS", d.max_task_seconds),
-            admission_limit=get("FRANCINE_ADMISSION_LIMIT", d.admission_limit),
-            block_timeout_s=get("FRANCINE_BLOCK_TIMEOUT_S", d.block_timeout_s),
-            cache_dir=get("FRANCINE_CACHE_DIR", d.cache_dir),
-        )
+        values = {}
+        project = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
+        if project:
+            values["project"] = project
+        for f in fields(cls):
+            raw = env.get(ENV.get(f.name, ""))
+            if raw:
+                values[f.name] = type(getattr(DEFAULTS, f.name))(raw)
+        return cls(**values)
 
     def to_env(self) -> dict[str, str]:
         """The variables that make ``from_env`` return these settings."""
-        return {
-            "GOOGLE_CLOUD_PROJECT": self.project,
-            "FRANCINE_FIRESTORE_DATABASE": self.database,
-            "FRANCINE_RESOURCES_BUCKET": self.resources_bucket,
-            "FRANCINE_PARTIALS_BUCKET": self.partials_bucket,
-            "FRANCINE_RESULTS_BUCKET": self.results_bucket,
-            "FRANCINE_PRODUCE_TOPIC": self.produce_topic,
-            "FRANCINE_EVENTS_TOPIC": self.events_topic,
-            "FRANCINE_PRODUCE_SHARDS": str(self.produce_shards),
-            "FRANCINE_MAX_JSON_BYTES": str(self.max_json_bytes),
-            "FRANCINE_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
-            "FRANCINE_MAX_RESOURCE_BYTES": str(self.max_resource_bytes),
-            "FRANCINE_MAX_TASKS": str(self.max_tasks),
-            "FRANCINE_MAX_RESOURCES": str(self.max_resources),
-            "FRANCINE_MAX_TASK_SECONDS": str(self.max_task_seconds),
-            "FRANCINE_ADMISSION_LIMIT": str(self.admission_limit),
-            "FRANCINE_BLOCK_TIMEOUT_S": str(self.block_timeout_s),
-            "FRANCINE_CACHE_DIR": self.cache_dir,
-        }
+        return {ENV.get(f.name, "GOOGLE_CLOUD_PROJECT"): str(getattr(self, f.name))
+                for f in fields(self)}
+
+
+#: The environment variable of each setting (``project`` is GOOGLE_CLOUD_PROJECT).
+ENV = {f.name: "FRANCINE_" + f.name.upper() for f in fields(Settings) if f.name != "project"}
+ENV["database"] = "FRANCINE_FIRESTORE_DATABASE"
+DEFAULTS = Settings()

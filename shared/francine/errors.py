@@ -49,6 +49,10 @@ class PayloadTooLarge(FrancineError):
     code = "payload_too_large"
 
 
+def too_large(what: str, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"{what} is limited to {limit} bytes")
+
+
 class UnsupportedMediaType(FrancineError):
     status = 415
     code = "unsupported_media_type"

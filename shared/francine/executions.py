@@ -60,10 +60,11 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
     Returns (execution document, created)."""
     parallel, update, tile = parse_request(body)
     eid = execution_id(user, sid, idempotency_key)
-    resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"])
-                 for r in ad.store.list_resources(sid)}
 
     def build(session: dict) -> tuple[dict, dict]:
+        # Only for a new execution (a repeated key finds the first one before this).
+        resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"])
+                     for r in ad.store.list_resources(sid)}
         producer = producers.get(session["producer"])
         scene = merge_patch(session["scene"], update) if update else session["scene"]
         try:
@@ -235,9 +236,11 @@ def fail(ad: Adapters, sid: str, eid: str, code: str, message: str) -> bool:
     return end(ad, doc, "failed", {"code": code, "message": message})
 
 
-def wait(ad: Adapters, sid: str, eid: str, timeout_s: float, poll_s: float = 0.1) -> dict:
-    """Poll the execution document until it is final or the timeout passes."""
+def wait(ad: Adapters, sid: str, eid: str, timeout_s: float) -> dict:
+    """Poll the execution document until it is final or the timeout passes: every 0.1 s
+    at first (small renders answer fast), backing off to every second."""
     deadline = time.monotonic() + timeout_s
+    poll_s = 0.1
     while True:
         doc = ad.store.get_execution(sid, eid)
         if doc is None:
@@ -245,3 +248,4 @@ def wait(ad: Adapters, sid: str, eid: str, timeout_s: float, poll_s: float = 0.1
         if doc["status"] in FINAL or time.monotonic() >= deadline:
             return doc
         time.sleep(poll_s)
+        poll_s = min(1.0, poll_s * 1.25)

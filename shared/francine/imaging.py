@@ -60,7 +60,7 @@ def from_pass(tile: Tile, grid: int, pixels: np.ndarray) -> Partial:
 
 
 def combine(partials) -> Partial:
-    """Sum partials (an iterable, consumed one at a time) into one over their union.
+    """Sum partials into one over their union.
 
     Two passes of the same tile add up; different tiles land side by side.
     """

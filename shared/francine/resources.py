@@ -32,10 +32,6 @@ def check_name(name: object) -> str:
     return name
 
 
-def too_large(limit: int) -> errors.PayloadTooLarge:
-    return errors.PayloadTooLarge(f"this resource is limited to {limit} bytes")
-
-
 def attach(ad: Adapters, sid: str, producer: str, name: str, chunks: Iterable[bytes],
            limit: int) -> tuple[dict, bool]:
     """Attach the bytes of ``chunks`` (at most ``limit``) as resource ``name``; returns
@@ -48,7 +44,7 @@ def attach(ad: Adapters, sid: str, producer: str, name: str, chunks: Iterable[by
             for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
-                    raise too_large(limit)
+                    raise errors.too_large("this resource", limit)
                 digest.update(chunk)
                 f.write(chunk)
         sha = digest.hexdigest()

@@ -17,7 +17,7 @@ from francine import errors, executions, imaging, planning, producers
 from francine.adapters.store import now
 from francine.clients import Adapters
 from francine.envelope import Message, require
-from francine.producers.base import ResourceInfo, Resources, SceneError, Tile
+from francine.producers.base import ResourceInfo, Resources, Tile
 
 log = logging.getLogger("francine.worker")
 
@@ -60,7 +60,6 @@ class Worker:
         except errors.NotFound:
             return "skipped: no such task"
         if state == "done":
-            task = self.ad.store.get_task(sid, eid, tid)
             if task["status"] == "done":
                 self.ad.bus.publish_done(sid, eid, task["node"])
                 return "announced again: already done"
@@ -90,7 +89,7 @@ class Worker:
             pixels = producers.get(doc["producer"]).render(
                 doc["scene"], tile, int(task["seed"]), resources)
             partial = imaging.from_pass(tile, shape.tile, pixels)
-        except (SceneError, ValueError) as e:
+        except ValueError as e:  # SceneError is one
             # The scene was validated when the execution was created: this cannot get
             # better by retrying. Record it and let the execution fail with the reason.
             self.ad.store.update_task(sid, eid, tid, {"status": "failed", "error": str(e)})

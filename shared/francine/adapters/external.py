@@ -42,7 +42,7 @@ def _gcs(client, bucket: str, name: str, limit: int) -> Iterator[bytes]:
         raise errors.BadRequest(f"gs://{bucket}/{name} does not exist or is not readable",
                                 "fetch_failed")
     if blob.size is not None and blob.size > limit:
-        raise errors.PayloadTooLarge(f"this resource is limited to {limit} bytes")
+        raise errors.too_large("this resource", limit)
 
     def chunks():
         with translated(f"gs://{bucket}/{name}"), blob.open("rb", chunk_size=CHUNK) as f:
@@ -78,7 +78,7 @@ def _https(url: str, host: str, port: int, limit: int) -> Iterator[bytes]:
     length = resp.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > limit:
         resp.close()
-        raise errors.PayloadTooLarge(f"this resource is limited to {limit} bytes")
+        raise errors.too_large("this resource", limit)
 
     def chunks():
         with resp:

@@ -9,7 +9,8 @@ Layout (no document is written by more than one task, so none is a hot spot):
     sessions/{sid}/executions/{eid}/tasks/{tid} one per production or reduction task
 
 Progress and time sums come from aggregation queries over the tasks; the execution
-document is written at creation and once more when it ends.
+document is written at creation, twice while its tasks are published, and once at the
+end: never by a task.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class Store:
 
         Returns ("won", task) if this owner holds it now: it was pending, or this owner
         held it already (a redelivery of the same message), or the holder's lease ran
-        out. Returns ("done", None) if it is finished, ("held", None) if someone else
+        out. Returns ("done", task) if it is finished, ("held", None) if someone else
         holds it, and ("other", None) if it is not of ``kind``. Only one concurrent
         caller can win: the write is conditional on the document's update time.
         """
@@ -220,7 +221,7 @@ class Store:
                 return "other", None
             status = task.get("status")
             if status in ("done", "failed"):
-                return "done", None
+                return "done", task
             if status == "running" and task.get("owner") != owner:
                 started = task.get("started")
                 if started is not None and (now() - started).total_seconds() < lease_s:
@@ -248,7 +249,7 @@ class Store:
         tasks = self._tasks(sid, eid)
         stats: dict = {}
         with translated("task statistics"):
-            for status in ("done", "failed", "running"):
+            for status in ("failed", "running"):
                 q = tasks.where(filter=FieldFilter("status", "==", status))
                 stats[status] = int(q.count(alias="n").get()[0][0].value)
             for kind in ("produce", "reduce"):
@@ -257,6 +258,7 @@ class Store:
                 agg = q.sum("fetch_s", alias="fetch").sum("work_s", alias="work") \
                     .sum("cpu_s", alias="cpu").count(alias="n").get()[0]
                 stats[kind] = {a.alias: float(a.value or 0.0) for a in agg}
+            stats["done"] = int(stats["produce"]["n"] + stats["reduce"]["n"])
             stats["first_started"] = self._edge(tasks, "started", ascending=True)
             stats["last_produced"] = self._edge(tasks, "finished", ascending=False,
                                                 kind="produce")

@@ -93,10 +93,10 @@ class Api:
     def json_body(self, request, allow_empty: bool = False) -> dict:
         limit = self.ad.settings.max_json_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise errors.PayloadTooLarge(f"JSON bodies are limited to {limit} bytes")
+            raise errors.too_large("a JSON body", limit)
         raw = request.stream.read(limit + 1)
         if len(raw) > limit:
-            raise errors.PayloadTooLarge(f"JSON bodies are limited to {limit} bytes")
+            raise errors.too_large("a JSON body", limit)
         if not raw and allow_empty:
             return {}
         if request.mimetype != "application/json":
@@ -147,7 +147,9 @@ class Api:
         body = {"parallel": int(parallel)}
         doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body, f"demo-{parallel}")
         if doc["status"] in ("failed", "cancelled"):
-            doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body)
+            # One retry per failed render, shared by every caller.
+            doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body,
+                                      f"demo-{parallel}-after-{doc['id']}")
         return self.blocking_result(doc)
 
     # --- sessions ----------------------------------------------------------------------

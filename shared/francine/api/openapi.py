@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from francine import producers
+from francine import executions, imaging, producers, resources
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -30,9 +30,8 @@ ERRORS = {code: _resp(text, ERROR) for code, text in {
     "415": "unsupported media type",
 }.items()}
 
-IMAGES = {"image/png": {"schema": {"type": "string", "format": "binary"}},
-          "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-          "image/x-exr": {"schema": {"type": "string", "format": "binary"}}}
+IMAGES = {mime: {"schema": {"type": "string", "format": "binary"}}
+          for mime in imaging.FORMATS.values()}
 
 
 def _op(summary: str, responses: dict, body: dict | None = None, params: list | None = None,
@@ -63,7 +62,7 @@ def openapi_document() -> dict:
         "SessionRequest": {"type": "object", "required": ["producer"],
                            "additionalProperties": False, "properties": {
                                "producer": {"type": "string", "enum": producers.names()},
-                               "format": {"type": "string", "enum": ["png", "jpeg", "exr"],
+                               "format": {"type": "string", "enum": sorted(imaging.FORMATS),
                                           "default": "png"},
                                "scene": {"anyOf": [{"$ref": f"#/components/schemas/{k}"}
                                                    for k in scene_schemas]}}},
@@ -77,11 +76,13 @@ def openapi_document() -> dict:
             "updated": {"type": "string", "format": "date-time"},
             "resources": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}}}},
         "ExecutionRequest": {"type": "object", "additionalProperties": False, "properties": {
-            "parallel": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 1,
+            "parallel": {"type": "integer", "minimum": 1, "maximum": executions.MAX_PARALLEL,
+                         "default": 1,
                          "description": "number of sample passes, each with its own seed"},
             "update": {"type": "object", "description": "JSON Merge Patch (RFC 7386) of "
                        "the scene; it persists for later executions"},
-            "tile": {"type": "integer", "minimum": 8, "description": "edge of the square "
+            "tile": {"type": "integer", "minimum": executions.MIN_TILE,
+                     "description": "edge of the square "
                      "tiles one task renders (default: the whole image)"}}},
         "Execution": {"type": "object", "properties": {
             "id": {"type": "string"}, "session_id": {"type": "string"},
@@ -153,7 +154,7 @@ def openapi_document() -> dict:
                                                           "format": "binary"}}},
                 params=[sid, {"name": "name", "in": "path", "required": True,
                               "schema": {"type": "string",
-                                         "pattern": "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"}}])},
+                                         "pattern": resources.NAME.pattern}}])},
         "/v1/sessions/{sid}/executions": {
             "post": _op("start a render", {
                 "202": _resp("the execution", ref("Execution")),

@@ -20,7 +20,6 @@ from francine.local.processes import ProcessGroup, free_port, http_ok
 class Emulators:
     project: str = "francine-local"
     log_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="francine-emu-"))
-    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self._group = ProcessGroup(self.log_dir)
@@ -50,13 +49,12 @@ class Emulators:
         except Exception:
             self.stop()
             raise
-        self.env = {
+        return {
             "GOOGLE_CLOUD_PROJECT": self.project,
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{fs_port}",
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps_port}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
         }
-        return self.env
 
     def terminate(self) -> None:
         self._group.terminate_all()

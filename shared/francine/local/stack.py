@@ -83,7 +83,7 @@ class Stack:
         self.info = {"api_url": api_url, "api_key": key, "project": o.project,
                      "workers": worker_urls, "reducer_url": reducer_url,
                      "emulators": emulator_env, "env": {**emulator_env, **settings.to_env()},
-                     "logs": str(self.state_dir / "logs"), "pid": os.getpid()}
+                     "logs": str(self.state_dir / "logs")}
         (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
         return self.info
 
