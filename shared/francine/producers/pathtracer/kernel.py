@@ -69,6 +69,18 @@ def sphere_t(cx, cy, cz, r, ox, oy, oz, dx, dy, dz, tmin, tmax):
     return _INF
 
 
+@nb.njit(cache=True, inline="always")
+def _to_mesh_space(m, ox, oy, oz, dx, dy, dz):
+    """The ray in a mesh's own space (``m``: its inverse transform, 3×3 then the
+    translation). d is not renormalized, so distances t carry over unchanged."""
+    return (m[0] * ox + m[1] * oy + m[2] * oz + m[9],
+            m[3] * ox + m[4] * oy + m[5] * oz + m[10],
+            m[6] * ox + m[7] * oy + m[8] * oz + m[11],
+            m[0] * dx + m[1] * dy + m[2] * dz,
+            m[3] * dx + m[4] * dy + m[5] * dz,
+            m[6] * dx + m[7] * dy + m[8] * dz)
+
+
 @nb.njit(cache=True)
 def intersect(geom, ox, oy, oz, dx, dy, dz, tmax, stack, stack_t):
     """Closest hit in the world: (t, kind, index, instance).
@@ -98,14 +110,7 @@ def intersect(geom, ox, oy, oz, dx, dy, dz, tmax, stack, stack_t):
     for i in range(inst_root.shape[0]):
         if box_entry(inst_bounds[i], ox, oy, oz, dx, dy, dz, 0.0, best_t) == _INF:
             continue
-        # The ray in the mesh's own space; d is not renormalized, so t carries over.
-        m = inst_xf[i]
-        lox = m[0] * ox + m[1] * oy + m[2] * oz + m[9]
-        loy = m[3] * ox + m[4] * oy + m[5] * oz + m[10]
-        loz = m[6] * ox + m[7] * oy + m[8] * oz + m[11]
-        ldx = m[0] * dx + m[1] * dy + m[2] * dz
-        ldy = m[3] * dx + m[4] * dy + m[5] * dz
-        ldz = m[6] * dx + m[7] * dy + m[8] * dz
+        lox, loy, loz, ldx, ldy, ldz = _to_mesh_space(inst_xf[i], ox, oy, oz, dx, dy, dz)
         t, row, u, v = closest_hit(
             nodes,
             refs,
@@ -149,13 +154,7 @@ def occluded(geom, ox, oy, oz, dx, dy, dz, tmax, stack):
     for i in range(inst_root.shape[0]):
         if box_entry(inst_bounds[i], ox, oy, oz, dx, dy, dz, 0.0, tmax) == _INF:
             continue
-        m = inst_xf[i]
-        lox = m[0] * ox + m[1] * oy + m[2] * oz + m[9]
-        loy = m[3] * ox + m[4] * oy + m[5] * oz + m[10]
-        loz = m[6] * ox + m[7] * oy + m[8] * oz + m[11]
-        ldx = m[0] * dx + m[1] * dy + m[2] * dz
-        ldy = m[3] * dx + m[4] * dy + m[5] * dz
-        ldz = m[6] * dx + m[7] * dy + m[8] * dz
+        lox, loy, loz, ldx, ldy, ldz = _to_mesh_space(inst_xf[i], ox, oy, oz, dx, dy, dz)
         if any_hit(nodes, refs, tris, inst_root[i], lox, loy, loz, ldx, ldy, ldz, 0.0, tmax, stack):
             return True
     return False
