@@ -40,17 +40,11 @@ def stack(tmp_path_factory):
 def adapters(stack):
     """Adapters of this test process, pointed at the stack's emulators (to look behind
     the API: documents, objects, messages)."""
-    from francine.adapters.blobs import Blobs
-    from francine.adapters.bus import Bus
-    from francine.adapters.store import Store
-    from francine.clients import Adapters, make_clients
+    from francine.clients import make_adapters
     from francine.config import Settings
 
     with environment(stack.info["env"]):
-        settings = Settings.from_env()
-        clients = make_clients(settings)
-        yield Adapters(settings, Store(clients.firestore), Bus(clients.publisher, settings),
-                       Blobs(clients.storage, settings))
+        yield make_adapters(Settings.from_env())
 
 
 @pytest.fixture

@@ -46,14 +46,19 @@ class Adapters:
     blobs: object
 
 
-@functools.cache
-def adapters_from_env() -> Adapters:
-    """The adapters of this process, configured from the environment (cached)."""
+def make_adapters(settings: Settings) -> Adapters:
+    """Adapters around fresh clients (which read the emulator hosts, if any, from the
+    environment now)."""
     from francine.adapters.blobs import Blobs
     from francine.adapters.bus import Bus
     from francine.adapters.store import Store
 
-    settings = Settings.from_env()
     clients = make_clients(settings)
     return Adapters(settings, Store(clients.firestore), Bus(clients.publisher, settings),
                     Blobs(clients.storage, settings))
+
+
+@functools.cache
+def adapters_from_env() -> Adapters:
+    """The adapters of this process, configured from the environment (cached)."""
+    return make_adapters(Settings.from_env())

@@ -365,6 +365,16 @@ def _safe_inverse(d):
 
 
 @nb.njit(cache=True, inline="always")
+def _slab_setup(dx, dy, dz):
+    """Inverse direction, and which bound of a node's box the ray meets first per axis
+    (offset 0 for min, 4 for max in the node layout)."""
+    ix = _safe_inverse(dx)
+    iy = _safe_inverse(dy)
+    iz = _safe_inverse(dz)
+    return ix, iy, iz, 0 if ix >= _F0 else 4, 0 if iy >= _F0 else 4, 0 if iz >= _F0 else 4
+
+
+@nb.njit(cache=True, inline="always")
 def _intersect_leaf(tris, ref, ox, oy, oz, dx, dy, dz, tmin, best_t, best_i, best_u, best_v):
     code = -1 - ref
     start = code >> 4
@@ -447,12 +457,7 @@ def closest_hit(nodes, refs, tris, root, ox, oy, oz, dx, dy, dz, tmin, tmax, sta
     best_i = -1
     best_u = _F0
     best_v = _F0
-    ix = _safe_inverse(dx)
-    iy = _safe_inverse(dy)
-    iz = _safe_inverse(dz)
-    near_x = 0 if ix >= _F0 else 4
-    near_y = 0 if iy >= _F0 else 4
-    near_z = 0 if iz >= _F0 else 4
+    ix, iy, iz, near_x, near_y, near_z = _slab_setup(dx, dy, dz)
     sp = 0
     ref = root
     while True:
@@ -509,12 +514,7 @@ def any_hit(nodes, refs, tris, root, ox, oy, oz, dx, dy, dz, tmin, tmax, stack):
     dz = np.float32(dz)
     tmin = np.float32(tmin)
     tmax = np.float32(tmax)
-    ix = _safe_inverse(dx)
-    iy = _safe_inverse(dy)
-    iz = _safe_inverse(dz)
-    near_x = 0 if ix >= _F0 else 4
-    near_y = 0 if iy >= _F0 else 4
-    near_z = 0 if iz >= _F0 else 4
+    ix, iy, iz, near_x, near_y, near_z = _slab_setup(dx, dy, dz)
     sp = 0
     ref = root
     while True:

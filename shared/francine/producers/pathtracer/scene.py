@@ -311,6 +311,14 @@ def _number(value: Any, field: str) -> float:
     return number
 
 
+def _array(value: Any, field: str, most: int) -> list:
+    if not isinstance(value, list):
+        _fail(field, "must be an array")
+    if len(value) > most:
+        _fail(field, f"at most {most} {field}")
+    return value
+
+
 def _integer(value: Any, field: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
@@ -477,11 +485,7 @@ def validate(
             _fail(f"materials.{name}", "a material name is 1-64 letters, digits or ._-")
     out["materials"] = {k: _material(v, f"materials.{k}") for k, v in materials.items()}
 
-    spheres = scene.get("spheres", base["spheres"])
-    if not isinstance(spheres, list):
-        _fail("spheres", "must be an array")
-    if len(spheres) > MAX_SPHERES:
-        _fail("spheres", f"at most {MAX_SPHERES} spheres")
+    spheres = _array(scene.get("spheres", base["spheres"]), "spheres", MAX_SPHERES)
     out["spheres"] = []
     for i, s in enumerate(spheres):
         field = f"spheres[{i}]"
@@ -500,11 +504,7 @@ def validate(
             }
         )
 
-    meshes = scene.get("meshes", base["meshes"])
-    if not isinstance(meshes, list):
-        _fail("meshes", "must be an array")
-    if len(meshes) > MAX_MESHES:
-        _fail("meshes", f"at most {MAX_MESHES} meshes")
+    meshes = _array(scene.get("meshes", base["meshes"]), "meshes", MAX_MESHES)
     out["meshes"] = []
     for i, m in enumerate(meshes):
         field = f"meshes[{i}]"
