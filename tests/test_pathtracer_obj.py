@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import time
 
 import numpy as np
 import pytest
@@ -81,22 +80,17 @@ def test_inspect_resource_reports_counts_or_a_scene_error(tmp_path):
     assert "line 22" in e.value.message and "out of range" in e.value.message
 
 
-def test_an_error_at_the_end_of_a_large_file_is_found_quickly():
+def test_an_error_at_the_end_of_a_large_file_names_its_line():
+    # The bulk path rejects the file and the line-by-line path finds the line; how fast
+    # is measured by bench/obj_parse.py, not asserted here.
     v, f = shapes.icosphere(5)  # 20,480 triangles
     data = shapes.to_obj(v, f) + b"f 1 2 0\n"
-    t0 = time.perf_counter()
     with pytest.raises(ObjError) as e:
         parse_obj(data)
-    assert time.perf_counter() - t0 < 1.0
     assert e.value.line == data.count(b"\n")
 
 
 @pytest.mark.skipif(not BUNNY.exists(), reason="the shared bunny is not here")
-def test_bunny_parses_in_well_under_a_second():
-    data = BUNNY.read_bytes()
-    parse_obj(data)
-    t0 = time.perf_counter()
-    mesh = parse_obj(data)
-    elapsed = time.perf_counter() - t0
+def test_bunny_parses():
+    mesh = parse_obj(BUNNY.read_bytes())
     assert mesh.vertices.shape == (34834, 3) and mesh.triangles.shape == (69451, 3)
-    assert elapsed < 0.5, elapsed
