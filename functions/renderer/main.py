@@ -25,7 +25,7 @@ def _worker():
     return Worker(adapters_from_env())
 
 
-@app.get("/")
+@app.get("/health")
 def health():
     return {"status": "ok"}
 
