@@ -10,12 +10,15 @@ a no is asked again after ``recheck_s``, and the caller is told to retry after t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 from francine import errors
 from francine.adapters import translated
+
+log = logging.getLogger("francine.readiness")
 
 #: What the api answers in ``Retry-After`` while the render service does not exist.
 RETRY_AFTER_S = 30
@@ -49,6 +52,15 @@ class RenderGate:
                     request={"topic": topic}))
         except errors.NotFound:  # no topic yet: nothing is deployed
             return False
+        except errors.TransientError as e:
+            from google.api_core import exceptions as gexc
+
+            if not isinstance(e.__cause__, gexc.PermissionDenied):
+                raise
+            # A deployment without the grant (roles/pubsub.viewer on the topic) must not
+            # refuse every render: it publishes as it did before the check existed.
+            log.warning("cannot list the subscriptions of %s (%s): not checked", topic, e)
+            return True
 
     def check(self) -> None:
         """Return if renders can be taken; raise ``RenderServiceMissing`` otherwise."""
