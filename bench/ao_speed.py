@@ -17,7 +17,15 @@
 5. Peak resident memory (ru_maxrss) of a render process for the 512×512 task, and for
    tiles of a 4096×4096 image against the same tiles of a 512×512 image.
 
-The last line is the ratio of the medians, numba / C (target: at most 1.0).
+6. The render image's kernels against native ones (also alone: ``--image``): the
+   per-level caches that ``warm_cache.py`` builds in the image
+   (``FRANCINE_NUMBA_LEVELS``), loaded as the service loads them
+   (``cpu_levels.apply`` picks the best level this CPU runs), against numba compiled
+   for this very CPU; 1 thread, fresh processes, alternating (target: at most 1.1x).
+
+The last line is the ratio of the medians, numba / C (target: at most 1.0); with
+``--image``, image / native on the best of 5 alternating runs of each process
+(target: at most 1.1).
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 C_SOURCE = ROOT / "bench" / "ao_baseline.c"
-WARM_CACHE = ROOT / "functions" / "renderer" / "warm_cache.py"
+RENDERER = ROOT / "functions" / "renderer"
+WARM_CACHE = RENDERER / "warm_cache.py"
 JOB = {"width": 512, "height": 512, "nsubsamples": 1, "nao_samples": 8}
 MIB = 1024.0  # ru_maxrss is in KiB on Linux
 
@@ -78,6 +87,66 @@ def child_speed(runs: int) -> dict:
     return {"times": [timed(PRODUCER.render, scene, tile, run, None) for run in range(runs)]}
 
 
+def child_image_speed(runs: int) -> dict:
+    """As the render service starts: the best cache level for this CPU, then timings."""
+    sys.path.insert(0, str(RENDERER))
+    import cpu_levels
+
+    level = cpu_levels.apply()
+    result = child_speed(runs)
+    from numba.core.dispatcher import Dispatcher
+
+    from francine.producers.ao import kernel
+
+    stats = [v.stats for v in vars(kernel).values() if isinstance(v, Dispatcher)]
+    return {**result, "level": level,
+            "cache_hits": sum(sum(s.cache_hits.values()) for s in stats),
+            "cache_misses": sum(sum(s.cache_misses.values()) for s in stats)}
+
+
+def image_against_native(work: pathlib.Path, runs: int) -> float:
+    """Section 6: build the image's caches, time them against native; the ratio."""
+    sys.path.insert(0, str(RENDERER))
+    import cpu_levels
+
+    levels = ",".join(cpu_levels.LEVELS)
+    root = work / "image-cache"
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(WARM_CACHE), "ao"],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(root), cpu_levels.LEVELS_ENV: levels},
+        check=True, capture_output=True,
+    )
+    print(f"image caches ({levels}) built by warm_cache.py in "
+          f"{time.perf_counter() - started:.0f} s")
+    native_env = {k: v for k, v in os.environ.items()
+                  if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    image_times: list[float] = []
+    native_times: list[float] = []
+    image = {}
+    # Alternate fresh processes, so that the load of a shared machine hits both alike.
+    run_child(["speed", "1"], work / "native-cache", _env=native_env)  # compile once
+    for _ in range(5):
+        image, _ = run_child(["speed-image", str(runs)], root,
+                             **{cpu_levels.LEVELS_ENV: levels})
+        image_times += image["times"]
+        native, _ = run_child(["speed", str(runs)], work / "native-cache", _env=native_env)
+        native_times += native["times"]
+    med_image, med_native = statistics.median(image_times), statistics.median(native_times)
+    best_image, best_native = min(image_times), min(native_times)
+    print(f"numba, 1 thread, as the render image runs it (cache {image['level']}, "
+          f"{image['cache_hits']} kernels loaded from it, {image['cache_misses']} compiled): "
+          f"median {med_image * 1000:.1f} ms, best {best_image * 1000:.1f} ms")
+    print(f"numba, 1 thread, compiled for this CPU (native): median {med_native * 1000:.1f} ms, "
+          f"best {best_native * 1000:.1f} ms")
+    # On a loaded shared machine the medians carry the other processes' load; the best
+    # of many alternating runs is the least disturbed estimate of each kernel's speed.
+    ratio = best_image / best_native
+    print(f"image/native: medians {med_image / med_native:.3f}, best runs {ratio:.3f} "
+          f"(target <= 1.1 on the best runs): {'OK' if ratio <= 1.1 else 'SLOWER'}")
+    return ratio
+
+
 def child_memory(image: int, tile: int, tiles: int) -> dict:
     """Peak RSS after rendering ``tiles`` tiles of ``tile`` pixels of an image×image job."""
     from francine.producers.ao import PRODUCER, kernel  # noqa: F401  (numba loaded)
@@ -95,8 +164,10 @@ def child_memory(image: int, tile: int, tiles: int) -> dict:
     return {"rss_imports_kib": before, "rss_peak_kib": after}
 
 
-def run_child(args: list[str], cache_dir: pathlib.Path, **env_vars: str) -> tuple[dict, float]:
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), **env_vars}
+def run_child(args: list[str], cache_dir: pathlib.Path, _env: dict | None = None,
+              **env_vars: str) -> tuple[dict, float]:
+    env = {**(os.environ if _env is None else _env), "NUMBA_CACHE_DIR": str(cache_dir),
+           **env_vars}
     spawned = time.time()
     done = subprocess.run(
         [sys.executable, __file__, "--child", *args],
@@ -229,6 +300,9 @@ def main(runs: int) -> None:
             f"{med_generic * 1000:.1f} ms, {med_generic / med_c:.3f}x of C gcc -O3"
         )
 
+        # The render image's per-level caches against native kernels.
+        image_against_native(work, runs)
+
         # Threads.
         if cpus >= 2:
             counts = sorted({2, cpus})
@@ -304,6 +378,8 @@ def main(runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each (default 7)")
+    parser.add_argument("--image", action="store_true",
+                        help="only section 6: the render image's kernels against native")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -312,8 +388,18 @@ if __name__ == "__main__":
             result = child_first_task()
         elif mode == "speed":
             result = child_speed(int(rest[0]))
+        elif mode == "speed-image":
+            result = child_image_speed(int(rest[0]))
         else:
             result = child_memory(*(int(v) for v in rest))
         print(json.dumps(result))
+    elif args.image:
+        import numba
+
+        print(f"machine: {len(os.sched_getaffinity(0))} CPUs, {cpu_model()}; "
+              f"numba {numba.__version__}")
+        with tempfile.TemporaryDirectory(prefix="ao_image_") as tmp:
+            ratio = image_against_native(pathlib.Path(tmp), max(1, args.runs))
+        print(f"ratio image/native (1 thread, best runs): {ratio:.3f}")
     else:
         main(max(1, args.runs))

@@ -30,7 +30,7 @@ def assert_error(resp: requests.Response, status: int, code: str | None = None) 
 
 
 def test_public_routes(stack):
-    assert requests.get(stack.info["api_url"] + "/healthz", timeout=10).status_code == 200
+    assert requests.get(stack.info["api_url"] + "/health", timeout=10).status_code == 200
     doc = requests.get(stack.info["api_url"] + "/v1/openapi.json", timeout=10).json()
     assert doc["openapi"].startswith("3.")
     assert "/v1/sessions/{sid}/executions" in doc["paths"]

@@ -373,12 +373,12 @@ def test_entry_point_imports_and_serves(dockerfile, tmp_path):
             if process.poll() is not None:
                 break
             try:
-                status, _ = request(f"http://127.0.0.1:{port}/")
+                status, _ = request(f"http://127.0.0.1:{port}/health")
                 break
             except OSError:
                 time.sleep(0.2)
         assert process.poll() is None, process.stdout.read().decode(errors="replace")
-        assert status == 200, f"GET / answered {status}"
+        assert status == 200, f"GET /health answered {status}"
         # A malformed push envelope is the client's fault: 4xx, never a 5xx (a 5xx
         # would make Pub/Sub retry it until it is dead-lettered).
         status, body = request(f"http://127.0.0.1:{port}/", json.dumps({"nope": 1}).encode())

@@ -120,9 +120,9 @@ def test_render_service_takes_one_task_per_instance_and_scales_from_zero(stack):
     (container,) = template["containers"]
     assert container["image"] == DEFAULT_TEST_CONFIG["francine:image"]
     assert container["ports"]["containerPort"] == 8080
-    # Billed only while a request runs; a stuck render ends at the ack deadline.
+    # Billed only while a request runs; a stuck render ends before the ack deadline.
     assert container["resources"]["cpuIdle"] is True
-    assert template["timeout"] == f"{stack.outputs['ackDeadlineSeconds']}s"
+    assert template["timeout"] == f"{stack.outputs['requestTimeoutSeconds']}s"
 
 
 def test_render_service_follows_the_configuration(tuned):
@@ -179,15 +179,44 @@ def test_every_push_subscription_has_oidc_retry_and_dead_letter(stack, tuned):
             assert policy["maxDeliveryAttempts"] == attempts
             # A push must be answered within the ack deadline: longer than any task.
             assert task_seconds < inputs["ackDeadlineSeconds"] <= 600
+            assert inputs["retryPolicy"]["minimumBackoff"] == "10s"
             assert inputs["expirationPolicy"] == {"ttl": ""}, "must never expire"
 
 
-def test_ack_deadlines_match_the_request_timeouts(tuned):
-    ack = tuned.outputs["ackDeadlineSeconds"]
-    assert ack == 390
-    assert {s.inputs["ackDeadlineSeconds"] for s in push_subscriptions(tuned)} == {ack}
-    assert render_service(tuned).inputs["template"]["timeout"] == f"{ack}s"
-    assert function(tuned, "reducer").inputs["serviceConfig"]["timeoutSeconds"] == ack
+def endpoint_timeouts(recording) -> dict[str, int]:
+    """Each push subscription's name → the request timeout of the service it pushes to."""
+    render_timeout = int(render_service(recording).inputs["template"]["timeout"].rstrip("s"))
+    reducer = function(recording, "reducer").inputs["serviceConfig"]["timeoutSeconds"]
+    timeouts = {}
+    for sub in push_subscriptions(recording):
+        endpoint = sub.inputs["pushConfig"]["pushEndpoint"]
+        timeouts[sub.inputs["name"]] = (
+            render_timeout if "francine-renderer" in endpoint else reducer
+        )
+    return timeouts
+
+
+@pytest.mark.parametrize("fixture, timeout", [("stack", 180), ("tuned", 390)])
+def test_ack_deadlines_leave_a_margin_above_the_endpoint_timeouts(fixture, timeout, request):
+    recording = request.getfixturevalue(fixture)
+    timeouts = endpoint_timeouts(recording)
+    assert len(timeouts) == 4 and set(timeouts.values()) == {timeout}
+    for sub in push_subscriptions(recording):
+        ack = sub.inputs["ackDeadlineSeconds"]
+        # Cold start (~45 s for the last of many fresh instances) and queueing first:
+        # never redelivered while the first attempt may still run.
+        assert ack - timeouts[sub.inputs["name"]] >= 60, sub.inputs["name"]
+        assert ack <= config.MAX_ACK_DEADLINE_SECONDS
+    assert recording.outputs["ackDeadlineSeconds"] == timeout + 60
+    assert recording.outputs["requestTimeoutSeconds"] == timeout
+
+
+def test_a_deadline_beyond_pubsubs_limit_is_refused():
+    with pytest.raises(ConfigError, match="ackMarginSeconds = 610 s"):
+        FrancineConfig(project="p", max_task_seconds=480, task_overhead_seconds=60,
+                       ack_margin_seconds=70)
+    with pytest.raises(ConfigError, match="ackMarginSeconds"):
+        FrancineConfig(project="p", ack_margin_seconds=5)
 
 
 def test_routes_and_dead_letter_chain(stack):
@@ -252,17 +281,38 @@ def test_pubsub_service_agent_may_dead_letter(stack):
 # --- storage ---------------------------------------------------------------------------
 
 
-def test_partials_bucket_deletes_after_the_configured_days(stack, tuned):
-    for recording, days in ((stack, 3), (tuned, 5)):
-        buckets = {b.inputs["name"]: b.inputs for b in recording.of_type(BUCKET)}
-        partials = buckets[f"{PROJECT}-francine-partials"]
-        (rule,) = partials["lifecycleRules"]
-        assert rule["action"]["type"] == "Delete"
-        assert rule["condition"]["age"] == days
-        assert partials["softDeletePolicy"]["retentionDurationSeconds"] == 0
-        for name, bucket in buckets.items():
-            if name != f"{PROJECT}-francine-partials":
-                assert not bucket.get("lifecycleRules"), name
+def lifecycle_days(recording) -> dict[str, int | None]:
+    """Bucket key → the age in days at which its objects are deleted (None: never)."""
+    days = {}
+    for bucket in recording.of_type(BUCKET):
+        key = bucket.inputs["name"].rsplit("-", 1)[1]
+        rules = bucket.inputs.get("lifecycleRules") or []
+        assert len(rules) <= 1, key
+        for rule in rules:
+            assert rule["action"]["type"] == "Delete", key
+        days[key] = rules[0]["condition"]["age"] if rules else None
+    return days
+
+
+def test_every_bucket_deletes_after_its_configured_days(stack, tuned):
+    assert lifecycle_days(stack) == {
+        "partials": 3, "results": 30, "resources": 90, "sources": 30
+    }
+    assert lifecycle_days(tuned)["partials"] == 5
+    custom = run_program(
+        DEFAULT_TEST_CONFIG
+        | {
+            "francine:resultsRetentionDays": "7",
+            "francine:resourcesRetentionDays": "0",  # kept forever
+            "francine:sourcesRetentionDays": "2",
+        }
+    )
+    assert lifecycle_days(custom) == {
+        "partials": 3, "results": 7, "resources": None, "sources": 2
+    }
+    buckets = {b.inputs["name"]: b.inputs for b in stack.of_type(BUCKET)}
+    partials = buckets[f"{PROJECT}-francine-partials"]
+    assert partials["softDeletePolicy"]["retentionDurationSeconds"] == 0
 
 
 def test_buckets_are_private_regional_and_destroyable(stack):
@@ -295,6 +345,7 @@ def test_each_component_has_its_own_least_privilege_account(stack):
             [
                 ("roles/datastore.user", project),
                 ("roles/pubsub.publisher", "topic francine-produce"),
+                ("roles/pubsub.viewer", "topic francine-produce"),
                 ("roles/storage.objectUser", bucket + "partials"),
                 ("roles/storage.objectUser", bucket + "resources"),
                 ("roles/storage.objectUser", bucket + "results"),
@@ -486,6 +537,25 @@ def test_required_apis_are_enabled_and_left_enabled(stack):
     assert all(s.inputs["disableOnDestroy"] is False for s in services)
 
 
+def test_registry_keeps_the_newest_images_of_each_name(stack):
+    (repository,) = stack.of_type("gcp:artifactregistry/repository:Repository")
+    inputs = repository.inputs
+    assert inputs["cleanupPolicyDryRun"] is False
+    policies = {p["id"]: p for p in inputs["cleanupPolicies"]}
+    assert policies["keep-newest"]["action"] == "KEEP"
+    assert policies["keep-newest"]["mostRecentVersions"] == {"keepCount": 5}
+    delete = policies["delete-old"]
+    assert delete["action"] == "DELETE"
+    assert delete["condition"] == {"tagState": "ANY", "olderThan": f"{7 * 86400}s"}
+    tuned = run_program(
+        DEFAULT_TEST_CONFIG | {"francine:imagesToKeep": "3", "francine:imageRetentionDays": "2"}
+    )
+    (repository,) = tuned.of_type("gcp:artifactregistry/repository:Repository")
+    policies = {p["id"]: p for p in repository.inputs["cleanupPolicies"]}
+    assert policies["keep-newest"]["mostRecentVersions"]["keepCount"] == 3
+    assert policies["delete-old"]["condition"]["olderThan"] == f"{2 * 86400}s"
+
+
 def test_registry_holds_docker_images(stack):
     (repository,) = stack.of_type("gcp:artifactregistry/repository:Repository")
     assert repository.inputs["format"] == "DOCKER"
@@ -543,7 +613,8 @@ def test_config_defaults_and_derived_values():
     assert cfg.region == "us-central1"
     assert cfg.bucket_prefix == "p-francine"
     assert cfg.admission_limit == cfg.max_render_instances == 10
-    assert cfg.ack_deadline_seconds == cfg.max_task_seconds + cfg.task_overhead_seconds
+    assert cfg.request_timeout_seconds == cfg.max_task_seconds + cfg.task_overhead_seconds
+    assert cfg.ack_deadline_seconds == cfg.request_timeout_seconds + cfg.ack_margin_seconds
     assert FrancineConfig(project="p", admission_limit=0).admission_limit == 0  # unlimited
     assert config.memory_mib("2Gi") == 2048 and config.memory_mib("512Mi") == 512
 
@@ -560,6 +631,9 @@ def test_config_defaults_and_derived_values():
         ({"max_render_instances": 0}, "maxRenderInstances"),
         ({"max_delivery_attempts": 3}, "maxDeliveryAttempts"),
         ({"partials_retention_days": 0}, "partialsRetentionDays"),
+        ({"results_retention_days": -1}, "resultsRetentionDays"),
+        ({"images_to_keep": 0}, "imagesToKeep"),
+        ({"iam_propagation_seconds": 1000}, "iamPropagationSeconds"),
         ({"admission_limit": -1}, "admissionLimit"),
         ({"name_prefix": "Francine"}, "namePrefix"),
         ({"name_prefix": "a-very-long-prefix-for-ids"}, "namePrefix"),
@@ -647,6 +721,92 @@ def test_code_is_deployed_after_its_grants_and_pushed_to_after_its_invokers(stac
     assert "renderer-invoker-0" in produce
     events = depends_on_names(stack, stack.named("push-events-reduce"))
     assert "functions-reducer-invoker-0" in events
+
+
+SLEEP = "time:index/sleep:Sleep"
+
+
+def test_builds_and_services_wait_for_the_grants_to_propagate(stack):
+    wait = stack.named("iam-propagation")
+    assert wait.type == SLEEP
+    assert wait.inputs["createDuration"] == "180s"
+    before_wait = depends_on_names(stack, wait)
+    grants = {r.name for r in stack.custom_resources if r.name.startswith("access-")}
+    assert "access-builder-repository-artifactregistry-writer" in grants
+    assert "access-agent-token-creator" in grants
+    assert grants <= before_wait, sorted(grants - before_wait)
+    # Everything that uses a grant is declared after the wait.
+    for name in ("functions-api", "functions-reducer", "renderer"):
+        assert "iam-propagation" in depends_on_names(stack, stack.named(name)), name
+
+
+def test_push_subscriptions_wait_for_their_invoker_grants(stack):
+    wait = stack.named("invoker-propagation")
+    assert wait.inputs["createDuration"] == "180s"
+    invokers = {
+        r.name for r in stack.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+    }
+    assert {"renderer-invoker-0", "functions-reducer-invoker-0"} <= invokers
+    assert invokers <= depends_on_names(stack, wait)
+    for sub in push_subscriptions(stack):
+        assert "invoker-propagation" in depends_on_names(stack, sub), sub.name
+    # The wait runs again when the grants it covers change (the render service added).
+    first_pass = run_program({k: v for k, v in DEFAULT_TEST_CONFIG.items() if "image" not in k})
+    assert (
+        first_pass.named("invoker-propagation").inputs["triggers"]
+        != wait.inputs["triggers"]
+    )
+    assert (
+        first_pass.named("iam-propagation").inputs["triggers"]
+        == stack.named("iam-propagation").inputs["triggers"]
+    )
+
+
+def test_the_wait_is_configurable_and_can_be_left_out():
+    longer = run_program(DEFAULT_TEST_CONFIG | {"francine:iamPropagationSeconds": "420"})
+    assert {w.inputs["createDuration"] for w in longer.of_type(SLEEP)} == {"420s"}
+    none = run_program(DEFAULT_TEST_CONFIG | {"francine:iamPropagationSeconds": "0"})
+    assert none.of_type(SLEEP) == []
+    # Then the builds depend on the grants themselves.
+    names = depends_on_names(none, none.named("functions-api"))
+    assert "access-builder-repository-artifactregistry-writer" in names
+
+
+def test_the_program_builds_the_shared_topology():
+    from francine import topology
+
+    topology.check()
+    recording = run_program()
+    names = {r.inputs["name"] for r in recording.of_type(SUBSCRIPTION)}
+    assert names == {f"francine-{r.key}" for r in topology.ROUTES} | {
+        f"francine-{topology.HOLD.key}"
+    }
+    for r in topology.ROUTES:
+        inputs = subscription(recording, f"francine-{r.key}").inputs
+        assert inputs["deadLetterPolicy"]["deadLetterTopic"].endswith(f"/francine-{r.dead_letter}")
+        assert inputs["topic"].endswith(f"/francine-{r.topic}")
+    hold = subscription(recording, f"francine-{topology.HOLD.key}").inputs
+    assert hold["messageRetentionDuration"] == f"{topology.HOLD.retention_s}s"
+
+
+def test_the_render_image_builds_with_or_without_buildkit():
+    import yaml
+
+    build = yaml.safe_load((ROOT / "infra" / "cloudbuild.yaml").read_text())
+    (step,) = build["steps"]
+    builder = build["substitutions"]["_DOCKER_BUILDER"]
+    assert step["name"] == "${_DOCKER_BUILDER}"
+    image, _, tag = builder.rpartition(":")
+    assert image == "gcr.io/cloud-builders/docker"
+    assert tag and tag != "latest" and tag[0].isdigit(), "the builder must be pinned"
+    # Nothing in the Dockerfile needs BuildKit, so DOCKER_BUILDKIT=0 builds it too.
+    dockerfile = (ROOT / "functions" / "renderer" / "Dockerfile").read_text()
+    instructions = [line.strip() for line in dockerfile.splitlines()
+                    if line.strip() and not line.strip().startswith("#")]
+    for line in instructions:
+        assert not line.startswith("RUN --"), line
+        assert "<<" not in line, line
+        assert not (line.startswith(("COPY", "ADD")) and ("--chmod" in line or "--link" in line))
 
 
 # --- the functions' side of the contract ------------------------------------------------

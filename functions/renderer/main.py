@@ -7,14 +7,21 @@ kernel uses every core itself).
 import functools
 import logging
 
-from flask import Flask, request
+import cpu_levels
 
-from francine import errors
-from francine.envelope import decode
+# Before anything imports numba: load the image's kernels built for this CPU's level.
+CPU_LEVEL = cpu_levels.apply()
+
+from flask import Flask, request  # noqa: E402
+
+from francine import errors  # noqa: E402
+from francine.envelope import decode  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("francine.renderer")
 app = Flask(__name__)
+if CPU_LEVEL:
+    log.info("numba kernels for %s", CPU_LEVEL)
 
 
 @functools.cache
@@ -25,7 +32,7 @@ def _worker():
     return Worker(adapters_from_env())
 
 
-@app.get("/")
+@app.get("/health")
 def health():
     return {"status": "ok"}
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pulumi
 
+from francine import topology
+
 # The repository root: the function archives and the Dockerfile are built from it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,6 +23,9 @@ MAX_ACK_DEADLINE_SECONDS = 600
 MIN_ACK_DEADLINE_SECONDS = 10
 # A blocking api request answers this long before the function's own timeout.
 BLOCK_MARGIN_SECONDS = 60
+# IAM: "Changes to allow or deny policies typically propagate in 2 minutes, but could
+# potentially take 7 minutes or longer" (cloud.google.com/iam/docs/access-change-propagation).
+DEFAULT_IAM_PROPAGATION_SECONDS = 180
 
 # Cloud Run CPU values (whole vCPUs) and the memory range each one allows, in MiB.
 # https://cloud.google.com/run/docs/configuring/services/cpu and .../memory-limits
@@ -80,8 +85,22 @@ class FrancineConfig:
     task_overhead_seconds: int = 60
     # Production tasks in flight per execution; None means "max_render_instances".
     admission_limit: int | None = None
-    max_delivery_attempts: int = 10
+    # Added to an endpoint's timeout to make its ack deadline: a cold start (the last of
+    # many fresh instances starts ~45 s after the first request) and the time a request
+    # waits in Cloud Run's queue for a free instance (infra/autoscaling.md).
+    ack_margin_seconds: int = 60
+    max_delivery_attempts: int = topology.CLOUD_RETRY.max_delivery_attempts
+    # How long the program waits after making grants before anything uses them.
+    iam_propagation_seconds: int = DEFAULT_IAM_PROPAGATION_SECONDS
+    # Lifecycle rules, in days since an object was written (0: keep forever).
     partials_retention_days: int = 3
+    results_retention_days: int = 30
+    resources_retention_days: int = 90
+    sources_retention_days: int = 30
+    # Artifact Registry: per image name, the newest `images_to_keep` versions are kept;
+    # older ones are deleted once they are `image_retention_days` old.
+    images_to_keep: int = 5
+    image_retention_days: int = 7
     firestore_database: str = "(default)"
     firestore_location: str = ""
     functions_runtime: str = "python312"
@@ -111,15 +130,18 @@ class FrancineConfig:
     # -- derived values -------------------------------------------------------------
 
     @property
-    def ack_deadline_seconds(self) -> int:
-        """How long Pub/Sub waits for one push request: the longest task plus overhead.
-
-        The overhead covers a cold start (the numba cache is in the image, so it is
-        seconds, not a JIT), fetching the scene and resources and uploading the result.
-        The render request timeout and the reducer timeout are the same number, so a
-        stuck request is cut off exactly when Pub/Sub would redeliver it anyway.
-        """
+    def request_timeout_seconds(self) -> int:
+        """The render service's and the reducer's request timeout: the longest task plus
+        its overhead (fetching the scene and resources, uploading the result)."""
         return self.max_task_seconds + self.task_overhead_seconds
+
+    @property
+    def ack_deadline_seconds(self) -> int:
+        """How long Pub/Sub waits for one push request: the endpoint's timeout plus the
+        margin for a cold start and queueing. Cloud Run cuts a request off at its
+        timeout, so a delivery is never redelivered while its first attempt still runs.
+        """
+        return self.request_timeout_seconds + self.ack_margin_seconds
 
     @property
     def block_timeout_seconds(self) -> int:
@@ -166,11 +188,27 @@ class FrancineConfig:
             raise ConfigError(
                 "maxTaskSeconds must be positive and taskOverheadSeconds not negative"
             )
+        if self.ack_margin_seconds < 30:
+            raise ConfigError(
+                "ackMarginSeconds: at least 30 (a cold start and queueing come before the work)"
+            )
         if not MIN_ACK_DEADLINE_SECONDS <= self.ack_deadline_seconds <= MAX_ACK_DEADLINE_SECONDS:
             raise ConfigError(
-                f"maxTaskSeconds + taskOverheadSeconds = {self.ack_deadline_seconds} s: a Pub/Sub "
-                f"push must be answered within {MAX_ACK_DEADLINE_SECONDS} s, so plan smaller tasks"
+                f"maxTaskSeconds + taskOverheadSeconds + ackMarginSeconds = "
+                f"{self.ack_deadline_seconds} s: a Pub/Sub push must be answered within "
+                f"{MAX_ACK_DEADLINE_SECONDS} s, so plan smaller tasks"
             )
+        if not 0 <= self.iam_propagation_seconds <= 900:
+            raise ConfigError("iamPropagationSeconds: 0 to 900")
+        for key, days in (
+            ("resultsRetentionDays", self.results_retention_days),
+            ("resourcesRetentionDays", self.resources_retention_days),
+            ("sourcesRetentionDays", self.sources_retention_days),
+        ):
+            if days < 0:
+                raise ConfigError(f"{key}: a number of days, or 0 to keep objects forever")
+        if self.images_to_keep < 1 or self.image_retention_days < 1:
+            raise ConfigError("imagesToKeep and imageRetentionDays must be at least 1")
         if self.admission_limit is not None and self.admission_limit < 0:
             raise ConfigError("admissionLimit must be 0 (unlimited) or positive")
         if not 5 <= self.max_delivery_attempts <= 100:
@@ -221,8 +259,19 @@ def load_config() -> FrancineConfig:
         max_task_seconds=integer("maxTaskSeconds", defaults.max_task_seconds),
         task_overhead_seconds=integer("taskOverheadSeconds", defaults.task_overhead_seconds),
         admission_limit=integer("admissionLimit", None),
+        ack_margin_seconds=integer("ackMarginSeconds", defaults.ack_margin_seconds),
         max_delivery_attempts=integer("maxDeliveryAttempts", defaults.max_delivery_attempts),
+        iam_propagation_seconds=integer(
+            "iamPropagationSeconds", defaults.iam_propagation_seconds
+        ),
         partials_retention_days=integer("partialsRetentionDays", defaults.partials_retention_days),
+        results_retention_days=integer("resultsRetentionDays", defaults.results_retention_days),
+        resources_retention_days=integer(
+            "resourcesRetentionDays", defaults.resources_retention_days
+        ),
+        sources_retention_days=integer("sourcesRetentionDays", defaults.sources_retention_days),
+        images_to_keep=integer("imagesToKeep", defaults.images_to_keep),
+        image_retention_days=integer("imageRetentionDays", defaults.image_retention_days),
         firestore_database=text("firestoreDatabase", defaults.firestore_database),
         firestore_location=conf.get("firestoreLocation") or "",
         functions_runtime=text("functionsRuntime", defaults.functions_runtime),

@@ -37,6 +37,10 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         Grant("roles/storage.objectUser", "bucket:partials", "delete a session's partials"),
         Grant("roles/storage.objectUser", "bucket:results", "serve and delete results"),
         Grant("roles/pubsub.publisher", "topic:produce", "publish production tasks"),
+        # Before the render service exists, produce has no subscription and what is
+        # published there is lost: the api lists the topic's subscriptions (which takes
+        # pubsub.topics.get) and answers 503 until one exists.
+        Grant("roles/pubsub.viewer", "topic:produce", "see whether renders can be taken"),
     ),
     "renderer": (
         Grant("roles/datastore.user", "project", "task status, cancellation"),

@@ -1,18 +1,13 @@
 """Pub/Sub: the topics of the pipeline and the push subscriptions that drive it.
 
-    api ──▶ produce ──push──▶ render service ──▶ events ──push──▶ reducer ──▶ events
-               │ (max attempts)                     │ (max attempts)
-               ▼                                    ▼
-     produce-dead-letter ──push──▶ reducer   events-dead-letter ──push──▶ reducer
-               │ (max attempts)                     │ (max attempts)
-               └────────────▶ unprocessable ◀───────┘ (pull subscription, kept 7 days)
-
-Every push subscription authenticates with an OIDC token of the ``pusher`` account,
-waits ``ack_deadline_seconds`` for an answer (the longest task plus overhead), backs
-off between retries and dead-letters a message after ``max_delivery_attempts``. The
-reducer receives the dead letters of both stages and marks the task and its execution
-failed; what even the reducer cannot handle ends in ``unprocessable`` for a person to
-inspect, instead of circling forever.
+The topology (topics, routes, dead letters, retry policy) is ``francine.topology``, the
+same table that ``francine stack up`` builds locally; this module only turns it into
+resources. Every push subscription authenticates with an OIDC token of the ``pusher``
+account, waits ``ack_deadline_seconds`` for an answer (the endpoint's timeout plus a
+margin), backs off between retries and dead-letters a message after
+``max_delivery_attempts``. The reducer receives the dead letters of both stages and
+marks the task and its execution failed; what even the reducer cannot handle ends in
+``unprocessable`` for a person to inspect, instead of circling forever.
 """
 
 from __future__ import annotations
@@ -22,22 +17,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from francine import topology
 from francine_infra.options import child_options
 
-# key → the topic's role.
-TOPICS: dict[str, str] = {
-    "produce": "production tasks, from the api (and the scheduler) to the render service",
-    "events": "task-done events, from the render service and the reducer to the reducer",
-    "produce-dead-letter": "production tasks that exhausted their delivery attempts",
-    "events-dead-letter": "task events that exhausted their delivery attempts",
-    "unprocessable": "dead letters that the reducer could not handle either",
-}
-
-# Pub/Sub's exponential backoff between redeliveries of a nacked message.
-RETRY_MINIMUM_BACKOFF = "10s"
-RETRY_MAXIMUM_BACKOFF = "600s"
-# How long the pull subscription of `unprocessable` keeps what nobody handled.
-UNPROCESSABLE_RETENTION = "604800s"
+TOPICS = topology.TOPICS
+RETRY_MINIMUM_BACKOFF = f"{topology.CLOUD_RETRY.min_backoff_s}s"
+RETRY_MAXIMUM_BACKOFF = f"{topology.CLOUD_RETRY.max_backoff_s}s"
+UNPROCESSABLE_RETENTION = f"{topology.HOLD.retention_s}s"
 
 
 @dataclass
@@ -55,7 +41,7 @@ class Topics(pulumi.ComponentResource):
             key: gcp.pubsub.Topic(
                 f"{name}-{key}",
                 project=args.project,
-                name=f"{args.name_prefix}-{key}",
+                name=topology.name(args.name_prefix, key),
                 labels={"francine-topic": key},
                 opts=child_options(self, opts),
             )
@@ -86,10 +72,8 @@ class PushSubscriptionsArgs:
     name_prefix: str
     topics: Topics
     routes: list[PushRoute]
-    # The account whose OIDC token authenticates the pushes (it holds run.invoker):
-    # its email, and its resource name (projects/<p>/serviceAccounts/<email>).
+    # The account whose OIDC token authenticates the pushes (it holds run.invoker).
     push_service_account_email: pulumi.Input[str]
-    push_service_account_name: pulumi.Input[str]
     max_delivery_attempts: int
 
 
@@ -100,8 +84,27 @@ def pubsub_service_agent(project_number: pulumi.Input[str]) -> pulumi.Output[str
     )
 
 
+def agent_token_creator(
+    name: str,
+    project_number: pulumi.Input[str],
+    push_service_account_name: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> gcp.serviceaccount.IAMMember:
+    """The agent mints the OIDC tokens of the pushes. Projects created since April 2021
+    let it do so by default; older ones need this grant (on the push account only).
+    ``push_service_account_name``: projects/<p>/serviceAccounts/<email>."""
+    return gcp.serviceaccount.IAMMember(
+        name,
+        service_account_id=push_service_account_name,
+        role="roles/iam.serviceAccountTokenCreator",
+        member=pubsub_service_agent(project_number),
+        opts=opts,
+    )
+
+
 class PushSubscriptions(pulumi.ComponentResource):
-    """The push subscriptions of ``routes``, the dead-letter sink and the agent's grants."""
+    """The push subscriptions of ``routes``, the dead-letter sink and the agent's
+    dead-lettering grants."""
 
     def __init__(
         self, name: str, args: PushSubscriptionsArgs, opts: pulumi.ResourceOptions | None = None
@@ -116,7 +119,7 @@ class PushSubscriptions(pulumi.ComponentResource):
             subscription = gcp.pubsub.Subscription(
                 f"{name}-{route.key}",
                 project=args.project,
-                name=f"{args.name_prefix}-{route.key}",
+                name=topology.name(args.name_prefix, route.key),
                 topic=topics[route.topic].id,
                 ack_deadline_seconds=route.ack_deadline_seconds,
                 push_config=gcp.pubsub.SubscriptionPushConfigArgs(
@@ -162,24 +165,15 @@ class PushSubscriptions(pulumi.ComponentResource):
                 opts=child,
             )
 
-        # The agent mints the OIDC tokens of the pushes. Projects created since April 2021
-        # let it do so by default; older ones need this grant (on this account only).
-        gcp.serviceaccount.IAMMember(
-            f"{name}-agent-token-creator",
-            service_account_id=args.push_service_account_name,
-            role="roles/iam.serviceAccountTokenCreator",
-            member=agent,
-            opts=child,
-        )
-
+        hold = topology.HOLD
         self.unprocessable = gcp.pubsub.Subscription(
-            f"{name}-unprocessable-hold",
+            f"{name}-{hold.key}",
             project=args.project,
-            name=f"{args.name_prefix}-unprocessable-hold",
-            topic=topics["unprocessable"].id,
+            name=topology.name(args.name_prefix, hold.key),
+            topic=topics[hold.topic].id,
             message_retention_duration=UNPROCESSABLE_RETENTION,
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
-            labels={"francine-route": "unprocessable-hold"},
+            labels={"francine-route": hold.key},
             opts=child,
         )
         self.register_outputs(

@@ -15,6 +15,11 @@ class ArtifactRegistryArgs:
     project: str
     location: str
     repository_id: str
+    # Per image name (package): the newest `keep` versions stay; older versions are
+    # deleted once they are `delete_after_days` old. Each function deploy and each
+    # render image build adds versions, so without this the repository only grows.
+    keep: int = 5
+    delete_after_days: int = 7
 
 
 class ArtifactRegistry(pulumi.ComponentResource):
@@ -36,6 +41,27 @@ class ArtifactRegistry(pulumi.ComponentResource):
             repository_id=args.repository_id,
             format="DOCKER",
             description="Francine: the render image and the function images",
+            # Keep policies win over delete policies (Artifact Registry's rule).
+            cleanup_policy_dry_run=False,
+            cleanup_policies=[
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="keep-newest",
+                    action="KEEP",
+                    most_recent_versions=(
+                        gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                            keep_count=args.keep
+                        )
+                    ),
+                ),
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="delete-old",
+                    action="DELETE",
+                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                        tag_state="ANY",
+                        older_than=f"{args.delete_after_days * 86400}s",
+                    ),
+                ),
+            ],
             opts=child_options(self, opts),
         )
         self.image_base = pulumi.Output.concat(

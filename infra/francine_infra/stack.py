@@ -2,27 +2,41 @@
 
 ProjectApis ─▶ ServiceAccounts, StorageBuckets, ArtifactRegistry, FirestoreDb, Topics
             ─▶ AccessPolicy (grants on the project, buckets, topics, registry)
-            ─▶ RenderService, Functions (api, reducer)
+            ─▶ wait: iam-propagation
+            ─▶ RenderService, Functions (api, reducer) and their invoker grants
+            ─▶ wait: invoker-propagation
             ─▶ PushSubscriptions (produce → renderer, events and dead letters → reducer)
+
+IAM grants are eventually consistent: "typically 2 minutes, potentially 7 minutes or
+longer" (cloud.google.com/iam/docs/access-change-propagation). A function build started
+seconds after its builder's grants fails with a permission error, and a push
+subscription's first deliveries are refused until its invoker grant has spread. The
+waits (``iamPropagationSeconds``, 180 s by default) make the first ``pulumi up`` on an
+empty project go through; they run again only when the grants they cover change.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import pulumi
 import pulumi_gcp as gcp
+import pulumiverse_time
 
+from francine import topology
 from francine_infra.accounts import ServiceAccounts, ServiceAccountsArgs
 from francine_infra.apis import ProjectApis, ProjectApisArgs
 from francine_infra.config import FrancineConfig
 from francine_infra.firestore import FirestoreDb, FirestoreDbArgs
 from francine_infra.functions import Functions, FunctionsArgs, FunctionSpec
-from francine_infra.iam import AccessPolicy, AccessPolicyArgs
+from francine_infra.iam import POLICY, AccessPolicy, AccessPolicyArgs
 from francine_infra.messaging import (
     PushRoute,
     PushSubscriptions,
     PushSubscriptionsArgs,
     Topics,
     TopicsArgs,
+    agent_token_creator,
 )
 from francine_infra.registry import ArtifactRegistry, ArtifactRegistryArgs
 from francine_infra.render_service import RenderService, RenderServiceArgs
@@ -59,6 +73,24 @@ def topic_path(project: str, topic: gcp.pubsub.Topic) -> pulumi.Output[str]:
     return pulumi.Output.concat("/projects/", project, "/topics/", topic.name)
 
 
+def propagation_wait(
+    name: str, seconds: int, covers: list[str], depends_on: list[pulumi.Resource]
+) -> list[pulumi.Resource]:
+    """A wait of ``seconds`` after ``depends_on`` (the grants), for what uses them to
+    depend on; ``covers`` names the grants, so that a changed set waits again."""
+    if seconds <= 0:
+        return depends_on
+    digest = hashlib.sha256("\n".join(sorted(covers)).encode()).hexdigest()[:16]
+    return [
+        pulumiverse_time.Sleep(
+            name,
+            create_duration=f"{seconds}s",
+            triggers={"grants": digest},
+            opts=pulumi.ResourceOptions(depends_on=depends_on),
+        )
+    ]
+
+
 def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
     """Declare every resource of the stack; returns the outputs to export."""
     apis = ProjectApis("apis", ProjectApisArgs(project=cfg.project))
@@ -76,6 +108,9 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
             location=cfg.bucket_location,
             name_prefix=cfg.bucket_prefix,
             partials_retention_days=cfg.partials_retention_days,
+            results_retention_days=cfg.results_retention_days,
+            resources_retention_days=cfg.resources_retention_days,
+            sources_retention_days=cfg.sources_retention_days,
             force_destroy=cfg.force_destroy,
         ),
         after_apis,
@@ -83,7 +118,11 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
     registry = ArtifactRegistry(
         "registry",
         ArtifactRegistryArgs(
-            project=cfg.project, location=cfg.region, repository_id=cfg.name_prefix
+            project=cfg.project,
+            location=cfg.region,
+            repository_id=cfg.name_prefix,
+            keep=cfg.images_to_keep,
+            delete_after_days=cfg.image_retention_days,
         ),
         after_apis,
     )
@@ -109,8 +148,25 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
         after_apis,
     )
 
-    # Deploy code only once its accounts may do their work (and the builder may build).
-    after_access = pulumi.ResourceOptions(depends_on=[apis, access, database])
+    project = gcp.organizations.get_project_output(
+        project_id=cfg.project, opts=pulumi.InvokeOutputOptions(depends_on=[apis])
+    )
+    token_creator = agent_token_creator(
+        "access-agent-token-creator",
+        project.number,
+        accounts.accounts["pusher"].name,
+        after_apis,
+    )
+    # Deploy code only once its accounts may do their work (and the builder may build),
+    # everywhere: after the grants have had time to propagate.
+    granted = propagation_wait(
+        "iam-propagation",
+        cfg.iam_propagation_seconds,
+        [f"{account}:{g.role}:{g.scope}" for account, gs in POLICY.items() for g in gs]
+        + ["pubsub-agent:roles/iam.serviceAccountTokenCreator"],
+        [apis, access, token_creator],
+    )
+    after_access = pulumi.ResourceOptions(depends_on=[apis, access, database, *granted])
     environment = runtime_environment(cfg, buckets, topics, database)
     pusher = accounts.member("pusher")
 
@@ -128,7 +184,7 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                 max_instances=cfg.max_render_instances,
                 cpu=cfg.render_cpu,
                 memory=cfg.render_memory,
-                timeout_seconds=cfg.ack_deadline_seconds,
+                timeout_seconds=cfg.request_timeout_seconds,
                 execution_environment=cfg.execution_environment_value,
                 invokers=[pusher],
             ),
@@ -178,7 +234,7 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                     environment=environment,
                     memory=cfg.reducer_memory,
                     cpu=cfg.reducer_cpu,
-                    timeout_seconds=cfg.ack_deadline_seconds,
+                    timeout_seconds=cfg.request_timeout_seconds,
                     max_instances=cfg.reducer_max_instances,
                     # Reductions are CPU-bound like renders.
                     concurrency=1,
@@ -191,35 +247,36 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
 
     reducer_uri = functions.service_uris["reducer"]
     routes: list[PushRoute] = []
-    if render is not None:
-        routes.append(
-            PushRoute(
-                key="produce-render",
-                topic="produce",
-                endpoint=pulumi.Output.concat(render.uri, "/"),
-                audience=render.uri,
-                dead_letter="produce-dead-letter",
-                ack_deadline_seconds=cfg.ack_deadline_seconds,
+    for route in topology.ROUTES:
+        if route.endpoint == topology.RENDERER:
+            if render is None:
+                continue  # the second pass, once the image exists
+            endpoint, audience = pulumi.Output.concat(render.uri, "/"), render.uri
+        else:
+            endpoint = pulumi.Output.concat(
+                reducer_uri, topic_path(cfg.project, topics[route.topic])
             )
-        )
-    for key, topic, dead_letter in (
-        ("events-reduce", "events", "events-dead-letter"),
-        ("produce-dead-letter-reduce", "produce-dead-letter", "unprocessable"),
-        ("events-dead-letter-reduce", "events-dead-letter", "unprocessable"),
-    ):
+            audience = reducer_uri
         routes.append(
             PushRoute(
-                key=key,
-                topic=topic,
-                endpoint=pulumi.Output.concat(reducer_uri, topic_path(cfg.project, topics[topic])),
-                audience=reducer_uri,
-                dead_letter=dead_letter,
+                key=route.key,
+                topic=route.topic,
+                endpoint=endpoint,
+                audience=audience,
+                dead_letter=route.dead_letter,
                 ack_deadline_seconds=cfg.ack_deadline_seconds,
             )
         )
 
-    project = gcp.organizations.get_project_output(
-        project_id=cfg.project, opts=pulumi.InvokeOutputOptions(depends_on=[apis])
+    # The pushes are accepted only once the invoker grants (made with the services)
+    # have propagated.
+    services: list[pulumi.Resource] = [functions] + ([render] if render else [])
+    invokable = propagation_wait(
+        "invoker-propagation",
+        cfg.iam_propagation_seconds,
+        ["pusher:roles/run.invoker:" + r.endpoint for r in topology.ROUTES]
+        + ["render" if render else "no-render"],
+        [apis, *services],
     )
     subscriptions = PushSubscriptions(
         "push",
@@ -230,14 +287,13 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
             topics=topics,
             routes=routes,
             push_service_account_email=accounts.email("pusher"),
-            push_service_account_name=accounts.accounts["pusher"].name,
             max_delivery_attempts=cfg.max_delivery_attempts,
         ),
-        pulumi.ResourceOptions(depends_on=[apis, functions] + ([render] if render else [])),
+        pulumi.ResourceOptions(depends_on=[apis, *services, *invokable]),
     )
 
     return {
-        # The run.app URI: its paths reach the api unchanged (/, /healthz, /v1/...).
+        # The run.app URI: its paths reach the api unchanged (/, /health, /v1/...).
         "apiUrl": functions.service_uris["api"],
         "apiFunctionUrl": functions.urls["api"],
         "reducerUrl": reducer_uri,
@@ -256,5 +312,6 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
         "serviceAccounts": {key: account.email for key, account in accounts.accounts.items()},
         "subscriptions": {key: sub.name for key, sub in subscriptions.subscriptions.items()},
         "ackDeadlineSeconds": cfg.ack_deadline_seconds,
+        "requestTimeoutSeconds": cfg.request_timeout_seconds,
         "admissionLimit": cfg.admission_limit,
     }

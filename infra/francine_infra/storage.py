@@ -18,12 +18,32 @@ BUCKETS: dict[str, str] = {
 }
 
 
+def delete_after(days: int) -> list[gcp.storage.BucketLifecycleRuleArgs]:
+    """A lifecycle rule deleting objects ``days`` after they were written; none for 0."""
+    if days <= 0:
+        return []
+    return [
+        gcp.storage.BucketLifecycleRuleArgs(
+            action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
+            condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=days),
+        )
+    ]
+
+
 @dataclass
 class StorageBucketsArgs:
     project: str
     location: str
     name_prefix: str
     partials_retention_days: int
+    # Days after which the other buckets' objects are deleted (0: kept forever).
+    # Resources are shared by content between sessions, so a deleted session leaves its
+    # resources behind: the rule is what removes them. A session that still renders
+    # with an expired resource attaches it again (the same bytes: one upload).
+    results_retention_days: int = 0
+    resources_retention_days: int = 0
+    # Function archives: the deployed function keeps its own copy of its source.
+    sources_retention_days: int = 0
     # Let `pulumi destroy` delete buckets that still hold objects.
     force_destroy: bool = True
     labels: dict[str, str] | None = None
@@ -42,26 +62,22 @@ class StorageBuckets(pulumi.ComponentResource):
     ):
         super().__init__("francine:infra:StorageBuckets", name, None, opts)
         self.buckets: dict[str, gcp.storage.Bucket] = {}
+        retention = {
+            # Partial images are intermediate: the reducer reads them within minutes;
+            # the rule removes what a failed or cancelled execution left.
+            "partials": args.partials_retention_days,
+            "results": args.results_retention_days,
+            "resources": args.resources_retention_days,
+            "sources": args.sources_retention_days,
+        }
         for key in BUCKETS:
-            extra: dict = {}
+            extra: dict = {"lifecycle_rules": delete_after(retention[key])}
             if key == "partials":
-                extra = {
-                    # Partial images are intermediate: the reducer reads them within
-                    # minutes; the rule removes what a failed or cancelled execution left.
-                    "lifecycle_rules": [
-                        gcp.storage.BucketLifecycleRuleArgs(
-                            action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
-                            condition=gcp.storage.BucketLifecycleRuleConditionArgs(
-                                age=args.partials_retention_days
-                            ),
-                        )
-                    ],
-                    # They are written and deleted in bulk: a soft-delete window would
-                    # bill every deleted partial for another week.
-                    "soft_delete_policy": gcp.storage.BucketSoftDeletePolicyArgs(
-                        retention_duration_seconds=0
-                    ),
-                }
+                # Written and deleted in bulk: a soft-delete window would bill every
+                # deleted partial for another week.
+                extra["soft_delete_policy"] = gcp.storage.BucketSoftDeletePolicyArgs(
+                    retention_duration_seconds=0
+                )
             self.buckets[key] = gcp.storage.Bucket(
                 f"{name}-{key}",
                 project=args.project,

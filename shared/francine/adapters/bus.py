@@ -33,6 +33,12 @@ class Bus:
                          for t in produce_topics(settings)]
         self._events = publisher.topic_path(settings.project, settings.events_topic)
 
+    def render_gate(self):
+        """Whether production tasks would reach a subscriber (``francine.readiness``)."""
+        from francine.readiness import RenderGate
+
+        return RenderGate(self._publisher, self._produce)
+
     def _publish(self, kind: str, messages: list[tuple[str, dict]]) -> None:
         with translated(f"publish {kind}"):
             futures = [self._publisher.publish(topic, json.dumps(p).encode(), type=kind)

@@ -17,7 +17,7 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 
-from francine import errors, executions, imaging, producers, resources, users
+from francine import errors, executions, imaging, producers, readiness, resources, users
 from francine.adapters import external
 from francine.adapters.store import now
 from francine.api.openapi import openapi_document
@@ -35,7 +35,7 @@ CHUNK = 1 << 20
 
 ROUTES = Map([
     Rule("/", endpoint="demo", methods=["GET"]),
-    Rule("/healthz", endpoint="health", methods=["GET"]),
+    Rule("/health", endpoint="health", methods=["GET"]),
     Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
     Rule("/v1/sessions", endpoint="sessions", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>", endpoint="session", methods=["GET", "DELETE"]),
@@ -53,12 +53,15 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 
 
 def error_response(e: errors.FrancineError) -> Response:
-    return json_response({"error": {"code": e.code, "message": e.message}}, e.status)
+    retry = getattr(e, "retry_after", None)
+    return json_response({"error": {"code": e.code, "message": e.message}}, e.status,
+                         {"Retry-After": str(retry)} if retry else None)
 
 
 class Api:
     def __init__(self, adapters: Adapters):
         self.ad = adapters
+        self.renders = readiness.for_bus(adapters.bus)  # 503 until renders can be taken
 
     # --- plumbing ----------------------------------------------------------------------
     def handle(self, request) -> Response:
@@ -145,6 +148,7 @@ class Api:
             with contextlib.suppress(errors.Conflict):  # another instance was first
                 self.create_session(DEMO_USER, {"producer": "ao"}, sid=DEMO_SESSION)
         body = {"parallel": int(parallel)}
+        self.renders.check()
         doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body, f"demo-{parallel}")
         if doc["status"] in ("failed", "cancelled"):
             # One retry per failed render, shared by every caller.
@@ -250,6 +254,7 @@ class Api:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")
+        self.renders.check()
         doc, _ = executions.start(self.ad, user, sid, body, key)
         if request.args.get("block") in ("1", "true"):
             return self.blocking_result(doc)

@@ -2,10 +2,11 @@
 
 The processes are the same entry points that run in the cloud (functions-framework for
 the api and the reducer, gunicorn for the render service), wired with the same Pub/Sub
-push subscriptions, retry and dead-letter policies. Two things differ, both because of
-the Pub/Sub emulator: retries back off 1–10 s instead of 10–600 s (so that failure tests
-finish), and production is sharded over one topic per worker, because the emulator
-pushes at most 2 requests at a time per subscription whatever the endpoint can take.
+push subscriptions, retry and dead-letter policies, all read from ``francine.topology``.
+Two things differ, both because of the Pub/Sub emulator: retries back off 1–10 s instead
+of 10–600 s (``topology.LOCAL_RETRY``, so that failure tests finish), and production is
+sharded over one topic per worker, because the emulator pushes at most 2 requests at a
+time per subscription whatever the endpoint can take.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from francine import users
+from francine import topology, users
 from francine.config import Settings
 from francine.local.emulators import Emulators
 from francine.local.processes import ProcessGroup, environment, free_port, http_ok
@@ -33,9 +34,11 @@ class StackOptions:
     workers: int = 2
     state_dir: pathlib.Path = field(default_factory=lambda: pathlib.Path(".francine"))
     project: str = "francine-local"
-    min_backoff_s: int = 1
-    max_backoff_s: int = 10
-    max_delivery_attempts: int = 5
+    #: Names every topic and subscription, as ``namePrefix`` does in the cloud.
+    prefix: str = "francine"
+    min_backoff_s: int = topology.LOCAL_RETRY.min_backoff_s
+    max_backoff_s: int = topology.LOCAL_RETRY.max_backoff_s
+    max_delivery_attempts: int = topology.LOCAL_RETRY.max_delivery_attempts
     #: Extra environment for every Francine process (e.g. FRANCINE_ADMISSION_LIMIT).
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -65,6 +68,8 @@ class Stack:
             # FRANCINE_* variables of the caller (an admission limit, say) carry over.
             settings = dataclasses.replace(
                 Settings.from_env(), project=o.project, produce_shards=max(1, o.workers),
+                produce_topic=topology.name(o.prefix, "produce"),
+                events_topic=topology.name(o.prefix, "events"),
                 cache_dir=str(self.state_dir / "cache"))
             env = {**os.environ, **emulator_env, **settings.to_env(), **o.extra_env,
                    "PYTHONUNBUFFERED": "1"}
@@ -75,7 +80,7 @@ class Stack:
                            for i in range(o.workers)]
             self._subscribe(env, settings, worker_urls, reducer_url)
             api_url = self._serve_function("api", "http", env, port=o.port,
-                                           ready_path="/healthz")
+                                           ready_path="/health")
             key = create_user_in(env, o.project, "local")
         except BaseException:
             self.stop()
@@ -105,17 +110,25 @@ class Stack:
         self.stop()
 
     # --- pieces ------------------------------------------------------------------------
+    def _topics(self, settings: Settings) -> dict[str, list[str]]:
+        """Topic key → its topic ids here (production: one per worker)."""
+        from francine.adapters.bus import produce_topics
+
+        topics = {key: [topology.name(self.options.prefix, key)] for key in topology.TOPICS}
+        topics["produce"] = produce_topics(settings)
+        topics["events"] = [settings.events_topic]
+        return topics
+
     def _create_topics_and_buckets(self, env: dict, settings: Settings) -> None:
         from francine.adapters.blobs import Blobs
-        from francine.adapters.bus import produce_topics
         from francine.clients import make_clients
 
         with environment(env):
             clients = make_clients(settings)
-            for topic in [*produce_topics(settings), settings.events_topic,
-                          *dead_letter_topics(settings)]:
-                clients.publisher.create_topic(
-                    name=clients.publisher.topic_path(settings.project, topic))
+            for ids in self._topics(settings).values():
+                for topic in ids:
+                    clients.publisher.create_topic(
+                        name=clients.publisher.topic_path(settings.project, topic))
             Blobs(clients.storage, settings).ensure_buckets()
 
     def _serve_function(self, name: str, signature: str, env: dict, port: int | None = None,
@@ -137,7 +150,7 @@ class Stack:
             "--threads", "1", "--worker-class", "gthread", "--timeout", "0", "main:app"],
             env=env, cwd=str(FUNCTIONS / "renderer"))
         url = f"http://127.0.0.1:{port}/"
-        self.processes.wait_ready(child, lambda: http_ok(url), 60)
+        self.processes.wait_ready(child, lambda: http_ok(url + "health"), 60)
         return url
 
     def _subscribe(self, env: dict, settings: Settings, worker_urls: list[str],
@@ -145,39 +158,38 @@ class Stack:
         from google.cloud import pubsub_v1
         from google.protobuf import duration_pb2
 
-        from francine.adapters.bus import produce_topics
-
         o = self.options
         retry = pubsub_v1.types.RetryPolicy(
             minimum_backoff=duration_pb2.Duration(seconds=o.min_backoff_s),
             maximum_backoff=duration_pb2.Duration(seconds=o.max_backoff_s))
+        topics = self._topics(settings)
         with environment(env):
             sub = pubsub_v1.SubscriberClient()
             pub = pubsub_v1.PublisherClient()
             p = settings.project
-            produce_dead, events_dead = dead_letter_topics(settings)
-
-            def subscribe(name, topic, endpoint, dead_topic=None):
-                request = {"name": sub.subscription_path(p, name),
-                           "topic": pub.topic_path(p, topic),
-                           "push_config": {"push_endpoint": endpoint},
-                           "ack_deadline_seconds": 600, "retry_policy": retry}
-                if dead_topic:
-                    request["dead_letter_policy"] = {
-                        "dead_letter_topic": pub.topic_path(p, dead_topic),
-                        "max_delivery_attempts": o.max_delivery_attempts}
-                sub.create_subscription(request=request)
-
-            for topic, url in zip(produce_topics(settings), worker_urls, strict=True):
-                subscribe(f"{topic}-render", topic, url, produce_dead)
-            subscribe(f"{settings.events_topic}-reduce", settings.events_topic, reducer_url,
-                      events_dead)
-            subscribe(f"{produce_dead}-reduce", produce_dead, reducer_url)
-            subscribe(f"{events_dead}-reduce", events_dead, reducer_url)
-
-
-def dead_letter_topics(settings: Settings) -> tuple[str, str]:
-    return f"{settings.produce_topic}-dead", f"{settings.events_topic}-dead"
+            for route in topology.ROUTES:
+                (dead_letter,) = topics[route.dead_letter]
+                for index, topic in enumerate(topics[route.topic]):
+                    topic_path = pub.topic_path(p, topic)
+                    if route.endpoint == topology.RENDERER:
+                        endpoint = worker_urls[index]
+                    else:  # as in the cloud: the topic path names the source
+                        endpoint = f"{reducer_url}/{topic_path}"
+                    key = route.key if len(topics[route.topic]) == 1 else f"{route.key}-{index}"
+                    sub.create_subscription(request={
+                        "name": sub.subscription_path(p, topology.name(o.prefix, key)),
+                        "topic": topic_path,
+                        "push_config": {"push_endpoint": endpoint},
+                        "ack_deadline_seconds": 600, "retry_policy": retry,
+                        "dead_letter_policy": {
+                            "dead_letter_topic": pub.topic_path(p, dead_letter),
+                            "max_delivery_attempts": o.max_delivery_attempts}})
+            hold = topology.HOLD
+            (held,) = topics[hold.topic]
+            sub.create_subscription(request={
+                "name": sub.subscription_path(p, topology.name(o.prefix, hold.key)),
+                "topic": pub.topic_path(p, held),
+                "message_retention_duration": duration_pb2.Duration(seconds=hold.retention_s)})
 
 
 def create_user_in(env: dict, project: str, name: str) -> str:
