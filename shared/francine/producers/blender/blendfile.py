@@ -233,7 +233,9 @@ def _open(path: pathlib.Path):
         except ImportError:
             raise BlendError("the file is compressed with zstd; save it without "
                              "compression (File → Save As, Compress off)") from None
-        return zstandard.open(path, "rb")
+        # Blender writes several frames (for seeking): read across them.
+        return zstandard.ZstdDecompressor().stream_reader(
+            open(path, "rb"), read_across_frames=True, closefd=True)
     return open(path, "rb")
 
 

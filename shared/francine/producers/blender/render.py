@@ -121,7 +121,6 @@ def configure(sc, scene: dict, tile: Tile, seed: int, out: pathlib.Path) -> None
     c.device = "CPU"
     c.samples = scene["samples"]
     c.use_adaptive_sampling = False
-    c.use_denoising = False
     c.use_animated_seed = False
     c.seed = seed & SEED_MASK
     width, height = scene["width"], scene["height"]
@@ -141,9 +140,15 @@ def configure(sc, scene: dict, tile: Tile, seed: int, out: pathlib.Path) -> None
     r.use_sequencer = False
     r.use_persistent_data = True
     denoise = bool(scene.get("denoise"))
+    # Cycles stores the denoising albedo and normal only while denoising is on for the
+    # scene; off for every view layer, the colour itself stays as sampled.
+    c.use_denoising = denoise
     for layer in sc.view_layers:
+        layer.cycles.use_denoising = False
         layer.cycles.denoising_store_passes = denoise
     fmt = r.image_settings
+    # Blender 5 chooses multilayer EXR by media type (4.x by file format).
+    fmt.media_type = "MULTI_LAYER_IMAGE" if denoise else "IMAGE"
     fmt.file_format = "OPEN_EXR_MULTILAYER" if denoise else "OPEN_EXR"
     fmt.color_mode = "RGBA"
     fmt.color_depth = "32"
@@ -183,8 +188,9 @@ def read_exr(path: pathlib.Path, denoise: bool) -> np.ndarray:
     import OpenEXR
 
     with OpenEXR.File(str(path), separate_channels=True) as f:
+        # A multilayer file holds one part per pass.
         channels = {name: np.asarray(c.pixels, np.float32)
-                    for name, c in f.parts[0].channels.items()}
+                    for part in f.parts for name, c in part.channels.items()}
 
     def pick(suffixes: list[str]) -> np.ndarray:
         found = []
