@@ -81,7 +81,7 @@ def open_file(resources: Resources, blend: str) -> OpenFile:
         [blend] + [f"{n}\0{resources.sha256(n)}" for n in sorted(resources.infos)]
     ).encode()).hexdigest()
     current: OpenFile | None = resources.memo.get(MEMO_KEY)
-    if current is not None and current.key == key:
+    if current is not None and current.key == key and bpy.data.filepath == str(current.path):
         return current
     path = mirror(resources) / blend
     bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
