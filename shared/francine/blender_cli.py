@@ -119,5 +119,6 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
     for frame, e in zip(wanted, executions, strict=True):
         path = output if frame is None else frame_output(output, frame)
         path.write_bytes(client.result(sid, e["id"]))
-        print(f"wrote {path}")
+        if frame is not None:  # the caller names a single output itself
+            print(f"wrote {path}")
     return [statuses[e["id"]] for e in executions]
