@@ -13,6 +13,7 @@ import sys
 
 from francine.client import Client
 from francine.producers.blender import blendfile
+from francine.uploads import attach_file
 
 FORMATS = {".exr": "exr", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
@@ -69,8 +70,8 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
                  scene_name: str | None = None, camera: str | None = None,
                  upload=None) -> list[dict]:
     """Render ``blend`` (one image, or one per frame of ``frames``); returns the final
-    statuses. ``upload(client, sid, name, path)`` attaches a file (the default reads it
-    into one request)."""
+    statuses. ``upload(client, sid, name, path)`` attaches a file (by default one
+    request, or an upload session for a file too large for one)."""
     from francine.cli import progress_bar
 
     blend = blend.resolve()
@@ -85,10 +86,7 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
     fmt = fmt or FORMATS.get(output.suffix.lower(), "png")
     sid = client.create_session("blender", scene, fmt)["id"]
     for name, path in files.items():
-        if upload is None:
-            client.put_resource(sid, name, path.read_bytes())
-        else:
-            upload(client, sid, name, path)
+        (upload or attach_file)(client, sid, name, path)
     wanted = parse_frames(frames) if frames else [None]
     executions = []
     for frame in wanted:
