@@ -8,12 +8,11 @@ costs. ``render`` imports ``bpy`` in the workers.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from francine.producers.base import ResourceInfo, Resources, SceneError, Tile
+from francine.producers.base import Resources, SceneError, Tile
 from francine.producers.blender import blendfile, cost
 from francine.producers.blender import scene as _scene
 
@@ -27,13 +26,9 @@ class Blender:
     def default_scene(self) -> dict[str, Any]:
         return {"blend": "scene.blend"}
 
-    def json_schema(self) -> dict[str, Any]:
-        return _scene.json_schema()
-
-    def validate(
-        self, scene: dict[str, Any], resources: Mapping[str, ResourceInfo] | None
-    ) -> dict[str, Any]:
-        return _scene.validate(scene, resources)
+    #: The scene's JSON schema, and its check against the .blend's record (scene.py).
+    json_schema = staticmethod(_scene.json_schema)
+    validate = staticmethod(_scene.validate)
 
     def image_size(self, scene: dict[str, Any]) -> tuple[int, int]:
         if "width" not in scene or "height" not in scene:
