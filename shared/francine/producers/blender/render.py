@@ -176,6 +176,10 @@ def render_tile(scene: dict, tile: Tile, seed: int, resources: Resources) -> np.
             configure(sc, scene, tile, seed, out)
             bpy.ops.render.render(write_still=True, scene=sc.name)
             pixels = read_exr(out, bool(scene.get("denoise")))
+        except (RuntimeError, TypeError, AttributeError) as e:
+            # What Blender refuses (a setting, the render itself) fails the same way on
+            # every delivery: a ValueError ends the execution now, with Blender's reason.
+            raise ValueError(f"Blender: {e}") from e
         finally:
             out.unlink(missing_ok=True)
     if pixels.shape[:2] != (tile.height, tile.width):
