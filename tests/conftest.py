@@ -18,6 +18,7 @@ from francine.local.processes import environment
 UPLOAD_LIMIT = 8 << 20  # request bodies (Cloud Run caps them at 32 MiB in the cloud)
 RESOURCE_LIMIT_BYTES = 12 << 20  # any resource, attached by URL too
 RESOURCE_LIMIT = 8  # the Cornell box test attaches 7
+RESPONSE_LIMIT = 512 << 10  # larger results are redirected to a URL of their own
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,8 @@ def stack(tmp_path_factory):
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            extra_env={"FRANCINE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
                                       "FRANCINE_MAX_RESOURCE_BYTES": str(RESOURCE_LIMIT_BYTES),
-                                      "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT)})
+                                      "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT),
+                                      "FRANCINE_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT)})
     with Stack(options) as s:
         yield s
 

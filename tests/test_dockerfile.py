@@ -221,7 +221,7 @@ def test_the_installed_package_is_copied_whole(dockerfile):
     if isinstance(readme, str):
         assert readme in copied, f"pyproject's readme {readme} is not copied"
     run = " ".join(i.args for i in dockerfile.instructions if i.keyword == "RUN")
-    assert "pip install ." in run
+    assert "pip install ." in run or "pip install '.[" in run
 
 
 def test_pip_install_carries_every_file_of_the_package(tmp_path):
@@ -391,3 +391,64 @@ def test_entry_point_imports_and_serves(dockerfile, tmp_path):
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+# --- the blender producer's system libraries ---------------------------------------------
+
+def installed_packages(dockerfile: Dockerfile) -> set[str]:
+    """Debian packages that ``apt-get install`` lines of the final stage name."""
+    names = set()
+    for run in dockerfile.final("RUN"):
+        for command in run.args.split("&&"):
+            words = command.split()
+            if words[:2] == ["apt-get", "install"]:
+                names.update(w for w in words[2:] if not w.startswith("-"))
+    return names
+
+
+def closure(packages: set[str]) -> set[str]:
+    """The packages and everything they depend on (apt-cache, this Debian)."""
+    out = subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends",
+                          "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces",
+                          "--no-enhances", *sorted(packages)],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.strip().split()[-1].strip("<>") for line in out.splitlines() if line.strip()}
+
+
+def test_the_image_installs_what_bpy_links_against(dockerfile):
+    """Every shared library that bpy's extension loads from the system (ldd, here on the
+    Debian release of the python:*-slim images) comes from a package that the image
+    installs, directly or as a dependency, or from the base image's C and C++ runtime."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or not shutil.which("dpkg"):
+        pytest.skip("bpy (the blender extra) and dpkg are needed")
+    extension = Path(spec.origin)
+    ldd = subprocess.run(["ldd", str(extension)], capture_output=True, text=True,
+                         check=True).stdout
+    system = [parts[2] for parts in (line.split() for line in ldd.splitlines())
+              if len(parts) >= 3 and parts[1] == "=>" and "/bpy/" not in parts[2]]
+    assert system, ldd
+    base = {"libc6", "libstdc++6", "libgcc-s1", "libuuid1"}  # in python:*-slim
+    available = closure(installed_packages(dockerfile)) | base
+    # dpkg knows a file under the path its package installed (/lib or /usr/lib).
+    candidates = {lib: {lib, os.path.realpath(lib),
+                        os.path.realpath(lib).replace("/usr/lib/", "/lib/", 1)}
+                  for lib in system}
+    owners = {}
+    out = subprocess.run(["dpkg", "-S", *sorted(set().union(*candidates.values()))],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        package, _, path = line.partition(": ")
+        owners[path.strip()] = package.split(":")[0]
+    missing = {}
+    for lib, paths in candidates.items():
+        packages = {owners[p] for p in paths if p in owners}
+        if not packages & available:
+            missing[lib] = packages or "no package"
+    assert not missing, f"bpy needs libraries the image does not install: {missing}"
+    assert "libgl1" in installed_packages(dockerfile)
+    assert all(run.args.count("--no-install-recommends") for run in dockerfile.final("RUN")
+               if "apt-get install" in run.args), "keep the image lean: no recommends"
+    assert any("rm -rf /var/lib/apt/lists" in run.args for run in dockerfile.final("RUN"))

@@ -4,6 +4,8 @@
     francine users create NAME                     a new user's API key (stack running)
     francine render ao|SCENE.json -o out.png --parallel N [--api URL --key KEY]
                     [--producer P --resource NAME=PATH ...]   (for a bare scene file)
+    francine render SCENE.blend -o out.exr --parallel N --samples S [--frames 1-24]
+                    [--denoise]                    (uploads what the file reads)
     francine demo                                  stack up, render aobench, stack down
 """
 
@@ -118,8 +120,16 @@ def cmd_render(args) -> int:
             sys.exit(f"--resource {spec}: expected NAME=PATH")
         resources[name] = pathlib.Path(path)
     try:
-        status = render(client, args.target, pathlib.Path(args.output), args.parallel,
-                        args.tile, args.format, producer=args.producer, resources=resources)
+        if args.target.endswith(".blend"):
+            from francine.blender_cli import render_blend
+
+            status = render_blend(client, pathlib.Path(args.target), pathlib.Path(args.output),
+                                  args.parallel, args.tile, args.format, args.samples,
+                                  args.frames, args.denoise, args.scene, args.camera)[-1]
+        else:
+            status = render(client, args.target, pathlib.Path(args.output), args.parallel,
+                            args.tile, args.format, producer=args.producer,
+                            resources=resources)
     except (ValueError, ApiError) as e:
         sys.exit(f"francine render: {e}")
     print(f"wrote {args.output}")
@@ -170,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     create.set_defaults(func=cmd_users_create)
 
     r = sub.add_parser("render", help="render a producer's default scene or a scene file")
-    r.add_argument("target", help="a producer name (ao) or a scene file (.json)")
+    r.add_argument("target", help="a producer name (ao), a scene file (.json) or a .blend")
     r.add_argument("-o", "--output", required=True)
     r.add_argument("--parallel", type=int, default=8)
     r.add_argument("--tile", type=int, default=None)
@@ -178,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--producer", help="the producer of a bare scene file")
     r.add_argument("--resource", action="append", default=[], metavar="NAME=PATH",
                    help="attach a file as resource NAME (repeatable)")
+    b = r.add_argument_group("Blender files (TARGET.blend; its relative paths are uploaded)")
+    b.add_argument("--samples", type=int, help="Cycles samples per pass")
+    b.add_argument("--frames", help="a frame range, one image per frame: 1-24 → out_0001.exr …")
+    b.add_argument("--denoise", action="store_true", help="denoise the final image (OIDN)")
+    b.add_argument("--scene", help="the Blender scene (default: the file's active scene)")
+    b.add_argument("--camera", help="the camera object (default: the scene's camera)")
     r.add_argument("--api", help="a deployed api's URL (default: the local stack)")
     r.add_argument("--key", help="API key (default: the local stack's user)")
     r.set_defaults(func=cmd_render)

@@ -29,6 +29,9 @@ class Settings:
     max_json_bytes: int = 1 << 20
     max_upload_bytes: int = 512 << 20
     max_resource_bytes: int = 512 << 20
+    #: Larger results are answered with a redirect to a short-lived URL (Cloud Run caps
+    #: response bodies at 32 MiB).
+    max_response_bytes: int = 30 << 20
     #: The planner refuses executions with more tasks than this (Firestore writes,
     #: Pub/Sub messages and partial images all grow with it).
     max_tasks: int = 10_000

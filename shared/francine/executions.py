@@ -15,7 +15,7 @@ import hashlib
 import time
 import uuid
 
-from francine import errors, planning, producers
+from francine import errors, estimates, planning, producers
 from francine.adapters.store import now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
@@ -63,8 +63,9 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
 
     def build(session: dict) -> tuple[dict, dict]:
         # Only for a new execution (a repeated key finds the first one before this).
-        resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"])
-                     for r in ad.store.list_resources(sid)}
+        records = ad.store.list_resources(sid)
+        resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
+                     for r in records}
         producer = producers.get(session["producer"])
         scene = merge_patch(session["scene"], update) if update else session["scene"]
         try:
@@ -72,7 +73,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             width, height = producer.image_size(scene)
         except SceneError as e:
             raise scene_error(e) from e
-        pixel_seconds = producer.pixel_seconds(scene)
+        pixel_seconds = estimates.pixel_seconds(ad, sid, producer, scene, records)
         bound = ad.settings.max_task_seconds
         edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
         shape = planning.make_shape(width, height, parallel, edge)

@@ -116,6 +116,16 @@ def to_8bit(linear: np.ndarray, display: str) -> np.ndarray:
     return np.clip(v * 255.5, 0, 255).astype(np.uint8)
 
 
+def rgba_to_8bit(linear: np.ndarray, display: str, keep_alpha: bool) -> np.ndarray:
+    """Premultiplied linear RGBA (as renderers give it) to 8 bits: straight alpha, kept
+    linear, when it is kept (PNG); otherwise the colour over black (JPEG)."""
+    alpha = np.clip(linear[:, :, 3:4], 0.0, 1.0)
+    if not keep_alpha:
+        return to_8bit(linear[:, :, :3], display)
+    rgb = np.where(alpha > 0, linear[:, :, :3] / np.maximum(alpha, 1e-12), 0.0)
+    return np.concatenate([to_8bit(rgb, display), to_8bit(alpha, "linear")], axis=2)
+
+
 def encode(linear: np.ndarray, fmt: str, display: str) -> bytes:
     """Encode a (h, w, channels) linear image as png, jpeg (8-bit, display-mapped) or
     exr (float32, linear: EXR keeps the radiance, tone mapping is the viewer's job)."""
@@ -123,7 +133,10 @@ def encode(linear: np.ndarray, fmt: str, display: str) -> bytes:
         return _encode_exr(np.ascontiguousarray(linear, np.float32))
     from PIL import Image
 
-    pixels = to_8bit(linear, display)
+    if linear.shape[2] == 4:
+        pixels = rgba_to_8bit(linear, display, keep_alpha=fmt == "png")
+    else:
+        pixels = to_8bit(linear, display)
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     buf = io.BytesIO()
     if fmt == "png":
@@ -139,7 +152,8 @@ def _encode_exr(linear: np.ndarray) -> bytes:
     import OpenEXR
 
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    channels = {"Y": linear[:, :, 0]} if linear.shape[2] == 1 else {"RGB": linear[:, :, :3]}
+    channels = ({"Y": linear[:, :, 0]} if linear.shape[2] == 1 else
+                {"RGBA": linear[:, :, :4]} if linear.shape[2] == 4 else {"RGB": linear[:, :, :3]})
     # The OpenEXR binding writes files only.
     fd, path = tempfile.mkstemp(suffix=".exr")
     os.close(fd)

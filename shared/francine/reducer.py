@@ -16,7 +16,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from francine import executions, imaging, planning
+from francine import executions, imaging, planning, producers
 from francine.adapters.bus import PRODUCE, TASK_DONE
 from francine.adapters.store import now
 from francine.clients import Adapters
@@ -92,7 +92,8 @@ class Reducer:
         del blobs
         root = node == shape.root
         if root:
-            image = imaging.encode(combined.mean(), doc["format"], doc["display"])
+            final = producers.final_image(doc["producer"], doc["scene"], combined.mean())
+            image = imaging.encode(final, doc["format"], doc["display"])
             self.ad.blobs.put_result(self.result_name(doc), image,
                                      imaging.FORMATS[doc["format"]])
         else:

@@ -17,7 +17,7 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 
-from francine import errors, executions, imaging, producers, readiness, resources, users
+from francine import errors, executions, imaging, producers, readiness, resources, uploads, users
 from francine.adapters import external
 from francine.adapters.store import now
 from francine.api.openapi import openapi_document
@@ -41,6 +41,8 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>", endpoint="session", methods=["GET", "DELETE"]),
     Rule("/v1/sessions/<sid>/resources", endpoint="resources", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/resources/<path:name>", endpoint="resource", methods=["PUT"]),
+    Rule("/v1/sessions/<sid>/uploads", endpoint="uploads", methods=["POST"]),
+    Rule("/v1/sessions/<sid>/uploads/<upload>", endpoint="upload", methods=["POST"]),
     Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>", endpoint="execution", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
@@ -243,6 +245,22 @@ class Api:
                                            limit)
         return json_response(resource_view(record), 201 if created else 200)
 
+    def route_uploads(self, request, sid: str) -> Response:
+        """A file larger than a request body: an upload session (``francine.uploads``)."""
+        self.own_session(self.user(request), sid)
+        body = uploads.start(self.ad, sid, self.json_body(request),
+                             request.headers.get("Origin"))
+        return json_response(body, 201)
+
+    def route_upload(self, request, sid: str, upload: str) -> Response:
+        session = self.own_session(self.user(request), sid)
+        upload_id, _, verb = upload.partition(":")
+        if verb != "finish":
+            raise errors.NotFound(f"no route {request.path}")
+        record, created = uploads.finish(self.ad, sid, session["producer"], upload_id,
+                                         self.json_body(request))
+        return json_response(resource_view(record), 201 if created else 200)
+
     # --- executions --------------------------------------------------------------------
     def route_executions(self, request, sid: str) -> Response:
         user = self.user(request)
@@ -276,6 +294,11 @@ class Api:
                              {"Location": f"/v1/sessions/{sid}/executions/{eid}"})
 
     def image_response(self, doc: dict) -> Response:
+        size = uploads.result_size(self.ad, doc["result"])
+        if size is not None and size > self.ad.settings.max_response_bytes:
+            return Response(status=307, headers={
+                "Location": uploads.result_url(self.ad, doc["result"]),
+                "X-Francine-Execution": doc["id"]})
         data = self.ad.blobs.get_result(doc["result"])
         return Response(data, 200, mimetype=imaging.FORMATS[doc["format"]],
                         headers={"X-Francine-Execution": doc["id"]})

@@ -34,6 +34,16 @@ IMAGES = {mime: {"schema": {"type": "string", "format": "binary"}}
           for mime in imaging.FORMATS.values()}
 
 
+UPLOAD_REQUEST = {"type": "object", "required": ["name", "size", "sha256"],
+                  "additionalProperties": False, "properties": {
+                      "name": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
+                      "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
+UPLOAD = {"type": "object", "properties": {
+    "id": {"type": "string"}, "upload_url": {"type": "string"},
+    "method": {"type": "string"}, "finish": {"type": "string"},
+    "name": {"type": "string"}, "size": {"type": "integer"}, "sha256": {"type": "string"}}}
+
+
 def _op(summary: str, responses: dict, body: dict | None = None, params: list | None = None,
         secured: bool = True) -> dict:
     op: dict = {"summary": summary, "responses": {**responses, **(ERRORS if secured else {})}}
@@ -174,8 +184,26 @@ def openapi_document() -> dict:
                        params=[sid, eid])},
         "/v1/sessions/{sid}/executions/{eid}/result": {
             "get": _op("the final image", {"200": _resp("the image", content=IMAGES),
+                                           "307": _resp("an image larger than a response "
+                                                        "can carry: a short-lived URL to "
+                                                        "it in Location (follow it)"),
                                            "409": _resp("not done", ERROR)},
                        params=[sid, eid])},
+        "/v1/sessions/{sid}/uploads": {
+            "post": _op("open an upload session for a file larger than a request body: "
+                        "send its bytes to upload_url (PUT, or the Cloud Storage resumable "
+                        "protocol in chunks), then POST to finish with the same fields",
+                        {"201": _resp("where to send the bytes", UPLOAD)},
+                        _json(UPLOAD_REQUEST), params=[sid])},
+        "/v1/sessions/{sid}/uploads/{upload}:finish": {
+            "post": _op("verify the uploaded bytes (size, SHA-256) and attach them",
+                        {"201": _resp("attached", ref("Resource")),
+                         "200": _resp("the same bytes were attached already",
+                                      ref("Resource")),
+                         "400": _resp("the bytes differ from what was declared", ERROR)},
+                        _json(UPLOAD_REQUEST),
+                        params=[sid, {"name": "upload", "in": "path", "required": True,
+                                      "schema": {"type": "string"}}])},
         "/v1/sessions/{sid}/executions/{eid}:cancel": {
             "post": _op("stop a render; tasks not yet started never run",
                         {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},

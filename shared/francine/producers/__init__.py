@@ -9,6 +9,7 @@ from francine.producers.base import Producer, SceneError
 # Imported lazily: a producer module pulls in numba, which the api does not always need.
 _MODULES = {
     "ao": "francine.producers.ao",
+    "blender": "francine.producers.blender",
     "pathtracer": "francine.producers.pathtracer",
 }
 
@@ -26,3 +27,10 @@ def get(name: str) -> Producer:
     if name not in _loaded:
         _loaded[name] = importlib.import_module(_MODULES[name]).PRODUCER
     return _loaded[name]
+
+
+def final_image(name: str, scene: dict, mean):
+    """The image the root encodes from the mean of all passes: the producer's ``finish``
+    (e.g. denoising) where it has one."""
+    finish = getattr(get(name), "finish", None)
+    return mean if finish is None else finish(scene, mean)

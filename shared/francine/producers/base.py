@@ -46,6 +46,8 @@ class ResourceInfo:
     name: str
     sha256: str
     size: int
+    #: What the api read from the file when it was attached (producer-specific).
+    meta: dict | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass

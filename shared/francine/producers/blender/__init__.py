@@ -1,0 +1,81 @@
+"""The ``blender`` producer: Blender files rendered with Cycles on the CPU (PyPI ``bpy``).
+
+Importing this package imports no Blender: the api imports it to validate scenes (from
+what ``blendfile`` read out of the uploaded ``.blend`` without Blender) and to estimate
+costs. ``render`` imports ``bpy`` in the workers.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from francine.producers.base import Resources, SceneError, Tile
+from francine.producers.blender import blendfile, cost
+from francine.producers.blender import scene as _scene
+
+
+class Blender:
+    name = "blender"
+    display = "srgb"
+    #: RGBA; a denoised render's partials also carry albedo and normal (10 channels).
+    channels = 4
+
+    def default_scene(self) -> dict[str, Any]:
+        return {"blend": "scene.blend"}
+
+    #: The scene's JSON schema, and its check against the .blend's record (scene.py).
+    json_schema = staticmethod(_scene.json_schema)
+    validate = staticmethod(_scene.validate)
+
+    def image_size(self, scene: dict[str, Any]) -> tuple[int, int]:
+        if "width" not in scene or "height" not in scene:
+            raise SceneError("blend", "the image size comes from the .blend file, which "
+                                      "must be attached before rendering")
+        return scene["width"], scene["height"]
+
+    def pixel_seconds(self, scene: dict[str, Any]) -> float:
+        return cost.pixel_seconds(scene, None)
+
+    def estimate_pixel_seconds(self, scene: dict[str, Any], resources: list[dict],
+                               history: list[dict]) -> float:
+        """The estimate from the file's complexity, corrected by what finished
+        executions of the same session measured (see ``cost``)."""
+        meta = next((r.get("meta", {}).get(_scene.META_KEY) for r in resources
+                     if r["name"] == scene.get("blend")), None)
+        return cost.corrected(scene, meta, history)
+
+    def inspect_resource(self, name: str, path: pathlib.Path) -> dict[str, Any]:
+        """A ``.blend`` resource is read (without Blender) into its record; other files
+        (textures, caches) are taken as they are."""
+        with open(path, "rb") as f:
+            head = f.read(7)
+        if not name.lower().endswith(".blend") and head != b"BLENDER":
+            return {}
+        try:
+            return _scene.meta_of(blendfile.inspect(path))
+        except blendfile.BlendError as e:
+            raise SceneError("", str(e)) from e
+
+    def render(
+        self, scene: dict[str, Any], tile: Tile, seed: int, resources: Resources
+    ) -> np.ndarray:
+        from francine.producers.blender.render import render_tile
+
+        return render_tile(scene, tile, seed, resources)
+
+    def finish(self, scene: dict[str, Any], image: np.ndarray) -> np.ndarray:
+        """The final image from the mean of all passes: denoised with Open Image Denoise
+        when the scene asks for it (partials never are), then RGBA."""
+        if scene.get("denoise") and image.shape[2] >= 10:
+            from francine.producers.blender.denoise import denoise
+
+            return denoise(image[:, :, :4], image[:, :, 4:7], image[:, :, 7:10])
+        return image[:, :, :4]
+
+
+PRODUCER = Blender()
+
+__all__ = ["PRODUCER", "Blender", "SceneError"]

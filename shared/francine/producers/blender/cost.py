@@ -1,0 +1,61 @@
+"""How long Cycles takes per pixel: an estimate from the file, corrected by measurement.
+
+Before anything of a session has run, the estimate is samples × (seconds per sample per
+pixel on one vCPU), the latter growing with the scene's geometry (log of the polygon
+count: ray traversal is logarithmic in it) and object count. Once executions of the
+session have finished, their measured CPU seconds per pixel-sample replace the guess
+(with a margin), because shaders, lights and volumes matter more than any quick
+measure of the file can tell. The planner uses the result to size tiles and to refuse
+tasks that could not finish before Pub/Sub's deadline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: Seconds per sample per pixel on one vCPU for a trivial scene, and per doubling of the
+#: polygon count; calibrated on the demo scenes by bench/blender_pipeline.py
+#: (conservative: a few times what it measures there).
+BASE = 4e-6
+PER_LOG2_POLYGON = 0.5e-6
+PER_OBJECT = 2e-8
+#: The measured rate is scaled by this before it is used: a new camera or frame may be
+#: costlier than what was measured.
+MARGIN = 1.5
+#: Finished executions taken into account (the most recent ones).
+HISTORY = 8
+
+
+def sample_seconds(meta: dict | None) -> float:
+    """Estimated seconds per sample per pixel on one vCPU, from the file's complexity."""
+    if not meta:
+        return BASE * 4
+    polygons = max(0, int(meta.get("polygons", 0)))
+    objects = max(0, int(meta.get("objects", 0)))
+    return BASE + PER_LOG2_POLYGON * math.log2(1 + polygons) + PER_OBJECT * objects
+
+
+def pixel_seconds(scene: dict[str, Any], meta: dict | None) -> float:
+    return scene.get("samples", 16) * sample_seconds(meta)
+
+
+def measured_sample_seconds(history: list[dict]) -> float | None:
+    """CPU seconds per pixel-sample of the session's finished executions, or None."""
+    total_cpu, total_work = 0.0, 0.0
+    for doc in history[-HISTORY:]:
+        summary, shape, scene = doc.get("summary") or {}, doc.get("shape"), doc.get("scene")
+        cpu = (summary.get("time") or {}).get("cpu")
+        if not (cpu and shape and scene and doc.get("status") == "done"):
+            continue
+        work = shape["width"] * shape["height"] * shape["passes"] * scene.get("samples", 16)
+        total_cpu += cpu
+        total_work += work
+    return total_cpu / total_work if total_work else None
+
+
+def corrected(scene: dict[str, Any], meta: dict | None, history: list[dict]) -> float:
+    measured = measured_sample_seconds(history)
+    if measured is None:
+        return pixel_seconds(scene, meta)
+    return scene.get("samples", 16) * measured * MARGIN

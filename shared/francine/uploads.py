@@ -1,0 +1,164 @@
+"""Files and images larger than a request or a response can carry.
+
+Cloud Run and 2nd-gen functions cap request and response bodies at 32 MiB, while a
+``.blend`` with packed textures is often hundreds of MB and a 4K EXR about 130 MB.
+
+- **Uploads.** ``POST /v1/sessions/{sid}/uploads`` with ``{"name", "size", "sha256"}``
+  opens a Cloud Storage resumable upload session for an object of the session's own
+  (``uploads/{sid}/{id}``) and answers its URL; the client sends the bytes there (one
+  ``PUT``, or in chunks by the resumable protocol), then ``POST .../uploads/{id}:finish``
+  with the same fields. The api reads the object back, checks its size and SHA-256
+  against the declared ones, and only then attaches it like any resource (inspection,
+  content-addressed storage, record); the staging object is deleted either way.
+- **Results.** A result larger than ``FRANCINE_MAX_RESPONSE_BYTES`` is answered with a
+  ``307`` to a URL that serves it directly from Cloud Storage: a V4 signed URL valid for
+  15 minutes in the cloud (signed through IAM ``signBlob`` with the service's own
+  account, which needs the Service Account Token Creator role on itself), and the
+  storage emulator's download URL on the local stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import pathlib
+import re
+import tempfile
+import uuid
+from urllib.parse import quote
+
+from francine import errors, resources
+from francine.clients import Adapters
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SIGNED_URL_TTL = dt.timedelta(minutes=15)
+CHUNK = 1 << 20
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def staging_name(sid: str, upload_id: str) -> str:
+    return f"uploads/{sid}/{upload_id}"
+
+
+def declared(ad: Adapters, body: dict) -> tuple[str, int, str]:
+    unknown = set(body) - {"name", "size", "sha256"}
+    if unknown:
+        raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
+    name = resources.check_name(body.get("name"))
+    size = body.get("size")
+    limit = ad.settings.max_resource_bytes
+    if type(size) is not int or not 0 <= size <= limit:
+        raise errors.BadRequest(f"size: an integer of bytes in 0..{limit}", "invalid_field")
+    sha = body.get("sha256")
+    if not isinstance(sha, str) or not SHA256.match(sha):
+        raise errors.BadRequest("sha256: 64 lowercase hex digits", "invalid_field")
+    return name, size, sha
+
+
+def start(ad: Adapters, sid: str, body: dict, origin: str | None = None) -> dict:
+    """Open an upload session for one file; answers where to send the bytes."""
+    name, size, sha = declared(ad, body)
+    upload_id = uuid.uuid4().hex
+    blob = ad.blobs.client.bucket(ad.settings.resources_bucket).blob(
+        staging_name(sid, upload_id))
+    url = blob.create_resumable_upload_session(
+        size=size, content_type="application/octet-stream", origin=origin)
+    return {"id": upload_id, "name": name, "size": size, "sha256": sha,
+            "upload_url": url, "method": "PUT",
+            "finish": f"/v1/sessions/{sid}/uploads/{upload_id}:finish"}
+
+
+def finish(ad: Adapters, sid: str, producer: str, upload_id: str,
+           body: dict) -> tuple[dict, bool]:
+    """Verify the uploaded object against what was declared, then attach it."""
+    if not UPLOAD_ID.match(upload_id):
+        raise errors.NotFound("no such upload")
+    name, size, sha = declared(ad, body)
+    blob = ad.blobs.client.bucket(ad.settings.resources_bucket).blob(
+        staging_name(sid, upload_id))
+    from google.api_core import exceptions as gexc
+
+    fd, tmp = tempfile.mkstemp(prefix="francine-upload-")
+    os.close(fd)
+    try:
+        try:
+            blob.download_to_filename(tmp)
+        except gexc.NotFound:
+            raise errors.NotFound(f"upload {upload_id}: nothing was uploaded (or it was "
+                                  "finished already)") from None
+        path = pathlib.Path(tmp)
+        got_size = path.stat().st_size
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK), b""):
+                digest.update(chunk)
+        if got_size != size or digest.hexdigest() != sha:
+            raise errors.BadRequest(
+                f"upload {upload_id}: received {got_size} bytes with sha256 "
+                f"{digest.hexdigest()}, declared {size} bytes with sha256 {sha}",
+                "upload_mismatch")
+        with open(path, "rb") as f:
+            return resources.attach(ad, sid, producer, name,
+                                    iter(lambda: f.read(CHUNK), b""),
+                                    ad.settings.max_resource_bytes)
+    finally:
+        # The storage client removes its destination file when a download fails.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        with contextlib.suppress(gexc.NotFound):
+            blob.delete()
+
+
+def result_size(ad: Adapters, name: str) -> int | None:
+    blob = ad.blobs.client.bucket(ad.settings.results_bucket).get_blob(name)
+    return None if blob is None else blob.size
+
+
+def result_url(ad: Adapters, name: str) -> str:
+    """A short-lived URL that serves the result object without the api."""
+    bucket = ad.settings.results_bucket
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        return f"{emulator.rstrip('/')}/download/storage/v1/b/{bucket}/o/{quote(name, safe='')}" \
+               "?alt=media"
+    import google.auth
+    from google.auth.transport.requests import Request
+
+    credentials, _ = google.auth.default()
+    credentials.refresh(Request())
+    # No private key on Cloud Run: the signature comes from IAM signBlob, with the
+    # access token of the service's own account.
+    return ad.blobs.client.bucket(bucket).blob(name).generate_signed_url(
+        version="v4", expiration=SIGNED_URL_TTL, method="GET",
+        service_account_email=credentials.service_account_email,
+        access_token=credentials.token)
+
+
+def attach_file(client, sid: str, name: str, path: pathlib.Path,
+                direct_limit: int = 16 << 20) -> dict:
+    """Client side: attach a local file, through an upload session when it is larger
+    than ``direct_limit`` or when the api refuses it as too large for one request."""
+    import requests
+
+    from francine.client import ApiError
+
+    size = path.stat().st_size
+    if size <= direct_limit:
+        try:
+            return client.put_resource(sid, name, path.read_bytes())
+        except ApiError as e:
+            if e.status != 413:
+                raise
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    body = {"name": name, "size": size, "sha256": digest.hexdigest()}
+    upload = client.request("POST", f"/v1/sessions/{sid}/uploads", json=body).json()
+    with open(path, "rb") as f:
+        resp = requests.put(upload["upload_url"], data=f, timeout=client.timeout_s,
+                            headers={"Content-Type": "application/octet-stream"})
+    resp.raise_for_status()
+    return client.request("POST", upload["finish"], json=body).json()
