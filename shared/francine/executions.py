@@ -100,6 +100,10 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         return ({"scene": scene, "updated": created} if update else {}), doc
 
     doc, created = ad.store.create_execution(sid, eid, build)
+    if created:
+        from francine import events
+
+        events.publish_status(ad, doc)
     if doc["status"] not in FINAL:
         try:
             publish(ad, doc)
@@ -226,7 +230,12 @@ def end(ad: Adapters, doc: dict, status: str, error: dict | None = None,
               "summary": summarize(doc, stats, finished)}
     if result:
         fields["result"] = result
-    return ad.store.finish_execution(doc["session_id"], doc["id"], fields)
+    won = ad.store.finish_execution(doc["session_id"], doc["id"], fields)
+    if won:
+        from francine import events
+
+        events.publish_status(ad, {**doc, **fields})
+    return won
 
 
 def fail(ad: Adapters, sid: str, eid: str, code: str, message: str) -> bool:

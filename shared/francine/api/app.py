@@ -17,11 +17,13 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 
-from francine import errors, executions, imaging, producers, resources, users
+from francine import errors, events, executions, imaging, producers, resources, users
 from francine.adapters import external
 from francine.adapters.store import now
+from francine.api import viewer
 from francine.api.openapi import openapi_document
 from francine.clients import Adapters
+from francine.preview import Previews
 from francine.producers.base import SceneError
 
 log = logging.getLogger("francine.api")
@@ -37,6 +39,8 @@ ROUTES = Map([
     Rule("/", endpoint="demo", methods=["GET"]),
     Rule("/healthz", endpoint="health", methods=["GET"]),
     Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
+    Rule("/viewer", endpoint="viewer", methods=["GET"]),
+    Rule("/viewer/<name>", endpoint="viewer", methods=["GET"]),
     Rule("/v1/sessions", endpoint="sessions", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>", endpoint="session", methods=["GET", "DELETE"]),
     Rule("/v1/sessions/<sid>/resources", endpoint="resources", methods=["GET", "POST"]),
@@ -44,6 +48,8 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>", endpoint="execution", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/preview", endpoint="preview", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/events", endpoint="events", methods=["GET"]),
 ], strict_slashes=False)
 
 
@@ -59,6 +65,7 @@ def error_response(e: errors.FrancineError) -> Response:
 class Api:
     def __init__(self, adapters: Adapters):
         self.ad = adapters
+        self.previews = Previews(adapters)
 
     # --- plumbing ----------------------------------------------------------------------
     def handle(self, request) -> Response:
@@ -127,6 +134,10 @@ class Api:
     # --- public routes -----------------------------------------------------------------
     def route_health(self, request) -> Response:
         return json_response({"status": "ok"})
+
+    def route_viewer(self, request, name: str = "index.html") -> Response:
+        data, mimetype = viewer.asset(name)
+        return Response(data, 200, mimetype=mimetype, headers=viewer.headers())
 
     def route_openapi(self, request) -> Response:
         return json_response(openapi_document())
@@ -298,6 +309,18 @@ class Api:
             raise errors.Conflict(f"execution {eid} is {executions.view(self.ad, doc)['status']}"
                                   ", not done", "not_ready")
         return self.image_response(doc)
+
+    def route_preview(self, request, sid: str, eid: str) -> Response:
+        p = self.previews.get(self.own_execution(self.user(request), sid, eid))
+        return Response(p.png, 200, mimetype="image/png", headers={
+            "X-Francine-Passes": str(p.passes), "X-Francine-Final": "1" if p.final else "0",
+            "Cache-Control": "no-store"})
+
+    def route_events(self, request, sid: str, eid: str) -> Response:
+        self.own_execution(self.user(request), sid, eid)
+        return Response(events.stream(self.ad, sid, eid, self.ad.settings.events_max_s),
+                        200, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def resource_view(record: dict) -> dict:

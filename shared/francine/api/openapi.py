@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from francine import executions, imaging, producers, resources
+from francine import events, executions, imaging, producers, resources
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -176,6 +176,30 @@ def openapi_document() -> dict:
             "get": _op("the final image", {"200": _resp("the image", content=IMAGES),
                                            "409": _resp("not done", ERROR)},
                        params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}/preview": {
+            "get": _op(
+                "the newest intermediate image, assembled over the whole frame from the "
+                "highest finished node of each region (black where nothing is rendered "
+                "yet); the final image once done. Always PNG. Built on demand from what "
+                "the pipeline stores anyway: watching adds no work to the render",
+                {"200": _resp("the image; header X-Francine-Passes: the fewest sample "
+                              "passes any tile holds (0 while some tile is black); "
+                              "X-Francine-Final: 1 for the final image",
+                              content={"image/png": IMAGES["image/png"]}),
+                 "409": _resp("no task has finished yet", ERROR)}, params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}/events": {
+            "get": _op(
+                "Server-Sent Events: an event 'status' (data: the Execution) at once, on "
+                "every change of status, progress or preview, and a last one when the "
+                "execution is final; then the stream ends. A stream lives at most "
+                "FRANCINE_EVENTS_MAX_S seconds (under Cloud Run's request timeout) and then "
+                "ends with an event 'timeout': reconnect. Comment lines keep it alive.",
+                {"200": _resp("the stream", content={"text/event-stream": {
+                    "schema": {"type": "string"}}})}, params=[sid, eid])},
+        "/viewer": {"get": _op(
+            "the web viewer (HTML); it asks for the API key in the page, never in the URL",
+            {"200": _resp("the page", content={"text/html": {"schema": {"type": "string"}}})},
+            secured=False)},
         "/v1/sessions/{sid}/executions/{eid}:cancel": {
             "post": _op("stop a render; tasks not yet started never run",
                         {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},
@@ -188,4 +212,10 @@ def openapi_document() -> dict:
             "apiKey": {"type": "http", "scheme": "bearer"}}},
         "security": [{"apiKey": []}],
         "paths": paths,
+        # Not HTTP: what the api and the reducer publish for other systems.
+        "x-execution-events": {
+            "description": "Pub/Sub topic (FRANCINE_STATUS_TOPIC, default execution-events): "
+                           "a message when an execution is created and when it ends, "
+                           "attribute type=execution_status, JSON body as below",
+            "schema": events.STATUS_MESSAGE_SCHEMA},
     }

@@ -74,8 +74,9 @@ class Stack:
             worker_urls = [self._serve_worker(i, {**env, "NUMBA_NUM_THREADS": str(threads)})
                            for i in range(o.workers)]
             self._subscribe(env, settings, worker_urls, reducer_url)
-            api_url = self._serve_function("api", "http", env, port=o.port,
-                                           ready_path="/healthz")
+            # Every event stream holds one of the api's threads while it lives.
+            api_url = self._serve_function("api", "http", {**env, "THREADS": "32"},
+                                           port=o.port, ready_path="/healthz")
             key = create_user_in(env, o.project, "local")
         except BaseException:
             self.stop()
@@ -112,7 +113,7 @@ class Stack:
 
         with environment(env):
             clients = make_clients(settings)
-            for topic in [*produce_topics(settings), settings.events_topic,
+            for topic in [*produce_topics(settings), settings.events_topic, settings.status_topic,
                           *dead_letter_topics(settings)]:
                 clients.publisher.create_topic(
                     name=clients.publisher.topic_path(settings.project, topic))

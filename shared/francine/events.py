@@ -1,0 +1,129 @@
+"""Execution status events: the api's Server-Sent Events stream and the
+``execution-events`` Pub/Sub topic.
+
+**SSE** (``GET .../events``): one ``status`` event at once, another whenever the
+status, the progress or the preview changes, a last one when the execution is final;
+then the stream ends. The api polls cheaply (the execution document and two task
+counts, every ``POLL_S``) and builds the full status only when one of them moved.
+A comment line every ``HEARTBEAT_S`` keeps proxies from closing an idle stream. A
+stream lives at most ``Settings.events_max_s`` (under Cloud Run's request timeout,
+which bounds every response, streamed or not); it then ends with an ``event: timeout``
+and the client reconnects (``EventSource`` does so by itself).
+
+**Topic** (``Settings.status_topic``, ``execution-events`` by default): a message when
+an execution is created and when it ends, with the attribute ``type`` =
+``execution_status`` and the JSON body ``STATUS_MESSAGE_SCHEMA`` (the status of
+API.md plus the owner's user id and the schema version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+from francine import executions
+
+log = logging.getLogger("francine.events")
+
+STATUS = "execution_status"
+POLL_S = 0.25
+HEARTBEAT_S = 5.0
+
+#: JSON Schema of a message on the execution-events topic.
+STATUS_MESSAGE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Francine execution status event",
+    "type": "object",
+    "required": ["schema", "user", "execution"],
+    "properties": {
+        "schema": {"const": 1},
+        "user": {"type": "string", "description": "id of the execution's owner"},
+        "execution": {
+            "type": "object", "description": "the execution status of the REST API",
+            "required": ["id", "session_id", "status", "progress", "tasks", "time", "error"],
+            "properties": {
+                "id": {"type": "string"}, "session_id": {"type": "string"},
+                "status": {"enum": ["queued", "running", "reducing", "done", "failed",
+                                    "cancelled"]},
+                "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                "tasks": {"type": "object"}, "time": {"type": "object"},
+                "error": {"type": ["object", "null"]},
+            },
+        },
+    },
+}
+
+
+NO_TASKS = {"failed": 0, "running": 0, "done": 0,
+            "produce": {"fetch": 0.0, "work": 0.0, "cpu": 0.0, "n": 0},
+            "reduce": {"fetch": 0.0, "work": 0.0, "cpu": 0.0, "n": 0}}
+
+
+def status_message(doc: dict, view: dict) -> dict:
+    return {"schema": 1, "user": doc["user"], "execution": view}
+
+
+def publish_status(ad, doc: dict) -> None:
+    """Announce an execution's status on the topic. Never raises: the topic is for
+    other systems, and a render must not fail because it could not be announced."""
+    try:
+        if doc.get("summary") is None and doc["status"] == "queued" and not doc.get("planned"):
+            # Just created: no task exists yet, so no need to count them.
+            doc = {**doc, "summary": executions.summarize(doc, NO_TASKS, None)}
+        view = executions.view(ad, doc)
+        ad.bus.publish_status(status_message(doc, view))
+    except Exception:
+        log.exception("could not publish the status of execution %s", doc.get("id"))
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _changing(view: dict) -> dict:
+    """The parts of a status whose change is worth an event (not the running clock)."""
+    return {k: v for k, v in view.items() if k != "time"}
+
+
+def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
+           heartbeat_s: float = HEARTBEAT_S) -> Iterator[str]:
+    """The SSE stream of one execution (the caller has checked that it may see it)."""
+    started = last_sent = time.monotonic()
+    yield "retry: 1000\n\n"
+    sent: dict | None = None
+    seen: tuple | None = None
+    try:
+        while True:
+            doc = ad.store.get_execution(sid, eid)
+            if doc is None:  # deleted while watched
+                yield sse("gone", {"id": eid, "session_id": sid})
+                return
+            final = doc["status"] in executions.FINAL
+            mark = (doc["status"], ad.store.count_tasks(sid, eid, "done"),
+                    ad.store.count_tasks(sid, eid, "running"))
+            if mark != seen or final:
+                seen = mark
+                view = executions.view(ad, doc)
+                if sent is None or _changing(view) != sent or final:
+                    sent = _changing(view)
+                    last_sent = time.monotonic()
+                    yield sse("status", view)
+            if final:
+                return
+            now = time.monotonic()
+            if now - started > max_s:
+                yield sse("timeout", {"id": eid, "reconnect": True})
+                return
+            if now - last_sent > heartbeat_s:
+                last_sent = now
+                yield ": keep-alive\n\n"
+            time.sleep(poll_s)
+    except GeneratorExit:  # the client went away
+        raise
+    except Exception as e:
+        log.exception("event stream of %s/%s failed", sid, eid)
+        with contextlib.suppress(Exception):
+            yield sse("error", {"code": "internal", "message": str(e)[:200]})
