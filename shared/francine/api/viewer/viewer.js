@@ -149,12 +149,14 @@ function cameraUpdate() {
   if (producer === "ao") {
     // aobench's camera is fixed at the origin: moving the camera is moving the world
     // the other way, about the middle of the three spheres.
+    // Dragging down lifts the camera; it stops just above the floor.
     const pivot = [-0.5, 0, -3];
-    const move = (p) => round(add(rotate(sub(p, pivot), -yaw, -pitch), add(pivot, [0, 0, zoom])));
+    const lift = Math.max(-0.15, pitch);
+    const move = (p) => round(add(rotate(sub(p, pivot), -yaw, lift), add(pivot, [0, 0, zoom])));
     return {
       spheres: base.spheres.map((s) => ({ center: move(s.center), radius: s.radius })),
       plane: { point: move(base.plane.point),
-               normal: round(rotate(base.plane.normal, -yaw, -pitch)) },
+               normal: round(rotate(base.plane.normal, -yaw, lift)) },
     };
   }
   if (producer === "pathtracer") {
