@@ -49,7 +49,7 @@ class Client:
     def sessions(self) -> list[dict]:
         return self.request("GET", "/v1/sessions").json()["sessions"]
 
-    def session(self, sid: str) -> dict:
+    def get_session(self, sid: str) -> dict:
         return self.request("GET", f"/v1/sessions/{sid}").json()
 
     def delete_session(self, sid: str) -> None:

@@ -20,7 +20,7 @@ from werkzeug.routing import Map, Rule
 from francine import errors, events, executions, imaging, producers, resources, users
 from francine.adapters import external
 from francine.adapters.store import now
-from francine.api import viewer
+from francine.api import requestlog, viewer
 from francine.api.openapi import openapi_document
 from francine.clients import Adapters
 from francine.preview import Previews
@@ -95,6 +95,7 @@ class Api:
         user = self.ad.store.get_user(users.key_hash(key.strip()))
         if user is None:
             raise errors.Unauthorized("unknown API key")
+        request.environ[requestlog.USER] = user["id"]
         return user["id"]
 
     def json_body(self, request, allow_empty: bool = False) -> dict:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,16 @@ from francine.local.processes import ProcessGroup, environment, free_port, http_
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 FUNCTIONS = REPO / "functions"
+
+
+def functions_dir() -> pathlib.Path:
+    """The entry points: beside the package in a checkout (an editable install), else
+    in the current directory (a checkout that was ``pip install``ed normally)."""
+    for candidate in (FUNCTIONS, pathlib.Path.cwd() / "functions"):
+        if (candidate / "api" / "main.py").is_file():
+            return candidate
+    raise RuntimeError("functions/ (the api, reducer and renderer entry points) not found: "
+                       "run 'francine stack up' in a Francine checkout")
 
 
 @dataclass
@@ -57,9 +68,9 @@ class Stack:
         """Start everything; returns (and writes to state_dir/stack.json) the api URL,
         a ready-made user's API key and the emulator addresses."""
         o = self.options
-        if not FUNCTIONS.is_dir():
-            raise RuntimeError(f"functions/ not found at {FUNCTIONS}: run from a checkout")
+        self.functions = functions_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        rotate_logs(self.state_dir / "logs")
         try:
             emulator_env = self.emulators.start()
             # FRANCINE_* variables of the caller (an admission limit, say) carry over.
@@ -84,7 +95,7 @@ class Stack:
         self.info = {"api_url": api_url, "api_key": key, "project": o.project,
                      "workers": worker_urls, "reducer_url": reducer_url,
                      "emulators": emulator_env, "env": {**emulator_env, **settings.to_env()},
-                     "logs": str(self.state_dir / "logs")}
+                     "logs": str(self.state_dir / "logs"), "pid": os.getpid()}
         (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
         return self.info
 
@@ -124,8 +135,8 @@ class Stack:
         port = port or free_port()
         child = self.processes.start(name, [
             _bin("functions-framework"), "--target", name, "--signature-type", signature,
-            "--source", str(FUNCTIONS / name / "main.py"), "--host", "127.0.0.1",
-            "--port", str(port)], env=env, cwd=str(FUNCTIONS / name))
+            "--source", str(self.functions / name / "main.py"), "--host", "127.0.0.1",
+            "--port", str(port)], env=env, cwd=str(self.functions / name))
         url = f"http://127.0.0.1:{port}"
         self.processes.wait_ready(child, lambda: http_ok(url + ready_path), 60)
         return url
@@ -136,7 +147,7 @@ class Stack:
         child = self.processes.start(f"worker-{index}", [
             _bin("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
             "--threads", "1", "--worker-class", "gthread", "--timeout", "0", "main:app"],
-            env=env, cwd=str(FUNCTIONS / "renderer"))
+            env=env, cwd=str(self.functions / "renderer"))
         url = f"http://127.0.0.1:{port}/"
         self.processes.wait_ready(child, lambda: http_ok(url), 60)
         return url
@@ -175,6 +186,14 @@ class Stack:
                       events_dead)
             subscribe(f"{produce_dead}-reduce", produce_dead, reducer_url)
             subscribe(f"{events_dead}-reduce", events_dead, reducer_url)
+
+
+def rotate_logs(logs: pathlib.Path) -> None:
+    """Each stack writes fresh logs; the previous stack's stay in ``logs.previous``."""
+    if logs.is_dir() and any(logs.iterdir()):
+        previous = logs.with_name(logs.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        logs.rename(previous)
 
 
 def dead_letter_topics(settings: Settings) -> tuple[str, str]:
