@@ -31,7 +31,9 @@ def stack(tmp_path_factory):
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            extra_env={"FRANCINE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
                                       "FRANCINE_MAX_RESOURCE_BYTES": str(RESOURCE_LIMIT_BYTES),
-                                      "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT)})
+                                      "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT),
+                                      # webhook tests receive on this machine
+                                      "FRANCINE_NOTIFY_INSECURE_HOSTS": "127.0.0.1"})
     with Stack(options) as s:
         yield s
 

@@ -127,3 +127,103 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
         log.exception("event stream of %s/%s failed", sid, eid)
         with contextlib.suppress(Exception):
             yield sse("error", {"code": "internal", "message": str(e)[:200]})
+
+
+# --- webhooks ----------------------------------------------------------------------------
+#
+# An execution created with ``notify_url`` gets one POST of its final status. The final
+# status message on the topic is pushed (subscription ``<status topic>-notify``) to the
+# reducer, which delivers it; a failed delivery raises, so Pub/Sub retries it with its
+# back-off, until ``notify_deadline_s`` after the execution ended. Each POST carries
+#   X-Francine-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+#   X-Francine-Delivery: <execution id>   (the same on every retry: receivers dedupe)
+# under the user's secret (GET /v1/webhook-secret). The URL is checked like an external
+# resource's, at creation and again at each delivery (DNS may have changed): https only,
+# public addresses only, no redirects.
+
+SIGNATURE_HEADER = "X-Francine-Signature"
+DELIVERY_HEADER = "X-Francine-Delivery"
+NOTIFY_TIMEOUT_S = 10.0
+
+
+def _insecure_hosts(settings) -> set[str]:
+    return {h.strip() for h in settings.notify_insecure_hosts.split(",") if h.strip()}
+
+
+def check_notify_url(url, settings) -> str | None:
+    """The execution's ``notify_url`` if it may be called; BadRequest naming the field."""
+    from urllib.parse import urlparse
+
+    from francine import errors
+    from francine.adapters.external import public_address
+
+    if url is None:
+        return None
+    if not isinstance(url, str) or len(url) > 2048:
+        raise errors.BadRequest("notify_url: an https:// URL (at most 2048 characters)",
+                                "invalid_field")
+    parsed = urlparse(url)
+    insecure = parsed.hostname in _insecure_hosts(settings)
+    if parsed.scheme != "https" and not (insecure and parsed.scheme == "http"):
+        raise errors.BadRequest("notify_url: must be an https:// URL", "invalid_field")
+    if not parsed.hostname or parsed.username or parsed.password:
+        raise errors.BadRequest("notify_url: an https://host/path URL without credentials",
+                                "invalid_field")
+    if not insecure:
+        try:
+            public_address(parsed.hostname, parsed.port or 443)
+        except errors.BadRequest as e:
+            raise errors.BadRequest(e.message.replace("url:", "notify_url:", 1),
+                                    "invalid_field") from None
+    return url
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    import hashlib
+    import hmac
+
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def notify(ad, message) -> str:
+    """Deliver the webhook of a final status message; raises TransientError to be
+    retried. Returns what happened (for the log)."""
+    import datetime as dt
+
+    import requests
+
+    from francine import errors
+    from francine.adapters.store import now
+
+    execution = message.payload.get("execution") or {}
+    if execution.get("status") not in executions.FINAL:
+        return "ignored: not a final status"
+    sid, eid = execution.get("session_id"), execution.get("id")
+    if not (isinstance(sid, str) and isinstance(eid, str)):
+        return "ignored: status without execution"
+    doc = ad.store.get_execution(sid, eid)
+    if doc is None or not doc.get("notify_url"):
+        return "no webhook"
+    finished = doc.get("finished") or now()
+    if now() - finished > dt.timedelta(seconds=ad.settings.notify_deadline_s):
+        log.error("webhook of %s/%s abandoned: no success within %.0f s", sid, eid,
+                  ad.settings.notify_deadline_s)
+        return "abandoned: deadline passed"
+    try:
+        url = check_notify_url(doc["notify_url"], ad.settings)
+    except errors.BadRequest as e:
+        return f"abandoned: {e.message}"
+    body = json.dumps(execution, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", DELIVERY_HEADER: eid,
+               SIGNATURE_HEADER: sign(ad.store.webhook_secret(doc["user"]), body,
+                                      int(time.time())),
+               "User-Agent": "francine-webhook/1"}
+    try:
+        resp = requests.post(url, data=body, headers=headers, timeout=NOTIFY_TIMEOUT_S,
+                             allow_redirects=False)
+    except requests.RequestException as e:
+        raise errors.TransientError(f"webhook of {eid}: {e}") from e
+    if not 200 <= resp.status_code < 300:
+        raise errors.TransientError(f"webhook of {eid}: {url} answered {resp.status_code}")
+    return f"webhook delivered ({resp.status_code})"

@@ -32,7 +32,7 @@ def scene_error(e: SceneError) -> errors.BadRequest:
 
 
 def parse_request(body: dict) -> tuple[int, dict | None, int | None]:
-    unknown = set(body) - {"parallel", "update", "tile"}
+    unknown = set(body) - {"parallel", "update", "tile", "notify_url"}
     if unknown:
         raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
     parallel = body.get("parallel", 1)
@@ -59,6 +59,9 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
     """Create (or, for a repeated idempotency key, find) an execution and publish it.
     Returns (execution document, created)."""
     parallel, update, tile = parse_request(body)
+    from francine import events
+
+    notify_url = events.check_notify_url(body.get("notify_url"), ad.settings)
     eid = execution_id(user, sid, idempotency_key)
 
     def build(session: dict) -> tuple[dict, dict]:
@@ -97,6 +100,8 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             "shape": shape.to_dict(), "admission_limit": ad.settings.admission_limit,
             "planned": False, "published": False, "finished": None, "error": None,
         }
+        if notify_url:
+            doc["notify_url"] = notify_url
         return ({"scene": scene, "updated": created} if update else {}), doc
 
     doc, created = ad.store.create_execution(sid, eid, build)

@@ -42,6 +42,7 @@ ROUTES = Map([
     Rule("/viewer", endpoint="viewer", methods=["GET"]),
     Rule("/viewer/<name>", endpoint="viewer", methods=["GET"]),
     Rule("/v1/sessions", endpoint="sessions", methods=["GET", "POST"]),
+    Rule("/v1/webhook-secret", endpoint="webhook_secret", methods=["GET"]),
     Rule("/v1/sessions/<sid>", endpoint="session", methods=["GET", "DELETE"]),
     Rule("/v1/sessions/<sid>/resources", endpoint="resources", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/resources/<path:name>", endpoint="resource", methods=["PUT"]),
@@ -316,6 +317,11 @@ class Api:
         return Response(p.png, 200, mimetype="image/png", headers={
             "X-Francine-Passes": str(p.passes), "X-Francine-Final": "1" if p.final else "0",
             "Cache-Control": "no-store"})
+
+    def route_webhook_secret(self, request) -> Response:
+        return json_response({"secret": self.ad.store.webhook_secret(self.user(request)),
+                              "header": events.SIGNATURE_HEADER,
+                              "scheme": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'>"})
 
     def route_events(self, request, sid: str, eid: str) -> Response:
         self.own_execution(self.user(request), sid, eid)

@@ -83,7 +83,14 @@ def openapi_document() -> dict:
                        "the scene; it persists for later executions"},
             "tile": {"type": "integer", "minimum": executions.MIN_TILE,
                      "description": "edge of the square "
-                     "tiles one task renders (default: the whole image)"}}},
+                     "tiles one task renders (default: the whole image)"},
+            "notify_url": {"type": "string", "format": "uri", "description": (
+                "an https:// URL at a public address that receives one POST of the final "
+                "status JSON, signed: header X-Francine-Signature: t=<unix seconds>,"
+                "v1=<hex HMAC-SHA256 of '<t>.<body>' under the secret of GET "
+                "/v1/webhook-secret>; header X-Francine-Delivery: the execution id (the "
+                "same on retries). Failed deliveries (no 2xx) are retried with back-off "
+                "for an hour; redirects are not followed")}}},
         "Execution": {"type": "object", "properties": {
             "id": {"type": "string"}, "session_id": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "reducing", "done",
@@ -121,6 +128,11 @@ def openapi_document() -> dict:
         "/healthz": {"get": _op("liveness", {"200": _resp("alive")}, secured=False)},
         "/v1/openapi.json": {"get": _op("this document", {"200": _resp("OpenAPI 3")},
                                         secured=False)},
+        "/v1/webhook-secret": {"get": _op(
+            "the caller's secret for verifying notify_url webhooks (made at first use)",
+            {"200": _resp("the secret", {"type": "object", "properties": {
+                "secret": {"type": "string"}, "header": {"type": "string"},
+                "scheme": {"type": "string"}}})})},
         "/v1/sessions": {
             "post": _op("create a session", {"201": _resp("the session", ref("Session"))},
                         _json(ref("SessionRequest"))),

@@ -185,6 +185,8 @@ class Stack:
             subscribe(f"{settings.events_topic}-reduce", settings.events_topic, reducer_url,
                       events_dead)
             subscribe(f"{produce_dead}-reduce", produce_dead, reducer_url)
+            # Webhooks: final statuses go to the reducer, which delivers them (retried).
+            subscribe(f"{settings.status_topic}-notify", settings.status_topic, reducer_url)
             subscribe(f"{events_dead}-reduce", events_dead, reducer_url)
 
 
