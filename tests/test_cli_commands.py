@@ -144,3 +144,22 @@ def test_help_names_every_default():
     assert "(default: 8)" in text and "(default: None)" in text
     r = run("stack", "up", "--help")
     assert "(default: 2)" in " ".join(r.stdout.split())
+
+
+def test_progress_says_workers_are_starting_then_an_eta():
+    from francine.cli import Progress
+
+    def status(state, progress, running):
+        return {"status": state, "progress": progress,
+                "tasks": {"done": int(progress * 10), "total": 10, "running": running}}
+
+    p = Progress(stream=io.StringIO())
+    assert p.eta(status("queued", 0.0, 0)) == ""  # not yet a second
+    p.t0 -= 3
+    assert "workers starting" in p.eta(status("queued", 0.0, 0))
+    assert p.eta(status("running", 0.0, 2)) == ""  # they run now
+    assert p.eta(status("running", 0.2, 2)) == ""  # a first measure
+    p.first = (p.first[0] - 2.0, 0.2)  # 2 s ago at 20 %
+    eta = p.eta(status("running", 0.6, 2))  # 40 % in 2 s: 2 s to go
+    assert eta.strip() == "ETA 2 s"
+    assert p.eta(status("done", 1.0, 0)) == ""

@@ -66,12 +66,12 @@ def status_message(doc: dict, view: dict) -> dict:
     return {"schema": 1, "user": doc["user"], "execution": view}
 
 
-def publish_status(ad, doc: dict) -> None:
+def publish_status(ad, doc: dict, created: bool = False) -> None:
     """Announce an execution's status on the topic. Never raises: the topic is for
     other systems, and a render must not fail because it could not be announced."""
     try:
-        if doc.get("summary") is None and doc["status"] == "queued" and not doc.get("planned"):
-            # Just created: no task exists yet, so no need to count them.
+        if created:
+            # Announced as queued without counting tasks (none has run yet).
             doc = {**doc, "summary": executions.summarize(doc, NO_TASKS, None)}
         view = executions.view(ad, doc)
         ad.bus.publish_status(status_message(doc, view))

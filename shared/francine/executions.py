@@ -58,9 +58,9 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
           idempotency_key: str | None = None) -> tuple[dict, bool]:
     """Create (or, for a repeated idempotency key, find) an execution and publish it.
     Returns (execution document, created)."""
-    parallel, update, tile = parse_request(body)
-    from francine import events
+    from francine import events  # events reads statuses from here
 
+    parallel, update, tile = parse_request(body)
     notify_url = events.check_notify_url(body.get("notify_url"), ad.settings)
     eid = execution_id(user, sid, idempotency_key)
 
@@ -105,10 +105,6 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         return ({"scene": scene, "updated": created} if update else {}), doc
 
     doc, created = ad.store.create_execution(sid, eid, build)
-    if created:
-        from francine import events
-
-        events.publish_status(ad, doc)
     if doc["status"] not in FINAL:
         try:
             publish(ad, doc)
@@ -119,6 +115,8 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
                 with contextlib.suppress(Exception):
                     fail(ad, sid, eid, "publish_failed", "the tasks could not be queued")
             raise
+    if created:  # after the tasks: announcing it must not delay the render
+        events.publish_status(ad, doc, created=True)
     return doc, created
 
 
