@@ -3,8 +3,9 @@
 
 **SSE** (``GET .../events``): one ``status`` event at once, another whenever the
 status, the progress or the preview changes, a last one when the execution is final;
-then the stream ends. The api polls cheaply (the execution document and two task
-counts, every ``POLL_S``) and builds the full status only when one of them moved.
+then the stream ends. The api polls cheaply (the execution document and one or two task
+counts, every ``POLL_S``, then ``POLL_LATER_S`` once a task finished) and builds the
+full status only when one of them moved.
 A comment line every ``HEARTBEAT_S`` keeps proxies from closing an idle stream. A
 stream lives at most ``Settings.events_max_s`` (under Cloud Run's request timeout,
 which bounds every response, streamed or not); it then ends with an ``event: timeout``
@@ -29,7 +30,10 @@ from francine import executions
 log = logging.getLogger("francine.events")
 
 STATUS = "execution_status"
+#: Polling period until the first task finished (the first preview is what a viewer
+#: waits for), and after it: each status built costs the store a dozen queries.
 POLL_S = 0.25
+POLL_LATER_S = 0.5
 HEARTBEAT_S = 5.0
 
 #: JSON Schema of a message on the execution-events topic.
@@ -102,8 +106,11 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
                 yield sse("gone", {"id": eid, "session_id": sid})
                 return
             final = doc["status"] in executions.FINAL
-            mark = (doc["status"], ad.store.count_tasks(sid, eid, "done"),
-                    ad.store.count_tasks(sid, eid, "running"))
+            done = ad.store.count_tasks(sid, eid, "done")
+            # Before the first finished task, a task starting is the news (queued →
+            # running); after it, every change of status or progress moves ``done``.
+            running = ad.store.count_tasks(sid, eid, "running") if not done else None
+            mark = (doc["status"], done, running)
             if mark != seen or final:
                 seen = mark
                 view = executions.view(ad, doc)
@@ -120,7 +127,7 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
             if now - last_sent > heartbeat_s:
                 last_sent = now
                 yield ": keep-alive\n\n"
-            time.sleep(poll_s)
+            time.sleep(poll_s if not done else max(poll_s, POLL_LATER_S))
     except GeneratorExit:  # the client went away
         raise
     except Exception as e:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from francine import errors, imaging, planning
 FETCHERS = 8
 #: Previews kept in memory (per api instance).
 CACHE_SIZE = 32
+#: A running execution's preview is rebuilt at most this often; askers in between get
+#: the last one. Previews read the same storage as the render, so an unbounded rate of
+#: them (a viewer asks on every finished task) would slow the render down.
+MIN_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class Previews:
     def __init__(self, adapters):
         self.ad = adapters
         self._cache: OrderedDict[tuple, Preview] = OrderedDict()
+        self._latest: OrderedDict[tuple, tuple[float, Preview]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, doc: dict) -> Preview:
@@ -103,13 +109,23 @@ class Previews:
         shape = planning.Shape.from_dict(doc["shape"])
         if doc["status"] == "done":
             return self._cached((sid, eid, "final"), lambda: self._final(doc, shape))
+        with self._lock:
+            recent = self._latest.get((sid, eid))
+        if recent is not None and time.monotonic() - recent[0] < MIN_INTERVAL_S:
+            return recent[1]
         done = set(self.ad.store.done_nodes(sid, eid))
         if shape.root in done:  # stored, the execution ends this instant
             return self._cached((sid, eid, "final"), lambda: self._final(doc, shape))
         nodes = covering_nodes(shape, done)
         if not nodes:
             raise errors.Conflict(f"execution {eid} has no finished task yet", "not_ready")
-        return self._cached((sid, eid, *nodes), lambda: self._partial(doc, shape, nodes))
+        preview = self._cached((sid, eid, *nodes), lambda: self._partial(doc, shape, nodes))
+        with self._lock:
+            self._latest[(sid, eid)] = (time.monotonic(), preview)
+            self._latest.move_to_end((sid, eid))
+            while len(self._latest) > CACHE_SIZE:
+                self._latest.popitem(last=False)
+        return preview
 
     def _final(self, doc: dict, shape: planning.Shape) -> Preview:
         name = doc.get("result") or self.ad.blobs.result_name(
