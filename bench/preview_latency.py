@@ -9,10 +9,11 @@ does what the viewer does, with the viewer's defaults (8 passes, 128-pixel tiles
    world (an orbit step, as the viewer sends for `ao`), follow its event stream, and at
    the first event with a finished task GET the preview; the figure is the wall time
    from the POST to the preview's bytes. Each render then runs to its end.
-2. **The preview's cost on the critical path.** N renders watched like the viewer does
-   (event stream, a preview fetched on every change) alternate with N unwatched ones;
-   the figure is each render's own wall time (request → final image stored, from its
-   status), and the ratio watched / unwatched of the medians. The preview is built in
+2. **The preview's cost on the critical path.** Renders of three kinds, N each, in
+   rotating order: unwatched; followed by the event stream only; watched like the viewer
+   does (event stream, a preview asked for on every change). The figure is each render's
+   own wall time (request → final image stored, from its status) and the ratios of the
+   medians to the unwatched one. The preview is built in
    the api from what the pipeline stores anyway, so the workers and the reducer do the
    same work either way: what remains is the api and the emulators sharing the CPUs.
 """
@@ -51,15 +52,28 @@ def first_preview(client, sid: str, body: dict) -> tuple[float, str]:
     raise RuntimeError(f"execution {eid} ended without a finished task")
 
 
-def watch(client, sid: str, eid: str, counts: list[int]) -> None:
+def watch(client, sid: str, eid: str, counts: list[int], previews: bool) -> None:
     """The viewer's loop: a preview on every change of the finished task count."""
     done = -1
     for status in client.events(sid, eid):
-        if status["tasks"]["done"] != done:
+        if previews and status["tasks"]["done"] != done:
             done = status["tasks"]["done"]
             if done:
                 client.request("GET", f"/v1/sessions/{sid}/executions/{eid}/preview")
                 counts[0] += 1
+
+
+def timed_render(client, sid: str, body: dict, kind: str, counts: list[int]) -> float:
+    eid = client.execute(sid, **body)["id"]
+    viewer = None
+    if kind != "unwatched":
+        viewer = threading.Thread(target=watch,
+                                  args=(client, sid, eid, counts, kind == "previews"))
+        viewer.start()
+    total = client.wait(sid, eid, poll_s=0.2)["time"]["total"]
+    if viewer:
+        viewer.join()
+    return total
 
 
 def main() -> int:
@@ -86,26 +100,24 @@ def main() -> int:
             print(f"move {run + 1}: first preview after {latency * 1000:.0f} ms "
                   f"(final image after {final:.2f} s)", flush=True)
 
-        plain, watched, previews = [], [], [0]
+        kinds = ["unwatched", "events", "previews"]
+        times: dict[str, list[float]] = {k: [] for k in kinds}
+        previews = [0]
         for run in range(args.runs):
-            eid = client.execute(sid, **body)["id"]
-            plain.append(client.wait(sid, eid, poll_s=0.2)["time"]["total"])
-            eid = client.execute(sid, **body)["id"]
-            viewer = threading.Thread(target=watch, args=(client, sid, eid, previews))
-            viewer.start()
-            watched.append(client.wait(sid, eid, poll_s=0.2)["time"]["total"])
-            viewer.join()
-            print(f"render {run + 1}: unwatched {plain[-1]:.2f} s, watched {watched[-1]:.2f} s",
+            order = kinds[run % 3:] + kinds[:run % 3]
+            for kind in order:
+                times[kind].append(timed_render(client, sid, body, kind, previews))
+            print(f"round {run + 1}: " + ", ".join(f"{k} {times[k][-1]:.2f} s" for k in order),
                   flush=True)
     tasks = math.ceil(512 / args.tile) ** 2 * args.parallel
     print(f"\nao 512×512, {args.parallel} passes, tile {args.tile} ({tasks} production tasks), "
           "2 workers")
     print(f"camera move → first preview: median {statistics.median(moves) * 1000:.0f} ms "
           f"(min {min(moves) * 1000:.0f}, max {max(moves) * 1000:.0f})")
-    ratio = statistics.median(watched) / statistics.median(plain)
-    print(f"render wall time: unwatched median {statistics.median(plain):.2f} s, watched "
-          f"median {statistics.median(watched):.2f} s ({previews[0]} previews): "
-          f"ratio {ratio:.3f}")
+    base = statistics.median(times["unwatched"])
+    print(f"render wall time, medians: unwatched {base:.2f} s, " + ", ".join(
+        f"{k} {statistics.median(times[k]):.2f} s (×{statistics.median(times[k]) / base:.3f})"
+        for k in kinds[1:]) + f"; {previews[0]} previews asked for")
     return 0
 
 

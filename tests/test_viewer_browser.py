@@ -1,6 +1,7 @@
 """The viewer in a real browser: Debian's headless Chromium driven by Playwright against
 the local stack. Enter a key, create a session, render, see an image; drag the camera,
-see another image; a second move while the first renders cancels it. Screenshots go to
+see another image; a second move while the first renders cancels it; download the
+result. Screenshots go to
 artifacts/viewer/ (FRANCINE_ARTIFACTS overrides)."""
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def test_render_and_orbit_in_the_browser(browser, stack, client):
     page.screenshot(path=str(artifacts / "1-rendered.png"))
     assert len(before) == 128 * 128
     assert max(before) > 50 and len(set(before)) > 20  # a picture, not a blank
+    sid = page.eval_on_selector("#sessions", "s => s.value")
+    with page.expect_download() as download:
+        page.click("#download")
+    saved = pathlib.Path(download.value.path()).read_bytes()
+    assert saved == client.result(sid, first)
 
     box = page.locator("#frame").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -99,7 +105,6 @@ def test_render_and_orbit_in_the_browser(browser, stack, client):
     changed = sum(abs(a - b) > 16 for a, b in zip(before, after, strict=True))
     assert changed > len(before) // 10, "the camera move did not change the picture"
 
-    sid = page.eval_on_selector("#sessions", "s => s.value")
     deadline = time.monotonic() + 30
     while client.execution(sid, interrupted)["status"] not in ("cancelled", "done"):
         assert time.monotonic() < deadline

@@ -34,6 +34,9 @@ CACHE_SIZE = 32
 #: the last one. Previews read the same storage as the render, so an unbounded rate of
 #: them (a viewer asks on every finished task) would slow the render down.
 MIN_INTERVAL_S = 0.5
+#: Bytes of decoded partials kept: a finished node's partial never changes, so the next
+#: preview of the same execution downloads only the nodes that finished since.
+PARTIALS_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class Previews:
         self.ad = adapters
         self._cache: OrderedDict[tuple, Preview] = OrderedDict()
         self._latest: OrderedDict[tuple, tuple[float, Preview]] = OrderedDict()
+        self._partials: OrderedDict[tuple, imaging.Partial] = OrderedDict()
+        self._partials_bytes = 0
         self._lock = threading.Lock()
 
     def get(self, doc: dict) -> Preview:
@@ -136,10 +141,26 @@ class Previews:
     def _partial(self, doc: dict, shape: planning.Shape, nodes: list[str]) -> Preview:
         sid, eid = doc["session_id"], doc["id"]
         with ThreadPoolExecutor(max_workers=min(FETCHERS, len(nodes))) as pool:
-            partials = list(pool.map(
-                lambda n: imaging.load_partial(self.ad.blobs.get_partial(sid, eid, n)), nodes))
+            partials = list(pool.map(lambda n: self._load(sid, eid, n), nodes))
         image, passes = assemble(shape, partials)
         return Preview(imaging.encode(image, "png", doc["display"]), passes, False)
+
+    def _load(self, sid: str, eid: str, node: str) -> imaging.Partial:
+        key = (sid, eid, node)
+        with self._lock:
+            hit = self._partials.get(key)
+            if hit is not None:
+                self._partials.move_to_end(key)
+                return hit
+        partial = imaging.load_partial(self.ad.blobs.get_partial(sid, eid, node))
+        with self._lock:
+            if key not in self._partials:
+                self._partials[key] = partial
+                self._partials_bytes += partial.sum.nbytes + partial.count.nbytes
+            while self._partials_bytes > PARTIALS_BYTES and len(self._partials) > 1:
+                _, old = self._partials.popitem(last=False)
+                self._partials_bytes -= old.sum.nbytes + old.count.nbytes
+        return partial
 
     def _cached(self, key: tuple, build) -> Preview:
         with self._lock:
