@@ -33,7 +33,9 @@ def stack(tmp_path_factory):
                            extra_env={"FRANCINE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
                                       "FRANCINE_MAX_RESOURCE_BYTES": str(RESOURCE_LIMIT_BYTES),
                                       "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT),
-                                      "FRANCINE_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT)})
+                                      "FRANCINE_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT),
+                                      # webhook tests receive on this machine
+                                      "FRANCINE_NOTIFY_INSECURE_HOSTS": "127.0.0.1"})
     with Stack(options) as s:
         yield s
 

@@ -1,5 +1,6 @@
 """The command line as a person uses it: `francine stack up` in the foreground, users,
-a render from a scene file, and Ctrl-C leaving nothing behind."""
+a render from a scene file, `stack status` with its logs, and `stack down` (or Ctrl-C)
+leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def addresses(info: dict) -> list[str]:
             if u.startswith("http") or ":" in u]
 
 
-def test_stack_up_render_and_ctrl_c(tmp_path):
+def test_stack_up_render_status_and_down(tmp_path):
     state = tmp_path / "state"
+    (state / "logs").mkdir(parents=True)
+    (state / "logs" / "api.log").write_text("a line of the previous stack\n")
     port = free_port()
     env = {**os.environ, "FRANCINE_ADMISSION_LIMIT": "2", "PYTHONUNBUFFERED": "1"}
     up = subprocess.Popen([*FRANCINE, "--state-dir", str(state), "stack", "up", "--workers",
@@ -77,9 +80,35 @@ def test_stack_up_render_and_ctrl_c(tmp_path):
                               .collection_group("executions").stream())
         assert [e.get("admission_limit") for e in executions] == [2]
         assert all(listening(a) for a in addresses(info))
+
+        status = subprocess.run([*FRANCINE, "--state-dir", str(state), "stack", "status"],
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert f"http://127.0.0.1:{port}" in status.stdout and "answering" in status.stdout
+        for name in ("api.log", "reducer.log", "worker-0.log", "firestore.log"):
+            assert name in status.stdout
+        # Fresh logs for this stack (the last one's are kept aside), with the request log:
+        # method, path, status, duration and user, never the key.
+        api_log = (state / "logs" / "api.log").read_text()
+        assert "previous stack" not in api_log
+        assert "previous stack" in (state / "logs.previous" / "api.log").read_text()
+        requests_logged = [json.loads(line.split("francine.requests: ", 1)[1])
+                           for line in api_log.splitlines() if "francine.requests: " in line]
+        posts = [r for r in requests_logged if r["httpRequest"]["requestMethod"] == "POST"]
+        assert posts and all(r["user"] for r in posts)
+        assert {r["httpRequest"]["status"] for r in posts} <= {201, 202}
+        assert key not in api_log and info["api_key"] not in api_log
+
+        down = subprocess.run([*FRANCINE, "--state-dir", str(state), "stack", "down"],
+                              capture_output=True, text=True, timeout=90)
+        assert down.returncode == 0, down.stderr
+        assert "stopped" in down.stdout
     finally:
-        up.send_signal(signal.SIGINT)
-        code = up.wait(60)
+        try:
+            code = up.wait(30)
+        except subprocess.TimeoutExpired:  # down failed: Ctrl-C it
+            up.send_signal(signal.SIGINT)
+            code = up.wait(60)
     assert code == 0
     assert not (state / "stack.json").exists()
     time.sleep(0.5)
@@ -87,6 +116,17 @@ def test_stack_up_render_and_ctrl_c(tmp_path):
 
 
 def test_commands_without_a_stack_say_so(tmp_path):
-    r = subprocess.run([*FRANCINE, "--state-dir", str(tmp_path), "users", "create", "x"],
-                       capture_output=True, text=True)
-    assert r.returncode != 0 and "no running stack" in r.stderr
+    for command in (["users", "create", "x"], ["stack", "status"], ["stack", "down"]):
+        r = subprocess.run([*FRANCINE, "--state-dir", str(tmp_path), *command],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and "no running stack" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_stack_up_without_the_emulators_says_what_to_install(tmp_path):
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}
+    r = subprocess.run([*FRANCINE, "--state-dir", str(tmp_path), "stack", "up"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "gcloud is not on PATH" in r.stderr

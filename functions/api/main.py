@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import time
 
 import functions_framework
 
@@ -18,4 +19,9 @@ def _api():
 
 @functions_framework.http
 def api(request):
-    return _api().handle(request)
+    from francine.api.requestlog import log_request
+
+    t0 = time.perf_counter()
+    response = _api().handle(request)
+    log_request(request, response.status_code, time.perf_counter() - t0)
+    return response

@@ -41,6 +41,7 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         # published there is lost: the api lists the topic's subscriptions (which takes
         # pubsub.topics.get) and answers 503 until one exists.
         Grant("roles/pubsub.viewer", "topic:produce", "see whether renders can be taken"),
+        Grant("roles/pubsub.publisher", "topic:execution-events", "announce new executions"),
     ),
     "renderer": (
         Grant("roles/datastore.user", "project", "task status, cancellation"),
@@ -57,6 +58,7 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         Grant("roles/pubsub.publisher", "topic:events", "announce finished reductions"),
         # Admission control: when a task finishes, the scheduler releases the next ones.
         Grant("roles/pubsub.publisher", "topic:produce", "publish admitted production tasks"),
+        Grant("roles/pubsub.publisher", "topic:execution-events", "announce ended executions"),
     ),
     "pusher": (),  # only roles/run.invoker on the render service and the reducer
     "builder": (

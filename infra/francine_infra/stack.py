@@ -56,6 +56,7 @@ def runtime_environment(
         "FRANCINE_RESULTS_BUCKET": buckets.name("results"),
         "FRANCINE_PRODUCE_TOPIC": topics["produce"].name,
         "FRANCINE_EVENTS_TOPIC": topics["events"].name,
+        "FRANCINE_STATUS_TOPIC": topics["execution-events"].name,
         "FRANCINE_FIRESTORE_DATABASE": database.name,
         "FRANCINE_MAX_TASK_SECONDS": str(cfg.max_task_seconds),
         "FRANCINE_ADMISSION_LIMIT": str(cfg.admission_limit),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 
@@ -16,7 +16,8 @@ class ApiError(Exception):
         self.body = body
         error = body.get("error", {}) if isinstance(body, dict) else {}
         self.code = error.get("code")
-        super().__init__(f"{status} {self.code}: {error.get('message', body)}")
+        self.message = str(error.get("message", body))
+        super().__init__(f"{status} {self.code}: {self.message}")
 
 
 class Client:
@@ -44,6 +45,37 @@ class Client:
         if scene is not None:
             body["scene"] = scene
         return self.request("POST", "/v1/sessions", json=body).json()
+
+    def sessions(self) -> list[dict]:
+        return self.request("GET", "/v1/sessions").json()["sessions"]
+
+    def get_session(self, sid: str) -> dict:
+        return self.request("GET", f"/v1/sessions/{sid}").json()
+
+    def delete_session(self, sid: str) -> None:
+        self.request("DELETE", f"/v1/sessions/{sid}")
+
+    def executions(self, sid: str) -> list[dict]:
+        return self.request("GET", f"/v1/sessions/{sid}/executions").json()["executions"]
+
+    def cancel(self, sid: str, eid: str) -> dict:
+        return self.request("POST", f"/v1/sessions/{sid}/executions/{eid}:cancel").json()
+
+    def events(self, sid: str, eid: str) -> Iterator[dict]:
+        """The execution's status events (Server-Sent Events) until the stream ends."""
+        resp = self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/events",
+                            stream=True, timeout=(10, 60))
+        with resp:
+            name, data = None, []
+            for line in resp.iter_lines(decode_unicode=True):
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line:
+                    if name == "status" and data:
+                        yield json.loads("\n".join(data))
+                    name, data = None, []
 
     def put_resource(self, sid: str, name: str, data: bytes) -> dict:
         return self.request("PUT", f"/v1/sessions/{sid}/resources/{name}", data=data).json()

@@ -21,6 +21,15 @@ class Settings:
     results_bucket: str = "francine-results"
     produce_topic: str = "francine-produce"
     events_topic: str = "francine-events"
+    #: Execution status changes, for other systems (francine/events.py has the schema).
+    status_topic: str = "francine-execution-events"
+    #: The longest one Server-Sent Events stream lives (under Cloud Run's request timeout).
+    events_max_s: float = 3300.0
+    #: Webhooks (notify_url) are retried until this long after the execution ended.
+    notify_deadline_s: float = 3600.0
+    #: Hosts that notify_url may name over http and at private addresses (comma
+    #: separated). Empty in any deployment; the local tests receive webhooks on 127.0.0.1.
+    notify_insecure_hosts: str = ""
     #: Production topics: 1 in the cloud; the local stack uses one per worker.
     produce_shards: int = 1
     #: Upper bounds of request bodies (API.md: 1 MiB JSON, 512 MiB uploads; the cloud

@@ -32,7 +32,7 @@ def scene_error(e: SceneError) -> errors.BadRequest:
 
 
 def parse_request(body: dict) -> tuple[int, dict | None, int | None]:
-    unknown = set(body) - {"parallel", "update", "tile"}
+    unknown = set(body) - {"parallel", "update", "tile", "notify_url"}
     if unknown:
         raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
     parallel = body.get("parallel", 1)
@@ -58,7 +58,10 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
           idempotency_key: str | None = None) -> tuple[dict, bool]:
     """Create (or, for a repeated idempotency key, find) an execution and publish it.
     Returns (execution document, created)."""
+    from francine import events  # events reads statuses from here
+
     parallel, update, tile = parse_request(body)
+    notify_url = events.check_notify_url(body.get("notify_url"), ad.settings)
     eid = execution_id(user, sid, idempotency_key)
 
     def build(session: dict) -> tuple[dict, dict]:
@@ -98,6 +101,8 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             "shape": shape.to_dict(), "admission_limit": ad.settings.admission_limit,
             "planned": False, "published": False, "finished": None, "error": None,
         }
+        if notify_url:
+            doc["notify_url"] = notify_url
         return ({"scene": scene, "updated": created} if update else {}), doc
 
     doc, created = ad.store.create_execution(sid, eid, build)
@@ -111,6 +116,8 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
                 with contextlib.suppress(Exception):
                     fail(ad, sid, eid, "publish_failed", "the tasks could not be queued")
             raise
+    if created:  # after the tasks: announcing it must not delay the render
+        events.publish_status(ad, doc, created=True)
     return doc, created
 
 
@@ -227,7 +234,12 @@ def end(ad: Adapters, doc: dict, status: str, error: dict | None = None,
               "summary": summarize(doc, stats, finished)}
     if result:
         fields["result"] = result
-    return ad.store.finish_execution(doc["session_id"], doc["id"], fields)
+    won = ad.store.finish_execution(doc["session_id"], doc["id"], fields)
+    if won:
+        from francine import events
+
+        events.publish_status(ad, {**doc, **fields})
+    return won
 
 
 def fail(ad: Adapters, sid: str, eid: str, code: str, message: str) -> bool:

@@ -16,8 +16,8 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from francine import executions, imaging, planning, producers
-from francine.adapters.bus import PRODUCE, TASK_DONE
+from francine import events, executions, imaging, planning, producers
+from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.adapters.store import now
 from francine.clients import Adapters
 from francine.envelope import Message, require
@@ -37,6 +37,8 @@ class Reducer:
     def handle(self, message: Message) -> str:
         if message.dead_lettered:
             return self.dead_letter(message)
+        if message.type == EXECUTION_STATUS:
+            return events.notify(self.ad, message)
         if message.type != TASK_DONE:
             return f"ignored: message of type {message.type!r}"
         sid, eid, node = require(message.payload, "session_id", "execution_id", "node")

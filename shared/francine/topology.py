@@ -3,6 +3,7 @@ dead-letter policies. ``francine stack up`` (``francine.local.stack``) and the P
 program (``infra/francine_infra/messaging.py``) both build what is written here.
 
     api ──▶ produce ──push──▶ renderer ──▶ events ──push──▶ reducer ──▶ events
+    api, reducer ──▶ execution-events ──push──▶ reducer (webhooks) ─▶ unprocessable
                │ (max attempts)                  │ (max attempts)
                ▼                                 ▼
      produce-dead-letter ──push──▶ reducer   events-dead-letter ──push──▶ reducer
@@ -23,6 +24,8 @@ TOPICS: dict[str, str] = {
     "produce-dead-letter": "production tasks that exhausted their delivery attempts",
     "events-dead-letter": "task events that exhausted their delivery attempts",
     "unprocessable": "dead letters that the reducer could not handle either",
+    "execution-events": "execution status (created, ended) for other systems; the reducer "
+                        "delivers notify_url webhooks from it",
 }
 
 #: The endpoints that push subscriptions deliver to.
@@ -46,6 +49,8 @@ ROUTES: tuple[Route, ...] = (
     Route("events-reduce", "events", REDUCER, "events-dead-letter"),
     Route("produce-dead-letter-reduce", "produce-dead-letter", REDUCER, "unprocessable"),
     Route("events-dead-letter-reduce", "events-dead-letter", REDUCER, "unprocessable"),
+    # Webhooks: final statuses pushed to the reducer, which delivers them (retried).
+    Route("execution-events-notify", "execution-events", REDUCER, "unprocessable"),
 )
 
 

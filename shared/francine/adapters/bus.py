@@ -14,6 +14,7 @@ from francine.config import Settings
 
 PRODUCE = "produce"
 TASK_DONE = "task_done"
+EXECUTION_STATUS = "execution_status"
 
 
 def produce_topics(settings: Settings) -> list[str]:
@@ -32,6 +33,7 @@ class Bus:
         self._produce = [publisher.topic_path(settings.project, t)
                          for t in produce_topics(settings)]
         self._events = publisher.topic_path(settings.project, settings.events_topic)
+        self._status = publisher.topic_path(settings.project, settings.status_topic)
 
     def render_gate(self):
         """Whether production tasks would reach a subscriber (``francine.readiness``)."""
@@ -58,3 +60,7 @@ class Bus:
     def publish_done(self, session_id: str, execution_id: str, node: str) -> None:
         self._publish(TASK_DONE, [(self._events, {
             "session_id": session_id, "execution_id": execution_id, "node": node})])
+
+    def publish_status(self, message: dict) -> None:
+        """An execution status for other systems (schema: francine.events)."""
+        self._publish(EXECUTION_STATUS, [(self._status, message)])

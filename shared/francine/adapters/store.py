@@ -242,6 +242,40 @@ class Store:
         with translated("task count"):
             return int(query.count(alias="n").get()[0][0].value)
 
+    def done_nodes(self, sid: str, eid: str) -> list[str]:
+        """Nodes of the finished tasks (only their names are read)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("status", "==", "done")) \
+            .select(["node"])
+        with translated("finished task listing"):
+            return [s.get("node") for s in query.stream()]
+
+    def webhook_secret(self, user: str) -> str:
+        """The user's webhook signing secret, made at first use (first writer wins)."""
+        import secrets
+
+        from google.api_core import exceptions as gexc
+
+        ref = self._db.collection("webhook_secrets").document(user)
+        with translated("webhook secret"):
+            snap = ref.get()
+            if snap.exists:
+                return snap.get("secret")
+            try:
+                secret = "whsec_" + secrets.token_urlsafe(32)
+                ref.create({"secret": secret, "created": now()})
+                return secret
+            except gexc.AlreadyExists:
+                return ref.get().get("secret")
+
+    def count_tasks(self, sid: str, eid: str, status: str) -> int:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("status", "==", status))
+        with translated("task count"):
+            return int(query.count(alias="n").get()[0][0].value)
+
     def task_stats(self, sid: str, eid: str) -> dict:
         """Counts by status and time sums by kind, by aggregation queries."""
         from google.cloud.firestore_v1.base_query import FieldFilter

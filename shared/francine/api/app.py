@@ -17,11 +17,23 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 
-from francine import errors, executions, imaging, producers, readiness, resources, uploads, users
+from francine import (
+    errors,
+    events,
+    executions,
+    imaging,
+    producers,
+    readiness,
+    resources,
+    uploads,
+    users,
+)
 from francine.adapters import external
 from francine.adapters.store import now
+from francine.api import requestlog, viewer
 from francine.api.openapi import openapi_document
 from francine.clients import Adapters
+from francine.preview import Previews
 from francine.producers.base import SceneError
 
 log = logging.getLogger("francine.api")
@@ -37,7 +49,10 @@ ROUTES = Map([
     Rule("/", endpoint="demo", methods=["GET"]),
     Rule("/health", endpoint="health", methods=["GET"]),
     Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
+    Rule("/viewer", endpoint="viewer", methods=["GET"]),
+    Rule("/viewer/<name>", endpoint="viewer", methods=["GET"]),
     Rule("/v1/sessions", endpoint="sessions", methods=["GET", "POST"]),
+    Rule("/v1/webhook-secret", endpoint="webhook_secret", methods=["GET"]),
     Rule("/v1/sessions/<sid>", endpoint="session", methods=["GET", "DELETE"]),
     Rule("/v1/sessions/<sid>/resources", endpoint="resources", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/resources/<path:name>", endpoint="resource", methods=["PUT"]),
@@ -46,6 +61,8 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>", endpoint="execution", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/preview", endpoint="preview", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/events", endpoint="events", methods=["GET"]),
 ], strict_slashes=False)
 
 
@@ -64,6 +81,7 @@ class Api:
     def __init__(self, adapters: Adapters):
         self.ad = adapters
         self.renders = readiness.for_bus(adapters.bus)  # 503 until renders can be taken
+        self.previews = Previews(adapters)
 
     # --- plumbing ----------------------------------------------------------------------
     def handle(self, request) -> Response:
@@ -93,6 +111,7 @@ class Api:
         user = self.ad.store.get_user(users.key_hash(key.strip()))
         if user is None:
             raise errors.Unauthorized("unknown API key")
+        request.environ[requestlog.USER] = user["id"]
         return user["id"]
 
     def json_body(self, request, allow_empty: bool = False) -> dict:
@@ -132,6 +151,10 @@ class Api:
     # --- public routes -----------------------------------------------------------------
     def route_health(self, request) -> Response:
         return json_response({"status": "ok"})
+
+    def route_viewer(self, request, name: str = "index.html") -> Response:
+        data, mimetype = viewer.asset(name)
+        return Response(data, 200, mimetype=mimetype, headers=viewer.headers())
 
     def route_openapi(self, request) -> Response:
         return json_response(openapi_document())
@@ -326,6 +349,23 @@ class Api:
             raise errors.Conflict(f"execution {eid} is {executions.view(self.ad, doc)['status']}"
                                   ", not done", "not_ready")
         return self.image_response(doc)
+
+    def route_preview(self, request, sid: str, eid: str) -> Response:
+        p = self.previews.get(self.own_execution(self.user(request), sid, eid))
+        return Response(p.png, 200, mimetype="image/png", headers={
+            "X-Francine-Passes": str(p.passes), "X-Francine-Final": "1" if p.final else "0",
+            "Cache-Control": "no-store"})
+
+    def route_webhook_secret(self, request) -> Response:
+        return json_response({"secret": self.ad.store.webhook_secret(self.user(request)),
+                              "header": events.SIGNATURE_HEADER,
+                              "scheme": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'>"})
+
+    def route_events(self, request, sid: str, eid: str) -> Response:
+        self.own_execution(self.user(request), sid, eid)
+        return Response(events.stream(self.ad, sid, eid, self.ad.settings.events_max_s),
+                        200, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def resource_view(record: dict) -> dict:

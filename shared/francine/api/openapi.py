@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from francine import executions, imaging, producers, resources
+from francine import events, executions, imaging, producers, resources
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -93,7 +93,14 @@ def openapi_document() -> dict:
                        "the scene; it persists for later executions"},
             "tile": {"type": "integer", "minimum": executions.MIN_TILE,
                      "description": "edge of the square "
-                     "tiles one task renders (default: the whole image)"}}},
+                     "tiles one task renders (default: the whole image)"},
+            "notify_url": {"type": "string", "format": "uri", "description": (
+                "an https:// URL at a public address that receives one POST of the final "
+                "status JSON, signed: header X-Francine-Signature: t=<unix seconds>,"
+                "v1=<hex HMAC-SHA256 of '<t>.<body>' under the secret of GET "
+                "/v1/webhook-secret>; header X-Francine-Delivery: the execution id (the "
+                "same on retries). Failed deliveries (no 2xx) are retried with back-off "
+                "for an hour; redirects are not followed")}}},
         "Execution": {"type": "object", "properties": {
             "id": {"type": "string"}, "session_id": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "reducing", "done",
@@ -131,6 +138,11 @@ def openapi_document() -> dict:
         "/health": {"get": _op("liveness", {"200": _resp("alive")}, secured=False)},
         "/v1/openapi.json": {"get": _op("this document", {"200": _resp("OpenAPI 3")},
                                         secured=False)},
+        "/v1/webhook-secret": {"get": _op(
+            "the caller's secret for verifying notify_url webhooks (made at first use)",
+            {"200": _resp("the secret", {"type": "object", "properties": {
+                "secret": {"type": "string"}, "header": {"type": "string"},
+                "scheme": {"type": "string"}}})})},
         "/v1/sessions": {
             "post": _op("create a session", {"201": _resp("the session", ref("Session"))},
                         _json(ref("SessionRequest"))),
@@ -204,6 +216,30 @@ def openapi_document() -> dict:
                         _json(UPLOAD_REQUEST),
                         params=[sid, {"name": "upload", "in": "path", "required": True,
                                       "schema": {"type": "string"}}])},
+        "/v1/sessions/{sid}/executions/{eid}/preview": {
+            "get": _op(
+                "the newest intermediate image, assembled over the whole frame from the "
+                "highest finished node of each region (black where nothing is rendered "
+                "yet); the final image once done. Always PNG. Built on demand from what "
+                "the pipeline stores anyway: watching adds no work to the render",
+                {"200": _resp("the image; header X-Francine-Passes: the fewest sample "
+                              "passes any tile holds (0 while some tile is black); "
+                              "X-Francine-Final: 1 for the final image",
+                              content={"image/png": IMAGES["image/png"]}),
+                 "409": _resp("no task has finished yet", ERROR)}, params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}/events": {
+            "get": _op(
+                "Server-Sent Events: an event 'status' (data: the Execution) at once, on "
+                "every change of status, progress or preview, and a last one when the "
+                "execution is final; then the stream ends. A stream lives at most "
+                "FRANCINE_EVENTS_MAX_S seconds (under Cloud Run's request timeout) and then "
+                "ends with an event 'timeout': reconnect. Comment lines keep it alive.",
+                {"200": _resp("the stream", content={"text/event-stream": {
+                    "schema": {"type": "string"}}})}, params=[sid, eid])},
+        "/viewer": {"get": _op(
+            "the web viewer (HTML); it asks for the API key in the page, never in the URL",
+            {"200": _resp("the page", content={"text/html": {"schema": {"type": "string"}}})},
+            secured=False)},
         "/v1/sessions/{sid}/executions/{eid}:cancel": {
             "post": _op("stop a render; tasks not yet started never run",
                         {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},
@@ -216,4 +252,11 @@ def openapi_document() -> dict:
             "apiKey": {"type": "http", "scheme": "bearer"}}},
         "security": [{"apiKey": []}],
         "paths": paths,
+        # Not HTTP: what the api and the reducer publish for other systems.
+        "x-execution-events": {
+            "description": "Pub/Sub topic (FRANCINE_STATUS_TOPIC, default "
+                           "francine-execution-events): a message when an execution is "
+                           "created and when it ends, "
+                           "attribute type=execution_status, JSON body as below",
+            "schema": events.STATUS_MESSAGE_SCHEMA},
     }

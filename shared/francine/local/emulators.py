@@ -7,6 +7,7 @@ the environment variables that point the Google client libraries at them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -29,6 +30,13 @@ class Emulators:
         if gcloud is None:
             raise RuntimeError("gcloud is not on PATH: the Firestore and Pub/Sub emulators "
                                "come with the Google Cloud CLI")
+        if shutil.which("java") is None:
+            raise RuntimeError("java is not on PATH: the Firestore and Pub/Sub emulators "
+                               "need Java 17 or later (e.g. apt-get install "
+                               "openjdk-17-jre-headless)")
+        if importlib.util.find_spec("gcp_storage_emulator") is None:
+            raise RuntimeError("the Cloud Storage emulator is not installed: "
+                               "pip install 'francine[local]' (gcp-storage-emulator)")
         fs_port, ps_port, gcs_port = free_port(), free_port(), free_port()
         pubsub_data = os.path.join(self.log_dir, "pubsub-data")
         os.makedirs(pubsub_data, exist_ok=True)

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,16 @@ from francine.local.processes import ProcessGroup, environment, free_port, http_
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 FUNCTIONS = REPO / "functions"
+
+
+def functions_dir() -> pathlib.Path:
+    """The entry points: beside the package in a checkout (an editable install), else
+    in the current directory (a checkout that was ``pip install``ed normally)."""
+    for candidate in (FUNCTIONS, pathlib.Path.cwd() / "functions"):
+        if (candidate / "api" / "main.py").is_file():
+            return candidate
+    raise RuntimeError("functions/ (the api, reducer and renderer entry points) not found: "
+                       "run 'francine stack up' in a Francine checkout")
 
 
 @dataclass
@@ -60,9 +71,9 @@ class Stack:
         """Start everything; returns (and writes to state_dir/stack.json) the api URL,
         a ready-made user's API key and the emulator addresses."""
         o = self.options
-        if not FUNCTIONS.is_dir():
-            raise RuntimeError(f"functions/ not found at {FUNCTIONS}: run from a checkout")
+        self.functions = functions_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        rotate_logs(self.state_dir / "logs")
         try:
             emulator_env = self.emulators.start()
             # FRANCINE_* variables of the caller (an admission limit, say) carry over.
@@ -79,8 +90,9 @@ class Stack:
             worker_urls = [self._serve_worker(i, {**env, "NUMBA_NUM_THREADS": str(threads)})
                            for i in range(o.workers)]
             self._subscribe(env, settings, worker_urls, reducer_url)
-            api_url = self._serve_function("api", "http", env, port=o.port,
-                                           ready_path="/health")
+            # Every event stream holds one of the api's threads while it lives.
+            api_url = self._serve_function("api", "http", {**env, "THREADS": "32"},
+                                           port=o.port, ready_path="/health")
             key = create_user_in(env, o.project, "local")
         except BaseException:
             self.stop()
@@ -88,7 +100,7 @@ class Stack:
         self.info = {"api_url": api_url, "api_key": key, "project": o.project,
                      "workers": worker_urls, "reducer_url": reducer_url,
                      "emulators": emulator_env, "env": {**emulator_env, **settings.to_env()},
-                     "logs": str(self.state_dir / "logs")}
+                     "logs": str(self.state_dir / "logs"), "pid": os.getpid()}
         (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
         return self.info
 
@@ -117,6 +129,7 @@ class Stack:
         topics = {key: [topology.name(self.options.prefix, key)] for key in topology.TOPICS}
         topics["produce"] = produce_topics(settings)
         topics["events"] = [settings.events_topic]
+        topics["execution-events"] = [settings.status_topic]
         return topics
 
     def _create_topics_and_buckets(self, env: dict, settings: Settings) -> None:
@@ -136,8 +149,8 @@ class Stack:
         port = port or free_port()
         child = self.processes.start(name, [
             _bin("functions-framework"), "--target", name, "--signature-type", signature,
-            "--source", str(FUNCTIONS / name / "main.py"), "--host", "127.0.0.1",
-            "--port", str(port)], env=env, cwd=str(FUNCTIONS / name))
+            "--source", str(self.functions / name / "main.py"), "--host", "127.0.0.1",
+            "--port", str(port)], env=env, cwd=str(self.functions / name))
         url = f"http://127.0.0.1:{port}"
         self.processes.wait_ready(child, lambda: http_ok(url + ready_path), 60)
         return url
@@ -148,7 +161,7 @@ class Stack:
         child = self.processes.start(f"worker-{index}", [
             _bin("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
             "--threads", "1", "--worker-class", "gthread", "--timeout", "0", "main:app"],
-            env=env, cwd=str(FUNCTIONS / "renderer"))
+            env=env, cwd=str(self.functions / "renderer"))
         url = f"http://127.0.0.1:{port}/"
         self.processes.wait_ready(child, lambda: http_ok(url + "health"), 60)
         return url
@@ -190,6 +203,15 @@ class Stack:
                 "name": sub.subscription_path(p, topology.name(o.prefix, hold.key)),
                 "topic": pub.topic_path(p, held),
                 "message_retention_duration": duration_pb2.Duration(seconds=hold.retention_s)})
+
+
+def rotate_logs(logs: pathlib.Path) -> None:
+    """Each stack writes fresh logs; the previous stack's stay in ``logs.previous``."""
+    if logs.is_dir() and any(logs.iterdir()):
+        previous = logs.with_name(logs.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        logs.rename(previous)
+
 
 
 def create_user_in(env: dict, project: str, name: str) -> str:

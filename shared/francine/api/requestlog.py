@@ -1,0 +1,31 @@
+"""The api's request log: one JSON line per request with the method, the path, the
+status, the duration and the user id (never a key, a query string or a body).
+
+The line is also a Cloud Logging structured entry (``severity``, ``httpRequest``), so
+that the deployed api's requests are searchable by user and status. For a streamed
+response (events) the duration is the time to the start of the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+log = logging.getLogger("francine.requests")
+
+#: Where ``Api.user`` leaves the authenticated user's id for this log.
+USER = "francine.user"
+
+
+def entry(request, status: int, seconds: float) -> dict:
+    return {
+        "severity": "WARNING" if status >= 500 else "INFO",
+        "message": f"{request.method} {request.path} {status} {seconds * 1000:.1f} ms",
+        "httpRequest": {"requestMethod": request.method, "requestUrl": request.path,
+                        "status": status, "latency": f"{seconds:.6f}s"},
+        "user": request.environ.get(USER),
+    }
+
+
+def log_request(request, status: int, seconds: float) -> None:
+    log.info("%s", json.dumps(entry(request, status, seconds)))

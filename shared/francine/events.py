@@ -1,0 +1,236 @@
+"""Execution status events: the api's Server-Sent Events stream and the
+``execution-events`` Pub/Sub topic.
+
+**SSE** (``GET .../events``): one ``status`` event at once, another whenever the
+status, the progress or the preview changes, a last one when the execution is final;
+then the stream ends. The api polls cheaply (the execution document and one or two task
+counts, every ``POLL_S``, then ``POLL_LATER_S`` once a task finished) and builds the
+full status only when one of them moved.
+A comment line every ``HEARTBEAT_S`` keeps proxies from closing an idle stream. A
+stream lives at most ``Settings.events_max_s`` (under Cloud Run's request timeout,
+which bounds every response, streamed or not); it then ends with an ``event: timeout``
+and the client reconnects (``EventSource`` does so by itself).
+
+**Topic** (``Settings.status_topic``, ``francine-execution-events`` by default): a message when
+an execution is created and when it ends, with the attribute ``type`` =
+``execution_status`` and the JSON body ``STATUS_MESSAGE_SCHEMA`` (the status of
+API.md plus the owner's user id and the schema version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+from francine import executions
+
+log = logging.getLogger("francine.events")
+
+STATUS = "execution_status"
+#: Polling period until the first task finished (the first preview is what a viewer
+#: waits for), and after it: each status built costs the store a dozen queries.
+POLL_S = 0.25
+POLL_LATER_S = 0.5
+HEARTBEAT_S = 5.0
+
+#: JSON Schema of a message on the execution-events topic.
+STATUS_MESSAGE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Francine execution status event",
+    "type": "object",
+    "required": ["schema", "user", "execution"],
+    "properties": {
+        "schema": {"const": 1},
+        "user": {"type": "string", "description": "id of the execution's owner"},
+        "execution": {
+            "type": "object", "description": "the execution status of the REST API",
+            "required": ["id", "session_id", "status", "progress", "tasks", "time", "error"],
+            "properties": {
+                "id": {"type": "string"}, "session_id": {"type": "string"},
+                "status": {"enum": ["queued", "running", "reducing", "done", "failed",
+                                    "cancelled"]},
+                "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                "tasks": {"type": "object"}, "time": {"type": "object"},
+                "error": {"type": ["object", "null"]},
+            },
+        },
+    },
+}
+
+
+NO_TASKS = {"failed": 0, "running": 0, "done": 0,
+            "produce": {"fetch": 0.0, "work": 0.0, "cpu": 0.0, "n": 0},
+            "reduce": {"fetch": 0.0, "work": 0.0, "cpu": 0.0, "n": 0}}
+
+
+def status_message(doc: dict, view: dict) -> dict:
+    return {"schema": 1, "user": doc["user"], "execution": view}
+
+
+def publish_status(ad, doc: dict, created: bool = False) -> None:
+    """Announce an execution's status on the topic. Never raises: the topic is for
+    other systems, and a render must not fail because it could not be announced."""
+    try:
+        if created:
+            # Announced as queued without counting tasks (none has run yet).
+            doc = {**doc, "summary": executions.summarize(doc, NO_TASKS, None)}
+        view = executions.view(ad, doc)
+        ad.bus.publish_status(status_message(doc, view))
+    except Exception:
+        log.exception("could not publish the status of execution %s", doc.get("id"))
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _changing(view: dict) -> dict:
+    """The parts of a status whose change is worth an event (not the running clock)."""
+    return {k: v for k, v in view.items() if k != "time"}
+
+
+def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
+           heartbeat_s: float = HEARTBEAT_S) -> Iterator[str]:
+    """The SSE stream of one execution (the caller has checked that it may see it)."""
+    started = last_sent = time.monotonic()
+    yield "retry: 1000\n\n"
+    sent: dict | None = None
+    seen: tuple | None = None
+    try:
+        while True:
+            doc = ad.store.get_execution(sid, eid)
+            if doc is None:  # deleted while watched
+                yield sse("gone", {"id": eid, "session_id": sid})
+                return
+            final = doc["status"] in executions.FINAL
+            done = ad.store.count_tasks(sid, eid, "done")
+            # Before the first finished task, a task starting is the news (queued →
+            # running); after it, every change of status or progress moves ``done``.
+            running = ad.store.count_tasks(sid, eid, "running") if not done else None
+            mark = (doc["status"], done, running)
+            if mark != seen or final:
+                seen = mark
+                view = executions.view(ad, doc)
+                if sent is None or _changing(view) != sent or final:
+                    sent = _changing(view)
+                    last_sent = time.monotonic()
+                    yield sse("status", view)
+            if final:
+                return
+            now = time.monotonic()
+            if now - started > max_s:
+                yield sse("timeout", {"id": eid, "reconnect": True})
+                return
+            if now - last_sent > heartbeat_s:
+                last_sent = now
+                yield ": keep-alive\n\n"
+            time.sleep(poll_s if not done else max(poll_s, POLL_LATER_S))
+    except GeneratorExit:  # the client went away
+        raise
+    except Exception as e:
+        log.exception("event stream of %s/%s failed", sid, eid)
+        with contextlib.suppress(Exception):
+            yield sse("error", {"code": "internal", "message": str(e)[:200]})
+
+
+# --- webhooks ----------------------------------------------------------------------------
+#
+# An execution created with ``notify_url`` gets one POST of its final status. The final
+# status message on the topic is pushed (subscription ``<status topic>-notify``) to the
+# reducer, which delivers it; a failed delivery raises, so Pub/Sub retries it with its
+# back-off, until ``notify_deadline_s`` after the execution ended. Each POST carries
+#   X-Francine-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+#   X-Francine-Delivery: <execution id>   (the same on every retry: receivers dedupe)
+# under the user's secret (GET /v1/webhook-secret). The URL is checked like an external
+# resource's, at creation and again at each delivery (DNS may have changed): https only,
+# public addresses only, no redirects.
+
+SIGNATURE_HEADER = "X-Francine-Signature"
+DELIVERY_HEADER = "X-Francine-Delivery"
+NOTIFY_TIMEOUT_S = 10.0
+
+
+def _insecure_hosts(settings) -> set[str]:
+    return {h.strip() for h in settings.notify_insecure_hosts.split(",") if h.strip()}
+
+
+def check_notify_url(url, settings) -> str | None:
+    """The execution's ``notify_url`` if it may be called; BadRequest naming the field."""
+    from urllib.parse import urlparse
+
+    from francine import errors
+    from francine.adapters.external import public_address
+
+    if url is None:
+        return None
+    if not isinstance(url, str) or len(url) > 2048:
+        raise errors.BadRequest("notify_url: an https:// URL (at most 2048 characters)",
+                                "invalid_field")
+    parsed = urlparse(url)
+    insecure = parsed.hostname in _insecure_hosts(settings)
+    if parsed.scheme != "https" and not (insecure and parsed.scheme == "http"):
+        raise errors.BadRequest("notify_url: must be an https:// URL", "invalid_field")
+    if not parsed.hostname or parsed.username or parsed.password:
+        raise errors.BadRequest("notify_url: an https://host/path URL without credentials",
+                                "invalid_field")
+    if not insecure:
+        try:
+            public_address(parsed.hostname, parsed.port or 443)
+        except errors.BadRequest as e:
+            raise errors.BadRequest(e.message.replace("url:", "notify_url:", 1),
+                                    "invalid_field") from None
+    return url
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    import hashlib
+    import hmac
+
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def notify(ad, message) -> str:
+    """Deliver the webhook of a final status message; raises TransientError to be
+    retried. Returns what happened (for the log)."""
+    import datetime as dt
+
+    import requests
+
+    from francine import errors
+    from francine.adapters.store import now
+
+    execution = message.payload.get("execution") or {}
+    if execution.get("status") not in executions.FINAL:
+        return "ignored: not a final status"
+    sid, eid = execution.get("session_id"), execution.get("id")
+    if not (isinstance(sid, str) and isinstance(eid, str)):
+        return "ignored: status without execution"
+    doc = ad.store.get_execution(sid, eid)
+    if doc is None or not doc.get("notify_url"):
+        return "no webhook"
+    finished = doc.get("finished") or now()
+    if now() - finished > dt.timedelta(seconds=ad.settings.notify_deadline_s):
+        log.error("webhook of %s/%s abandoned: no success within %.0f s", sid, eid,
+                  ad.settings.notify_deadline_s)
+        return "abandoned: deadline passed"
+    try:
+        url = check_notify_url(doc["notify_url"], ad.settings)
+    except errors.BadRequest as e:
+        return f"abandoned: {e.message}"
+    body = json.dumps(execution, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", DELIVERY_HEADER: eid,
+               SIGNATURE_HEADER: sign(ad.store.webhook_secret(doc["user"]), body,
+                                      int(time.time())),
+               "User-Agent": "francine-webhook/1"}
+    try:
+        resp = requests.post(url, data=body, headers=headers, timeout=NOTIFY_TIMEOUT_S,
+                             allow_redirects=False)
+    except requests.RequestException as e:
+        raise errors.TransientError(f"webhook of {eid}: {e}") from e
+    if not 200 <= resp.status_code < 300:
+        raise errors.TransientError(f"webhook of {eid}: {url} answered {resp.status_code}")
+    return f"webhook delivered ({resp.status_code})"

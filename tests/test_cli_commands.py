@@ -1,0 +1,165 @@
+"""The CLI against the session's stack (``--api``/``--key``): sessions and executions by
+id, render's checks before rendering, Ctrl-C, and one clear line for every ordinary
+mistake (never a traceback)."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from PIL import Image
+
+from francine.local.processes import free_port
+
+FRANCINE = [sys.executable, "-m", "francine.cli"]
+SMALL = {"producer": "ao", "scene": {"width": 32, "height": 24, "nao_samples": 2}}
+
+
+def run(*argv, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([*FRANCINE, *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def api(client) -> list[str]:
+    return ["--api", client.api_url, "--key", client.session.headers["Authorization"][7:]]
+
+
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_render_writes_the_format_that_o_names_and_reuses_a_session(client, tmp_path):
+    scene = tmp_path / "scene.json"
+    scene.write_text(json.dumps(SMALL))
+    out = tmp_path / "out.jpg"
+    r = run("render", str(scene), "-o", str(out), "--parallel", "2", *api(client))
+    assert r.returncode == 0, r.stderr
+    sid, eid = r.stdout.split()[1], r.stdout.split()[3]
+    assert r.stdout.startswith(f"session {sid}  execution {eid}")
+    assert Image.open(io.BytesIO(out.read_bytes())).format == "JPEG"
+    assert client.get_session(sid)["format"] == "jpeg"
+
+    again = tmp_path / "again.jpg"
+    r = run("render", "--session", sid, "-o", str(again), "--parallel", "1", *api(client))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[1] == sid and r.stdout.split()[3] != eid
+    assert len(client.executions(sid)) == 2
+    # The session renders JPEG: a .png output is refused before anything renders.
+    r = run("render", "--session", sid, "-o", str(tmp_path / "x.png"), *api(client))
+    one_line_error(r, "jpeg", "png")
+    assert len(client.executions(sid)) == 2
+
+
+def test_render_refuses_before_rendering(client, tmp_path):
+    r = run("render", "ao", "-o", str(tmp_path / "out.tif"), *api(client))
+    one_line_error(r, ".tif", ".png")
+    r = run("render", "ao", "-o", str(tmp_path / "missing" / "out.png"), *api(client))
+    one_line_error(r, "does not exist")
+    r = run("render", "ao", "-o", str(tmp_path / "out.png"), "--format", "exr", *api(client))
+    one_line_error(r, "exr")
+    r = run("render", str(tmp_path / "nope.json"), "-o", str(tmp_path / "o.png"), *api(client))
+    one_line_error(r, "no such scene file")
+    assert client.sessions() == []  # nothing was created
+
+
+def test_sessions_and_executions_by_id(client, tmp_path):
+    sid = client.create_session("ao", SMALL["scene"])["id"]
+    eid = client.execute(sid, parallel=2)["id"]
+    r = run("executions", "watch", eid, *api(client))
+    assert r.returncode == 0, r.stderr
+    assert "100.0%" in r.stderr and "producing" in r.stdout
+
+    r = run("sessions", "ls", *api(client))
+    assert r.returncode == 0 and sid in r.stdout and "ao" in r.stdout
+    r = run("sessions", "show", sid, *api(client))
+    assert json.loads(r.stdout)["id"] == sid
+    r = run("executions", "ls", sid, *api(client))
+    assert eid in r.stdout and "done" in r.stdout
+    r = run("executions", "status", f"{sid}/{eid}", *api(client))
+    assert json.loads(r.stdout)["status"] == "done"
+    out = tmp_path / "result.png"
+    r = run("executions", "result", eid, "-o", str(out), *api(client))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == client.result(sid, eid)
+    r = run("executions", "result", eid, "-o", str(tmp_path / "r.exr"), *api(client))
+    one_line_error(r, "png", "exr")
+
+    big = client.execute(sid, parallel=4, update={"width": 512, "height": 512,
+                                                   "nao_samples": 8})["id"]
+    r = run("executions", "cancel", big, *api(client))
+    assert r.returncode == 0 and "cancelled" in r.stdout
+    assert client.execution(sid, big)["status"] == "cancelled"
+    r = run("executions", "status", "0123abcd", *api(client))
+    one_line_error(r, "no execution 0123abcd")
+
+    r = run("sessions", "rm", sid, *api(client))
+    assert r.returncode == 0
+    assert client.sessions() == []
+    r = run("sessions", "show", sid, *api(client))
+    one_line_error(r, "not found", "404")
+
+
+def test_ctrl_c_cancels_the_render(client, tmp_path):
+    p = subprocess.Popen([*FRANCINE, "render", "ao", "-o", str(tmp_path / "o.png"),
+                          "--parallel", "16", *api(client)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    sid, eid = line.split()[1], line.split()[3]
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode != 0
+    assert "Traceback" not in err and f"execution {eid} cancelled" in err
+    assert client.execution(sid, eid)["status"] == "cancelled"
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_ordinary_mistakes_are_one_line(client, tmp_path):
+    r = run("sessions", "ls", "--api", client.api_url, "--key", "fr_wrong")
+    one_line_error(r, "refused the key")
+    port = free_port()
+    r = run("sessions", "ls", "--api", f"http://127.0.0.1:{port}", "--key", "k")
+    one_line_error(r, "cannot connect", str(port))
+    r = run("--state-dir", str(tmp_path), "sessions", "ls")
+    one_line_error(r, "no running stack", "francine stack up")
+    r = run("render", "ao", "-o", str(tmp_path / "o.png"), "--resource", "a=/no/such/file",
+            *api(client))
+    one_line_error(r, "/no/such/file")
+
+
+def test_help_names_every_default():
+    r = run("render", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    for option in ("--parallel", "--tile", "--session", "--format", "--api", "--key"):
+        assert option in text
+    assert "(default: 8)" in text and "(default: None)" in text
+    r = run("stack", "up", "--help")
+    assert "(default: 2)" in " ".join(r.stdout.split())
+
+
+def test_progress_says_workers_are_starting_then_an_eta():
+    from francine.cli import Progress
+
+    def status(state, progress, running):
+        return {"status": state, "progress": progress,
+                "tasks": {"done": int(progress * 10), "total": 10, "running": running}}
+
+    p = Progress(stream=io.StringIO())
+    assert p.eta(status("queued", 0.0, 0)) == ""  # not yet a second
+    p.t0 -= 3
+    assert "workers starting" in p.eta(status("queued", 0.0, 0))
+    assert p.eta(status("running", 0.0, 2)) == ""  # they run now
+    assert p.eta(status("running", 0.2, 2)) == ""  # a first measure
+    p.first = (p.first[0] - 2.0, 0.2)  # 2 s ago at 20 %
+    eta = p.eta(status("running", 0.6, 2))  # 40 % in 2 s: 2 s to go
+    assert eta.strip() == "ETA 2 s"
+    assert p.eta(status("done", 1.0, 0)) == ""
