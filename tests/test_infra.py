@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "infra"))
 
 from francine_infra import apis, config, firestore, iam  # noqa: E402
-from francine_infra.archives import function_source, requirements_txt  # noqa: E402
+from francine_infra.archives import (  # noqa: E402
+    FUNCTION_EXTRAS,
+    function_source,
+    requirements_txt,
+)
 from francine_infra.config import ConfigError, FrancineConfig  # noqa: E402
 from francine_infra.mocks import (  # noqa: E402
     DEFAULT_TEST_CONFIG,
@@ -27,6 +31,8 @@ from francine_infra.mocks import (  # noqa: E402
     RecordingMocks,
     run_program,
 )
+
+from francine import topology  # noqa: E402
 
 # pulumi_gcp's own deprecated alias, imported with its module: not ours to fix.
 pytestmark = pytest.mark.filterwarnings(
@@ -167,7 +173,7 @@ def test_without_an_image_there_is_no_render_service_yet():
 def test_every_push_subscription_has_oidc_retry_and_dead_letter(stack, tuned):
     for recording, attempts, task_seconds in ((stack, 10, 120), (tuned, 20, 300)):
         subscriptions = push_subscriptions(recording)
-        assert len(subscriptions) == 4
+        assert len(subscriptions) == len(topology.ROUTES)
         for sub in subscriptions:
             inputs = sub.inputs
             oidc = inputs["pushConfig"]["oidcToken"]
@@ -200,7 +206,7 @@ def endpoint_timeouts(recording) -> dict[str, int]:
 def test_ack_deadlines_leave_a_margin_above_the_endpoint_timeouts(fixture, timeout, request):
     recording = request.getfixturevalue(fixture)
     timeouts = endpoint_timeouts(recording)
-    assert len(timeouts) == 4 and set(timeouts.values()) == {timeout}
+    assert len(timeouts) == len(topology.ROUTES) and set(timeouts.values()) == {timeout}
     for sub in push_subscriptions(recording):
         ack = sub.inputs["ackDeadlineSeconds"]
         # Cold start (~45 s for the last of many fresh instances) and queueing first:
@@ -261,6 +267,7 @@ def test_routes_and_dead_letter_chain(stack):
         "francine-produce-dead-letter",
         "francine-events-dead-letter",
         "francine-unprocessable",
+        "francine-execution-events",
     }
 
 
@@ -274,7 +281,8 @@ def test_pubsub_service_agent_may_dead_letter(stack):
     # ... and mint the OIDC tokens of the pushes, as the push account only.
     pusher = f"projects/{PROJECT}/serviceAccounts/{sa('pusher')}"
     assert ("roles/iam.serviceAccountTokenCreator", f"service account {pusher}") in agent
-    assert len(agent) == 4 + 3 + 1
+    dead_letters = {r.dead_letter for r in topology.ROUTES}
+    assert len(agent) == len(topology.ROUTES) + len(dead_letters) + 1
     assert "gcp:organizations/getProject:getProject" in stack.calls
 
 
@@ -339,11 +347,14 @@ def test_each_component_has_its_own_least_privilege_account(stack):
     roles = stack.roles_by_member()
     bucket = f"bucket {PROJECT}-francine-"
     project = f"project {PROJECT}"
+    api_account = f"projects/{PROJECT}/serviceAccounts/{sa('api')}"
     assert roles == {
         "allUsers": [("roles/run.invoker", "run service francine-api")],
         f"serviceAccount:{sa('api')}": sorted(
             [
                 ("roles/datastore.user", project),
+                ("roles/iam.serviceAccountTokenCreator", f"service account {api_account}"),
+                ("roles/pubsub.publisher", "topic francine-execution-events"),
                 ("roles/pubsub.publisher", "topic francine-produce"),
                 ("roles/pubsub.viewer", "topic francine-produce"),
                 ("roles/storage.objectUser", bucket + "partials"),
@@ -363,6 +374,7 @@ def test_each_component_has_its_own_least_privilege_account(stack):
             [
                 ("roles/datastore.user", project),
                 ("roles/pubsub.publisher", "topic francine-events"),
+                ("roles/pubsub.publisher", "topic francine-execution-events"),
                 ("roles/pubsub.publisher", "topic francine-produce"),
                 ("roles/storage.objectUser", bucket + "partials"),
                 ("roles/storage.objectUser", bucket + "results"),
@@ -473,7 +485,10 @@ def test_function_archives_contain_the_shared_library(stack):
         source = function(stack, key).inputs["buildConfig"]["source"]["storageSource"]
         assert source["object"] == obj["name"]
         requirements = archive.assets["requirements.txt"].text
-        assert requirements == requirements_txt(ROOT / "pyproject.toml")
+        assert requirements == requirements_txt(ROOT / "pyproject.toml",
+                                                FUNCTION_EXTRAS.get(key, ()))
+        # Only the reducer denoises (the root reduction of blender images).
+        assert ("pyoidn" in requirements) == (key == "reducer")
 
 
 def test_requirements_are_the_runtime_dependencies_of_pyproject():

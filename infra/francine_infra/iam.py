@@ -42,6 +42,9 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         # pubsub.topics.get) and answers 503 until one exists.
         Grant("roles/pubsub.viewer", "topic:produce", "see whether renders can be taken"),
         Grant("roles/pubsub.publisher", "topic:execution-events", "announce new executions"),
+        # A result larger than a response is served by a V4 signed URL: without a key
+        # file, the api signs through IAM signBlob as itself.
+        Grant("roles/iam.serviceAccountTokenCreator", "account:api", "sign result URLs"),
     ),
     "renderer": (
         Grant("roles/datastore.user", "project", "task status, cancellation"),
@@ -130,6 +133,14 @@ class AccessPolicy(pulumi.ComponentResource):
                 resource_name,
                 project=args.project,
                 topic=args.topics[key].name,
+                role=grant.role,
+                member=member,
+                opts=opts,
+            )
+        if kind == "account":
+            return gcp.serviceaccount.IAMMember(
+                resource_name,
+                service_account_id=args.accounts.accounts[key].name,
                 role=grant.role,
                 member=member,
                 opts=opts,
