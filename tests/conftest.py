@@ -31,7 +31,9 @@ def stack(tmp_path_factory):
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            extra_env={"FRANCINE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
                                       "FRANCINE_MAX_RESOURCE_BYTES": str(RESOURCE_LIMIT_BYTES),
-                                      "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT)})
+                                      "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT),
+                                      # one pass per task: tests count tasks
+                                      "FRANCINE_MIN_TASK_SECONDS": "0"})
     with Stack(options) as s:
         yield s
 
