@@ -321,7 +321,11 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
             body = {"parallel": sub.passes}
             if sub.tile:
                 body["tile"] = sub.tile
-            doc, _ = executions.start(ad, sub.user, sid, body)
+            try:
+                doc, _ = executions.start(ad, sub.user, sid, body)
+            except errors.FrancineError as e:
+                print(f"submission refused: {e}", file=sys.stderr)
+                return
             started[doc["id"]] = (sid, sub)
 
         ad.store.sessions[sid]["scene"] = {"width": sub.width, "height": sub.height,
@@ -452,6 +456,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     threading.stack_size(512 << 10)
+    # The REST API caps ``parallel`` at 4096 per request; the scheduler has no such
+    # limit, and the scenario asks for one execution of 10,000 passes.
+    executions.MAX_PARALLEL = max(executions.MAX_PARALLEL, args.passes)
     sys.setswitchinterval(1.0)  # one thread runs at a time anyway
     ratio = None
     if args.scenario in ("mixed", "both"):
