@@ -249,8 +249,22 @@ class SimBus(BusTwin):
         self.messages = 0
         self.deliveries = 0
 
+    def publish_tasks(self, session_id: str, execution_id: str,
+                      tasks: list[tuple[int, str]]) -> None:
+        # The adapter publishes concurrently and the client batches up to 500 messages
+        # per request: one round trip per 500.
+        for start in range(0, len(tasks), 500):
+            self.meter.op("publish")
+            for _, tid in tasks[start: start + 500]:
+                self.send(PRODUCE_TOPIC, {"session_id": session_id,
+                                          "execution_id": execution_id, "task_id": tid},
+                          type="produce")
+
     def publish(self, topic: str, payload: dict, **attributes: str) -> str:
         self.meter.op("publish")
+        return self.send(topic, payload, **attributes)
+
+    def send(self, topic: str, payload: dict, **attributes: str) -> str:
         self.messages += 1
         message = Message(str(self.messages), dict(payload), dict(attributes))
         copies = 2 if self.platform.rng.random() < self.platform.duplicate_p else 1

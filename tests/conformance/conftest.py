@@ -42,13 +42,13 @@ class EmulatorPubSub:
         self.publisher.publish(self.publisher.topic_path(self.project, topic), payload,
                                **attributes).result(timeout=30)
 
-    def pull(self, subscription: str) -> list[tuple[str, bytes, dict, int]]:
+    def pull(self, subscription: str, tries: int = 30) -> list[tuple[str, bytes, dict, int]]:
         import time
 
         path = self.subscriber.subscription_path(self.project, subscription)
-        for _ in range(50):  # the emulator may answer empty while a message is on its way
+        for _ in range(tries):  # the emulator may answer empty while a message is on its way
             resp = self.subscriber.pull(request={"subscription": path, "max_messages": 10},
-                                        timeout=10)
+                                        timeout=5)
             if resp.received_messages:
                 return [(m.ack_id, m.message.data, dict(m.message.attributes),
                          m.delivery_attempt) for m in resp.received_messages]
@@ -84,7 +84,7 @@ class TwinPubSub:
 
         self.bus.publish(topic, json.loads(payload), **attributes)
 
-    def pull(self, subscription: str):
+    def pull(self, subscription: str, tries: int = 1):
         import json
 
         return [(d.ack_id, json.dumps(d.message.payload).encode(), d.message.attributes,

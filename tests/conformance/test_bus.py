@@ -37,6 +37,7 @@ def test_unacknowledged_messages_come_back_then_go_to_the_dead_letter_topic(back
         attempts.append(attempt)
         pubsub.nack(sub, ack_id)
     assert attempts == [1, 2, 3, 4, 5]
+    assert pubsub.pull(sub, tries=3) == []  # not delivered a sixth time
     [(ack_id, data, attrs, _)] = pubsub.pull(dead_sub)
     assert json.loads(data) == {"n": 1} and attrs["type"] == "produce"
     assert attrs[DEAD_LETTER_ATTRIBUTE].endswith(f"{unique}-s")
