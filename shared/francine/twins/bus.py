@@ -70,7 +70,8 @@ class BusTwin:
             message, attempt = sub.queue.popleft()
             ack_id = f"{subscription}:{next(self._ids)}"
             sub.in_flight[ack_id] = (message, attempt)
-            out.append(Delivery(ack_id, message, attempt))
+            # As Pub/Sub: the attempt is reported only where a dead-letter policy is set.
+            out.append(Delivery(ack_id, message, attempt if sub.dead_letter_topic else 0))
         return out
 
     def ack(self, ack_id: str) -> None:
