@@ -22,7 +22,6 @@ from francine.mergepatch import merge_patch
 from francine.producers.base import ResourceInfo, SceneError
 from francine.records import FINAL, Execution, Kind, Status, Task
 
-__all__ = ["FINAL"]  # re-exported: the api reads executions.FINAL
 MAX_PARALLEL = 4096
 MIN_TILE = 8
 
