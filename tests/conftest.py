@@ -35,7 +35,9 @@ def stack(tmp_path_factory):
                                       "FRANCINE_MAX_RESOURCES": str(RESOURCE_LIMIT),
                                       "FRANCINE_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT),
                                       # webhook tests receive on this machine
-                                      "FRANCINE_NOTIFY_INSECURE_HOSTS": "127.0.0.1"})
+                                      "FRANCINE_NOTIFY_INSECURE_HOSTS": "127.0.0.1",
+                                      # one pass per task: tests count tasks
+                                      "FRANCINE_MIN_TASK_SECONDS": "0"})
     with Stack(options) as s:
         yield s
 

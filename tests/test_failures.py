@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import threading
 import time
 
 import pytest
@@ -43,7 +42,7 @@ def test_undeliverable_production_task_fails_the_execution(stack, adapters, clie
     assert "5 delivery attempts" in status["error"]["message"]
     assert status["time"]["finished"]
     task = adapters.store.get_task(sid, e["id"], planning.task_id(e["id"], "p0"))
-    assert task["status"] == "failed" and task["attempts"] >= 5
+    assert task.status == "failed" and task.attempts >= 5
 
 
 def test_failed_final_reduction_fails_the_execution(stack, adapters, client):
@@ -71,7 +70,7 @@ def test_duplicate_deliveries_change_nothing(stack, adapters, client):
     while client.execution(sid, eid)["status"] not in ("reducing", "done", "failed"):
         assert time.monotonic() < deadline, "the execution did not finish"
         for i, tid in tasks.items():
-            if i not in duplicated and adapters.store.get_task(sid, eid, tid)["status"] == "done":
+            if i not in duplicated and adapters.store.get_task(sid, eid, tid).status == "done":
                 adapters.bus.publish_tasks(sid, eid, [(i, tid)])
                 adapters.bus.publish_done(sid, eid, f"p{i}")
                 duplicated.add(i)
@@ -83,39 +82,12 @@ def test_duplicate_deliveries_change_nothing(stack, adapters, client):
     assert "announced again: already done" in logs or "skipped: execution gone" in logs
     for node in planning.all_nodes(shape):
         task = adapters.store.get_task(sid, eid, planning.task_id(eid, node))
-        assert task["status"] == "done"
+        assert task.status == "done"
         if node.startswith("r"):
-            assert task["attempts"] == 1, node  # no reduction ran twice
+            assert task.attempts == 1, node  # no reduction ran twice
     image = decode_png(client.result(sid, eid))
     expected = reference_image(scene, eid, 24)
     assert abs(image.astype(int) - expected.astype(int)).max() <= 1
-
-
-def test_exactly_one_concurrent_claim_wins(stack, adapters, client):
-    sid = client.create_session("ao", {"width": 16, "height": 16})["id"]
-    e = client.execute(sid, parallel=9, tile=16)
-    client.wait(sid, e["id"], timeout_s=60)
-    # a fresh pending task to fight over
-    tid = "claim-test"
-    adapters.store.write_tasks(sid, e["id"], [(tid, {"node": "r9.0", "kind": "reduce",
-                                                     "status": "pending", "attempts": 0})])
-    results, barrier = [], threading.Barrier(8)
-
-    def claim(owner):
-        barrier.wait()
-        results.append(adapters.store.claim_task(sid, e["id"], tid, owner, lease_s=600)[0])
-
-    threads = [threading.Thread(target=claim, args=(f"owner-{i}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == ["held"] * 7 + ["won"]
-    # the winner's redelivery may take it again; a finished task is never claimed
-    winner = adapters.store.get_task(sid, e["id"], tid)["owner"]
-    assert adapters.store.claim_task(sid, e["id"], tid, winner, 600)[0] == "won"
-    adapters.store.update_task(sid, e["id"], tid, {"status": "done"})
-    assert adapters.store.claim_task(sid, e["id"], tid, winner, 600)[0] == "done"
 
 
 def finished_execution(client, adapters, parallel=4):
@@ -152,7 +124,7 @@ def test_planning_again_never_resets_a_task(client, adapters):
     executions.publish(adapters, {**doc, "planned": False, "published": False})
     shape = planning.Shape.from_dict(doc["shape"])
     for node in planning.all_nodes(shape):
-        assert adapters.store.get_task(sid, eid, planning.task_id(eid, node))["status"] == "done"
+        assert adapters.store.get_task(sid, eid, planning.task_id(eid, node)).status == "done"
     time.sleep(1.0)  # the republished tasks reach the workers, which skip them
     assert client.execution(sid, eid)["status"] == "done"
 
@@ -169,7 +141,8 @@ def test_a_delivery_for_a_task_of_another_kind_changes_nothing(client, adapters)
         "session_id": sid, "execution_id": eid, "task_id": root}, {"type": "produce"}))
     assert outcome in ("skipped: not a production task", "skipped: execution gone or ended")
     after = adapters.store.get_task(sid, eid, root)
-    assert after.get("owner") == before.get("owner") != "bogus"
+    # the worker left it alone (the reducer may have taken it since: it is live)
+    assert before.owner != "bogus" and after.owner != "bogus"
     assert client.wait(sid, eid, timeout_s=60)["status"] == "done"
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from francine import planning
-from francine.planning import Admit, Reduce
+from francine.scheduler import ClaimTask, End, Plan, Publish, done_actions
 
 
 @pytest.mark.parametrize("w,h,passes,tile", [
@@ -40,7 +40,8 @@ def test_single_task_still_has_a_root_reduction():
     assert shape.productions == 1
     assert shape.root == "r1.0"
     assert planning.children(shape, "r1.0") == ["p0"]
-    assert planning.on_done(shape, "p0", 1) == [Reduce("r1.0")]
+    assert [type(a) for a in done_actions(Plan(shape), "p0", "m", 1)] == [ClaimTask]
+    assert done_actions(Plan(shape), "r1.0", "m", 0) == [End("done")]
 
 
 def test_tiles_cover_the_image_exactly():
@@ -75,8 +76,8 @@ def test_task_ids_are_deterministic_unique_and_spread():
 
 
 def simulate(shape, order, admission=0):
-    """Feed completion events in ``order`` the way the reducer does; returns how often
-    each reduction was triggered and which productions were admitted."""
+    """Feed completion events in ``order`` to the scheduler, one at a time; returns how
+    often each reduction was claimed and which productions were admitted."""
     done, triggered, admitted = set(), {}, []
     pending = list(order)
     while pending:
@@ -84,12 +85,12 @@ def simulate(shape, order, admission=0):
         done.add(node)
         up = planning.parent(shape, node)
         siblings = 0 if up is None else sum(c in done for c in planning.children(shape, up))
-        for action in planning.on_done(shape, node, siblings, admission):
-            if isinstance(action, Reduce):
+        for action in done_actions(Plan(shape, admission), node, "m", siblings):
+            if isinstance(action, ClaimTask):
                 triggered[action.node] = triggered.get(action.node, 0) + 1
                 pending.append(action.node)  # the reduction finishes later
-            elif isinstance(action, Admit):
-                admitted.append(action.index)
+            elif isinstance(action, Publish):
+                admitted.extend(action.indices)
     return done, triggered, admitted
 
 
@@ -129,3 +130,31 @@ def test_tiles_are_sized_to_the_task_budget():
     assert planning.largest_tile(4096, 4096, 10.0, 30) == 8
     shape = planning.make_shape(100, 60, 2, 64)
     assert planning.task_seconds(shape, 1e-3) == 64 * 60 * 1e-3  # clipped to the image
+
+
+@pytest.mark.parametrize("passes,fold", [(10, 3), (8, 8), (7, 1), (5, 9)])
+def test_folded_passes_cover_every_pass_of_every_tile_once(passes, fold):
+    shape = planning.make_shape(100, 70, passes, 32, fold)
+    assert shape.fold == min(fold, passes)
+    assert shape.productions == shape.tiles * math.ceil(passes / shape.fold)
+    seen = {}
+    for t in planning.plan("e", shape):
+        if t.kind == "produce":
+            for p in range(t.pass_index, t.pass_index + t.passes):
+                key = (t.tile, p)
+                assert key not in seen
+                seen[key] = t.seed if p == t.pass_index else None
+            assert t.seed == planning.seed_for("e", t.pass_index)  # seeds stay per pass
+    assert len(seen) == shape.tiles * passes
+
+
+def test_passes_are_folded_up_to_the_minimum_task_time_and_within_the_bound():
+    # 30 ms passes, 0.25 s minimum: 9 passes per task
+    assert planning.passes_per_task(0.03, 4096, 0.25, 30) == 9
+    assert planning.passes_per_task(0.03, 4, 0.25, 30) == 4  # never more than exist
+    assert planning.passes_per_task(0.5, 100, 0.25, 30) == 1  # a pass is long enough
+    assert planning.passes_per_task(0.03, 100, 0, 30) == 1  # folding off
+    assert planning.passes_per_task(0.03, 4096, 10.0, 0.3) == 10  # the bound wins
+    # issue's case: 512² ao at parallel 4096 becomes 456 tasks, not 4096
+    shape = planning.make_shape(512, 512, 4096, None, 9)
+    assert shape.productions == 456

@@ -7,9 +7,11 @@ anonymous credentials there, since no application default credentials exist loca
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from francine.config import Settings
 
@@ -44,6 +46,8 @@ class Adapters:
     store: object
     bus: object
     blobs: object
+    #: The time the handlers record (simulated in the scale simulator).
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
 
 def make_adapters(settings: Settings) -> Adapters:

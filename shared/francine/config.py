@@ -51,6 +51,10 @@ class Settings:
     #: deadline and timeouts are sized for it): larger tiles are refused, and when the
     #: client gives no tile the planner picks one estimated at a quarter of it.
     max_task_seconds: float = 120.0
+    #: The shortest a production task should be estimated to take: when one pass of a
+    #: tile is shorter, a task renders several passes of it (0: one pass per task).
+    #: Each task costs messages, documents and a partial image, whatever its size.
+    min_task_seconds: float = 0.25
     #: Production tasks published at once per execution; the rest are published as
     #: earlier ones finish (0: all at once). Admission control for shared farms.
     admission_limit: int = 0

@@ -15,13 +15,13 @@ import hashlib
 import time
 import uuid
 
-from francine import errors, estimates, planning, producers
-from francine.adapters.store import now
+from francine import errors, estimates, planning, producers, scheduler
+from francine.adapters.store import execution_from_doc, now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
 from francine.producers.base import ResourceInfo, SceneError
+from francine.records import FINAL, Execution, Kind, Status, Task
 
-FINAL = ("done", "failed", "cancelled")
 MAX_PARALLEL = 4096
 MIN_TILE = 8
 
@@ -79,7 +79,13 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         pixel_seconds = estimates.pixel_seconds(ad, sid, producer, scene, records)
         bound = ad.settings.max_task_seconds
         edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
-        shape = planning.make_shape(width, height, parallel, edge)
+        # Tiny passes are folded: several passes of a tile per task, up to the minimum
+        # task time, never past a quarter of the bound.
+        one_pass = planning.task_seconds(planning.make_shape(width, height, 1, edge),
+                                         pixel_seconds)
+        fold = planning.passes_per_task(one_pass, parallel, ad.settings.min_task_seconds,
+                                        bound / 4)
+        shape = planning.make_shape(width, height, parallel, edge, fold)
         estimate = planning.task_seconds(shape, pixel_seconds)
         if estimate > bound:
             raise errors.BadRequest(
@@ -90,7 +96,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             raise errors.BadRequest(
                 f"this render would need {shape.total_tasks} tasks, more than the limit of "
                 f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
-        created = now()
+        created = ad.clock()
         doc = {
             "id": eid, "session_id": sid, "user": user, "created": created,
             "status": "queued", "producer": producer.name, "format": session["format"],
@@ -123,46 +129,58 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
 
 def publish(ad: Adapters, doc: dict) -> None:
     """Write the task documents and publish the first production tasks; idempotent."""
-    sid, eid = doc["session_id"], doc["id"]
-    shape = planning.Shape.from_dict(doc["shape"])
-    if not doc.get("planned"):
-        ad.store.write_tasks(sid, eid, (
-            (planning.task_id(eid, t.node), task_document(t)) for t in planning.plan(eid, shape)))
-        ad.store.update_execution(sid, eid, {"planned": True})
-        doc["planned"] = True
-    if not doc.get("published"):
-        first = shape.productions
-        if doc.get("admission_limit"):
-            first = min(first, doc["admission_limit"])
-        ad.bus.publish_tasks(sid, eid, [(i, planning.task_id(eid, planning.node_name(0, i)))
-                                        for i in range(first)])
-        ad.store.update_execution(sid, eid, {"published": True})
-        doc["published"] = True
+    carry_out_start(ad, doc, scheduler.ExecutionCreated())
 
 
-#: An execution still unpublished this long after its creation lost the request that was
-#: publishing it (an instance died, and the client did not retry with its key).
-STALLED_S = 30.0
+#: Kept for callers of the earlier name.
+STALLED_S = scheduler.STALLED_S
 
 
 def resume_if_stalled(ad: Adapters, doc: dict) -> bool:
     """Finish publishing an execution whose creating request died; idempotent, so the
     status read that notices it can do it. True if it resumed."""
-    if doc["status"] in FINAL or doc.get("published"):
-        return False
-    if (now() - doc["created"]).total_seconds() < STALLED_S:
-        return False
-    publish(ad, doc)
-    return True
+    return bool(carry_out_start(ad, doc, scheduler.Tick()).actions)
 
 
-def task_document(t: planning.PlannedTask) -> dict:
-    doc = {"node": t.node, "kind": t.kind, "parent": t.parent, "status": "pending",
-           "children": t.children, "attempts": 0}
-    if t.tile is not None:
-        doc.update(tile=[t.tile.x0, t.tile.y0, t.tile.width, t.tile.height],
-                   pass_index=t.pass_index, seed=t.seed)
-    return doc
+def carry_out_start(ad: Adapters, doc: dict, event) -> scheduler.Trace:
+    """Step ``event`` (creation or a tick) and carry out the writes and publications;
+    ``doc`` is updated as the store is."""
+    sid, eid = doc["session_id"], doc["id"]
+    shape = planning.Shape.from_dict(doc["shape"])
+    plan = scheduler.Plan(shape, doc.get("admission_limit") or 0)
+    seen = scheduler.Observed(
+        status=Status(doc["status"]), planned=bool(doc.get("planned")),
+        published=bool(doc.get("published")),
+        now_s=(ad.clock() - doc["created"]).total_seconds())
+
+    def carry_out(action):
+        match action:
+            case scheduler.WriteTasks():
+                ad.store.write_tasks(sid, eid, task_records(eid, shape))
+                ad.store.update_execution(sid, eid, {"planned": True})
+                doc["planned"] = True
+            case scheduler.Publish(indices=indices, first=first):
+                ad.bus.publish_tasks(sid, eid, [
+                    (i, planning.task_id(eid, planning.node_name(0, i))) for i in indices])
+                if first:
+                    ad.store.update_execution(sid, eid, {"published": True})
+                    doc["published"] = True
+
+    return scheduler.drive(plan, [event], lambda _e: seen, carry_out)
+
+
+def task_records(eid: str, shape: planning.Shape) -> list[Task]:
+    tasks = []
+    for t in planning.plan(eid, shape):
+        tile = None if t.tile is None else (t.tile.x0, t.tile.y0, t.tile.width, t.tile.height)
+        tasks.append(Task(planning.task_id(eid, t.node), t.node, Kind(t.kind), t.parent,
+                          children=t.children, tile=tile, pass_index=t.pass_index,
+                          seed=t.seed, passes=t.passes))
+    return tasks
+
+
+def as_record(doc: dict | Execution) -> Execution:
+    return doc if isinstance(doc, Execution) else execution_from_doc(doc)
 
 
 # --- reporting -------------------------------------------------------------------------
@@ -173,10 +191,11 @@ def rfc3339(t: dt.datetime | None) -> str | None:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def summarize(doc: dict, stats: dict, finished: dt.datetime | None) -> dict:
+def summarize(doc: dict | Execution, stats: dict, finished: dt.datetime | None) -> dict:
     """The counts and times of an execution from its task statistics."""
-    shape = planning.Shape.from_dict(doc["shape"])
-    created = doc["created"]
+    ex = as_record(doc)
+    shape = planning.Shape.from_dict(ex.shape)
+    created = ex.created
     end = finished or now()
     first, last = stats.get("first_started"), stats.get("last_produced")
     prod, red = stats["produce"], stats["reduce"]
@@ -225,20 +244,21 @@ def view(ad: Adapters, doc: dict) -> dict:
     }
 
 
-def end(ad: Adapters, doc: dict, status: str, error: dict | None = None,
+def end(ad: Adapters, doc: dict | Execution, status: str, error: dict | None = None,
         result: str | None = None) -> bool:
     """Move the execution to a final status with its frozen summary; first caller wins."""
-    finished = now()
-    stats = ad.store.task_stats(doc["session_id"], doc["id"])
-    fields = {"status": status, "finished": finished, "error": error,
-              "summary": summarize(doc, stats, finished)}
+    ex = as_record(doc)
+    finished = ad.clock()
+    stats = ad.store.task_stats(ex.session_id, ex.id)
+    fields = {"status": Status(status), "finished": finished, "error": error,
+              "summary": summarize(ex, stats, finished)}
     if result:
         fields["result"] = result
-    won = ad.store.finish_execution(doc["session_id"], doc["id"], fields)
+    won = ad.store.finish_execution(ex.session_id, ex.id, fields)
     if won:
         from francine import events
 
-        events.publish_status(ad, {**doc, **fields})
+        events.publish_status(ad, ad.store.get_execution(ex.session_id, ex.id))
     return won
 
 

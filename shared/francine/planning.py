@@ -1,8 +1,11 @@
 """Planning an execution: production tasks, the reduction tree, seeds. Pure code.
 
 An execution of ``passes`` sample passes over an image cut into ``tiles`` becomes
-N = tiles × passes production tasks, ordered tile-major (the passes of one tile are
-neighbours, so that early reductions combine passes of the same region and stay small).
+N = tiles × ⌈passes / fold⌉ production tasks, ordered tile-major (the passes of one tile
+are neighbours, so that early reductions combine passes of the same region and stay
+small). A task renders ``fold`` consecutive passes of its tile (fewer for the last one)
+when one pass alone is too small to be worth a task; every pass keeps its own seed, so
+the image does not depend on the folding.
 Reduction is a tree of fan-in f = ⌈√N⌉: level 1 combines runs of f production partials,
 level 2 runs of f level-1 results, and so on up to a single root, which also tone-maps
 and encodes the final image. There is always a root, even for N = 1.
@@ -29,6 +32,11 @@ class Shape:
     passes: int
     tile: int  # edge of the square tiles, in pixels
     fan_in: int
+    fold: int = 1  # passes per production task
+
+    @property
+    def tasks_per_tile(self) -> int:
+        return -(-self.passes // self.fold)
 
     @property
     def tiles_x(self) -> int:
@@ -44,7 +52,7 @@ class Shape:
 
     @property
     def productions(self) -> int:
-        return self.tiles * self.passes
+        return self.tiles * self.tasks_per_tile
 
     def level_sizes(self) -> list[int]:
         """Number of nodes per level: level 0 are the production tasks."""
@@ -67,7 +75,8 @@ class Shape:
 
     @classmethod
     def from_dict(cls, d: dict) -> Shape:
-        return cls(**{k: int(d[k]) for k in ("width", "height", "passes", "tile", "fan_in")})
+        return cls(**{k: int(d[k]) for k in ("width", "height", "passes", "tile", "fan_in")},
+                   fold=int(d.get("fold", 1)))
 
 
 def largest_tile(width: int, height: int, pixel_seconds: float, budget_s: float) -> int:
@@ -81,14 +90,28 @@ def largest_tile(width: int, height: int, pixel_seconds: float, budget_s: float)
 
 
 def task_seconds(shape: Shape, pixel_seconds: float) -> float:
-    """Estimated seconds of the largest production task."""
-    return min(shape.tile, shape.width) * min(shape.tile, shape.height) * pixel_seconds
+    """Estimated seconds of the largest production task (all its folded passes)."""
+    return min(shape.tile, shape.width) * min(shape.tile, shape.height) * pixel_seconds \
+        * shape.fold
 
 
-def make_shape(width: int, height: int, passes: int, tile: int | None) -> Shape:
+def passes_per_task(pass_seconds: float, passes: int, min_task_s: float,
+                    max_task_s: float) -> int:
+    """How many passes of a tile one task renders: enough to reach ``min_task_s`` when
+    one pass is shorter, never more than fit in ``max_task_s``, never more than exist."""
+    if min_task_s <= 0 or pass_seconds >= min_task_s:
+        return 1
+    wanted = math.ceil(min_task_s / pass_seconds) if pass_seconds > 0 else passes
+    fit = int(max_task_s // pass_seconds) if pass_seconds > 0 else passes
+    return max(1, min(passes, wanted, fit))
+
+
+def make_shape(width: int, height: int, passes: int, tile: int | None,
+               fold: int = 1) -> Shape:
     edge = max(width, height) if tile is None else tile
-    n = math.ceil(width / edge) * math.ceil(height / edge) * passes
-    return Shape(width, height, passes, edge, max(2, math.isqrt(n - 1) + 1))
+    fold = max(1, min(fold, passes))
+    n = math.ceil(width / edge) * math.ceil(height / edge) * -(-passes // fold)
+    return Shape(width, height, passes, edge, max(2, math.isqrt(n - 1) + 1), fold)
 
 
 def node_name(level: int, index: int) -> str:
@@ -128,14 +151,21 @@ def all_nodes(shape: Shape) -> list[str]:
 
 
 def tile_of(shape: Shape, production_index: int) -> Tile:
-    t = production_index // shape.passes
+    t = production_index // shape.tasks_per_tile
     tx, ty = t % shape.tiles_x, t // shape.tiles_x
     x0, y0 = tx * shape.tile, ty * shape.tile
     return Tile(x0, y0, min(shape.tile, shape.width - x0), min(shape.tile, shape.height - y0))
 
 
 def pass_of(shape: Shape, production_index: int) -> int:
-    return production_index % shape.passes
+    """The first pass that production task renders."""
+    return production_index % shape.tasks_per_tile * shape.fold
+
+
+def passes_of(shape: Shape, production_index: int) -> range:
+    """Every pass that production task renders."""
+    first = pass_of(shape, production_index)
+    return range(first, min(first + shape.fold, shape.passes))
 
 
 def seed_for(execution_id: str, pass_index: int) -> int:
@@ -161,6 +191,7 @@ class PlannedTask:
     pass_index: int | None = None
     seed: int | None = None
     children: int = 0
+    passes: int = 1
 
 
 def plan(execution_id: str, shape: Shape) -> list[PlannedTask]:
@@ -170,42 +201,10 @@ def plan(execution_id: str, shape: Shape) -> list[PlannedTask]:
         node = node_name(0, i)
         p = pass_of(shape, i)
         tasks.append(PlannedTask(node, "produce", parent(shape, node), tile_of(shape, i), p,
-                                 seed_for(execution_id, p)))
+                                 seed_for(execution_id, p), passes=len(passes_of(shape, i))))
     for level, size in enumerate(shape.level_sizes()[1:], start=1):
         for i in range(size):
             node = node_name(level, i)
             tasks.append(PlannedTask(node, "reduce", parent(shape, node),
                                      children=len(children(shape, node))))
     return tasks
-
-
-# --- the scheduler: from an event and what the store says, to actions ---------------
-
-@dataclass(frozen=True)
-class Reduce:
-    """Combine the children of ``node``; only the invocation that claims it does."""
-
-    node: str
-
-
-@dataclass(frozen=True)
-class Admit:
-    """Publish the production task with this index (admission control)."""
-
-    index: int
-
-
-def on_done(shape: Shape, node: str, done_siblings: int, admission_limit: int = 0) -> list:
-    """Actions after ``node`` finished, given how many children of its parent are done.
-
-    With an admission limit K, production task i's completion admits task i + K, so
-    that at most K production tasks of the execution are in flight at once.
-    """
-    actions: list = []
-    level, index = parse_node(node)
-    if level == 0 and admission_limit and index + admission_limit < shape.productions:
-        actions.append(Admit(index + admission_limit))
-    up = parent(shape, node)
-    if up is not None and done_siblings >= len(children(shape, up)):
-        actions.append(Reduce(up))
-    return actions

@@ -13,11 +13,11 @@ import pathlib
 import tempfile
 import time
 
-from francine import errors, executions, imaging, planning, producers
-from francine.adapters.store import now
+from francine import errors, executions, imaging, planning, producers, scheduler
 from francine.clients import Adapters
 from francine.envelope import Message, require
 from francine.producers.base import ResourceInfo, Resources, Tile
+from francine.records import Claim, Execution, Status, Task
 
 log = logging.getLogger("francine.worker")
 
@@ -48,29 +48,68 @@ class Worker:
         """Render the task of ``message``; returns what happened (for logs and tests)."""
         sid, eid, tid = require(message.payload, "session_id", "execution_id", "task_id")
         t_fetch = time.perf_counter()
-        doc = self.ad.store.get_execution(sid, eid)
-        if doc is None or doc["status"] in executions.FINAL:
+        ex = self.ad.store.execution(sid, eid)
+        if ex is None or ex.final:
             return "skipped: execution gone or ended"
+        node = tid.partition("-")[2]
         try:
-            # A conditional write: a task that another delivery finished in the meantime
-            # is never set back to running. A running one is rendered again (its holder
-            # may be dead; the same bytes land on the same object).
-            state, task = self.ad.store.claim_task(sid, eid, tid, owner=message.id,
-                                                   lease_s=0.0, kind="produce")
-        except errors.NotFound:
+            if scheduler.production_index(node) is None:
+                return "skipped: not a production task"
+        except ValueError:
             return "skipped: no such task"
-        if state == "done":
-            if task["status"] == "done":
-                self.ad.bus.publish_done(sid, eid, task["node"])
-                return "announced again: already done"
-            return "skipped: task failed"
-        if state == "held":
-            return "skipped: another delivery took it this instant"
-        if state == "other":
-            return "skipped: not a production task"
-        shape = planning.Shape.from_dict(doc["shape"])
-        fetch_s = time.perf_counter() - t_fetch
+        plan = scheduler.Plan(planning.Shape.from_dict(ex.shape), ex.admission_limit)
+        seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published)
+        held: dict = {}
+        outcome: list[str] = []
 
+        def carry_out(action):
+            match action:
+                case scheduler.ClaimTask(node=n, kind=kind, owner=owner, lease_s=lease):
+                    try:
+                        # A conditional write: a task finished in the meantime is never
+                        # set back to running.
+                        state, held["task"] = self.ad.store.claim_task(
+                            sid, eid, tid, owner, lease, kind=kind)
+                    except errors.NotFound:
+                        outcome.append("skipped: no such task")
+                        return None
+                    if state != Claim.WON:
+                        outcome.append({Claim.DONE: "already done", Claim.HELD:
+                                        "skipped: another delivery took it this instant",
+                                        Claim.OTHER: "skipped: not a production task"}[state])
+                    return scheduler.TaskClaimed(n, state, owner)
+                case scheduler.Produce():
+                    task = held["task"]
+                    try:
+                        self.produce(ex, plan.shape, task, time.perf_counter() - t_fetch)
+                    except ValueError as e:  # SceneError is one
+                        # Validated when the execution was created: retrying cannot help.
+                        return scheduler.TaskFailed(task.node, str(e), permanent=True)
+                    outcome.append("rendered")
+                    return scheduler.TaskProduced(task.node)
+                case scheduler.Announce(node=n):
+                    if held["task"].status == Status.FAILED:
+                        outcome.append("skipped: task failed")
+                        return None
+                    self.ad.bus.publish_done(sid, eid, n)
+                    if outcome == ["already done"]:
+                        outcome[0] = "announced again: already done"
+                case scheduler.MarkFailed(node=n, error=error):
+                    self.ad.store.update_task(sid, eid, tid, {"status": Status.FAILED,
+                                                              "error": error})
+                case scheduler.End(status=status, error=error):
+                    executions.end(self.ad, ex, status, error)
+                    raise errors.PermanentError(error["message"] if error else str(status))
+            return None
+
+        scheduler.drive(plan, [scheduler.TaskDelivered(node, message.id)],
+                        lambda _event: seen, carry_out)
+        return outcome[0] if outcome else "nothing to do"
+
+    def produce(self, ex: Execution, shape: planning.Shape, task: Task, fetch_s: float) -> None:
+        """Render the task's passes, store its partial, then mark it done (in that
+        order: done means the partial exists)."""
+        sid, eid = ex.session_id, ex.id
         fetched = 0.0
 
         def timed_fetch(info: ResourceInfo) -> pathlib.Path:
@@ -81,28 +120,22 @@ class Worker:
             finally:
                 fetched += time.perf_counter() - t
 
-        infos = {n: ResourceInfo(n, r["sha256"], r["size"]) for n, r in doc["resources"].items()}
+        infos = {n: ResourceInfo(n, r["sha256"], r["size"]) for n, r in ex.resources.items()}
         resources = Resources(infos, timed_fetch, self.memo)
-        tile = Tile(*task["tile"])
+        tile = Tile(*task.tile)
+        producer = producers.get(ex.producer)
         cpu0, t0 = time.process_time(), time.perf_counter()
-        try:
-            pixels = producers.get(doc["producer"]).render(
-                doc["scene"], tile, int(task["seed"]), resources)
+        total = None
+        for p in range(task.pass_index, task.pass_index + task.passes):
+            # Every pass keeps its own seed, whatever the folding.
+            pixels = producer.render(ex.scene, tile, planning.seed_for(eid, p), resources)
             partial = imaging.from_pass(tile, shape.tile, pixels)
-        except ValueError as e:  # SceneError is one
-            # The scene was validated when the execution was created: this cannot get
-            # better by retrying. Record it and let the execution fail with the reason.
-            self.ad.store.update_task(sid, eid, tid, {"status": "failed", "error": str(e)})
-            executions.fail(self.ad, sid, eid, "render_failed",
-                            f"task {task['node']} failed: {e}")
-            raise errors.PermanentError(str(e)) from e
+            total = partial if total is None else imaging.combine([total, partial])
         work_s = time.perf_counter() - t0 - fetched
         cpu_s = time.process_time() - cpu0
         t_up = time.perf_counter()
-        self.ad.blobs.put_partial(sid, eid, task["node"], imaging.dump_partial(partial))
-        self.ad.store.update_task(sid, eid, tid, {
-            "status": "done", "finished": now(), "fetch_s": fetch_s + fetched,
+        self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(total))
+        self.ad.store.update_task(sid, eid, task.id, {
+            "status": Status.DONE, "finished": self.ad.clock(), "fetch_s": fetch_s + fetched,
             "work_s": work_s + (time.perf_counter() - t_up), "cpu_s": cpu_s})
-        self.ad.bus.publish_done(sid, eid, task["node"])
-        log.info("rendered %s/%s/%s in %.3f s", sid, eid, task["node"], work_s)
-        return "rendered"
+        log.info("rendered %s/%s/%s in %.3f s", sid, eid, task.node, work_s)

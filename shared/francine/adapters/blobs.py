@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+from concurrent.futures import ThreadPoolExecutor
 
 from francine.adapters import translated
 from francine.config import Settings
+
+#: Concurrent downloads of a reduction's inputs: they are on the critical path from the
+#: last task to the image, and each object is a round trip.
+FETCHERS = 8
 
 
 class Blobs:
@@ -61,6 +66,11 @@ class Blobs:
         with translated("partial download"):
             return self._partials.blob(
                 self.partial_name(session_id, execution_id, node)).download_as_bytes()
+
+    def get_partials(self, session_id: str, execution_id: str, nodes: list[str]) -> list[bytes]:
+        with ThreadPoolExecutor(max_workers=max(1, min(FETCHERS, len(nodes)))) as pool:
+            return list(pool.map(lambda n: self.get_partial(session_id, execution_id, n),
+                                 nodes))
 
     @staticmethod
     def result_name(session_id: str, execution_id: str, extension: str) -> str:

@@ -22,12 +22,62 @@ from collections.abc import Callable, Iterable
 
 from francine import errors
 from francine.adapters import translated
+from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Status, Task
 
 BATCH = 500  # Firestore's limit of writes per batch
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# --- records ⇄ documents (the only place that knows the document layout) ---------------
+
+_TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "owner",
+                "started", "finished", "error", "pass_index", "seed", "passes",
+                "fetch_s", "work_s", "cpu_s")
+
+
+def task_to_doc(task: Task) -> dict:
+    doc = {"node": task.node, "kind": str(task.kind), "parent": task.parent,
+           "status": str(task.status), "children": task.children, "attempts": task.attempts}
+    if task.tile is not None:
+        doc.update(tile=list(task.tile), pass_index=task.pass_index, seed=task.seed,
+                   passes=task.passes)
+    for name in ("owner", "started", "finished", "error", "fetch_s", "work_s", "cpu_s"):
+        if getattr(task, name) is not None:
+            doc[name] = getattr(task, name)
+    return doc
+
+
+def task_from_doc(tid: str, doc: dict) -> Task:
+    values = {k: doc[k] for k in _TASK_FIELDS if doc.get(k) is not None}
+    values["parent"] = doc.get("parent")
+    values["kind"] = Kind(values["kind"])
+    values["status"] = Status(values.get("status", "pending"))
+    tile = doc.get("tile")
+    return Task(id=tid, tile=tuple(tile) if tile else None, **values)
+
+
+def task_fields(fields: dict) -> dict:
+    """Field updates of a task, with enums as their strings."""
+    return {k: (str(v) if isinstance(v, Status) else v) for k, v in fields.items()}
+
+
+_EXECUTION_FIELDS = {f for f in Execution.__dataclass_fields__}
+
+
+def execution_from_doc(doc: dict) -> Execution:
+    values = {k: v for k, v in doc.items() if k in _EXECUTION_FIELDS}
+    values["session_id"] = doc["session_id"]
+    values["status"] = Status(doc.get("status", "queued"))
+    return Execution(**values)
+
+
+def execution_to_doc(execution: Execution) -> dict:
+    doc = {f: getattr(execution, f) for f in _EXECUTION_FIELDS}
+    doc["status"] = str(execution.status)
+    return doc
 
 
 class Store:
@@ -142,6 +192,10 @@ class Store:
             snap = self._execution(sid, eid).get()
         return snap.to_dict() if snap.exists else None
 
+    def execution(self, sid: str, eid: str) -> Execution | None:
+        doc = self.get_execution(sid, eid)
+        return None if doc is None else execution_from_doc(doc)
+
     def list_executions(self, sid: str) -> list[tuple[str, dict]]:
         with translated("execution listing"):
             query = self._session(sid).collection("executions").order_by("created")
@@ -160,21 +214,21 @@ class Store:
         @firestore.transactional
         def run(tx):
             snap = ref.get(transaction=tx)
-            if not snap.exists or snap.get("status") in ("done", "failed", "cancelled"):
+            if not snap.exists or snap.get("status") in FINAL:
                 return False
-            tx.update(ref, fields)
+            tx.update(ref, task_fields(fields))
             return True
 
         with translated("execution completion"):
             return run(self._db.transaction())
 
     # --- tasks ---------------------------------------------------------------------------
-    def write_tasks(self, sid: str, eid: str, tasks: Iterable[tuple[str, dict]]) -> None:
+    def write_tasks(self, sid: str, eid: str, tasks: Iterable[Task]) -> None:
         """Create task documents, leaving any that exist untouched: a retried or
         concurrent planning step must never reset a task that a worker has taken."""
         from google.api_core import exceptions as gexc
 
-        tasks = list(tasks)
+        tasks = [(t.id, task_to_doc(t)) for t in tasks]
         col = self._tasks(sid, eid)
         with translated("task creation"):
             for start in range(0, len(tasks), BATCH):
@@ -190,17 +244,17 @@ class Store:
                         with contextlib.suppress(gexc.AlreadyExists):
                             col.document(tid).create(doc)
 
-    def get_task(self, sid: str, eid: str, tid: str) -> dict | None:
+    def get_task(self, sid: str, eid: str, tid: str) -> Task | None:
         with translated("task lookup"):
             snap = self._tasks(sid, eid).document(tid).get()
-        return snap.to_dict() if snap.exists else None
+        return task_from_doc(tid, snap.to_dict()) if snap.exists else None
 
     def update_task(self, sid: str, eid: str, tid: str, fields: dict) -> None:
         with translated("task update"):
-            self._tasks(sid, eid).document(tid).update(fields)
+            self._tasks(sid, eid).document(tid).update(task_fields(fields))
 
     def claim_task(self, sid: str, eid: str, tid: str, owner: str, lease_s: float,
-                   kind: str | None = None) -> tuple[str, dict | None]:
+                   kind: str | None = None) -> tuple[Claim, Task | None]:
         """Compare-and-set a task from pending to running for ``owner``.
 
         Returns ("won", task) if this owner holds it now: it was pending, or this owner
@@ -216,23 +270,23 @@ class Store:
             snap = ref.get()
             if not snap.exists:
                 raise errors.NotFound(f"task {tid} not found")
-            task = snap.to_dict()
-            if kind is not None and task.get("kind") != kind:
-                return "other", None
-            status = task.get("status")
-            if status in ("done", "failed"):
-                return "done", task
-            if status == "running" and task.get("owner") != owner:
-                started = task.get("started")
-                if started is not None and (now() - started).total_seconds() < lease_s:
-                    return "held", None
+            task = task_from_doc(tid, snap.to_dict())
+            if kind is not None and task.kind != kind:
+                return Claim.OTHER, None
+            if task.status in TASK_FINAL:
+                return Claim.DONE, task
+            if task.status == Status.RUNNING and task.owner != owner and task.started \
+                    and (now() - task.started).total_seconds() < lease_s:
+                return Claim.HELD, None
             fields = {"status": "running", "owner": owner, "started": now(),
-                      "attempts": int(task.get("attempts", 0)) + 1}
+                      "attempts": task.attempts + 1}
             try:
                 ref.update(fields, option=self._db.write_option(last_update_time=snap.update_time))
             except (gexc.FailedPrecondition, gexc.Aborted):
-                return "held", None
-            return "won", {**task, **fields}
+                return Claim.HELD, None
+            task.status, task.owner, task.started = Status.RUNNING, owner, fields["started"]
+            task.attempts += 1
+            return Claim.WON, task
 
     def count_done_children(self, sid: str, eid: str, parent: str) -> int:
         from google.cloud.firestore_v1.base_query import FieldFilter

@@ -20,6 +20,12 @@ def names() -> list[str]:
     return sorted(_MODULES)
 
 
+def register(producer: Producer) -> None:
+    """Add a producer at run time (the scale simulator's stand-in renderer)."""
+    _MODULES.setdefault(producer.name, type(producer).__module__)
+    _loaded[producer.name] = producer
+
+
 def get(name: str) -> Producer:
     """The producer called ``name``; ``SceneError`` on the field ``producer`` otherwise."""
     if name not in _MODULES:

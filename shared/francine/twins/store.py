@@ -1,0 +1,167 @@
+"""The store twin: executions and one record per task, in dictionaries.
+
+Semantics kept from Firestore (and checked by the conformance suite): ``create`` of an
+existing execution returns it unchanged, task creation never overwrites, a claim is a
+conditional write (exactly one of concurrent claimants wins, a finished task is never
+taken again, a lease protects a running task), ``finish_execution`` is first-wins, and
+counts are aggregations over the task records. Documents are copied in and out, so a
+caller cannot change stored state by mutating what it got.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterable
+
+from francine import errors
+from francine.adapters.store import execution_from_doc, task_fields, task_from_doc, task_to_doc
+from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Status, Task
+from francine.twins import Meter
+
+
+class StoreTwin:
+    def __init__(self, meter: Meter | None = None):
+        self.meter = meter or Meter()
+        self.sessions: dict[str, dict] = {}
+        self.resources: dict[str, list[dict]] = {}
+        self.executions: dict[tuple[str, str], dict] = {}
+        self.tasks: dict[tuple[str, str], dict[str, dict]] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, sid: str, eid: str, tid: str | None = None) -> str:
+        return f"sessions/{sid}/executions/{eid}" + (f"/tasks/{tid}" if tid else "")
+
+    # sessions and resources: what execution creation reads
+    def create_session(self, sid: str, doc: dict) -> None:
+        self.meter.op("write", f"sessions/{sid}")
+        with self._lock:
+            if sid in self.sessions:
+                raise errors.Conflict(f"session creation: {sid} exists")
+            self.sessions[sid] = copy.deepcopy(doc)
+
+    def get_session(self, sid: str) -> dict | None:
+        self.meter.op("read")
+        return copy.deepcopy(self.sessions.get(sid))
+
+    def list_resources(self, sid: str) -> list[dict]:
+        self.meter.op("query")
+        return sorted(copy.deepcopy(self.resources.get(sid, [])), key=lambda d: d["name"])
+
+    # executions
+    def create_execution(self, sid: str, eid: str,
+                         build: Callable[[dict], tuple[dict, dict]]) -> tuple[dict, bool]:
+        self.meter.op("transaction", self._path(sid, eid))
+        with self._lock:
+            existing = self.executions.get((sid, eid))
+            if existing is not None:
+                return copy.deepcopy(existing), False
+            session = self.sessions.get(sid)
+            if session is None:
+                raise errors.NotFound("session not found")
+        session_update, doc = build(copy.deepcopy(session))
+        with self._lock:
+            if (sid, eid) in self.executions:  # lost the race: the transaction retries
+                return copy.deepcopy(self.executions[(sid, eid)]), False
+            session.update(copy.deepcopy(session_update))
+            self.executions[(sid, eid)] = copy.deepcopy(doc)
+            self.tasks.setdefault((sid, eid), {})
+        return doc, True
+
+    def get_execution(self, sid: str, eid: str) -> dict | None:
+        self.meter.op("read")
+        return copy.deepcopy(self.executions.get((sid, eid)))
+
+    def execution(self, sid: str, eid: str) -> Execution | None:
+        doc = self.get_execution(sid, eid)
+        return None if doc is None else execution_from_doc(doc)
+
+    def update_execution(self, sid: str, eid: str, fields: dict) -> None:
+        self.meter.op("write", self._path(sid, eid))
+        with self._lock:
+            doc = self.executions.get((sid, eid))
+            if doc is None:
+                raise errors.NotFound("execution update: not found")
+            doc.update(copy.deepcopy(fields))
+
+    def finish_execution(self, sid: str, eid: str, fields: dict) -> bool:
+        self.meter.op("transaction")
+        with self._lock:
+            doc = self.executions.get((sid, eid))
+            if doc is None or doc.get("status") in FINAL:
+                return False
+            doc.update(copy.deepcopy(task_fields(fields)))
+        self.meter.op("write", self._path(sid, eid))
+        return True
+
+    # tasks
+    def write_tasks(self, sid: str, eid: str, tasks: Iterable[Task]) -> None:
+        docs = [(t.id, task_to_doc(t)) for t in tasks]
+        for start in range(0, len(docs), 500):  # one batch per 500, as Firestore
+            self.meter.op("batch")
+            with self._lock:
+                col = self.tasks.setdefault((sid, eid), {})
+                for tid, doc in docs[start: start + 500]:
+                    if tid not in col:
+                        col[tid] = doc
+                        if self.meter.record_writes:
+                            self.meter.writes[self._path(sid, eid, tid)].append(
+                                self.meter.clock().timestamp())
+
+    def get_task(self, sid: str, eid: str, tid: str) -> Task | None:
+        self.meter.op("read")
+        doc = self.tasks.get((sid, eid), {}).get(tid)
+        return None if doc is None else task_from_doc(tid, copy.deepcopy(doc))
+
+    def update_task(self, sid: str, eid: str, tid: str, fields: dict) -> None:
+        self.meter.op("write", self._path(sid, eid, tid))
+        with self._lock:
+            doc = self.tasks.get((sid, eid), {}).get(tid)
+            if doc is None:
+                raise errors.NotFound(f"task update: {tid} not found")
+            doc.update(copy.deepcopy(task_fields(fields)))
+
+    def claim_task(self, sid: str, eid: str, tid: str, owner: str, lease_s: float,
+                   kind: str | None = None) -> tuple[Claim, Task | None]:
+        self.meter.op("read")
+        with self._lock:  # the read and the conditional write, as one
+            doc = self.tasks.get((sid, eid), {}).get(tid)
+            if doc is None:
+                raise errors.NotFound(f"task {tid} not found")
+            task = task_from_doc(tid, copy.deepcopy(doc))
+            if kind is not None and task.kind != Kind(kind):
+                return Claim.OTHER, None
+            if task.status in TASK_FINAL:
+                return Claim.DONE, task
+            t = self.meter.clock()
+            if task.status == Status.RUNNING and task.owner != owner and task.started \
+                    and (t - task.started).total_seconds() < lease_s:
+                return Claim.HELD, None
+            doc.update(status="running", owner=owner, started=t, attempts=task.attempts + 1)
+        self.meter.op("write", self._path(sid, eid, tid))
+        task.status, task.owner, task.started = Status.RUNNING, owner, t
+        task.attempts += 1
+        return Claim.WON, task
+
+    def count_done_children(self, sid: str, eid: str, parent: str) -> int:
+        self.meter.op("aggregate")
+        return sum(1 for d in self.tasks.get((sid, eid), {}).values()
+                   if d.get("parent") == parent and d.get("status") == "done")
+
+    def task_stats(self, sid: str, eid: str) -> dict:
+        self.meter.op("aggregate")
+        docs = list(self.tasks.get((sid, eid), {}).values())
+        stats: dict = {s: sum(d.get("status") == s for d in docs) for s in ("failed", "running")}
+        for kind in ("produce", "reduce"):
+            done = [d for d in docs if d.get("kind") == kind and d.get("status") == "done"]
+            stats[kind] = {"fetch": float(sum(d.get("fetch_s") or 0 for d in done)),
+                           "work": float(sum(d.get("work_s") or 0 for d in done)),
+                           "cpu": float(sum(d.get("cpu_s") or 0 for d in done)),
+                           "n": float(len(done))}
+        stats["done"] = int(stats["produce"]["n"] + stats["reduce"]["n"])
+        started = [d["started"] for d in docs if d.get("started") is not None]
+        finished = [d["finished"] for d in docs
+                    if d.get("kind") == "produce" and d.get("finished") is not None]
+        stats["first_started"] = min(started) if started else None
+        stats["last_produced"] = max(finished) if finished else None
+        return stats

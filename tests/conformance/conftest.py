@@ -1,0 +1,132 @@
+"""Each conformance test runs twice: on the in-memory twins and on the emulator-backed
+adapters (the local stack's Firestore, Pub/Sub and Cloud Storage emulators)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from francine.local.processes import environment
+
+
+class EmulatorPubSub:
+    """Raw topics and pull subscriptions on the Pub/Sub emulator."""
+
+    def __init__(self, project: str):
+        from google.cloud import pubsub_v1
+
+        self.project = project
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+
+    def topic(self, name: str) -> str:
+        path = self.publisher.topic_path(self.project, name)
+        self.publisher.create_topic(name=path)
+        return name
+
+    def subscribe(self, topic: str, name: str, dead_letter_topic: str | None = None,
+                  max_attempts: int = 5) -> str:
+        request = {"name": self.subscriber.subscription_path(self.project, name),
+                   "topic": self.publisher.topic_path(self.project, topic),
+                   "ack_deadline_seconds": 10}
+        if dead_letter_topic:
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": self.publisher.topic_path(self.project, dead_letter_topic),
+                "max_delivery_attempts": max_attempts}
+        self.subscriber.create_subscription(request=request)
+        return name
+
+    def publish(self, topic: str, payload: bytes, **attributes: str) -> None:
+        self.publisher.publish(self.publisher.topic_path(self.project, topic), payload,
+                               **attributes).result(timeout=30)
+
+    def pull(self, subscription: str, tries: int = 30) -> list[tuple[str, bytes, dict, int]]:
+        import time
+
+        path = self.subscriber.subscription_path(self.project, subscription)
+        for _ in range(tries):  # the emulator may answer empty while a message is on its way
+            resp = self.subscriber.pull(request={"subscription": path, "max_messages": 10},
+                                        timeout=5)
+            if resp.received_messages:
+                return [(m.ack_id, m.message.data, dict(m.message.attributes),
+                         m.delivery_attempt) for m in resp.received_messages]
+            time.sleep(0.1)
+        return []
+
+    def ack(self, subscription: str, ack_id: str) -> None:
+        self.subscriber.acknowledge(request={
+            "subscription": self.subscriber.subscription_path(self.project, subscription),
+            "ack_ids": [ack_id]})
+
+    def nack(self, subscription: str, ack_id: str) -> None:
+        self.subscriber.modify_ack_deadline(request={
+            "subscription": self.subscriber.subscription_path(self.project, subscription),
+            "ack_ids": [ack_id], "ack_deadline_seconds": 0})
+
+
+class TwinPubSub:
+    """The same operations on a BusTwin."""
+
+    def __init__(self, bus):
+        self.bus = bus
+
+    def topic(self, name: str) -> str:
+        return name
+
+    def subscribe(self, topic, name, dead_letter_topic=None, max_attempts=5):
+        self.bus.subscribe(topic, name, dead_letter_topic, max_attempts)
+        return name
+
+    def publish(self, topic: str, payload: bytes, **attributes: str) -> None:
+        import json
+
+        self.bus.publish(topic, json.loads(payload), **attributes)
+
+    def pull(self, subscription: str, tries: int = 1):
+        import json
+
+        return [(d.ack_id, json.dumps(d.message.payload).encode(), d.message.attributes,
+                 d.attempt) for d in self.bus.pull(subscription, 10)]
+
+    def ack(self, subscription: str, ack_id: str) -> None:
+        self.bus.ack(ack_id)
+
+    def nack(self, subscription: str, ack_id: str) -> None:
+        self.bus.nack(ack_id)
+
+
+@dataclass
+class Backend:
+    name: str
+    store: object
+    bus: object  # the Bus port
+    blobs: object
+    pubsub: object  # raw topics and subscriptions
+    produce_topics: list[str]
+    events_topic: str
+
+
+@pytest.fixture(params=["twin", "emulator"])
+def backend(request) -> Backend:
+    if request.param == "twin":
+        from francine.twins import twin_adapters
+        from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC
+
+        ad = twin_adapters()
+        return Backend("twin", ad.store, ad.bus, ad.blobs, TwinPubSub(ad.bus),
+                       [PRODUCE_TOPIC], EVENTS_TOPIC)
+    from francine.adapters.bus import produce_topics
+
+    stack = request.getfixturevalue("stack")
+    ad = request.getfixturevalue("adapters")
+    with environment(stack.info["env"]):
+        pubsub = EmulatorPubSub(ad.settings.project)
+    return Backend("emulator", ad.store, ad.bus, ad.blobs, pubsub,
+                   produce_topics(ad.settings), ad.settings.events_topic)
+
+
+@pytest.fixture
+def unique() -> str:
+    return f"conf-{uuid.uuid4().hex[:10]}"

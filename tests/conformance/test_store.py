@@ -1,0 +1,127 @@
+"""The Store port: the same assertions on the Firestore emulator and on the twin."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from francine import errors
+from francine.records import Claim, Kind, Status, Task
+
+
+def session(backend, sid):
+    backend.store.create_session(sid, {"user": "conformance", "producer": "ao",
+                                       "format": "png", "scene": {"width": 8}})
+
+
+def execution(backend, sid, eid):
+    def build(s):
+        return {"scene": {"width": 16}}, {
+            "id": eid, "session_id": sid, "status": "queued", "user": s["user"],
+            "created": dt.datetime.now(dt.UTC), "producer": "ao", "format": "png",
+            "display": "linear", "channels": 1, "scene": {"width": 16}, "parallel": 2,
+            "shape": {"width": 16, "height": 8, "passes": 2, "tile": 8, "fan_in": 2},
+            "planned": False}
+    return backend.store.create_execution(sid, eid, build)
+
+
+def test_an_execution_is_created_once_with_its_session_update(backend, unique):
+    session(backend, unique)
+    doc, created = execution(backend, unique, "e1")
+    assert created and doc["user"] == "conformance"
+    calls = []
+    again, created = backend.store.create_execution(
+        unique, "e1", lambda s: calls.append(s) or ({}, {"id": "other"}))
+    assert not created and again["id"] == "e1" and calls == []
+    assert backend.store.get_session(unique)["scene"] == {"width": 16}
+    with pytest.raises(errors.NotFound):
+        execution(backend, unique + "-missing", "e1")
+
+
+def test_the_first_ending_wins(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    assert backend.store.finish_execution(unique, "e1", {"status": Status.DONE,
+                                                         "result": "r"})
+    assert not backend.store.finish_execution(unique, "e1", {"status": Status.FAILED})
+    ex = backend.store.execution(unique, "e1")
+    assert ex.status == Status.DONE and ex.final and ex.result == "r"
+
+
+def tasks():
+    return [Task("a-p0", "p0", Kind.PRODUCE, "r1.0", tile=(0, 0, 8, 8), pass_index=0,
+                 seed=123, passes=3),
+            Task("a-p1", "p1", Kind.PRODUCE, "r1.0", tile=(8, 0, 8, 8), pass_index=0,
+                 seed=123),
+            Task("a-r1.0", "r1.0", Kind.REDUCE, None, children=2)]
+
+
+def test_tasks_round_trip_and_are_never_overwritten(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    backend.store.write_tasks(unique, "e1", tasks())
+    p0 = backend.store.get_task(unique, "e1", "a-p0")
+    assert p0 == tasks()[0]
+    root = backend.store.get_task(unique, "e1", "a-r1.0")
+    assert root.parent is None and root.kind == Kind.REDUCE and root.tile is None
+    backend.store.update_task(unique, "e1", "a-p0", {"status": Status.DONE, "work_s": 1.5})
+    backend.store.write_tasks(unique, "e1", tasks())  # a retried planning step
+    assert backend.store.get_task(unique, "e1", "a-p0").status == Status.DONE
+    assert backend.store.get_task(unique, "e1", "missing") is None
+    with pytest.raises(errors.NotFound):
+        backend.store.update_task(unique, "e1", "missing", {"status": Status.DONE})
+
+
+def test_claims(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    backend.store.write_tasks(unique, "e1", tasks())
+    claim = backend.store.claim_task
+    assert claim(unique, "e1", "a-r1.0", "m1", 600, kind="produce") == (Claim.OTHER, None)
+    state, task = claim(unique, "e1", "a-r1.0", "m1", 600, kind="reduce")
+    assert state == Claim.WON and task.owner == "m1" and task.attempts == 1
+    assert claim(unique, "e1", "a-r1.0", "m2", 600)[0] == Claim.HELD  # within the lease
+    assert claim(unique, "e1", "a-r1.0", "m1", 600)[0] == Claim.WON  # a redelivery of m1
+    assert claim(unique, "e1", "a-r1.0", "m3", 0.0)[0] == Claim.WON  # the lease ran out
+    assert backend.store.get_task(unique, "e1", "a-r1.0").attempts == 3
+    backend.store.update_task(unique, "e1", "a-r1.0", {"status": Status.DONE})
+    state, task = claim(unique, "e1", "a-r1.0", "m3", 0.0)
+    assert state == Claim.DONE and task.status == Status.DONE
+    with pytest.raises(errors.NotFound):
+        claim(unique, "e1", "missing", "m1", 600)
+
+
+def test_exactly_one_concurrent_claim_wins(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    backend.store.write_tasks(unique, "e1", tasks())
+    results, barrier = [], threading.Barrier(8)
+
+    def claim(owner):
+        barrier.wait()
+        results.append(backend.store.claim_task(unique, "e1", "a-r1.0", owner, 600)[0])
+
+    threads = [threading.Thread(target=claim, args=(f"owner-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [Claim.HELD] * 7 + [Claim.WON]
+
+
+def test_counts_are_aggregations_over_the_tasks(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    backend.store.write_tasks(unique, "e1", tasks())
+    assert backend.store.count_done_children(unique, "e1", "r1.0") == 0
+    backend.store.claim_task(unique, "e1", "a-p1", "m", 0.0)
+    backend.store.update_task(unique, "e1", "a-p0", {
+        "status": Status.DONE, "work_s": 2.0, "fetch_s": 0.5, "cpu_s": 1.0})
+    assert backend.store.count_done_children(unique, "e1", "r1.0") == 1
+    stats = backend.store.task_stats(unique, "e1")
+    assert stats["done"] == 1 and stats["running"] == 1 and stats["failed"] == 0
+    assert stats["produce"] == {"fetch": 0.5, "work": 2.0, "cpu": 1.0, "n": 1.0}
+    assert stats["reduce"]["n"] == 0.0
+    assert stats["first_started"] is not None

@@ -1,0 +1,272 @@
+"""The scheduler's state machine, fed events: specific transitions compared with the
+expected actions, then property tests in which hypothesis delivers the messages in any
+order, duplicated, dropped and redelivered, and kills invocations after their claims."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from francine import planning
+from francine.records import Claim, Kind, Status
+from francine.scheduler import (
+    REDUCE_LEASE_S,
+    STALLED_S,
+    Advance,
+    Announce,
+    Cancelled,
+    ClaimTask,
+    DeadLettered,
+    End,
+    ExecutionCreated,
+    MarkFailed,
+    Observed,
+    Plan,
+    Produce,
+    Publish,
+    Reduce,
+    Retry,
+    TaskClaimed,
+    TaskDelivered,
+    TaskDone,
+    TaskFailed,
+    TaskProduced,
+    Tick,
+    WriteTasks,
+    step,
+)
+
+RUNNING = Observed(status=Status.RUNNING, planned=True, published=True)
+
+
+def plan_of(w=64, h=64, passes=4, tile=32, admission=0):
+    return Plan(planning.make_shape(w, h, passes, tile), admission)
+
+
+def test_creation_writes_the_tasks_then_publishes_the_first_ones():
+    plan = plan_of(admission=3)
+    assert step(plan, ExecutionCreated(), Observed()) == [WriteTasks(), Publish((0, 1, 2), True)]
+    # a retried request resumes where the first stopped
+    assert step(plan, ExecutionCreated(), Observed(planned=True)) == [Publish((0, 1, 2), True)]
+    assert step(plan, ExecutionCreated(), RUNNING) == []
+
+
+def test_a_tick_resumes_only_an_execution_stalled_before_publication():
+    plan = plan_of()
+    n = plan.shape.productions
+    assert step(plan, Tick(), Observed(planned=True, now_s=STALLED_S - 1)) == []
+    assert step(plan, Tick(), Observed(planned=True, now_s=STALLED_S)) == [
+        Publish(tuple(range(n)), True)]
+    assert step(plan, Tick(), Observed(planned=True, published=True, now_s=1e6)) == []
+
+
+def test_a_delivery_claims_then_renders_or_announces_again():
+    plan = plan_of()
+    assert step(plan, TaskDelivered("p3", "m1"), RUNNING) == [
+        ClaimTask("p3", Kind.PRODUCE, "m1", 0.0)]
+    assert step(plan, TaskDelivered("r1.0", "m1"), RUNNING) == []  # not a production task
+    assert step(plan, TaskClaimed("p3", Claim.WON), RUNNING) == [Produce("p3")]
+    assert step(plan, TaskClaimed("p3", Claim.DONE), RUNNING) == [Announce("p3")]
+    assert step(plan, TaskClaimed("p3", Claim.HELD), RUNNING) == []
+    assert step(plan, TaskProduced("p3"), RUNNING) == [Announce("p3")]
+
+
+def test_the_last_child_claims_the_parent_and_the_root_ends():
+    plan = plan_of()  # 4 tiles × 4 passes: 16 productions, fan-in 4
+    shape = plan.shape
+    up = planning.parent(shape, "p5")
+    size = len(planning.children(shape, up))
+    assert step(plan, TaskDone("p5", "m"),
+                Observed(status=Status.RUNNING, done_siblings=size - 1)) == []
+    seen = Observed(status=Status.RUNNING, done_siblings=size)
+    assert step(plan, TaskDone("p5", "m"), seen) == [
+        ClaimTask(up, Kind.REDUCE, "m", REDUCE_LEASE_S)]
+    assert step(plan, TaskClaimed(up, Claim.WON), seen) == [Reduce(up)]
+    assert step(plan, TaskClaimed(up, Claim.DONE), seen) == [Advance(up)]
+    assert step(plan, TaskDone(shape.root, "m"), RUNNING) == [End(Status.DONE)]
+
+
+def test_admission_control_admits_the_next_production_task():
+    plan = plan_of(passes=8, admission=3)
+    assert step(plan, TaskDone("p0", "m"), RUNNING) == [Publish((3,))]
+    last = f"p{plan.shape.productions - 1}"
+    assert not any(isinstance(a, Publish) for a in step(plan, TaskDone(last, "m"), RUNNING))
+
+
+def test_failures_and_dead_letters():
+    plan = plan_of()
+    assert step(plan, TaskFailed("p1", "boom", permanent=False), RUNNING) == [Retry("boom")]
+    failed = step(plan, TaskFailed("p1", "bad scene", permanent=True), RUNNING)
+    assert failed[0] == MarkFailed("p1", "bad scene")
+    assert failed[1].status == Status.FAILED and "p1" in failed[1].error["message"]
+    done = Observed(status=Status.RUNNING, task_status=Status.DONE)
+    assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), done) == []
+    pending = Observed(status=Status.RUNNING, task_status=Status.RUNNING)
+    actions = step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), pending)
+    assert isinstance(actions[0], MarkFailed) and actions[1].error["code"] == "task_failed"
+    assert "5 delivery attempts" in actions[1].error["message"]
+    assert [type(a) for a in step(plan, DeadLettered(Kind.REDUCE, "p1", 5), RUNNING)] == [End]
+
+
+@pytest.mark.parametrize("status", [Status.DONE, Status.FAILED, Status.CANCELLED])
+def test_nothing_is_acted_on_after_the_end(status):
+    plan = plan_of()
+    seen = Observed(status=status, done_siblings=99, task_status=Status.RUNNING)
+    for event in [ExecutionCreated(), Tick(), Cancelled(), TaskDelivered("p0", "m"),
+                  TaskClaimed("p0", Claim.WON), TaskProduced("p0"), TaskDone("p0", "m"),
+                  TaskFailed("p0", "x", True), DeadLettered(Kind.PRODUCE, "p0", 5)]:
+        assert step(plan, event, seen) == []
+    assert step(plan, Cancelled(), RUNNING) == [End(Status.CANCELLED)]
+
+
+# --- property tests: a model of the store and the bus, driven by hypothesis ------------
+
+class World:
+    """The store's semantics (claims are conditional writes, done means the output
+    exists) and an at-least-once bus, around the real ``step``."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.shape = plan.shape
+        self.status = Status.QUEUED
+        self.planned = self.published = False
+        self.tasks = {n: {"status": Status.PENDING, "owner": None}
+                      for n in planning.all_nodes(self.shape)}
+        self.outputs: set[str] = set()
+        self.reduced: Counter = Counter()
+        self.produced: Counter = Counter()
+        self.ends: list[Status] = []
+        self.after_end: list = []
+        self.pool: list = []  # (event, message that started the invocation)
+        self.later: list = []  # dropped messages, redelivered when the pool runs dry
+        self.messages = 0
+
+    def message(self, event):
+        self.messages += 1
+        self.pool.append((event, event))
+
+    def observe(self, event) -> Observed:
+        done = 0
+        if isinstance(event, TaskDone):
+            up = planning.parent(self.shape, event.node)
+            if up is not None:
+                done = sum(self.tasks[c]["status"] == Status.DONE
+                           for c in planning.children(self.shape, up))
+        return Observed(status=self.status, planned=self.planned, published=self.published,
+                        done_siblings=done)
+
+    def claim(self, node, owner, lease_s):
+        t = self.tasks[node]
+        if t["status"] == Status.DONE:
+            return Claim.DONE
+        if t["status"] == Status.RUNNING and t["owner"] != owner and lease_s > 0:
+            return Claim.HELD  # no time passes in this model: every lease holds
+        t.update(status=Status.RUNNING, owner=owner)
+        return Claim.WON
+
+    def process(self, event, origin):
+        final_before = self.status in (Status.DONE, Status.FAILED, Status.CANCELLED)
+        actions = step(self.plan, event, self.observe(event))
+        if final_before and actions:
+            self.after_end.append((event, actions))
+        for action in actions:
+            follow = self.carry_out(action, event)
+            if follow is not None:
+                self.pool.append((follow, origin))
+
+    def carry_out(self, action, event):
+        match action:
+            case WriteTasks():
+                self.planned = True
+            case Publish(indices=indices, first=first):
+                for i in indices:
+                    self.message(TaskDelivered(f"p{i}", f"m{self.messages}"))
+                self.published = self.published or first
+            case ClaimTask(node=n, owner=owner, lease_s=lease):
+                return TaskClaimed(n, self.claim(n, owner, lease), owner)
+            case Produce(node=n):
+                self.produced[n] += 1
+                self.outputs.add(n)
+                self.tasks[n]["status"] = Status.DONE
+                return TaskProduced(n)
+            case Announce(node=n):
+                self.message(TaskDone(n, f"m{self.messages}"))
+            case Reduce(node=n):
+                kids = planning.children(self.shape, n)
+                assert all(k in self.outputs for k in kids), f"{n} reduced before its inputs"
+                self.reduced[n] += 1
+                self.outputs.add(n)
+                self.tasks[n]["status"] = Status.DONE
+                return TaskDone(n, event.owner)
+            case Advance(node=n):
+                return TaskDone(n, event.owner)
+            case End(status=status):
+                if self.status not in (Status.DONE, Status.FAILED, Status.CANCELLED):
+                    self.status = status
+                    self.ends.append(status)
+        return None
+
+
+# Up to 9 tiles × 8 passes: trees of 1 to 4 levels, fan-ins of 2 to 9.
+shapes = st.tuples(st.integers(8, 40), st.integers(8, 40), st.integers(1, 8),
+                   st.sampled_from([16, 32, None]), st.integers(1, 3),
+                   st.sampled_from([0, 0, 2, 5]))
+
+
+def run_world(data, dims, cancel: bool = False) -> World:
+    w, h, passes, tile, fold, admission = dims
+    world = World(Plan(planning.make_shape(w, h, passes, tile, fold), admission))
+    world.process(ExecutionCreated(), None)
+    steps = 0
+    cancel_at = data.draw(st.integers(0, 60)) if cancel else -1
+    while world.pool or world.later:
+        if not world.pool:  # redelivery after the back-off, once per message
+            world.pool, world.later = list(dict.fromkeys(world.later)), []
+        steps += 1
+        if steps == cancel_at:
+            world.process(Cancelled(), None)
+        i = data.draw(st.integers(0, len(world.pool) - 1), label="next")
+        event, origin = world.pool.pop(i)
+        fate = data.draw(st.sampled_from(["run"] * 6 + ["duplicate", "drop", "crash"]),
+                         label="fate")
+        if fate == "drop" and event is origin:
+            world.later.append((event, origin))  # lost for now, delivered again later
+            continue
+        if fate == "crash" and event is not origin:
+            world.later.append((origin, origin))  # the invocation died: its message returns
+            continue
+        if fate == "duplicate" and event is origin:
+            # At-least-once: the same message again, after this delivery's invocation
+            # (a redelivery of one message id while its first delivery still runs
+            # would share its claims; Pub/Sub redelivers after the ack deadline, which
+            # the handlers stay well inside).
+            world.later.append((event, origin))
+        if world.status == Status.QUEUED:
+            world.status = Status.RUNNING
+        world.process(event, origin)
+    return world
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), dims=shapes)
+def test_any_order_duplicates_and_redelivery_reduce_every_node_exactly_once(data, dims):
+    world = run_world(data, dims)
+    shape = world.shape
+    reductions = [n for n in planning.all_nodes(shape) if n.startswith("r")]
+    assert world.reduced == Counter({n: 1 for n in reductions})
+    assert set(world.produced) == {f"p{i}" for i in range(shape.productions)}
+    assert world.ends == [Status.DONE]  # the root reached once
+    assert world.after_end == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), dims=shapes)
+def test_after_a_cancel_nothing_runs(data, dims):
+    world = run_world(data, dims, cancel=True)
+    assert len(world.ends) == 1
+    assert world.after_end == []
+    if world.ends == [Status.CANCELLED]:
+        assert world.reduced.get(world.shape.root, 0) == 0
