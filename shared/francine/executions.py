@@ -32,20 +32,10 @@ def scene_error(e: SceneError) -> errors.BadRequest:
 
 
 def parse_request(body: dict) -> tuple[int, dict | None, int | None]:
-    unknown = set(body) - {"parallel", "update", "tile"}
-    if unknown:
-        raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
-    parallel = body.get("parallel", 1)
-    if type(parallel) is not int or not 1 <= parallel <= MAX_PARALLEL:
-        raise errors.BadRequest(f"parallel: must be an integer in 1..{MAX_PARALLEL}",
-                                "invalid_field")
-    update = body.get("update")
-    if update is not None and not isinstance(update, dict):
-        raise errors.BadRequest("update: must be a JSON object (a merge patch)", "invalid_field")
-    tile = body.get("tile")
-    if tile is not None and (type(tile) is not int or tile < MIN_TILE):
-        raise errors.BadRequest(f"tile: must be an integer ≥ {MIN_TILE}", "invalid_field")
-    return parallel, update, tile
+    from francine.api.schemas import parse  # the one definition of the request body
+
+    request = parse("execution", body)
+    return request["parallel"], request["update"], request["tile"]
 
 
 def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
@@ -55,9 +45,10 @@ def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
 
 
 def start(ad: Adapters, user: str, sid: str, body: dict,
-          idempotency_key: str | None = None) -> tuple[dict, bool]:
+          idempotency_key: str | None = None, admit=None) -> tuple[dict, bool]:
     """Create (or, for a repeated idempotency key, find) an execution and publish it.
-    Returns (execution document, created)."""
+    Returns (execution document, created). ``admit(shape, pixel_seconds)``, run only for
+    a new execution (quotas.admission), raises to refuse it or returns extra fields."""
     parallel, update, tile = parse_request(body)
     eid = execution_id(user, sid, idempotency_key)
 
@@ -86,6 +77,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             raise errors.BadRequest(
                 f"this render would need {shape.total_tasks} tasks, more than the limit of "
                 f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
+        extra = admit(shape, pixel_seconds) if admit else {}
         created = now()
         doc = {
             "id": eid, "session_id": sid, "user": user, "created": created,
@@ -96,6 +88,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
                           for n, r in resources.items()},
             "shape": shape.to_dict(), "admission_limit": ad.settings.admission_limit,
             "planned": False, "published": False, "finished": None, "error": None,
+            **extra,
         }
         return ({"scene": scene, "updated": created} if update else {}), doc
 
@@ -165,8 +158,13 @@ def rfc3339(t: dt.datetime | None) -> str | None:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def summarize(doc: dict, stats: dict, finished: dt.datetime | None) -> dict:
-    """The counts and times of an execution from its task statistics."""
+def summarize(doc: dict, stats: dict, finished: dt.datetime | None,
+              status: str | None = None) -> dict:
+    """The counts and times of an execution from its task statistics. A cancelled or
+    failed execution has no task running and no image: tasks still running when it
+    ended are abandoned, not running forever."""
+    status = status or doc.get("status")
+    ended_without_image = finished is not None and status in ("cancelled", "failed")
     shape = planning.Shape.from_dict(doc["shape"])
     created = doc["created"]
     end = finished or now()
@@ -174,7 +172,8 @@ def summarize(doc: dict, stats: dict, finished: dt.datetime | None) -> dict:
     prod, red = stats["produce"], stats["reduce"]
     return {
         "tasks": {"total": shape.total_tasks, "done": stats["done"],
-                  "failed": stats["failed"], "running": stats["running"]},
+                  "failed": stats["failed"],
+                  "running": 0 if ended_without_image else stats["running"]},
         "time": {
             "created": rfc3339(created), "finished": rfc3339(finished),
             "fetching": round(prod["fetch"] + red["fetch"], 4),
@@ -185,8 +184,9 @@ def summarize(doc: dict, stats: dict, finished: dt.datetime | None) -> dict:
             # The pipeline's own latency: request → first task running, and last
             # production task finished → final image stored.
             "first_task_after": round((first - created).total_seconds(), 4) if first else None,
-            "image_after_last_task": (round((finished - last).total_seconds(), 4)
-                                      if finished and last else None),
+            "image_after_last_task": (round(max(0.0, (finished - last).total_seconds()), 4)
+                                      if finished and last and not ended_without_image
+                                      else None),
         },
         "productions_done": int(prod.get("n", 0)),
     }
@@ -223,7 +223,7 @@ def end(ad: Adapters, doc: dict, status: str, error: dict | None = None,
     finished = now()
     stats = ad.store.task_stats(doc["session_id"], doc["id"])
     fields = {"status": status, "finished": finished, "error": error,
-              "summary": summarize(doc, stats, finished)}
+              "summary": summarize(doc, stats, finished, status)}
     if result:
         fields["result"] = result
     return ad.store.finish_execution(doc["session_id"], doc["id"], fields)

@@ -10,16 +10,18 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import uuid
 
 from flask import Response
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
-from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 
-from francine import errors, executions, imaging, producers, resources, users
+from francine import errors, executions, imaging, producers, quotas, resources, users
 from francine.adapters import external
 from francine.adapters.store import now
+from francine.api import schemas
 from francine.api.openapi import openapi_document
 from francine.clients import Adapters
 from francine.producers.base import SceneError
@@ -44,7 +46,7 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>", endpoint="execution", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
-], strict_slashes=False)
+], strict_slashes=False, merge_slashes=False, redirect_defaults=False)
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -53,24 +55,34 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 
 
 def error_response(e: errors.FrancineError) -> Response:
-    return json_response({"error": {"code": e.code, "message": e.message}}, e.status)
+    return json_response({"error": {"code": e.code, "message": e.message}}, e.status,
+                         e.headers or None)
+
+
+def match(method: str, path: str) -> tuple[str, dict]:
+    """The endpoint and arguments of a request; every miss is the API's own error (no
+    routing redirect, no HTML page)."""
+    adapter = ROUTES.bind("localhost", path_info=path, url_scheme="http")
+    try:
+        return adapter.match(path, method=method)
+    except WzMethodNotAllowed as e:
+        allow = ", ".join(sorted(e.valid_methods or ()))
+        raise errors.MethodNotAllowed(f"{method} is not allowed on this path",
+                                      headers={"Allow": allow}) from None
+    except HTTPException:  # not found, or a redirect that merging slashes would ask for
+        raise errors.NotFound("no such route") from None
 
 
 class Api:
-    def __init__(self, adapters: Adapters):
+    def __init__(self, adapters: Adapters, defer_waits: bool = False):
         self.ad = adapters
+        self.defer_waits = defer_waits
+        self.waits = WaitSlots(adapters.settings.max_blocking_waits)
 
     # --- plumbing ----------------------------------------------------------------------
     def handle(self, request) -> Response:
         try:
-            adapter = ROUTES.bind("localhost", path_info=request.path, url_scheme="http")
-            try:
-                endpoint, args = adapter.match(request.path, method=request.method)
-            except WzNotFound:
-                raise errors.NotFound(f"no route {request.path}") from None
-            except WzMethodNotAllowed:
-                raise errors.MethodNotAllowed(
-                    f"{request.method} is not allowed on {request.path}") from None
+            endpoint, args = match(request.method, request.path)
             return getattr(self, f"route_{endpoint}")(request, **args)
         except errors.FrancineError as e:
             if e.status >= 500:
@@ -103,11 +115,12 @@ class Api:
             raise errors.UnsupportedMediaType(
                 f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_no_constant)
         except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             raise errors.BadRequest(f"malformed JSON: {e}", "malformed_json") from e
         if not isinstance(body, dict):
             raise errors.BadRequest("the body must be a JSON object", "malformed_json")
+        schemas.check_json(body)
         return body
 
     def own_session(self, user: str, sid: str) -> dict:
@@ -150,22 +163,12 @@ class Api:
             # One retry per failed render, shared by every caller.
             doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body,
                                       f"demo-{parallel}-after-{doc['id']}")
-        return self.blocking_result(doc)
+        return self.blocking_result(doc, DEMO_USER)
 
     # --- sessions ----------------------------------------------------------------------
     def create_session(self, user: str, body: dict, sid: str | None = None) -> dict:
-        unknown = set(body) - {"producer", "format", "scene"}
-        if unknown:
-            raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
-        name = body.get("producer")
-        if not isinstance(name, str):
-            raise errors.BadRequest("producer: required, a string", "invalid_field")
-        fmt = body.get("format", "png")
-        if fmt not in imaging.FORMATS:
-            raise errors.BadRequest(f"format: one of {sorted(imaging.FORMATS)}", "invalid_field")
-        scene = body.get("scene")
-        if scene is not None and not isinstance(scene, dict):
-            raise errors.BadRequest("scene: must be a JSON object", "invalid_field")
+        body = schemas.parse("session", body)
+        name, fmt, scene = body["producer"], body["format"], body["scene"]
         try:
             producer = producers.get(name)
             scene = producer.validate(producer.default_scene() if scene is None else scene, None)
@@ -209,17 +212,18 @@ class Api:
         user = self.user(request)
         session = self.own_session(user, sid)
         if request.method == "POST":
-            body = self.json_body(request)
-            unknown = set(body) - {"name", "url"}
-            if unknown:
-                raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
-            name = resources.check_name(body.get("name"))
+            body = schemas.parse("attach", self.json_body(request))
+            name = resources.check_name(body["name"])
             s = self.ad.settings
-            chunks = external.open_url(
-                body.get("url"), self.ad.blobs.client, s.max_resource_bytes,
-                frozenset({s.resources_bucket, s.partials_bucket, s.results_bucket}))
-            record, created = resources.attach(self.ad, sid, session["producer"], name, chunks,
-                                               s.max_resource_bytes)
+            room = quotas.storage_room(self.ad, user)
+            limit = min(s.max_resource_bytes, room)
+            own = frozenset({s.resources_bucket, s.partials_bucket, s.results_bucket})
+            with over_quota_if(limit < s.max_resource_bytes, self.ad):
+                chunks = external.open_url(body["url"], self.ad.blobs.client, limit, own,
+                                           allowed_buckets=users.allowed_buckets(
+                                               self.ad.store, request_key(request)))
+                record, created = resources.attach(self.ad, sid, session["producer"], name,
+                                                   chunks, limit)
             return json_response(resource_view(record), 201 if created else 200)
         return json_response({"resources": [
             resource_view(r) for r in self.ad.store.list_resources(sid)]})
@@ -234,9 +238,13 @@ class Api:
             raise errors.PayloadTooLarge(
                 f"uploads are limited to {limit} bytes; attach larger files by gs:// URL "
                 "(POST /v1/sessions/{sid}/resources)")
+        room = quotas.storage_room(self.ad, user)
+        if request.content_length is not None and request.content_length > room:
+            raise quotas.over_storage(self.ad)
         chunks = iter(lambda: request.stream.read(CHUNK), b"")
-        record, created = resources.attach(self.ad, sid, session["producer"], name, chunks,
-                                           limit)
+        with over_quota_if(room < limit, self.ad):
+            record, created = resources.attach(self.ad, sid, session["producer"], name,
+                                               chunks, min(limit, room))
         return json_response(resource_view(record), 201 if created else 200)
 
     # --- executions --------------------------------------------------------------------
@@ -250,15 +258,28 @@ class Api:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")
-        doc, _ = executions.start(self.ad, user, sid, body, key)
+        doc, _ = executions.start(self.ad, user, sid, body, key,
+                                  admit=quotas.admission(self.ad, user))
         if request.args.get("block") in ("1", "true"):
-            return self.blocking_result(doc)
+            return self.blocking_result(doc, user)
         location = f"/v1/sessions/{sid}/executions/{doc['id']}"
         return json_response(executions.view(self.ad, doc), 202, {"Location": location})
 
-    def blocking_result(self, doc: dict) -> Response:
+    def blocking_result(self, doc: dict, user: str) -> Response:
+        """The image once the execution ends (or its status after the block timeout).
+        Served asynchronously (``defer_waits``), the wait itself is left to the server,
+        which holds no thread while it waits: the answer is a ``Waiting`` marker."""
         sid, eid = doc["session_id"], doc["id"]
-        doc = executions.wait(self.ad, sid, eid, self.ad.settings.block_timeout_s)
+        if doc["status"] not in executions.FINAL:
+            if self.defer_waits:
+                self.waits.acquire(user)
+                return Waiting(self, doc, user)
+            with self.waits.hold(user):
+                doc = executions.wait(self.ad, sid, eid, self.ad.settings.block_timeout_s)
+        return self.finish_wait(doc)
+
+    def finish_wait(self, doc: dict) -> Response:
+        sid, eid = doc["session_id"], doc["id"]
         if doc["status"] == "done":
             return self.image_response(doc)
         if doc["status"] in executions.FINAL:
@@ -298,6 +319,67 @@ class Api:
             raise errors.Conflict(f"execution {eid} is {executions.view(self.ad, doc)['status']}"
                                   ", not done", "not_ready")
         return self.image_response(doc)
+
+
+class WaitSlots:
+    """Per-user count of requests waiting for a render (``?block=1``, ``GET /``): over
+    the cap, a 429 rather than one more waiter."""
+
+    def __init__(self, cap: int):
+        self.cap, self.held, self.lock = cap, {}, threading.Lock()
+
+    def acquire(self, user: str) -> None:
+        with self.lock:
+            if self.held.get(user, 0) >= self.cap:
+                raise errors.TooManyRequests(
+                    f"at most {self.cap} blocking waits at once: poll the execution instead",
+                    5, "too_many_waits")
+            self.held[user] = self.held.get(user, 0) + 1
+
+    def release(self, user: str) -> None:
+        with self.lock:
+            self.held[user] -= 1
+            if not self.held[user]:
+                del self.held[user]
+
+    @contextlib.contextmanager
+    def hold(self, user: str):
+        self.acquire(user)
+        try:
+            yield
+        finally:
+            self.release(user)
+
+
+class Waiting(Response):
+    """What ``blocking_result`` answers when the server does the waiting; the server
+    calls ``release`` when the wait ends."""
+
+    def __init__(self, api: Api, doc: dict, user: str):
+        super().__init__(status=202)
+        self.api, self.doc, self.user = api, doc, user
+
+    def release(self) -> None:
+        self.api.waits.release(self.user)
+
+
+@contextlib.contextmanager
+def over_quota_if(quota_binds: bool, ad: Adapters):
+    """A body cut off by the storage quota (not by a size limit) is a 429."""
+    try:
+        yield
+    except errors.PayloadTooLarge as e:
+        if quota_binds:
+            raise quotas.over_storage(ad) from e
+        raise
+
+
+def request_key(request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def resource_view(record: dict) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from francine import executions, imaging, producers, resources
+from francine import imaging, resources
+from francine.api import schemas as request_schemas
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -13,8 +14,15 @@ def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
 
-def _resp(description: str, schema: dict | None = None, content: dict | None = None) -> dict:
+RETRY = {"Retry-After": {"description": "seconds to wait before trying again",
+                         "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+
+
+def _resp(description: str, schema: dict | None = None, content: dict | None = None,
+          headers: dict | None = None) -> dict:
     r: dict = {"description": description}
+    if headers:
+        r["headers"] = headers
     if schema is not None:
         r["content"] = _json(schema)
     if content is not None:
@@ -53,19 +61,10 @@ def _path_param(name: str) -> dict:
 @functools.cache
 def openapi_document() -> dict:
     sid, eid = _path_param("sid"), _path_param("eid")
-    scene_schemas = {f"Scene_{name}": producers.get(name).json_schema()
-                     for name in producers.names()}
     schemas = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-        "SessionRequest": {"type": "object", "required": ["producer"],
-                           "additionalProperties": False, "properties": {
-                               "producer": {"type": "string", "enum": producers.names()},
-                               "format": {"type": "string", "enum": sorted(imaging.FORMATS),
-                                          "default": "png"},
-                               "scene": {"anyOf": [{"$ref": f"#/components/schemas/{k}"}
-                                                   for k in scene_schemas]}}},
         "Resource": {"type": "object", "properties": {
             "name": {"type": "string"}, "sha256": {"type": "string"},
             "size": {"type": "integer"}}},
@@ -75,15 +74,6 @@ def openapi_document() -> dict:
             "created": {"type": "string", "format": "date-time"},
             "updated": {"type": "string", "format": "date-time"},
             "resources": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}}}},
-        "ExecutionRequest": {"type": "object", "additionalProperties": False, "properties": {
-            "parallel": {"type": "integer", "minimum": 1, "maximum": executions.MAX_PARALLEL,
-                         "default": 1,
-                         "description": "number of sample passes, each with its own seed"},
-            "update": {"type": "object", "description": "JSON Merge Patch (RFC 7386) of "
-                       "the scene; it persists for later executions"},
-            "tile": {"type": "integer", "minimum": executions.MIN_TILE,
-                     "description": "edge of the square "
-                     "tiles one task renders (default: the whole image)"}}},
         "Execution": {"type": "object", "properties": {
             "id": {"type": "string"}, "session_id": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "reducing", "done",
@@ -106,7 +96,7 @@ def openapi_document() -> dict:
                         "first_task_after", "image_after_last_task")}}},
             "error": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"}}}]}}},
-        **scene_schemas,
+        **request_schemas.components(),
     }
     ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
     paths = {
@@ -114,7 +104,9 @@ def openapi_document() -> dict:
             "the default ao scene rendered through the pipeline (demo); rendered once per "
             "value of parallel, then served from storage",
             {"200": _resp("the image", content={"image/png": IMAGES["image/png"]}),
-             "400": _resp("parallel out of range", ERROR)},
+             "400": _resp("parallel out of range", ERROR),
+             "409": _resp("the demo render failed", ERROR),
+             "429": _resp("too many demo renders waited on at once", ERROR, headers=RETRY)},
             params=[{"name": "parallel", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4}}],
             secured=False)},
@@ -139,17 +131,17 @@ def openapi_document() -> dict:
             "post": _op("attach an external file, fetched once, hashed and stored", {
                 "201": _resp("attached", ref("Resource")),
                 "200": _resp("the same bytes were attached already", ref("Resource")),
-                "409": _resp("the name holds other bytes", ERROR)},
-                _json({"type": "object", "required": ["name", "url"],
-                       "additionalProperties": False, "properties": {
-                           "name": {"type": "string"},
-                           "url": {"type": "string", "pattern": "^(gs|https)://"}}}),
+                "403": _resp("gs://: the bucket is not allowed for this user", ERROR),
+                "409": _resp("the name holds other bytes", ERROR),
+                "429": _resp("over the stored-bytes quota", ERROR, headers=RETRY)},
+                _json(ref("AttachRequest")),
                 params=[sid])},
         "/v1/sessions/{sid}/resources/{name}": {
             "put": _op("attach a file (immutable, identified by its SHA-256)", {
                 "201": _resp("attached", ref("Resource")),
                 "200": _resp("the same bytes were attached already", ref("Resource")),
-                "409": _resp("the name holds other bytes", ERROR)},
+                "409": _resp("the name holds other bytes", ERROR),
+                "429": _resp("over the stored-bytes quota", ERROR, headers=RETRY)},
                 {"application/octet-stream": {"schema": {"type": "string",
                                                           "format": "binary"}}},
                 params=[sid, {"name": "name", "in": "path", "required": True,
@@ -159,7 +151,9 @@ def openapi_document() -> dict:
             "post": _op("start a render", {
                 "202": _resp("the execution", ref("Execution")),
                 "200": _resp("with ?block=1: the image", content=IMAGES),
-                "409": _resp("with ?block=1: the execution failed or was cancelled", ERROR)},
+                "409": _resp("with ?block=1: the execution failed or was cancelled", ERROR),
+                "429": _resp("over a quota (executions or tasks in flight, CPU-seconds "
+                             "per day, concurrent blocking waits)", ERROR, headers=RETRY)},
                 _json(ref("ExecutionRequest")), params=[sid, {
                     "name": "block", "in": "query", "schema": {"type": "string",
                                                                "enum": ["1", "true"]}}, {
@@ -180,6 +174,8 @@ def openapi_document() -> dict:
             "post": _op("stop a render; tasks not yet started never run",
                         {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},
     }
+    # An empty body is an execution with every default.
+    paths["/v1/sessions/{sid}/executions"]["post"]["requestBody"]["required"] = False
     return {
         "openapi": "3.1.0",
         "info": {"title": "Francine", "version": "1",
