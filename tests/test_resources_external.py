@@ -12,9 +12,23 @@ from test_api_contract import assert_error, call
 from francine.local.processes import environment
 
 
+def allow_bucket(stack, client, bucket: str) -> None:
+    """What an administrator does with 'francine users allow-bucket USER BUCKET'."""
+    from google.cloud import firestore
+
+    from francine import users
+    from francine.adapters.store import Store
+
+    key = client.session.headers["Authorization"].split()[1]
+    with environment(stack.info["env"]):
+        store = Store(firestore.Client(project=stack.info["project"]))
+        users.set_buckets(store, store.get_user(users.key_hash(key))["id"], [bucket])
+
+
 @pytest.fixture
-def external_object(stack):
-    """An object in a bucket of the user's own (not one of Francine's buckets)."""
+def external_object(stack, client):
+    """An object in a bucket of the user's own (not one of Francine's buckets), which
+    an administrator allowed the user to attach from."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -24,6 +38,7 @@ def external_object(stack):
         bucket = client.create_bucket(f"user-data-{uuid.uuid4().hex[:12]}")
         data = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n" * 1000
         bucket.blob("scenes/tri.obj").upload_from_string(data)
+        allow_bucket(stack, client, bucket.name)
         yield f"gs://{bucket.name}/scenes/tri.obj", data
         bucket.delete(force=True)
 
@@ -53,7 +68,7 @@ def test_gs_url_is_fetched_hashed_and_stored(client, external_object, adapters):
     ({"name": "a.obj"}, "invalid_field"),
     ({"name": "../a.obj", "url": "gs://b/a.obj"}, "invalid_name"),
     ({"name": "a.obj", "url": "gs://b/a.obj", "x": 1}, "invalid_field"),
-    ({"name": "a.obj", "url": "gs://no-such-bucket-francine/a.obj"}, "fetch_failed"),
+    ({"name": "a.obj", "url": "gs://no-such-bucket-francine/a.obj"}, "bucket_not_allowed"),
     # Francine's own buckets hold other users' images
     ({"name": "a.png", "url": "gs://francine-results/results/s/e.png"}, "fetch_failed"),
     ({"name": "a.obj", "url": "gs://francine-resources/resources/abc"}, "fetch_failed"),
@@ -77,6 +92,7 @@ def test_files_too_large_to_upload_are_attached_by_url_up_to_the_resource_limit(
     with environment(stack.info["env"]):
         gcs = storage.Client(project=stack.info["project"], credentials=AnonymousCredentials())
         bucket = gcs.create_bucket(f"user-big-{uuid.uuid4().hex[:12]}")
+        allow_bucket(stack, client, bucket.name)
         try:
             sid = client.create_session("ao")["id"]
             medium = b"m" * (UPLOAD_LIMIT + 1)

@@ -1,7 +1,10 @@
 """``francine``: the local stack, users, and renders from the command line.
 
     francine stack up [--port P] [--workers N]     run the pipeline here until Ctrl-C
-    francine users create NAME                     a new user's API key (stack running)
+    francine users create NAME [--bucket B ...]    a new user's API key
+    francine users list | revoke U | rotate U | allow-bucket U B | deny-bucket U B | set-quota U Q V
+                    (the local stack; --project P: a deployed project, with Application
+                    Default Credentials, straight to Firestore)
     francine render ao|SCENE.json -o out.png --parallel N [--api URL --key KEY]
                     [--producer P --resource NAME=PATH ...]   (for a bare scene file)
     francine demo                                  stack up, render aobench, stack down
@@ -51,12 +54,10 @@ def cmd_stack_up(args) -> int:
     return 0
 
 
-def cmd_users_create(args) -> int:
-    from francine.local.stack import create_user_in
+def cmd_users(args) -> int:
+    from francine.local.users_admin import run_users
 
-    info = _stack_info(args.state_dir)
-    print(create_user_in(info["env"], info["project"], args.name))
-    return 0
+    return run_users(args, None if args.project else _stack_info(args.state_dir))
 
 
 def progress_bar(status: dict, width: int = 30) -> str:
@@ -163,11 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workers", type=int, default=2, help="render worker processes")
     up.set_defaults(func=cmd_stack_up)
 
-    users = sub.add_parser("users", help="users of the local stack").add_subparsers(
-        dest="action", required=True)
-    create = users.add_parser("create", help="create a user and print its API key")
-    create.add_argument("name")
-    create.set_defaults(func=cmd_users_create)
+    from francine.local.users_admin import add_parsers
+
+    add_parsers(sub, cmd_users)
 
     r = sub.add_parser("render", help="render a producer's default scene or a scene file")
     r.add_argument("target", help="a producer name (ao) or a scene file (.json)")

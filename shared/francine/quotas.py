@@ -16,12 +16,16 @@ The defaults (``Settings``, FRANCINE_QUOTA_*) and why:
   than interactive use, far less than the 300 CPU-hours that one unbounded request could
   start before quotas.
 
+An administrator may give one user other figures (``francine users set-quota``): the
+user document's ``quotas`` map overrides these defaults.
+
 The counts come from Firestore queries over the user's documents (collection-group
 queries on ``executions``), so that they stay right whatever process ends an execution.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
@@ -63,10 +67,37 @@ def finished_today(ad: Adapters, user: str) -> list[dict]:
         return [s.to_dict() for s in query.stream()]
 
 
+NAMES = ("executions_in_flight", "tasks_in_flight", "stored_bytes", "cpu_seconds_per_day")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    quota_executions_in_flight: int
+    quota_tasks_in_flight: int
+    quota_stored_bytes: int
+    quota_cpu_seconds_per_day: float
+
+
+def limits(ad: Adapters, user: str) -> Limits:
+    """The deployment's quotas with the user's own overrides."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    with translated("quota lookup"):
+        docs = list(ad.store._db.collection("users").where(
+            filter=FieldFilter("id", "==", user)).limit(1).stream())
+    own = (docs[0].to_dict().get("quotas") or {}) if docs else {}
+    values = {}
+    for f in dataclasses.fields(Limits):
+        default = getattr(ad.settings, f.name)
+        value = own.get(f.name.removeprefix("quota_"))
+        values[f.name] = type(default)(value) if isinstance(value, int | float) else default
+    return Limits(**values)
+
+
 def admission(ad: Adapters, user: str) -> Callable:
     """The check that ``executions.start`` runs before it records a new execution:
     ``admit(shape, pixel_seconds)`` raises or returns fields for the document."""
-    s = ad.settings
+    s = limits(ad, user)
 
     def admit(shape, pixel_seconds: float) -> dict:
         estimate = cpu_estimate(shape.width, shape.height, shape.passes, pixel_seconds)
@@ -125,13 +156,14 @@ def stored_bytes(ad: Adapters, user: str) -> int:
 
 def storage_room(ad: Adapters, user: str) -> int:
     """Bytes the user may still store; a 429 when there is no room at all."""
-    room = ad.settings.quota_stored_bytes - stored_bytes(ad, user)
+    quota = limits(ad, user).quota_stored_bytes
+    room = quota - stored_bytes(ad, user)
     if room <= 0:
-        raise over_storage(ad)
+        raise over_storage(quota)
     return room
 
 
-def over_storage(ad: Adapters) -> errors.TooManyRequests:
+def over_storage(quota: int) -> errors.TooManyRequests:
     return errors.TooManyRequests(
-        f"your stored resources are at the quota of {ad.settings.quota_stored_bytes} bytes: "
-        "delete sessions you no longer need", 3600, "quota_exceeded")
+        f"your stored resources would exceed the quota of {quota} bytes: delete sessions "
+        "you no longer need", 3600, "quota_exceeded")

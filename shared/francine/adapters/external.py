@@ -143,8 +143,9 @@ def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None
         return address.sixtofour
     if address.teredo:
         return address.teredo[1]
-    if address in ipaddress.IPv6Network("64:ff9b::/96"):  # NAT64
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    for net in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96"):  # NAT64, IPv4-compatible
+        if address in ipaddress.IPv6Network(net):
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 

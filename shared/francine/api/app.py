@@ -218,7 +218,7 @@ class Api:
             room = quotas.storage_room(self.ad, user)
             limit = min(s.max_resource_bytes, room)
             own = frozenset({s.resources_bucket, s.partials_bucket, s.results_bucket})
-            with over_quota_if(limit < s.max_resource_bytes, self.ad):
+            with over_quota_if(limit < s.max_resource_bytes, self.ad, user):
                 chunks = external.open_url(body["url"], self.ad.blobs.client, limit, own,
                                            allowed_buckets=users.allowed_buckets(
                                                self.ad.store, request_key(request)))
@@ -240,9 +240,9 @@ class Api:
                 "(POST /v1/sessions/{sid}/resources)")
         room = quotas.storage_room(self.ad, user)
         if request.content_length is not None and request.content_length > room:
-            raise quotas.over_storage(self.ad)
+            raise quotas.over_storage(quotas.limits(self.ad, user).quota_stored_bytes)
         chunks = iter(lambda: request.stream.read(CHUNK), b"")
-        with over_quota_if(room < limit, self.ad):
+        with over_quota_if(room < limit, self.ad, user):
             record, created = resources.attach(self.ad, sid, session["producer"], name,
                                                chunks, min(limit, room))
         return json_response(resource_view(record), 201 if created else 200)
@@ -364,13 +364,13 @@ class Waiting(Response):
 
 
 @contextlib.contextmanager
-def over_quota_if(quota_binds: bool, ad: Adapters):
+def over_quota_if(quota_binds: bool, ad: Adapters, user: str):
     """A body cut off by the storage quota (not by a size limit) is a 429."""
     try:
         yield
     except errors.PayloadTooLarge as e:
         if quota_binds:
-            raise quotas.over_storage(ad) from e
+            raise quotas.over_storage(quotas.limits(ad, user).quota_stored_bytes) from e
         raise
 
 
