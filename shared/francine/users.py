@@ -88,7 +88,7 @@ def set_buckets(store, user: str, add: list[str] = (), remove: list[str] = ()) -
     docs = _docs_of(store, user)
     if not docs:
         raise KeyError(user)
-    buckets = sorted((set(docs[0].get("buckets") or []) | set(add)) - set(remove))
+    buckets = sorted((set(docs[0].to_dict().get("buckets") or []) | set(add)) - set(remove))
     for snap in docs:
         snap.reference.update({"buckets": buckets})
     return buckets
@@ -104,7 +104,7 @@ def set_quota(store, user: str, name: str, value: float | None) -> dict:
     docs = _docs_of(store, user)
     if not docs:
         raise KeyError(user)
-    own = dict(docs[0].get("quotas") or {})
+    own = dict(docs[0].to_dict().get("quotas") or {})
     if value is None:
         own.pop(name, None)
     else:

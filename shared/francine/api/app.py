@@ -16,7 +16,7 @@ import uuid
 from flask import Response
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from francine import errors, executions, imaging, producers, quotas, resources, users
 from francine.adapters import external
@@ -35,6 +35,12 @@ DEMO_SESSION = hashlib.sha256(b"francine demo session").hexdigest()[:20]
 ID = re.compile(r"^[0-9a-f]{1,64}$")
 CHUNK = 1 << 20
 
+class SegmentConverter(BaseConverter):
+    """One path segment without ':' (``{eid}:cancel`` is a route of its own)."""
+
+    regex = "[^/:]+"
+
+
 ROUTES = Map([
     Rule("/", endpoint="demo", methods=["GET"]),
     Rule("/healthz", endpoint="health", methods=["GET"]),
@@ -44,9 +50,12 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/resources", endpoint="resources", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/resources/<path:name>", endpoint="resource", methods=["PUT"]),
     Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
-    Rule("/v1/sessions/<sid>/executions/<eid>", endpoint="execution", methods=["GET", "POST"]),
+    Rule("/v1/sessions/<sid>/executions/<seg:eid>", endpoint="execution", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<seg:eid>:cancel", endpoint="cancel",
+         methods=["POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
-], strict_slashes=False, merge_slashes=False, redirect_defaults=False)
+], strict_slashes=False, merge_slashes=False, redirect_defaults=False,
+    converters={"seg": SegmentConverter})
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -78,6 +87,7 @@ class Api:
         self.ad = adapters
         self.defer_waits = defer_waits
         self.waits = WaitSlots(adapters.settings.max_blocking_waits)
+        self.key_locks = KeyLocks()
 
     # --- plumbing ----------------------------------------------------------------------
     def handle(self, request) -> Response:
@@ -258,12 +268,25 @@ class Api:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")
-        doc, _ = executions.start(self.ad, user, sid, body, key,
-                                  admit=quotas.admission(self.ad, user))
+        doc = self.start(user, sid, body, key)
         if request.args.get("block") in ("1", "true"):
             return self.blocking_result(doc, user)
         location = f"/v1/sessions/{sid}/executions/{doc['id']}"
         return json_response(executions.view(self.ad, doc), 202, {"Location": location})
+
+    def start(self, user: str, sid: str, body: dict, key: str | None) -> dict:
+        """``executions.start`` under the quotas. Retries of one idempotency key that
+        arrive together wait for the first one here rather than contend in Firestore
+        transactions; once it is published they read it like any status."""
+        admit = quotas.admission(self.ad, user)
+        if key is None:
+            return executions.start(self.ad, user, sid, body, None, admit=admit)[0]
+        eid = executions.execution_id(user, sid, key)
+        with self.key_locks.hold(eid):
+            doc = self.ad.store.get_execution(sid, eid)
+            if doc is None or not doc.get("published"):
+                doc = executions.start(self.ad, user, sid, body, key, admit=admit)[0]
+        return doc
 
     def blocking_result(self, doc: dict, user: str) -> Response:
         """The image once the execution ends (or its status after the block timeout).
@@ -296,18 +319,15 @@ class Api:
         return Response(data, 200, mimetype=imaging.FORMATS[doc["format"]],
                         headers={"X-Francine-Execution": doc["id"]})
 
+    def route_cancel(self, request, sid: str, eid: str) -> Response:
+        user = self.user(request)
+        doc = self.own_execution(user, sid, eid)
+        if doc["status"] not in executions.FINAL:
+            executions.end(self.ad, doc, "cancelled")
+        return json_response(executions.view(self.ad, self.ad.store.get_execution(sid, eid)))
+
     def route_execution(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
-        eid, _, verb = eid.partition(":")
-        if request.method == "POST":
-            if verb != "cancel":
-                raise errors.NotFound(f"no route {request.path}")
-            doc = self.own_execution(user, sid, eid)
-            if doc["status"] not in executions.FINAL:
-                executions.end(self.ad, doc, "cancelled")
-            return json_response(executions.view(self.ad, self.ad.store.get_execution(sid, eid)))
-        if verb:
-            raise errors.NotFound(f"no route {request.path}")
         doc = self.own_execution(user, sid, eid)
         executions.resume_if_stalled(self.ad, doc)
         return json_response(executions.view(self.ad, doc))
@@ -349,6 +369,28 @@ class WaitSlots:
             yield
         finally:
             self.release(user)
+
+
+class KeyLocks:
+    """One lock per key while anyone holds it (idempotency keys being started)."""
+
+    def __init__(self):
+        self.locks: dict[str, list] = {}
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, key: str):
+        with self.lock:
+            entry = self.locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self.lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self.locks[key]
 
 
 class Waiting(Response):

@@ -58,6 +58,35 @@ def _path_param(name: str) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _op_id(method: str, path: str) -> str:
+    words = path.strip("/").replace("{", "").replace("}", "").replace(":", "/").split("/")
+    return "_".join([method, *[w for w in words if w and w != "v1"]]) if path != "/" \
+        else f"{method}_demo"
+
+
+def _link(paths: dict) -> None:
+    """Operation ids, and links from what creates a session or an execution to what
+    reads it (clients and fuzzers follow them)."""
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            op["operationId"] = _op_id(method, path)
+    session = {"sid": "$response.body#/id"}
+    paths["/v1/sessions"]["post"]["responses"]["201"]["links"] = {
+        _op_id(m, p): {"operationId": _op_id(m, p), "parameters": session}
+        for p, m in [("/v1/sessions/{sid}", "get"), ("/v1/sessions/{sid}/resources", "get"),
+                     ("/v1/sessions/{sid}/resources", "post"),
+                     ("/v1/sessions/{sid}/resources/{name}", "put"),
+                     ("/v1/sessions/{sid}/executions", "get"),
+                     ("/v1/sessions/{sid}/executions", "post"),
+                     ("/v1/sessions/{sid}", "delete")]}
+    execution = {"sid": "$request.path.sid", "eid": "$response.body#/id"}
+    paths["/v1/sessions/{sid}/executions"]["post"]["responses"]["202"]["links"] = {
+        _op_id(m, p): {"operationId": _op_id(m, p), "parameters": execution}
+        for p, m in [("/v1/sessions/{sid}/executions/{eid}", "get"),
+                     ("/v1/sessions/{sid}/executions/{eid}/result", "get"),
+                     ("/v1/sessions/{sid}/executions/{eid}:cancel", "post")]}
+
+
 @functools.cache
 def openapi_document() -> dict:
     sid, eid = _path_param("sid"), _path_param("eid")
@@ -174,6 +203,7 @@ def openapi_document() -> dict:
             "post": _op("stop a render; tasks not yet started never run",
                         {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},
     }
+    _link(paths)
     # An empty body is an execution with every default.
     paths["/v1/sessions/{sid}/executions"]["post"]["requestBody"]["required"] = False
     return {

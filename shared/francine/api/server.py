@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import tempfile
 import threading
@@ -33,6 +34,10 @@ from francine.api.app import Api, Waiting, error_response, json_response, match
 log = logging.getLogger("francine.api")
 
 PUBLIC = {"health", "openapi", "demo"}
+#: Requests of one API key in the api's threads at once, reads and writes apart; more
+#: wait on the event loop, so that one client's flood of writes leaves threads to
+#: everyone else and to its own reads.
+PER_KEY_THREADS = 6
 #: A client that sends no byte of its body for this long is cut off.
 BODY_IDLE_S = 30.0
 SPOOL = 1 << 20
@@ -44,6 +49,7 @@ class AsgiApi:
         self._api: Api | None = None
         self._lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(threads, "francine-api")
+        self.per_key: dict[str, list] = {}  # key -> [semaphore, users]
 
     def api(self) -> Api:
         with self._lock:
@@ -92,12 +98,26 @@ class AsgiApi:
             return error_response(e), False
         try:
             request = Request(_environ(scope, headers, body))
-            response = await self.run(api.handle, request)
+            lane = "read" if method in ("GET", "HEAD") else "write"
+            async with self.turn(f"{lane} {headers.get('authorization', '')}"):
+                response = await self.run(api.handle, request)
         finally:
             body.close()
         if isinstance(response, Waiting):
             response = await self.wait(api, response)
         return response, True
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str):
+        entry = self.per_key.setdefault(key, [asyncio.Semaphore(PER_KEY_THREADS), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self.per_key[key]
 
     async def wait(self, api: Api, waiting: Waiting) -> Response:
         doc = waiting.doc
