@@ -104,8 +104,8 @@ def admission(ad: Adapters, user: str) -> Callable:
         budget = s.quota_cpu_seconds_per_day
         if estimate > budget:
             raise errors.BadRequest(
-                f"this render is estimated at {estimate:.0f} CPU-seconds, more than your "
-                f"daily budget of {budget:.0f}: render fewer pixels or passes",
+                f"this render is estimated at {estimate:.3g} CPU-seconds, more than your "
+                f"daily budget of {budget:.3g}: render fewer pixels or passes",
                 "over_budget")
         if shape.total_tasks > s.quota_tasks_in_flight:
             raise errors.BadRequest(
@@ -129,7 +129,7 @@ def admission(ad: Adapters, user: str) -> Callable:
             raise errors.TooManyRequests(
                 f"your daily budget of {budget:.0f} CPU-seconds is spent ({spent:.0f} used or "
                 f"reserved, this render needs about {estimate:.0f})", retry)
-        return {"cpu_estimate": round(estimate, 3)}
+        return {"cpu_estimate": estimate}
 
     return admit
 

@@ -226,10 +226,11 @@ def _environ(scope, headers: dict[str, str], body) -> dict:
     }
     for k, v in headers.items():
         key = k.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if key == "CONTENT_TYPE":
             environ[key] = v
-        else:
+        elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
             environ["HTTP_" + key] = v
-    environ.setdefault("CONTENT_LENGTH", str(body.seek(0, 2)))
+    # The body is read whole already (de-chunked): its length is what it holds.
+    environ["CONTENT_LENGTH"] = str(body.seek(0, 2))
     body.seek(0)
     return environ
