@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import signal
@@ -91,18 +92,24 @@ def render(client: Client, target: str, output: pathlib.Path, parallel: int,
     else:
         producer, scene, resources, file_fmt = target, None, resources or {}, "png"
     session = client.create_session(producer, scene, fmt or file_fmt)
-    for name, path in resources.items():
-        client.put_resource(session["id"], name, path.read_bytes())
-    execution = client.execute(session["id"], parallel=parallel, tile=tile)
+    try:
+        for name, path in resources.items():
+            client.put_resource(session["id"], name, path.read_bytes())
+        execution = client.execute(session["id"], parallel=parallel, tile=tile)
 
-    def show(status):
-        print(progress_bar(status), end="", file=sys.stderr, flush=True)
+        def show(status):
+            print(progress_bar(status), end="", file=sys.stderr, flush=True)
 
-    status = client.wait(session["id"], execution["id"], on_status=show)
-    print(file=sys.stderr)
-    if status["status"] != "done":
-        raise SystemExit(f"execution {status['status']}: {status.get('error')}")
-    output.write_bytes(client.result(session["id"], execution["id"]))
+        status = client.wait(session["id"], execution["id"], on_status=show)
+        print(file=sys.stderr)
+        if status["status"] != "done":
+            raise SystemExit(f"execution {status['status']}: {status.get('error')}")
+        output.write_bytes(client.result(session["id"], execution["id"]))
+    except BaseException:
+        # The session was made for this render only: a failed one leaves none behind.
+        with contextlib.suppress(Exception):
+            client.request("DELETE", f"/v1/sessions/{session['id']}")
+        raise
     return status
 
 

@@ -56,6 +56,8 @@ class Settings:
     max_blocking_waits: int = 16
     #: Threads of the api process that run requests (waits and bodies do not hold one).
     api_threads: int = 32
+    #: Seconds between garbage collections in the api process (retention.py; 0: none).
+    gc_interval_s: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

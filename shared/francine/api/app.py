@@ -19,7 +19,7 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.routing import BaseConverter, Map, Rule
 
 from francine import errors, executions, imaging, producers, quotas, resources, users
-from francine.adapters import external
+from francine.adapters import external, translated
 from francine.adapters.store import now
 from francine.api import schemas
 from francine.api.openapi import openapi_document
@@ -136,7 +136,7 @@ class Api:
     def own_session(self, user: str, sid: str) -> dict:
         session = self.ad.store.get_session(sid) if ID.match(sid) else None
         # Another user's session answers exactly like a missing one.
-        if session is None or session.get("user") != user:
+        if session is None or session.get("user") != user or session.get("deleting"):
             raise errors.NotFound(f"session {sid} not found")
         return session
 
@@ -202,7 +202,8 @@ class Api:
         if request.method == "POST":
             return json_response(self.create_session(user, self.json_body(request)), 201)
         return json_response({"sessions": [
-            self.session_view(sid, doc, []) for sid, doc in self.ad.store.list_sessions(user)]})
+            self.session_view(sid, doc, []) for sid, doc in self.ad.store.list_sessions(user)
+            if not doc.get("deleting")]})
 
     def route_session(self, request, sid: str) -> Response:
         user = self.user(request)
@@ -212,9 +213,18 @@ class Api:
             for _, doc in self.ad.store.list_executions(sid):
                 if doc["status"] not in executions.FINAL:
                     executions.end(self.ad, doc, "cancelled")
-            self.ad.blobs.delete_session(sid)
-            self.ad.store.delete_session(sid)
-            return Response(status=204)
+            # From now on the session answers 404 (own_session), whatever is left of it.
+            with translated("session deletion"):
+                self.ad.store._session(sid).update({"deleting": True})
+            response = Response(status=204)
+            # The objects and documents go after the answer (served by server.py; inline
+            # under functions-framework); what an interrupted deletion leaves behind,
+            # retention.collect removes.
+            response.after = lambda: (self.ad.blobs.delete_session(sid),
+                                      self.ad.store.delete_session(sid))
+            if not self.defer_waits:
+                response.after()
+            return response
         return json_response(self.session_view(sid, session, self.ad.store.list_resources(sid)))
 
     # --- resources ---------------------------------------------------------------------

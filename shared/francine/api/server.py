@@ -60,8 +60,12 @@ class AsgiApi:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
+            collector = None
             while (await receive())["type"] != "lifespan.shutdown":
+                collector = asyncio.get_running_loop().create_task(self.collect_garbage())
                 await send({"type": "lifespan.startup.complete"})
+            if collector is not None:
+                collector.cancel()
             await send({"type": "lifespan.shutdown.complete"})
             return
         if scope["type"] != "http":
@@ -72,6 +76,27 @@ class AsgiApi:
             log.exception("unexpected error")
             response, body_read = error_response(errors.FrancineError("internal error")), False
         await self.send(send, response, close=not body_read)
+        after = getattr(response, "after", None)
+        if after is not None:
+            try:
+                await self.run(after)
+            except Exception:
+                log.exception("work after the answer failed")
+
+    async def collect_garbage(self) -> None:
+        """retention.collect every gc_interval_s (the cloud has lifecycle rules)."""
+        from francine import retention
+        from francine.config import Settings
+
+        interval = Settings.from_env().gc_interval_s
+        while interval > 0:
+            await asyncio.sleep(interval)
+            try:
+                api = await self.run(self.api)
+                done = await self.run(retention.collect, api.ad)
+                log.info("garbage collected: %s", done)
+            except Exception:
+                log.exception("garbage collection failed")
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
