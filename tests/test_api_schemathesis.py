@@ -61,7 +61,7 @@ def test_schemathesis_finds_nothing(stack, tmp_path):
                "--exclude-checks", "positive_data_acceptance",
                "--exclude-path", "/", "--request-timeout", "120", "--no-color",
                "--report", "ndjson", "--report-dir", str(tmp_path)]
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
         out = run.stdout + run.stderr
         print(out[-6000:])
         requests_made, failures = _count(next(tmp_path.glob("*.ndjson")))
