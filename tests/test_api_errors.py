@@ -149,3 +149,9 @@ def test_odd_headers_and_queries(client, stack):
     for q in ["parallel=0", "parallel=65", "parallel=%F0", "parallel=1e3", "parallel=-1",
               "parallel=" + "9" * 100]:
         assert_error(requests.get(f"{stack.info['api_url']}/?{q}", timeout=10), 400)
+
+
+def test_liveness_under_both_names(stack):
+    for path in ("/health", "/healthz"):
+        resp = requests.get(stack.info["api_url"] + path, timeout=10)
+        assert resp.status_code == 200 and resp.json() == {"status": "ok"}

@@ -43,6 +43,7 @@ class SegmentConverter(BaseConverter):
 
 ROUTES = Map([
     Rule("/", endpoint="demo", methods=["GET"]),
+    Rule("/health", endpoint="health", methods=["GET"]),
     Rule("/healthz", endpoint="health", methods=["GET"]),
     Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
     Rule("/v1/sessions", endpoint="sessions", methods=["GET", "POST"]),

@@ -139,6 +139,8 @@ def openapi_document() -> dict:
             params=[{"name": "parallel", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4}}],
             secured=False)},
+        "/health": {"get": _op("liveness (Cloud Run's front end keeps paths ending in z "
+                               "for itself)", {"200": _resp("alive")}, secured=False)},
         "/healthz": {"get": _op("liveness", {"200": _resp("alive")}, secured=False)},
         "/v1/openapi.json": {"get": _op("this document", {"200": _resp("OpenAPI 3")},
                                         secured=False)},
