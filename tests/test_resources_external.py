@@ -33,9 +33,9 @@ def external_object(stack, client):
     from google.cloud import storage
 
     with environment(stack.info["env"]):
-        client = storage.Client(project=stack.info["project"],
-                                credentials=AnonymousCredentials())
-        bucket = client.create_bucket(f"user-data-{uuid.uuid4().hex[:12]}")
+        gcs = storage.Client(project=stack.info["project"],
+                             credentials=AnonymousCredentials())
+        bucket = gcs.create_bucket(f"user-data-{uuid.uuid4().hex[:12]}")
         data = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n" * 1000
         bucket.blob("scenes/tri.obj").upload_from_string(data)
         allow_bucket(stack, client, bucket.name)

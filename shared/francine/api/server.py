@@ -29,7 +29,7 @@ from collections.abc import Callable
 from werkzeug.wrappers import Request, Response
 
 from francine import errors, executions
-from francine.api.app import Api, Waiting, error_response, json_response, match
+from francine.api.app import Api, Waiting, error_response, json_response, match, upload_too_large
 
 log = logging.getLogger("francine.api")
 
@@ -117,7 +117,8 @@ class AsgiApi:
                 if not (length.isascii() and length.isdigit()):
                     raise errors.BadRequest("Content-Length: not a number", "invalid_header")
                 if int(length) > limit:
-                    raise errors.too_large("this request body", limit)
+                    raise (upload_too_large(limit) if endpoint == "resource"
+                           else errors.too_large("this request body", limit))
             body = await _read_body(receive, limit)
         except errors.FrancineError as e:
             return error_response(e), False
