@@ -4,6 +4,7 @@ error cases, against the api running on the emulators."""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 
 import pytest
@@ -94,11 +95,17 @@ def test_delete_session_removes_executions_and_images(client, adapters):
     assert adapters.blobs.get_result(result)
     resp = call(client, "DELETE", f"/v1/sessions/{s['id']}")
     assert resp.status_code == 204
-    assert_error(call(client, "GET", f"/v1/sessions/{s['id']}"), 404)
+    assert_error(call(client, "GET", f"/v1/sessions/{s['id']}"), 404)  # at once
+    assert_error(call(client, "DELETE", f"/v1/sessions/{s['id']}"), 404)
+    assert s["id"] not in [x["id"] for x in client.request("GET", "/v1/sessions").json()[
+        "sessions"]]
+    # the documents and images go in the background, right after the answer
+    deadline = time.monotonic() + 30
+    while adapters.store.get_session(s["id"]) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert adapters.store.get_execution(s["id"], e["id"]) is None
     with pytest.raises(Exception):  # noqa: B017 - NotFound from the storage emulator
         adapters.blobs.get_result(result)
-    assert_error(call(client, "DELETE", f"/v1/sessions/{s['id']}"), 404)
 
 
 def test_resources_are_content_addressed_and_immutable(client):

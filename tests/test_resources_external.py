@@ -12,18 +12,33 @@ from test_api_contract import assert_error, call
 from francine.local.processes import environment
 
 
+def allow_bucket(stack, client, bucket: str) -> None:
+    """What an administrator does with 'francine users allow-bucket USER BUCKET'."""
+    from google.cloud import firestore
+
+    from francine import users
+    from francine.adapters.store import Store
+
+    key = client.session.headers["Authorization"].split()[1]
+    with environment(stack.info["env"]):
+        store = Store(firestore.Client(project=stack.info["project"]))
+        users.set_buckets(store, store.get_user(users.key_hash(key))["id"], [bucket])
+
+
 @pytest.fixture
-def external_object(stack):
-    """An object in a bucket of the user's own (not one of Francine's buckets)."""
+def external_object(stack, client):
+    """An object in a bucket of the user's own (not one of Francine's buckets), which
+    an administrator allowed the user to attach from."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     with environment(stack.info["env"]):
-        client = storage.Client(project=stack.info["project"],
-                                credentials=AnonymousCredentials())
-        bucket = client.create_bucket(f"user-data-{uuid.uuid4().hex[:12]}")
+        gcs = storage.Client(project=stack.info["project"],
+                             credentials=AnonymousCredentials())
+        bucket = gcs.create_bucket(f"user-data-{uuid.uuid4().hex[:12]}")
         data = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n" * 1000
         bucket.blob("scenes/tri.obj").upload_from_string(data)
+        allow_bucket(stack, client, bucket.name)
         yield f"gs://{bucket.name}/scenes/tri.obj", data
         bucket.delete(force=True)
 
@@ -53,7 +68,6 @@ def test_gs_url_is_fetched_hashed_and_stored(client, external_object, adapters):
     ({"name": "a.obj"}, "invalid_field"),
     ({"name": "../a.obj", "url": "gs://b/a.obj"}, "invalid_name"),
     ({"name": "a.obj", "url": "gs://b/a.obj", "x": 1}, "invalid_field"),
-    ({"name": "a.obj", "url": "gs://no-such-bucket-francine/a.obj"}, "fetch_failed"),
     # Francine's own buckets hold other users' images
     ({"name": "a.png", "url": "gs://francine-results/results/s/e.png"}, "fetch_failed"),
     ({"name": "a.obj", "url": "gs://francine-resources/resources/abc"}, "fetch_failed"),
@@ -77,6 +91,7 @@ def test_files_too_large_to_upload_are_attached_by_url_up_to_the_resource_limit(
     with environment(stack.info["env"]):
         gcs = storage.Client(project=stack.info["project"], credentials=AnonymousCredentials())
         bucket = gcs.create_bucket(f"user-big-{uuid.uuid4().hex[:12]}")
+        allow_bucket(stack, client, bucket.name)
         try:
             sid = client.create_session("ao")["id"]
             medium = b"m" * (UPLOAD_LIMIT + 1)
@@ -93,3 +108,21 @@ def test_files_too_large_to_upload_are_attached_by_url_up_to_the_resource_limit(
                          413)
         finally:
             bucket.delete(force=True)
+
+
+def test_gs_buckets_only_from_the_users_allow_list(client, stack, external_object):
+    """No confused deputy: user B cannot attach what user A's bucket lets Francine read."""
+    from francine.client import Client
+    from francine.local.stack import create_user_in
+
+    url, _ = external_object  # allowed for `client` only
+    other = Client(stack.info["api_url"],
+                   create_user_in(stack.info["env"], stack.info["project"], "mallory"))
+    sid = other.create_session("ao")["id"]
+    err = assert_error(call(other, "POST", f"/v1/sessions/{sid}/resources",
+                            json={"name": "tri.obj", "url": url}), 403, "bucket_not_allowed")
+    assert "allow" in err["message"]
+    assert other.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"] == []
+    mine = client.create_session("ao")["id"]
+    assert call(client, "POST", f"/v1/sessions/{mine}/resources",
+                json={"name": "tri.obj", "url": url}).status_code == 201

@@ -1,4 +1,7 @@
-"""The api: an HTTP Cloud Function. Validates, authenticates, records, plans, publishes."""
+"""The api. ``app``: the ASGI application that the local stack serves with uvicorn
+(``uvicorn main:app``), which answers refused requests before reading their bodies and
+waits for renders without holding a thread; ``api``: the same routes as an HTTP Cloud
+Function (functions-framework, one thread per request)."""
 
 import functools
 import logging
@@ -25,3 +28,13 @@ def api(request):
     response = _api().handle(request)
     log_request(request, response.status_code, time.perf_counter() - t0)
     return response
+
+
+def _asgi():
+    from francine.api.server import AsgiApi
+    from francine.config import Settings
+
+    return AsgiApi(_api, threads=Settings.from_env().api_threads)
+
+
+app = _asgi()

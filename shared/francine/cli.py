@@ -2,7 +2,10 @@
 
     francine stack up [--port P] [--workers N]     run the pipeline here until Ctrl-C
     francine stack status | down                   the running stack: address, logs; stop it
-    francine users create NAME                     a new user's API key (stack running)
+    francine users create NAME [--bucket B ...]    a new user's API key
+    francine users list | revoke U | rotate U | allow-bucket U B | deny-bucket U B | set-quota U Q V
+                    (the local stack; --project P: a deployed project, with Application
+                    Default Credentials, straight to Firestore)
     francine render ao|SCENE.json -o out.png [--parallel N] [--session SID]
     francine sessions ls | show SID | rm SID
     francine executions ls SID | status|watch|cancel EID | result EID -o FILE
@@ -17,6 +20,7 @@ talk to the local stack (.francine/stack.json) unless --api and --key name anoth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -87,8 +91,7 @@ def cmd_stack_up(args) -> int:
 def cmd_stack_status(args) -> int:
     info = _stack_info(args.state_dir)
     try:
-        ok = requests.get(info["api_url"] + "/health", timeout=3).ok or requests.get(
-            info["api_url"] + "/healthz", timeout=3).ok
+        ok = requests.get(info["api_url"] + "/health", timeout=3).ok
     except requests.RequestException:
         ok = False
     print(f"api      {info['api_url']}  ({'answering' if ok else 'NOT answering'})")
@@ -140,12 +143,10 @@ def running(pid: int) -> bool:
         return True
 
 
-def cmd_users_create(args) -> int:
-    from francine.local.stack import create_user_in
+def cmd_users(args) -> int:
+    from francine.local.users_admin import run_users
 
-    info = _stack_info(args.state_dir)
-    print(create_user_in(info["env"], info["project"], args.name))
-    return 0
+    return run_users(args, None if args.project else _stack_info(args.state_dir))
 
 
 # --- showing an execution ----------------------------------------------------------------
@@ -258,6 +259,19 @@ def render(client: Client, target: str | None, output: pathlib.Path, parallel: i
         session = client.create_session(target, None, fmt)
         resources = resources or {}
     sid = session["id"]
+    try:
+        status = _render_in(client, sid, resources, parallel, tile, output)
+    except BaseException:
+        if not session_id:
+            # The session was made for this render only: a failed one leaves none behind.
+            with contextlib.suppress(Exception):
+                client.request("DELETE", f"/v1/sessions/{sid}")
+        raise
+    return status
+
+
+def _render_in(client: Client, sid: str, resources: dict, parallel: int, tile: int | None,
+               output: pathlib.Path) -> dict:
     for name, path in resources.items():
         client.put_resource(sid, name, pathlib.Path(path).read_bytes())
     execution = client.execute(sid, parallel=parallel, tile=tile)
@@ -453,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    from francine.local.users_admin import add_parsers
+
+    add_parsers(sub, cmd_users)
+
     def group(name, helptext):
         return sub.add_parser(name, help=helptext, description=helptext,
                               formatter_class=Help).add_subparsers(
@@ -467,9 +485,6 @@ def build_parser() -> argparse.ArgumentParser:
     down = command(stack, "down", "stop the running stack", cmd_stack_down)
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")
 
-    users = group("users", "users of the local stack")
-    create = command(users, "create", "create a user and print its API key", cmd_users_create)
-    create.add_argument("name", help="the user's name")
 
     r = command(sub, "render", "render a producer's default scene, a scene file, or a session",
                 cmd_render, [api])

@@ -62,6 +62,18 @@ class Settings:
     block_timeout_s: float = 300.0
     #: Directory where a worker keeps fetched resources between tasks.
     cache_dir: str = "/tmp/francine-cache"
+    #: Quotas per user (API.md "Quotas"); over one, a 429 with Retry-After. See quotas.py
+    #: for why each default is what it is.
+    quota_executions_in_flight: int = 20
+    quota_tasks_in_flight: int = 5_000
+    quota_stored_bytes: int = 20 << 30
+    quota_cpu_seconds_per_day: float = 36_000.0
+    #: Requests of one user waiting for a render at once (?block=1; GET / shares one).
+    max_blocking_waits: int = 16
+    #: Threads of the api process that run requests (waits and bodies do not hold one).
+    api_threads: int = 32
+    #: Seconds between garbage collections in the api process (retention.py; 0: none).
+    gc_interval_s: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

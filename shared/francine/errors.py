@@ -12,11 +12,14 @@ class FrancineError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        #: Response headers that go with the error (``Allow``, ``Retry-After``).
+        self.headers = headers or {}
 
 
 class BadRequest(FrancineError):
@@ -29,6 +32,11 @@ class Unauthorized(FrancineError):
     code = "unauthorized"
 
 
+class Forbidden(FrancineError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(FrancineError):
     status = 404
     code = "not_found"
@@ -37,6 +45,11 @@ class NotFound(FrancineError):
 class MethodNotAllowed(FrancineError):
     status = 405
     code = "method_not_allowed"
+
+
+class RequestTimeout(FrancineError):
+    status = 408
+    code = "request_timeout"
 
 
 class Conflict(FrancineError):
@@ -56,6 +69,16 @@ def too_large(what: str, limit: int) -> PayloadTooLarge:
 class UnsupportedMediaType(FrancineError):
     status = 415
     code = "unsupported_media_type"
+
+
+class TooManyRequests(FrancineError):
+    """Over a quota: the answer carries ``Retry-After`` (seconds)."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int, code: str | None = None):
+        super().__init__(message, code, {"Retry-After": str(max(1, int(retry_after_s)))})
 
 
 class TransientError(FrancineError):

@@ -32,20 +32,10 @@ def scene_error(e: SceneError) -> errors.BadRequest:
 
 
 def parse_request(body: dict) -> tuple[int, dict | None, int | None]:
-    unknown = set(body) - {"parallel", "update", "tile", "notify_url"}
-    if unknown:
-        raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
-    parallel = body.get("parallel", 1)
-    if type(parallel) is not int or not 1 <= parallel <= MAX_PARALLEL:
-        raise errors.BadRequest(f"parallel: must be an integer in 1..{MAX_PARALLEL}",
-                                "invalid_field")
-    update = body.get("update")
-    if update is not None and not isinstance(update, dict):
-        raise errors.BadRequest("update: must be a JSON object (a merge patch)", "invalid_field")
-    tile = body.get("tile")
-    if tile is not None and (type(tile) is not int or tile < MIN_TILE):
-        raise errors.BadRequest(f"tile: must be an integer ≥ {MIN_TILE}", "invalid_field")
-    return parallel, update, tile
+    from francine.api.schemas import parse  # the one definition of the request body
+
+    request = parse("execution", body)
+    return request["parallel"], request["update"], request["tile"]
 
 
 def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
@@ -55,9 +45,10 @@ def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
 
 
 def start(ad: Adapters, user: str, sid: str, body: dict,
-          idempotency_key: str | None = None) -> tuple[dict, bool]:
+          idempotency_key: str | None = None, admit=None) -> tuple[dict, bool]:
     """Create (or, for a repeated idempotency key, find) an execution and publish it.
-    Returns (execution document, created)."""
+    Returns (execution document, created). ``admit(shape, pixel_seconds)``, run only for
+    a new execution (quotas.admission), raises to refuse it or returns extra fields."""
     from francine import events  # events reads statuses from here
 
     parallel, update, tile = parse_request(body)
@@ -96,6 +87,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             raise errors.BadRequest(
                 f"this render would need {shape.total_tasks} tasks, more than the limit of "
                 f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
+        extra = admit(shape, pixel_seconds) if admit else {}
         created = ad.clock()
         doc = {
             "id": eid, "session_id": sid, "user": user, "created": created,
@@ -106,6 +98,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
                           for n, r in resources.items()},
             "shape": shape.to_dict(), "admission_limit": ad.settings.admission_limit,
             "planned": False, "published": False, "finished": None, "error": None,
+            **extra,
         }
         if notify_url:
             doc["notify_url"] = notify_url
@@ -191,9 +184,14 @@ def rfc3339(t: dt.datetime | None) -> str | None:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def summarize(doc: dict | Execution, stats: dict, finished: dt.datetime | None) -> dict:
-    """The counts and times of an execution from its task statistics."""
+def summarize(doc: dict | Execution, stats: dict, finished: dt.datetime | None,
+              status: str | None = None) -> dict:
+    """The counts and times of an execution from its task statistics. A cancelled or
+    failed execution has no task running and no image: tasks still running when it
+    ended are abandoned, not running forever."""
     ex = as_record(doc)
+    status = status or ex.status
+    ended_without_image = finished is not None and status in ("cancelled", "failed")
     shape = planning.Shape.from_dict(ex.shape)
     created = ex.created
     end = finished or now()
@@ -201,7 +199,8 @@ def summarize(doc: dict | Execution, stats: dict, finished: dt.datetime | None) 
     prod, red = stats["produce"], stats["reduce"]
     return {
         "tasks": {"total": shape.total_tasks, "done": stats["done"],
-                  "failed": stats["failed"], "running": stats["running"]},
+                  "failed": stats["failed"],
+                  "running": 0 if ended_without_image else stats["running"]},
         "time": {
             "created": rfc3339(created), "finished": rfc3339(finished),
             "fetching": round(prod["fetch"] + red["fetch"], 4),
@@ -212,8 +211,9 @@ def summarize(doc: dict | Execution, stats: dict, finished: dt.datetime | None) 
             # The pipeline's own latency: request → first task running, and last
             # production task finished → final image stored.
             "first_task_after": round((first - created).total_seconds(), 4) if first else None,
-            "image_after_last_task": (round((finished - last).total_seconds(), 4)
-                                      if finished and last else None),
+            "image_after_last_task": (round(max(0.0, (finished - last).total_seconds()), 4)
+                                      if finished and last and not ended_without_image
+                                      else None),
         },
         "productions_done": int(prod.get("n", 0)),
     }
@@ -251,7 +251,7 @@ def end(ad: Adapters, doc: dict | Execution, status: str, error: dict | None = N
     finished = ad.clock()
     stats = ad.store.task_stats(ex.session_id, ex.id)
     fields = {"status": Status(status), "finished": finished, "error": error,
-              "summary": summarize(ex, stats, finished)}
+              "summary": summarize(ex, stats, finished, status)}
     if result:
         fields["result"] = result
     won = ad.store.finish_execution(ex.session_id, ex.id, fields)

@@ -30,8 +30,7 @@ class RenderServiceMissing(errors.TransientError):
     code = "render_service_missing"
 
     def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.retry_after = retry_after_s
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class RenderGate:

@@ -49,17 +49,28 @@ def attach(ad: Adapters, sid: str, producer: str, name: str, chunks: Iterable[by
                 f.write(chunk)
         sha = digest.hexdigest()
         meta = inspect(producer, name, pathlib.Path(tmp))
-        if not ad.blobs.has_resource(sha):
+        record = {"name": name, "sha256": sha, "size": size, "meta": meta}
+        # Refuse before storing anything: a refused attach leaves no object behind.
+        existing = {r["name"]: r["sha256"] for r in ad.store.list_resources(sid)}
+        if name in existing and existing[name] != sha:
+            raise errors.Conflict(
+                f"resource {name!r} exists with other content (sha256 {existing[name]}); "
+                "resources are immutable", "resource_immutable")
+        if name not in existing and len(existing) >= ad.settings.max_resources:
+            raise errors.Conflict(
+                f"a session holds at most {ad.settings.max_resources} resources",
+                "too_many_resources")
+        stored_now = not ad.blobs.has_resource(sha)
+        if stored_now:
             ad.blobs.put_resource(sha, pathlib.Path(tmp))
     finally:
         os.unlink(tmp)
-    record = {"name": name, "sha256": sha, "size": size, "meta": meta}
-    # Attaching what is already there stays a no-op; only new names are refused.
-    if ad.store.count_resources(sid) >= ad.settings.max_resources and not any(
-            r["name"] == name and r["sha256"] == sha for r in ad.store.list_resources(sid)):
-        raise errors.Conflict(f"a session holds at most {ad.settings.max_resources} resources",
-                              "too_many_resources")
-    return record, ad.store.attach_resource(sid, record)
+    try:
+        return record, ad.store.attach_resource(sid, record)
+    except errors.FrancineError:
+        if stored_now:  # a concurrent attach of other bytes under this name won
+            ad.blobs.delete_resource(sha)
+        raise
 
 
 def inspect(producer: str, name: str, path: pathlib.Path) -> dict:

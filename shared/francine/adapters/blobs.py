@@ -48,6 +48,12 @@ class Blobs:
         with translated("resource upload"):
             self._resources.blob(self.resource_name(sha256)).upload_from_filename(str(path))
 
+    def delete_resource(self, sha256: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        with translated("resource deletion"), contextlib.suppress(gexc.NotFound):
+            self._resources.blob(self.resource_name(sha256)).delete()
+
     def fetch_resource(self, sha256: str, dest: pathlib.Path) -> None:
         with translated("resource download"):
             self._resources.blob(self.resource_name(sha256)).download_to_filename(str(dest))

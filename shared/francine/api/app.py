@@ -10,12 +10,13 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import uuid
 
 from flask import Response
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
-from werkzeug.exceptions import NotFound as WzNotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from francine import (
     errors,
@@ -23,14 +24,15 @@ from francine import (
     executions,
     imaging,
     producers,
+    quotas,
     readiness,
     resources,
     uploads,
     users,
 )
-from francine.adapters import external
+from francine.adapters import external, translated
 from francine.adapters.store import now
-from francine.api import requestlog, viewer
+from francine.api import requestlog, schemas, viewer
 from francine.api.openapi import openapi_document
 from francine.clients import Adapters
 from francine.preview import Previews
@@ -44,6 +46,12 @@ DEMO_SESSION = hashlib.sha256(b"francine demo session").hexdigest()[:20]
 #: such as "__x__", are not even valid Firestore ids).
 ID = re.compile(r"^[0-9a-f]{1,64}$")
 CHUNK = 1 << 20
+
+class SegmentConverter(BaseConverter):
+    """One path segment without ':' (``{eid}:cancel`` is a route of its own)."""
+
+    regex = "[^/:]+"
+
 
 ROUTES = Map([
     Rule("/", endpoint="demo", methods=["GET"]),
@@ -59,11 +67,14 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/uploads", endpoint="uploads", methods=["POST"]),
     Rule("/v1/sessions/<sid>/uploads/<upload>", endpoint="upload", methods=["POST"]),
     Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
-    Rule("/v1/sessions/<sid>/executions/<eid>", endpoint="execution", methods=["GET", "POST"]),
+    Rule("/v1/sessions/<sid>/executions/<seg:eid>", endpoint="execution", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<seg:eid>:cancel", endpoint="cancel",
+         methods=["POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/preview", endpoint="preview", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/events", endpoint="events", methods=["GET"]),
-], strict_slashes=False)
+], strict_slashes=False, merge_slashes=False, redirect_defaults=False,
+    converters={"seg": SegmentConverter})
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -72,28 +83,37 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 
 
 def error_response(e: errors.FrancineError) -> Response:
-    retry = getattr(e, "retry_after", None)
     return json_response({"error": {"code": e.code, "message": e.message}}, e.status,
-                         {"Retry-After": str(retry)} if retry else None)
+                         e.headers or None)
+
+
+def match(method: str, path: str) -> tuple[str, dict]:
+    """The endpoint and arguments of a request; every miss is the API's own error (no
+    routing redirect, no HTML page)."""
+    adapter = ROUTES.bind("localhost", path_info=path, url_scheme="http")
+    try:
+        return adapter.match(path, method=method)
+    except WzMethodNotAllowed as e:
+        allow = ", ".join(sorted(e.valid_methods or ()))
+        raise errors.MethodNotAllowed(f"{method} is not allowed on this path",
+                                      headers={"Allow": allow}) from None
+    except HTTPException:  # not found, or a redirect that merging slashes would ask for
+        raise errors.NotFound("no such route") from None
 
 
 class Api:
-    def __init__(self, adapters: Adapters):
+    def __init__(self, adapters: Adapters, defer_waits: bool = False):
         self.ad = adapters
         self.renders = readiness.for_bus(adapters.bus)  # 503 until renders can be taken
         self.previews = Previews(adapters)
+        self.defer_waits = defer_waits
+        self.waits = WaitSlots(adapters.settings.max_blocking_waits)
+        self.key_locks = KeyLocks()
 
     # --- plumbing ----------------------------------------------------------------------
     def handle(self, request) -> Response:
         try:
-            adapter = ROUTES.bind("localhost", path_info=request.path, url_scheme="http")
-            try:
-                endpoint, args = adapter.match(request.path, method=request.method)
-            except WzNotFound:
-                raise errors.NotFound(f"no route {request.path}") from None
-            except WzMethodNotAllowed:
-                raise errors.MethodNotAllowed(
-                    f"{request.method} is not allowed on {request.path}") from None
+            endpoint, args = match(request.method, request.path)
             return getattr(self, f"route_{endpoint}")(request, **args)
         except errors.FrancineError as e:
             if e.status >= 500:
@@ -127,17 +147,18 @@ class Api:
             raise errors.UnsupportedMediaType(
                 f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_no_constant)
         except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             raise errors.BadRequest(f"malformed JSON: {e}", "malformed_json") from e
         if not isinstance(body, dict):
             raise errors.BadRequest("the body must be a JSON object", "malformed_json")
+        schemas.check_json(body)
         return body
 
     def own_session(self, user: str, sid: str) -> dict:
         session = self.ad.store.get_session(sid) if ID.match(sid) else None
         # Another user's session answers exactly like a missing one.
-        if session is None or session.get("user") != user:
+        if session is None or session.get("user") != user or session.get("deleting"):
             raise errors.NotFound(f"session {sid} not found")
         return session
 
@@ -179,22 +200,12 @@ class Api:
             # One retry per failed render, shared by every caller.
             doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body,
                                       f"demo-{parallel}-after-{doc['id']}")
-        return self.blocking_result(doc)
+        return self.blocking_result(doc, DEMO_USER)
 
     # --- sessions ----------------------------------------------------------------------
     def create_session(self, user: str, body: dict, sid: str | None = None) -> dict:
-        unknown = set(body) - {"producer", "format", "scene"}
-        if unknown:
-            raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
-        name = body.get("producer")
-        if not isinstance(name, str):
-            raise errors.BadRequest("producer: required, a string", "invalid_field")
-        fmt = body.get("format", "png")
-        if fmt not in imaging.FORMATS:
-            raise errors.BadRequest(f"format: one of {sorted(imaging.FORMATS)}", "invalid_field")
-        scene = body.get("scene")
-        if scene is not None and not isinstance(scene, dict):
-            raise errors.BadRequest("scene: must be a JSON object", "invalid_field")
+        body = schemas.parse("session", body)
+        name, fmt, scene = body["producer"], body["format"], body["scene"]
         try:
             producer = producers.get(name)
             scene = producer.validate(producer.default_scene() if scene is None else scene, None)
@@ -218,7 +229,8 @@ class Api:
         if request.method == "POST":
             return json_response(self.create_session(user, self.json_body(request)), 201)
         return json_response({"sessions": [
-            self.session_view(sid, doc, []) for sid, doc in self.ad.store.list_sessions(user)]})
+            self.session_view(sid, doc, []) for sid, doc in self.ad.store.list_sessions(user)
+            if not doc.get("deleting")]})
 
     def route_session(self, request, sid: str) -> Response:
         user = self.user(request)
@@ -228,9 +240,18 @@ class Api:
             for _, doc in self.ad.store.list_executions(sid):
                 if doc["status"] not in executions.FINAL:
                     executions.end(self.ad, doc, "cancelled")
-            self.ad.blobs.delete_session(sid)
-            self.ad.store.delete_session(sid)
-            return Response(status=204)
+            # From now on the session answers 404 (own_session), whatever is left of it.
+            with translated("session deletion"):
+                self.ad.store._session(sid).update({"deleting": True})
+            response = Response(status=204)
+            # The objects and documents go after the answer (served by server.py; inline
+            # under functions-framework); what an interrupted deletion leaves behind,
+            # retention.collect removes.
+            response.after = lambda: (self.ad.blobs.delete_session(sid),
+                                      self.ad.store.delete_session(sid))
+            if not self.defer_waits:
+                response.after()
+            return response
         return json_response(self.session_view(sid, session, self.ad.store.list_resources(sid)))
 
     # --- resources ---------------------------------------------------------------------
@@ -238,17 +259,18 @@ class Api:
         user = self.user(request)
         session = self.own_session(user, sid)
         if request.method == "POST":
-            body = self.json_body(request)
-            unknown = set(body) - {"name", "url"}
-            if unknown:
-                raise errors.BadRequest(f"unknown field(s): {sorted(unknown)}", "invalid_field")
-            name = resources.check_name(body.get("name"))
+            body = schemas.parse("attach", self.json_body(request))
+            name = resources.check_name(body["name"])
             s = self.ad.settings
-            chunks = external.open_url(
-                body.get("url"), self.ad.blobs.client, s.max_resource_bytes,
-                frozenset({s.resources_bucket, s.partials_bucket, s.results_bucket}))
-            record, created = resources.attach(self.ad, sid, session["producer"], name, chunks,
-                                               s.max_resource_bytes)
+            room = quotas.storage_room(self.ad, user)
+            limit = min(s.max_resource_bytes, room)
+            own = frozenset({s.resources_bucket, s.partials_bucket, s.results_bucket})
+            with over_quota_if(limit < s.max_resource_bytes, self.ad, user):
+                chunks = external.open_url(body["url"], self.ad.blobs.client, limit, own,
+                                           allowed_buckets=users.allowed_buckets(
+                                               self.ad.store, request_key(request)))
+                record, created = resources.attach(self.ad, sid, session["producer"], name,
+                                                   chunks, limit)
             return json_response(resource_view(record), 201 if created else 200)
         return json_response({"resources": [
             resource_view(r) for r in self.ad.store.list_resources(sid)]})
@@ -260,12 +282,14 @@ class Api:
         s = self.ad.settings
         limit = min(s.max_upload_bytes, s.max_resource_bytes)
         if request.content_length is not None and request.content_length > limit:
-            raise errors.PayloadTooLarge(
-                f"uploads are limited to {limit} bytes; attach larger files by gs:// URL "
-                "(POST /v1/sessions/{sid}/resources)")
+            raise upload_too_large(limit)
+        room = quotas.storage_room(self.ad, user)
+        if request.content_length is not None and request.content_length > room:
+            raise quotas.over_storage(quotas.limits(self.ad, user).quota_stored_bytes)
         chunks = iter(lambda: request.stream.read(CHUNK), b"")
-        record, created = resources.attach(self.ad, sid, session["producer"], name, chunks,
-                                           limit)
+        with over_quota_if(room < limit, self.ad, user):
+            record, created = resources.attach(self.ad, sid, session["producer"], name,
+                                               chunks, min(limit, room))
         return json_response(resource_view(record), 201 if created else 200)
 
     def route_uploads(self, request, sid: str) -> Response:
@@ -296,15 +320,41 @@ class Api:
         if key is not None and not 1 <= len(key) <= 255:
             raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")
         self.renders.check()
-        doc, _ = executions.start(self.ad, user, sid, body, key)
+        doc = self.start(user, sid, body, key)
         if request.args.get("block") in ("1", "true"):
-            return self.blocking_result(doc)
+            return self.blocking_result(doc, user)
         location = f"/v1/sessions/{sid}/executions/{doc['id']}"
         return json_response(executions.view(self.ad, doc), 202, {"Location": location})
 
-    def blocking_result(self, doc: dict) -> Response:
+    def start(self, user: str, sid: str, body: dict, key: str | None) -> dict:
+        """``executions.start`` under the quotas. Retries of one idempotency key that
+        arrive together wait for the first one here rather than contend in Firestore
+        transactions; once it is published they read it like any status."""
+        admit = quotas.admission(self.ad, user)
+        if key is None:
+            return executions.start(self.ad, user, sid, body, None, admit=admit)[0]
+        eid = executions.execution_id(user, sid, key)
+        with self.key_locks.hold(eid):
+            doc = self.ad.store.get_execution(sid, eid)
+            if doc is None or not doc.get("published"):
+                doc = executions.start(self.ad, user, sid, body, key, admit=admit)[0]
+        return doc
+
+    def blocking_result(self, doc: dict, user: str) -> Response:
+        """The image once the execution ends (or its status after the block timeout).
+        Served asynchronously (``defer_waits``), the wait itself is left to the server,
+        which holds no thread while it waits: the answer is a ``Waiting`` marker."""
         sid, eid = doc["session_id"], doc["id"]
-        doc = executions.wait(self.ad, sid, eid, self.ad.settings.block_timeout_s)
+        if doc["status"] not in executions.FINAL:
+            if self.defer_waits:
+                self.waits.acquire(user)
+                return Waiting(self, doc, user)
+            with self.waits.hold(user):
+                doc = executions.wait(self.ad, sid, eid, self.ad.settings.block_timeout_s)
+        return self.finish_wait(doc)
+
+    def finish_wait(self, doc: dict) -> Response:
+        sid, eid = doc["session_id"], doc["id"]
         if doc["status"] == "done":
             return self.image_response(doc)
         if doc["status"] in executions.FINAL:
@@ -326,18 +376,15 @@ class Api:
         return Response(data, 200, mimetype=imaging.FORMATS[doc["format"]],
                         headers={"X-Francine-Execution": doc["id"]})
 
+    def route_cancel(self, request, sid: str, eid: str) -> Response:
+        user = self.user(request)
+        doc = self.own_execution(user, sid, eid)
+        if doc["status"] not in executions.FINAL:
+            executions.end(self.ad, doc, "cancelled")
+        return json_response(executions.view(self.ad, self.ad.store.get_execution(sid, eid)))
+
     def route_execution(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
-        eid, _, verb = eid.partition(":")
-        if request.method == "POST":
-            if verb != "cancel":
-                raise errors.NotFound(f"no route {request.path}")
-            doc = self.own_execution(user, sid, eid)
-            if doc["status"] not in executions.FINAL:
-                executions.end(self.ad, doc, "cancelled")
-            return json_response(executions.view(self.ad, self.ad.store.get_execution(sid, eid)))
-        if verb:
-            raise errors.NotFound(f"no route {request.path}")
         doc = self.own_execution(user, sid, eid)
         executions.resume_if_stalled(self.ad, doc)
         return json_response(executions.view(self.ad, doc))
@@ -366,6 +413,95 @@ class Api:
         return Response(events.stream(self.ad, sid, eid, self.ad.settings.events_max_s),
                         200, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+class WaitSlots:
+    """Per-user count of requests waiting for a render (``?block=1``, ``GET /``): over
+    the cap, a 429 rather than one more waiter."""
+
+    def __init__(self, cap: int):
+        self.cap, self.held, self.lock = cap, {}, threading.Lock()
+
+    def acquire(self, user: str) -> None:
+        with self.lock:
+            if self.held.get(user, 0) >= self.cap:
+                raise errors.TooManyRequests(
+                    f"at most {self.cap} blocking waits at once: poll the execution instead",
+                    5, "too_many_waits")
+            self.held[user] = self.held.get(user, 0) + 1
+
+    def release(self, user: str) -> None:
+        with self.lock:
+            self.held[user] -= 1
+            if not self.held[user]:
+                del self.held[user]
+
+    @contextlib.contextmanager
+    def hold(self, user: str):
+        self.acquire(user)
+        try:
+            yield
+        finally:
+            self.release(user)
+
+
+class KeyLocks:
+    """One lock per key while anyone holds it (idempotency keys being started)."""
+
+    def __init__(self):
+        self.locks: dict[str, list] = {}
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, key: str):
+        with self.lock:
+            entry = self.locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self.lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self.locks[key]
+
+
+class Waiting(Response):
+    """What ``blocking_result`` answers when the server does the waiting; the server
+    calls ``release`` when the wait ends."""
+
+    def __init__(self, api: Api, doc: dict, user: str):
+        super().__init__(status=202)
+        self.api, self.doc, self.user = api, doc, user
+
+    def release(self) -> None:
+        self.api.waits.release(self.user)
+
+
+@contextlib.contextmanager
+def over_quota_if(quota_binds: bool, ad: Adapters, user: str):
+    """A body cut off by the storage quota (not by a size limit) is a 429."""
+    try:
+        yield
+    except errors.PayloadTooLarge as e:
+        if quota_binds:
+            raise quotas.over_storage(quotas.limits(ad, user).quota_stored_bytes) from e
+        raise
+
+
+def upload_too_large(limit: int) -> errors.PayloadTooLarge:
+    return errors.PayloadTooLarge(
+        f"uploads are limited to {limit} bytes; attach larger files by gs:// URL "
+        "(POST /v1/sessions/{sid}/resources)")
+
+
+def request_key(request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def resource_view(record: dict) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from francine import events, executions, imaging, producers, resources
+from francine import events, imaging, resources
+from francine.api import schemas as request_schemas
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -13,8 +14,15 @@ def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
 
-def _resp(description: str, schema: dict | None = None, content: dict | None = None) -> dict:
+RETRY = {"Retry-After": {"description": "seconds to wait before trying again",
+                         "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+
+
+def _resp(description: str, schema: dict | None = None, content: dict | None = None,
+          headers: dict | None = None) -> dict:
     r: dict = {"description": description}
+    if headers:
+        r["headers"] = headers
     if schema is not None:
         r["content"] = _json(schema)
     if content is not None:
@@ -60,22 +68,42 @@ def _path_param(name: str) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _op_id(method: str, path: str) -> str:
+    words = path.strip("/").replace("{", "").replace("}", "").replace(":", "/").split("/")
+    return "_".join([method, *[w for w in words if w and w != "v1"]]) if path != "/" \
+        else f"{method}_demo"
+
+
+def _link(paths: dict) -> None:
+    """Operation ids, and links from what creates a session or an execution to what
+    reads it (clients and fuzzers follow them)."""
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            op["operationId"] = _op_id(method, path)
+    session = {"sid": "$response.body#/id"}
+    paths["/v1/sessions"]["post"]["responses"]["201"]["links"] = {
+        _op_id(m, p): {"operationId": _op_id(m, p), "parameters": session}
+        for p, m in [("/v1/sessions/{sid}", "get"), ("/v1/sessions/{sid}/resources", "get"),
+                     ("/v1/sessions/{sid}/resources", "post"),
+                     ("/v1/sessions/{sid}/resources/{name}", "put"),
+                     ("/v1/sessions/{sid}/executions", "get"),
+                     ("/v1/sessions/{sid}/executions", "post"),
+                     ("/v1/sessions/{sid}", "delete")]}
+    execution = {"sid": "$request.path.sid", "eid": "$response.body#/id"}
+    paths["/v1/sessions/{sid}/executions"]["post"]["responses"]["202"]["links"] = {
+        _op_id(m, p): {"operationId": _op_id(m, p), "parameters": execution}
+        for p, m in [("/v1/sessions/{sid}/executions/{eid}", "get"),
+                     ("/v1/sessions/{sid}/executions/{eid}/result", "get"),
+                     ("/v1/sessions/{sid}/executions/{eid}:cancel", "post")]}
+
+
 @functools.cache
 def openapi_document() -> dict:
     sid, eid = _path_param("sid"), _path_param("eid")
-    scene_schemas = {f"Scene_{name}": producers.get(name).json_schema()
-                     for name in producers.names()}
     schemas = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-        "SessionRequest": {"type": "object", "required": ["producer"],
-                           "additionalProperties": False, "properties": {
-                               "producer": {"type": "string", "enum": producers.names()},
-                               "format": {"type": "string", "enum": sorted(imaging.FORMATS),
-                                          "default": "png"},
-                               "scene": {"anyOf": [{"$ref": f"#/components/schemas/{k}"}
-                                                   for k in scene_schemas]}}},
         "Resource": {"type": "object", "properties": {
             "name": {"type": "string"}, "sha256": {"type": "string"},
             "size": {"type": "integer"}}},
@@ -85,22 +113,6 @@ def openapi_document() -> dict:
             "created": {"type": "string", "format": "date-time"},
             "updated": {"type": "string", "format": "date-time"},
             "resources": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}}}},
-        "ExecutionRequest": {"type": "object", "additionalProperties": False, "properties": {
-            "parallel": {"type": "integer", "minimum": 1, "maximum": executions.MAX_PARALLEL,
-                         "default": 1,
-                         "description": "number of sample passes, each with its own seed"},
-            "update": {"type": "object", "description": "JSON Merge Patch (RFC 7386) of "
-                       "the scene; it persists for later executions"},
-            "tile": {"type": "integer", "minimum": executions.MIN_TILE,
-                     "description": "edge of the square "
-                     "tiles one task renders (default: the whole image)"},
-            "notify_url": {"type": "string", "format": "uri", "description": (
-                "an https:// URL at a public address that receives one POST of the final "
-                "status JSON, signed: header X-Francine-Signature: t=<unix seconds>,"
-                "v1=<hex HMAC-SHA256 of '<t>.<body>' under the secret of GET "
-                "/v1/webhook-secret>; header X-Francine-Delivery: the execution id (the "
-                "same on retries). Failed deliveries (no 2xx) are retried with back-off "
-                "for an hour; redirects are not followed")}}},
         "Execution": {"type": "object", "properties": {
             "id": {"type": "string"}, "session_id": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "reducing", "done",
@@ -123,7 +135,7 @@ def openapi_document() -> dict:
                         "first_task_after", "image_after_last_task")}}},
             "error": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"}}}]}}},
-        **scene_schemas,
+        **request_schemas.components(),
     }
     ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
     paths = {
@@ -131,11 +143,14 @@ def openapi_document() -> dict:
             "the default ao scene rendered through the pipeline (demo); rendered once per "
             "value of parallel, then served from storage",
             {"200": _resp("the image", content={"image/png": IMAGES["image/png"]}),
-             "400": _resp("parallel out of range", ERROR)},
+             "400": _resp("parallel out of range", ERROR),
+             "409": _resp("the demo render failed", ERROR),
+             "429": _resp("too many demo renders waited on at once", ERROR, headers=RETRY)},
             params=[{"name": "parallel", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4}}],
             secured=False)},
-        "/health": {"get": _op("liveness", {"200": _resp("alive")}, secured=False)},
+        "/health": {"get": _op("liveness (Cloud Run's front end keeps paths ending in z "
+                               "for itself)", {"200": _resp("alive")}, secured=False)},
         "/v1/openapi.json": {"get": _op("this document", {"200": _resp("OpenAPI 3")},
                                         secured=False)},
         "/v1/webhook-secret": {"get": _op(
@@ -161,17 +176,17 @@ def openapi_document() -> dict:
             "post": _op("attach an external file, fetched once, hashed and stored", {
                 "201": _resp("attached", ref("Resource")),
                 "200": _resp("the same bytes were attached already", ref("Resource")),
-                "409": _resp("the name holds other bytes", ERROR)},
-                _json({"type": "object", "required": ["name", "url"],
-                       "additionalProperties": False, "properties": {
-                           "name": {"type": "string"},
-                           "url": {"type": "string", "pattern": "^(gs|https)://"}}}),
+                "403": _resp("gs://: the bucket is not allowed for this user", ERROR),
+                "409": _resp("the name holds other bytes", ERROR),
+                "429": _resp("over the stored-bytes quota", ERROR, headers=RETRY)},
+                _json(ref("AttachRequest")),
                 params=[sid])},
         "/v1/sessions/{sid}/resources/{name}": {
             "put": _op("attach a file (immutable, identified by its SHA-256)", {
                 "201": _resp("attached", ref("Resource")),
                 "200": _resp("the same bytes were attached already", ref("Resource")),
-                "409": _resp("the name holds other bytes", ERROR)},
+                "409": _resp("the name holds other bytes", ERROR),
+                "429": _resp("over the stored-bytes quota", ERROR, headers=RETRY)},
                 {"application/octet-stream": {"schema": {"type": "string",
                                                           "format": "binary"}}},
                 params=[sid, {"name": "name", "in": "path", "required": True,
@@ -181,7 +196,9 @@ def openapi_document() -> dict:
             "post": _op("start a render", {
                 "202": _resp("the execution", ref("Execution")),
                 "200": _resp("with ?block=1: the image", content=IMAGES),
-                "409": _resp("with ?block=1: the execution failed or was cancelled", ERROR)},
+                "409": _resp("with ?block=1: the execution failed or was cancelled", ERROR),
+                "429": _resp("over a quota (executions or tasks in flight, CPU-seconds "
+                             "per day, concurrent blocking waits)", ERROR, headers=RETRY)},
                 _json(ref("ExecutionRequest")), params=[sid, {
                     "name": "block", "in": "query", "schema": {"type": "string",
                                                                "enum": ["1", "true"]}}, {
@@ -244,6 +261,9 @@ def openapi_document() -> dict:
             "post": _op("stop a render; tasks not yet started never run",
                         {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},
     }
+    _link(paths)
+    # An empty body is an execution with every default.
+    paths["/v1/sessions/{sid}/executions"]["post"]["requestBody"]["required"] = False
     return {
         "openapi": "3.1.0",
         "info": {"title": "Francine", "version": "1",

@@ -90,9 +90,7 @@ class Stack:
             worker_urls = [self._serve_worker(i, {**env, "NUMBA_NUM_THREADS": str(threads)})
                            for i in range(o.workers)]
             self._subscribe(env, settings, worker_urls, reducer_url)
-            # Every event stream holds one of the api's threads while it lives.
-            api_url = self._serve_function("api", "http", {**env, "THREADS": "32"},
-                                           port=o.port, ready_path="/health")
+            api_url = self._serve_api(env, port=o.port)
             key = create_user_in(env, o.project, "local")
         except BaseException:
             self.stop()
@@ -153,6 +151,18 @@ class Stack:
             "--port", str(port)], env=env, cwd=str(self.functions / name))
         url = f"http://127.0.0.1:{port}"
         self.processes.wait_ready(child, lambda: http_ok(url + ready_path), 60)
+        return url
+
+    def _serve_api(self, env: dict, port: int | None = None) -> str:
+        """The api's ASGI application under uvicorn (functions/api/main.py ``app``): bodies
+        and waits on the event loop, requests on the api's own threads."""
+        port = port or free_port()
+        child = self.processes.start("api", [
+            _bin("uvicorn"), "main:app", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--timeout-keep-alive", "5", "--log-level", "warning"],
+            env=env, cwd=str(self.functions / "api"))
+        url = f"http://127.0.0.1:{port}"
+        self.processes.wait_ready(child, lambda: http_ok(url + "/health"), 60)
         return url
 
     def _serve_worker(self, index: int, env: dict) -> str:

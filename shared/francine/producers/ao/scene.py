@@ -20,6 +20,8 @@ MAX_SPHERES = 64
 #: Coordinates and radii beyond this are rejected: they buy nothing and squares of
 #: them would lose all precision in the kernel.
 MAX_COORD = 1.0e6
+#: A plane normal needs one component larger than this in magnitude.
+TINY = 1.0e-9
 
 DEFAULT_SCENE: dict[str, Any] = {
     "width": 512,
@@ -103,7 +105,9 @@ def json_schema() -> dict[str, Any]:
                 "default": copy.deepcopy(DEFAULT_SCENE["plane"]),
                 "properties": {
                     "point": _vec3_schema("a point of the plane [x, y, z]"),
-                    "normal": _vec3_schema("the plane's normal [x, y, z], not zero"),
+                    "normal": {**_vec3_schema("the plane's normal [x, y, z]: not every "
+                                              f"component within ±{TINY:g}"),
+                               "not": {"items": {"minimum": -TINY, "maximum": TINY}}},
                 },
             },
         },
@@ -181,9 +185,10 @@ def validate(scene: Any) -> dict[str, Any]:
         plane = _object(scene["plane"], "plane", ("point", "normal"))
         point = _vec3(plane["point"], "plane.point")
         normal = _vec3(plane["normal"], "plane.normal")
-        # The kernel normalises it; a tiny one would normalise to garbage.
-        if math.sqrt(sum(c * c for c in normal)) < 1e-9:
-            raise SceneError("plane.normal", "must not be zero")
+        # The kernel normalises it; a tiny one would normalise to garbage. (The schema
+        # states the same rule, component by component.)
+        if all(abs(c) <= TINY for c in normal):
+            raise SceneError("plane.normal", f"must have a component beyond ±{TINY:g}")
         out["plane"] = {"point": point, "normal": normal}
     return out
 
