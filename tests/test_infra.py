@@ -529,18 +529,31 @@ def test_firestore_is_native_and_removed_by_destroy(stack):
 
 
 def test_firestore_has_the_composite_indexes_of_the_queries(stack):
-    indexes = {
-        (
-            i.inputs["collection"],
-            tuple((f["fieldPath"], f["order"]) for f in i.inputs["fields"]),
-        )
-        for i in stack.of_type("gcp:firestore/index:Index")
-    }
-    assert ("sessions", (("user", "ASCENDING"), ("created", "ASCENDING"))) in indexes
-    assert indexes == set(firestore.COMPOSITE_INDEXES)
+    def indexes(scope):
+        return {
+            (
+                i.inputs["collection"],
+                tuple((f["fieldPath"], f["order"]) for f in i.inputs["fields"]),
+            )
+            for i in stack.of_type("gcp:firestore/index:Index")
+            if i.inputs["queryScope"] == scope
+        }
+
+    assert ("sessions", (("user", "ASCENDING"), ("created", "ASCENDING"))) in indexes(
+        "COLLECTION"
+    )
+    assert indexes("COLLECTION") == set(firestore.COMPOSITE_INDEXES)
+    # The quota queries run over every session's executions.
+    assert ("executions", (("user", "ASCENDING"), ("status", "ASCENDING"))) in indexes(
+        "COLLECTION_GROUP"
+    )
+    assert indexes("COLLECTION_GROUP") == set(firestore.COLLECTION_GROUP_INDEXES)
     for index in stack.of_type("gcp:firestore/index:Index"):
         assert index.inputs["database"] == "(default)"
-        assert index.inputs["queryScope"] == "COLLECTION"
+    (field,) = stack.of_type("gcp:firestore/field:Field")
+    assert (field.inputs["collection"], field.inputs["field"]) == ("resources", "sha256")
+    scopes = {i["queryScope"] for i in field.inputs["indexConfig"]["indexes"]}
+    assert scopes == {"COLLECTION", "COLLECTION_GROUP"}
 
 
 def test_required_apis_are_enabled_and_left_enabled(stack):

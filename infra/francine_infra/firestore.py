@@ -56,6 +56,18 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("tasks", (("kind", "ASCENDING"), ("finished", "DESCENDING"))),
 )
 
+# The same across every parent (collection-group queries): never automatic.
+COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    # quotas.in_flight: a user's executions by status
+    ("executions", (("user", "ASCENDING"), ("status", "ASCENDING"))),
+    # quotas.finished_today: a user's executions finished since a time
+    ("executions", (("user", "ASCENDING"), ("finished", "ASCENDING"))),
+)
+
+# (collection, field): single-field indexes a collection-group equality filter needs
+# (retention: which sessions still name a resource).
+COLLECTION_GROUP_FIELDS: tuple[tuple[str, str], ...] = (("resources", "sha256"),)
+
 
 @dataclass
 class FirestoreDbArgs:
@@ -95,6 +107,39 @@ class FirestoreDb(pulumi.ComponentResource):
                 opts=child_options(self, opts),
             )
             for collection, fields in COMPOSITE_INDEXES
+        ] + [
+            gcp.firestore.Index(
+                f"{name}-group-{collection}-{'-'.join(f for f, _ in fields)}",
+                project=args.project,
+                database=self.database.name,
+                collection=collection,
+                query_scope="COLLECTION_GROUP",
+                fields=[
+                    gcp.firestore.IndexFieldArgs(field_path=field_path, order=order)
+                    for field_path, order in fields
+                ],
+                opts=child_options(self, opts),
+            )
+            for collection, fields in COLLECTION_GROUP_INDEXES
+        ]
+        self.fields = [
+            gcp.firestore.Field(
+                f"{name}-group-{collection}-{field}",
+                project=args.project,
+                database=self.database.name,
+                collection=collection,
+                field=field,
+                index_config=gcp.firestore.FieldIndexConfigArgs(
+                    indexes=[
+                        gcp.firestore.FieldIndexConfigIndexArgs(
+                            order="ASCENDING", query_scope=scope
+                        )
+                        for scope in ("COLLECTION", "COLLECTION_GROUP")
+                    ]
+                ),
+                opts=child_options(self, opts),
+            )
+            for collection, field in COLLECTION_GROUP_FIELDS
         ]
         self.name = self.database.name
         self.register_outputs({"database": self.database.name})
