@@ -285,6 +285,29 @@ def _https(u: Url, limit: int, deadline_s: float) -> Iterator[bytes]:
     return chunks()
 
 
+def post(url: object, body: bytes, headers: dict[str, str], deadline_s: float) -> int:
+    """POST ``body`` to an https ``url`` (a webhook) under the same rules as fetches: one
+    parse, one resolution, the checked address connected to, no redirects, one deadline.
+    Returns the status; BadRequest if the address may not be called, OSError-like
+    failures as ``errors.TransientError``."""
+    u = parse(url)
+    if u.scheme != "https":
+        raise bad_url("an https:// URL")
+    address = resolve_public(u.host, u.port)
+    conn = _PinnedConnection(u.host, address, u.port, timeout=deadline_s)
+    timer = threading.Timer(deadline_s, _shutdown, (conn,))
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.request("POST", u.path, body=body, headers=headers)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        raise errors.TransientError(f"{u.host}: no answer ({type(e).__name__})") from e
+    finally:
+        timer.cancel()
+        conn.close()
+
+
 def _shutdown(conn: http.client.HTTPConnection) -> None:
     sock = conn.sock
     if sock is not None:
