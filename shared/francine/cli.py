@@ -41,6 +41,10 @@ class CliError(Exception):
     """An ordinary mistake: one line for the user, exit status 1."""
 
 
+class Interrupted(CliError):
+    """Ctrl-C during a render (after cancelling it, or saying how to)."""
+
+
 def _stack_info(state_dir: str) -> dict:
     path = pathlib.Path(state_dir) / "stack.json"
     if not path.exists():
@@ -261,6 +265,8 @@ def render(client: Client, target: str | None, output: pathlib.Path, parallel: i
     sid = session["id"]
     try:
         status = _render_in(client, sid, resources, parallel, tile, output)
+    except Interrupted:
+        raise  # the user stopped it: the session stays, to look at or render again
     except BaseException:
         if not session_id:
             # The session was made for this render only: a failed one leaves none behind.
@@ -284,9 +290,9 @@ def _render_in(client: Client, sid: str, resources: dict, parallel: int, tile: i
         try:
             client.cancel(sid, eid)
         except (ApiError, requests.RequestException):
-            raise CliError(f"interrupted; the render goes on: stop it with 'francine "
-                           f"executions cancel {sid}/{eid}'") from None
-        raise CliError(f"interrupted: execution {eid} cancelled") from None
+            raise Interrupted(f"interrupted; the render goes on: stop it with 'francine "
+                              f"executions cancel {sid}/{eid}'") from None
+        raise Interrupted(f"interrupted: execution {eid} cancelled") from None
     print(file=sys.stderr)
     if status["status"] != "done":
         error = status.get("error") or {}

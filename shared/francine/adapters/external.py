@@ -74,7 +74,7 @@ def parse(url: object) -> Url:
         return _parse_gs(bucket, name)
     authority, path = re.match(r"^([^/?#]*)(.*)$", rest, re.S).groups()
     if "@" in authority:
-        raise bad_url("user names and passwords in URLs are not accepted")
+        raise bad_url("credentials (user names and passwords) in URLs are not accepted")
     host, port = _split_host_port(authority)
     path = path.split("#", 1)[0]
     path = path if path.startswith("/") else "/" + path
