@@ -21,6 +21,13 @@ from francine.records import Claim, Execution, Status, Task
 
 log = logging.getLogger("francine.worker")
 
+#: An instance reads an execution at most this often (0: before every task). Only its
+#: status changes after creation, so a cancelled or failed execution stops reaching this
+#: instance's tasks within this time, and back-to-back tasks of one execution save a
+#: Firestore round trip each. 0 by default: API.md promises that tasks not yet started
+#: when a render is cancelled never run.
+EXECUTION_TTL_S = 0.0
+
 
 class Worker:
     def __init__(self, adapters: Adapters):
@@ -28,6 +35,20 @@ class Worker:
         self.cache_dir = pathlib.Path(adapters.settings.cache_dir)
         # Lives as long as the instance: parsed meshes, acceleration structures.
         self.memo: dict = {}
+        self.execution_ttl_s = EXECUTION_TTL_S
+        self._last: tuple = ((None, None), None, None)  # (sid, eid), read at, execution
+
+    def execution(self, sid: str, eid: str) -> Execution | None:
+        """The execution, read again when the last read is older than the TTL or was
+        of another execution or found it ended (the last one only is kept)."""
+        key, read_at, ex = self._last
+        now = self.ad.clock()
+        if key == (sid, eid) and ex is not None and not ex.final \
+                and (now - read_at).total_seconds() < self.execution_ttl_s:
+            return ex
+        ex = self.ad.store.execution(sid, eid)
+        self._last = ((sid, eid), now, ex)
+        return ex
 
     def fetch(self, info: ResourceInfo) -> pathlib.Path:
         """A local copy of a resource, downloaded once per instance (by content hash)."""
@@ -48,7 +69,7 @@ class Worker:
         """Render the task of ``message``; returns what happened (for logs and tests)."""
         sid, eid, tid = require(message.payload, "session_id", "execution_id", "task_id")
         t_fetch = time.perf_counter()
-        ex = self.ad.store.execution(sid, eid)
+        ex = self.execution(sid, eid)
         if ex is None or ex.final:
             return "skipped: execution gone or ended"
         node = tid.partition("-")[2]

@@ -55,6 +55,52 @@ class EmulatorPubSub:
             time.sleep(0.1)
         return []
 
+    def push_concurrency(self, topic: str, name: str, messages: int, hold_s: float) -> int:
+        """Publish ``messages`` to a push subscription whose endpoint (a server in this
+        process) holds each request ``hold_s``; returns the most requests it saw at once."""
+        import http.server
+        import threading
+        import time
+
+        lock, seen = threading.Lock(), {"now": 0, "most": 0, "done": 0}
+
+        class Endpoint(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    seen["now"] += 1
+                    seen["most"] = max(seen["most"], seen["now"])
+                time.sleep(hold_s)
+                with lock:
+                    seen["now"] -= 1
+                    seen["done"] += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            self.subscriber.create_subscription(request={
+                "name": self.subscriber.subscription_path(self.project, name),
+                "topic": self.publisher.topic_path(self.project, topic),
+                "push_config": {"push_endpoint": f"http://127.0.0.1:{server.server_port}/"},
+                "ack_deadline_seconds": 60})
+            for i in range(messages):
+                self.publish(topic, b'{"n": %d}' % i, type="produce")
+            deadline = time.monotonic() + 60 + messages * hold_s
+            while seen["done"] < messages and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert seen["done"] >= messages, f"pushed {seen['done']} of {messages}"
+            return seen["most"]
+        finally:
+            self.subscriber.delete_subscription(request={
+                "subscription": self.subscriber.subscription_path(self.project, name)})
+            server.shutdown()
+            server.server_close()
+
     def ack(self, subscription: str, ack_id: str) -> None:
         self.subscriber.acknowledge(request={
             "subscription": self.subscriber.subscription_path(self.project, subscription),
@@ -89,6 +135,23 @@ class TwinPubSub:
 
         return [(d.ack_id, json.dumps(d.message.payload).encode(), d.message.attributes,
                  d.attempt) for d in self.bus.pull(subscription, 10)]
+
+    def push_concurrency(self, topic: str, name: str, messages: int, hold_s: float) -> int:
+        """The same on a push subscription of the twin: deliveries are handed out while
+        the subscription allows, each held (not acknowledged) for one round."""
+        from francine.twins.bus import EMULATOR_PUSH_CONCURRENCY
+
+        self.bus.subscribe(topic, name, max_in_flight=EMULATOR_PUSH_CONCURRENCY)
+        for i in range(messages):
+            self.publish(topic, b'{"n": %d}' % i, type="produce")
+        most = done = 0
+        while done < messages:
+            held = self.bus.pull(name, messages)
+            most = max(most, len(held))
+            for d in held:
+                self.bus.ack(d.ack_id)
+            done += len(held)
+        return most
 
     def ack(self, subscription: str, ack_id: str) -> None:
         self.bus.ack(ack_id)

@@ -56,3 +56,12 @@ def test_an_acknowledged_message_is_not_delivered_again(backend, unique):
     [(_, data, _, attempt)] = pubsub.pull(sub)
     # without a dead-letter policy, Pub/Sub does not count attempts
     assert json.loads(data) == {"n": 3} and attempt == 0
+
+
+def test_a_push_subscription_has_at_most_two_requests_in_flight(backend, unique):
+    """The Pub/Sub emulator pushes at most 2 requests at a time per subscription,
+    however many messages wait and however many the endpoint could take: why the local
+    stack shards production over one topic per worker, and the twin's figure for it."""
+    pubsub = backend.pubsub
+    topic = pubsub.topic(f"{unique}-t")
+    assert pubsub.push_concurrency(topic, f"{unique}-push", messages=8, hold_s=0.4) == 2

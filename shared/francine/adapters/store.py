@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from francine import errors
 from francine.adapters import translated
@@ -331,25 +332,34 @@ class Store:
             return int(query.count(alias="n").get()[0][0].value)
 
     def task_stats(self, sid: str, eid: str) -> dict:
-        """Counts by status and time sums by kind, by aggregation queries."""
+        """Counts by status and time sums by kind, by aggregation queries. The six
+        queries run at once: every status read pays for them, and the end of an
+        execution waits for them before its status turns final."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         tasks = self._tasks(sid, eid)
-        stats: dict = {}
-        with translated("task statistics"):
-            for status in ("failed", "running"):
-                q = tasks.where(filter=FieldFilter("status", "==", status))
-                stats[status] = int(q.count(alias="n").get()[0][0].value)
-            for kind in ("produce", "reduce"):
-                q = tasks.where(filter=FieldFilter("kind", "==", kind)) \
-                    .where(filter=FieldFilter("status", "==", "done"))
-                agg = q.sum("fetch_s", alias="fetch").sum("work_s", alias="work") \
-                    .sum("cpu_s", alias="cpu").count(alias="n").get()[0]
-                stats[kind] = {a.alias: float(a.value or 0.0) for a in agg}
-            stats["done"] = int(stats["produce"]["n"] + stats["reduce"]["n"])
-            stats["first_started"] = self._edge(tasks, "started", ascending=True)
-            stats["last_produced"] = self._edge(tasks, "finished", ascending=False,
-                                                kind="produce")
+
+        def count(status: str) -> int:
+            q = tasks.where(filter=FieldFilter("status", "==", status))
+            return int(q.count(alias="n").get()[0][0].value)
+
+        def sums(kind: str) -> dict:
+            q = tasks.where(filter=FieldFilter("kind", "==", kind)) \
+                .where(filter=FieldFilter("status", "==", "done"))
+            agg = q.sum("fetch_s", alias="fetch").sum("work_s", alias="work") \
+                .sum("cpu_s", alias="cpu").count(alias="n").get()[0]
+            return {a.alias: float(a.value or 0.0) for a in agg}
+
+        with translated("task statistics"), ThreadPoolExecutor(max_workers=6) as pool:
+            jobs = {"failed": pool.submit(count, "failed"),
+                    "running": pool.submit(count, "running"),
+                    "produce": pool.submit(sums, "produce"),
+                    "reduce": pool.submit(sums, "reduce"),
+                    "first_started": pool.submit(self._edge, tasks, "started", True),
+                    "last_produced": pool.submit(self._edge, tasks, "finished", False,
+                                                 "produce")}
+            stats = {key: job.result() for key, job in jobs.items()}
+        stats["done"] = int(stats["produce"]["n"] + stats["reduce"]["n"])
         return stats
 
     @staticmethod

@@ -20,6 +20,9 @@ from francine.twins import Meter
 
 PRODUCE_TOPIC = "produce"
 EVENTS_TOPIC = "events"
+#: The most push requests the Pub/Sub emulator has in flight on one subscription
+#: (``max_in_flight`` of a twin subscription that stands for one on the emulator).
+EMULATOR_PUSH_CONCURRENCY = 2
 
 
 @dataclass
