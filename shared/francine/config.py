@@ -62,6 +62,11 @@ class Settings:
     block_timeout_s: float = 300.0
     #: Directory where a worker keeps fetched resources between tasks.
     cache_dir: str = "/tmp/francine-cache"
+    #: The watchdog re-drives an execution whose tasks neither started nor finished
+    #: for this long (longer than the longest task: ``max_task_seconds``).
+    stall_seconds: float = 300.0
+    #: How often the local stack's timer calls the watchdog (Cloud Scheduler: 60 s).
+    watchdog_interval_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -35,7 +35,8 @@ def now() -> dt.datetime:
 
 _TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "owner",
                 "started", "finished", "error", "pass_index", "seed", "passes",
-                "fetch_s", "work_s", "cpu_s")
+                "fetch_s", "work_s", "cpu_s", "failures", "generation", "speculated",
+                "redrives")
 
 
 def task_to_doc(task: Task) -> dict:
@@ -304,6 +305,54 @@ class Store:
             .select(["node"])
         with translated("finished task listing"):
             return [s.get("node") for s in query.stream()]
+
+    # --- recovery (the watchdog, the failure budget) --------------------------------------
+    def tasks_in(self, sid: str, eid: str, statuses: tuple[str, ...]) -> list[Task]:
+        """The tasks whose status is one of ``statuses``."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("status", "in", list(statuses)))
+        with translated("task listing"):
+            return [task_from_doc(s.id, s.to_dict()) for s in query.stream()]
+
+    def failed_tasks(self, sid: str, eid: str) -> list[Task]:
+        """The tasks with at least one failed pass (replaced, or failed for good)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("failures", ">", 0))
+        with translated("failed task listing"):
+            tasks = [task_from_doc(s.id, s.to_dict()) for s in query.stream()]
+        return sorted(tasks, key=lambda t: t.node)
+
+    def recovery_stats(self, sid: str, eid: str) -> dict:
+        """Delivery attempts, replaced passes and speculative copies, by aggregation."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        tasks = self._tasks(sid, eid)
+        with translated("recovery statistics"):
+            agg = tasks.sum("attempts", alias="attempts").sum("generation", alias="replaced") \
+                .sum("redrives", alias="redriven").get()[0]
+            stats = {a.alias: int(a.value or 0) for a in agg}
+            q = tasks.where(filter=FieldFilter("speculated", "==", True))
+            stats["speculative"] = int(q.count(alias="n").get()[0][0].value)
+        return stats
+
+    def last_progress(self, sid: str, eid: str) -> dt.datetime | None:
+        """When a task of the execution last started or finished."""
+        tasks = self._tasks(sid, eid)
+        with translated("task progress"):
+            times = [self._edge(tasks, f, ascending=False) for f in ("started", "finished")]
+        return max((t for t in times if t), default=None)
+
+    def active_executions(self) -> list[Execution]:
+        """Every execution not final yet (a collection-group query: ``executions`` in
+        every session; the status stays ``queued`` in the document until the end)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection_group("executions").where(
+            filter=FieldFilter("status", "==", "queued"))
+        with translated("active execution listing"):
+            return [execution_from_doc(s.to_dict()) for s in query.stream()]
 
     def webhook_secret(self, user: str) -> str:
         """The user's webhook signing secret, made at first use (first writer wins)."""

@@ -148,6 +148,38 @@ class StoreTwin:
         return sum(1 for d in self.tasks.get((sid, eid), {}).values()
                    if d.get("parent") == parent and d.get("status") == "done")
 
+    def tasks_in(self, sid: str, eid: str, statuses: tuple[str, ...]) -> list[Task]:
+        self.meter.op("query")
+        return [task_from_doc(tid, copy.deepcopy(d))
+                for tid, d in list(self.tasks.get((sid, eid), {}).items())
+                if d.get("status") in statuses]
+
+    def failed_tasks(self, sid: str, eid: str) -> list[Task]:
+        self.meter.op("query")
+        tasks = [task_from_doc(tid, copy.deepcopy(d))
+                 for tid, d in list(self.tasks.get((sid, eid), {}).items())
+                 if (d.get("failures") or 0) > 0]
+        return sorted(tasks, key=lambda t: t.node)
+
+    def recovery_stats(self, sid: str, eid: str) -> dict:
+        self.meter.op("aggregate")
+        docs = list(self.tasks.get((sid, eid), {}).values())
+        return {"attempts": sum(d.get("attempts") or 0 for d in docs),
+                "replaced": sum(d.get("generation") or 0 for d in docs),
+                "redriven": sum(d.get("redrives") or 0 for d in docs),
+                "speculative": sum(bool(d.get("speculated")) for d in docs)}
+
+    def last_progress(self, sid: str, eid: str):
+        self.meter.op("query")
+        docs = list(self.tasks.get((sid, eid), {}).values())
+        times = [d[k] for d in docs for k in ("started", "finished") if d.get(k) is not None]
+        return max(times) if times else None
+
+    def active_executions(self) -> list[Execution]:
+        self.meter.op("query")
+        return [execution_from_doc(copy.deepcopy(d)) for d in list(self.executions.values())
+                if d.get("status") == "queued"]
+
     def task_stats(self, sid: str, eid: str) -> dict:
         self.meter.op("aggregate")
         docs = list(self.tasks.get((sid, eid), {}).values())
