@@ -228,7 +228,7 @@ def view(ad: Adapters, doc: dict) -> dict:
     shape = planning.Shape.from_dict(doc["shape"])
     tasks = summary["tasks"]
     if "retries" not in tasks:  # frozen into the summary at the end
-        tasks = {**tasks, **recovery.counts(ad, doc["session_id"], doc["id"], tasks)}
+        tasks = {**tasks, **recovery.counts(ad, doc["session_id"], doc["id"])}
     status = doc["status"]
     if status not in FINAL:
         status = "queued"
@@ -253,7 +253,7 @@ def end(ad: Adapters, doc: dict | Execution, status: str, error: dict | None = N
     finished = ad.clock()
     stats = ad.store.task_stats(ex.session_id, ex.id)
     summary = summarize(ex, stats, finished)
-    summary["tasks"].update(recovery.counts(ad, ex.session_id, ex.id, summary["tasks"]))
+    summary["tasks"].update(recovery.counts(ad, ex.session_id, ex.id))
     fields = {"status": Status(status), "finished": finished, "error": error,
               "summary": summary}
     if result:

@@ -19,16 +19,11 @@ def failed_passes(ad: Adapters, ex: Execution) -> tuple[tuple[str, int, str], ..
                  ad.store.failed_tasks(ex.session_id, ex.id))
 
 
-def counts(ad: Adapters, sid: str, eid: str, tasks: dict) -> dict:
-    """What the execution status shows of recovery, given its task counts: deliveries
-    taken again (a worker died, a message came twice, a stall was re-driven), failed
-    passes replaced with a fresh seed, speculative copies, reductions re-driven."""
-    stats = ad.store.recovery_stats(sid, eid)
-    taken = tasks["done"] + tasks["running"] + tasks["failed"]
-    return {"retries": max(0, stats["attempts"] - taken - stats["speculative"]
-                           - stats["replaced"]),
-            "replaced": stats["replaced"], "speculative": stats["speculative"],
-            "redriven": stats["redriven"]}
+def counts(ad: Adapters, sid: str, eid: str) -> dict:
+    """What the execution status shows of recovery: deliveries taken again (a worker
+    died, a message came twice, a stall was re-driven), failed passes replaced with a
+    fresh seed, speculative copies, reductions re-driven."""
+    return ad.store.recovery_stats(sid, eid)
 
 
 def publish_productions(ad: Adapters, ex: Execution, indices, shard_offset: int = 0) -> None:

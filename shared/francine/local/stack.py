@@ -135,7 +135,8 @@ class Stack:
                 next_sweep = time.monotonic() + interval_s
                 try:
                     urllib.request.urlopen(urllib.request.Request(
-                        watchdog_url, data=b"", method="POST"), timeout=interval_s).close()
+                        watchdog_url, data=b"", method="POST"),
+                        timeout=max(60.0, interval_s)).close()
                 except Exception as e:  # it is restarted like the rest; try next time
                     log.warning("watchdog call failed: %s", e)
 

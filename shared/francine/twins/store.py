@@ -15,7 +15,13 @@ import threading
 from collections.abc import Callable, Iterable
 
 from francine import errors
-from francine.adapters.store import execution_from_doc, task_fields, task_from_doc, task_to_doc
+from francine.adapters.store import (
+    execution_from_doc,
+    recovery_counts,
+    task_fields,
+    task_from_doc,
+    task_to_doc,
+)
 from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Status, Task
 from francine.twins import Meter
 
@@ -164,10 +170,10 @@ class StoreTwin:
     def recovery_stats(self, sid: str, eid: str) -> dict:
         self.meter.op("aggregate")
         docs = list(self.tasks.get((sid, eid), {}).values())
-        return {"attempts": sum(d.get("attempts") or 0 for d in docs),
-                "replaced": sum(d.get("generation") or 0 for d in docs),
-                "redriven": sum(d.get("redrives") or 0 for d in docs),
-                "speculative": sum(bool(d.get("speculated")) for d in docs)}
+        return recovery_counts([d for d in docs if (d.get("attempts") or 0) > 1],
+                               sum(d.get("generation") or 0 for d in docs),
+                               sum(bool(d.get("speculated")) for d in docs),
+                               sum(d.get("redrives") or 0 for d in docs))
 
     def last_progress(self, sid: str, eid: str):
         self.meter.op("query")
