@@ -245,7 +245,8 @@ def test_a_lost_input_is_produced_again(farm, user, client, stack):
         gcs = storage.Client(project=stack.info["project"], credentials=AnonymousCredentials())
         gcs.bucket(farm.ad.settings.partials_bucket).blob(
             farm.ad.blobs.partial_name(sid, eid, "p1")).delete()
-    assert farm.announce(sid, eid, "p3") == "waiting for siblings"  # it found p1 lost
+    # p0's event: p0 and p1 are done, their reduction finds p1's partial lost
+    assert farm.announce(sid, eid, "p0") == "waiting for siblings"
     p1 = farm.ad.store.get_task(sid, eid, planning.task_id(eid, "p1"))
     assert p1.status == "pending"
     assert farm.run(sid, eid)["status"] == "done"
@@ -262,8 +263,9 @@ def test_a_dead_lettered_task_event_is_re_driven_not_failed(farm, user, client):
                    {"type": "task_done", DEAD_LETTER_ATTRIBUTE: "events-reduce",
                     "CloudPubSubDeadLetterSourceDeliveryCount": "5"})
     assert farm.reducer.handle(dead).startswith("re-driven")
-    root = farm.ad.store.get_task(sid, eid, planning.task_id(eid, "r1.0"))
-    assert root.redrives == 1
+    shape = planning.Shape.from_dict(farm.ad.store.get_execution(sid, eid)["shape"])
+    up = planning.parent(shape, "p3")
+    assert farm.ad.store.get_task(sid, eid, planning.task_id(eid, up)).redrives == 1
     assert farm.run(sid, eid)["status"] == "done"
     assert client.execution(sid, eid)["tasks"]["redriven"] == 1
     assert farm.ad.store.get_execution(sid, eid)["status"] == Status.DONE
