@@ -83,11 +83,12 @@ def execution_to_doc(execution: Execution) -> dict:
 
 def recovery_counts(again: list[dict], replaced: int, speculative: int,
                     redriven: int) -> dict:
-    """``again``: the tasks taken more than once. Every take after the first is a
-    retry, unless it was a replacement or a speculative copy."""
-    takes = sum(d["attempts"] - 1 for d in again)
-    return {"retries": max(0, takes - replaced - speculative), "replaced": replaced,
-            "speculative": speculative, "redriven": redriven}
+    """``again``: the tasks taken more than once. Every take of a task after its first
+    is a retry, unless it was a replacement or a speculative copy."""
+    retries = sum(max(0, d["attempts"] - 1 - (d.get("generation") or 0)
+                      - bool(d.get("speculated"))) for d in again)
+    return {"retries": retries, "replaced": replaced, "speculative": speculative,
+            "redriven": redriven}
 
 
 class Store:
