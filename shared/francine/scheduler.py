@@ -219,7 +219,8 @@ class ClaimTask:
 @dataclass(frozen=True)
 class Produce:
     """Render the production task and store its partial and done status: yields
-    ``TaskProduced`` (or ``TaskFailed`` if rendering raised)."""
+    ``TaskProduced`` (``TaskFailed`` for a scene error, ``PassFailed`` if the render
+    raised otherwise)."""
 
     node: str
 
