@@ -43,7 +43,8 @@ def test_parallel_8_with_tiles_matches_the_passes_rendered_directly(client, smal
     assert status["status"] == "done", status
     assert status["progress"] == 1.0
     assert status["tasks"] == {"total": shape.total_tasks, "done": shape.total_tasks,
-                               "failed": 0, "running": 0}
+                               "failed": 0, "running": 0, "retries": 0, "replaced": 0,
+                               "speculative": 0, "redriven": 0}
     t = status["time"]
     assert t["finished"] and t["total"] > 0 and t["producing"] > 0 and t["reducing"] > 0
     assert 0 <= t["first_task_after"] <= t["total"]
