@@ -58,6 +58,17 @@ class Settings:
     #: Production tasks published at once per execution; the rest are published as
     #: earlier ones finish (0: all at once). Admission control for shared farms.
     admission_limit: int = 0
+    #: Memory of a reducer instance: the planner refuses images it could not hold
+    #: (francine/reduction.py; 0: no check).
+    reducer_memory_bytes: int = 1 << 30
+    #: Bytes of fetched resources a worker keeps on its disk (in memory on Cloud Run),
+    #: least recently used out.
+    cache_bytes: int = 512 << 20
+    #: Fault injection (francine/chaos.py), 0 in any real deployment: the probability
+    #: that a push request crashes before (and, again, after) its work, and that a
+    #: handled message is published twice.
+    chaos_crash_rate: float = 0.0
+    chaos_duplicate_rate: float = 0.0
     #: How long ``?block=1`` waits before answering with the execution's status.
     block_timeout_s: float = 300.0
     #: Directory where a worker keeps fetched resources between tasks.

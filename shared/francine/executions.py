@@ -15,7 +15,7 @@ import hashlib
 import time
 import uuid
 
-from francine import errors, estimates, planning, producers, scheduler
+from francine import errors, estimates, planning, producers, reduction, scheduler
 from francine.adapters.store import execution_from_doc, now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
@@ -96,6 +96,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             raise errors.BadRequest(
                 f"this render would need {shape.total_tasks} tasks, more than the limit of "
                 f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
+        reduction.check_fits(shape, producer.channels, ad.settings.reducer_memory_bytes)
         created = ad.clock()
         doc = {
             "id": eid, "session_id": sid, "user": user, "created": created,

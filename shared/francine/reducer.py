@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
-from francine import events, executions, imaging, planning, producers, scheduler
+from francine import events, executions, imaging, planning, producers, reduction, scheduler
 from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.clients import Adapters
 from francine.envelope import Message, require
@@ -85,12 +85,21 @@ class Reducer:
     def reduce(self, ex: Execution, shape: planning.Shape, node: str) -> None:
         sid, eid = ex.session_id, ex.id
         cpu0, t0 = time.process_time(), time.perf_counter()
-        blobs = self.ad.blobs.get_partials(sid, eid, planning.children(shape, node))
-        fetch_s = time.perf_counter() - t0
-        combined = imaging.combine(imaging.load_partial(b) for b in blobs)
-        del blobs
+        fetch_s = 0.0
+
+        def get(child: str) -> bytes:
+            nonlocal fetch_s
+            t = time.perf_counter()
+            try:
+                return self.ad.blobs.get_partial(sid, eid, child)
+            finally:
+                fetch_s += time.perf_counter() - t
+
+        combined = reduction.accumulate(shape, node, ex.channels, get)
+        fetch_s = min(fetch_s, time.perf_counter() - t0)  # downloads overlap
         if node == shape.root:
-            final = producers.final_image(ex.producer, ex.scene, combined.mean())
+            final = producers.final_image(ex.producer, ex.scene, combined.mean(in_place=True))
+            del combined
             image = imaging.encode(final, ex.format, ex.display)
             self.ad.blobs.put_result(self.result_name(ex), image, imaging.FORMATS[ex.format])
         else:
