@@ -58,6 +58,7 @@ RUNTIME_ENV = {
     "FRANCINE_FIRESTORE_DATABASE",
     "FRANCINE_MAX_TASK_SECONDS",
     "FRANCINE_ADMISSION_LIMIT",
+    "FRANCINE_REDUCER_MEMORY_BYTES",
 }
 
 
@@ -455,6 +456,7 @@ def test_every_component_gets_the_runtime_environment(stack):
         "FRANCINE_FIRESTORE_DATABASE": "(default)",
         "FRANCINE_MAX_TASK_SECONDS": "120",
         "FRANCINE_ADMISSION_LIMIT": "10",  # defaults to maxRenderInstances
+        "FRANCINE_REDUCER_MEMORY_BYTES": str(1 << 30),  # reducerMemory 1Gi
     }
     assert set(expected) == RUNTIME_ENV
     environments = [env_of_render(stack)] + [

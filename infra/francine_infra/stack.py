@@ -26,7 +26,7 @@ import pulumiverse_time
 from francine import topology
 from francine_infra.accounts import ServiceAccounts, ServiceAccountsArgs
 from francine_infra.apis import ProjectApis, ProjectApisArgs
-from francine_infra.config import FrancineConfig
+from francine_infra.config import FrancineConfig, memory_mib
 from francine_infra.firestore import FirestoreDb, FirestoreDbArgs
 from francine_infra.functions import Functions, FunctionsArgs, FunctionSpec
 from francine_infra.iam import POLICY, AccessPolicy, AccessPolicyArgs
@@ -60,6 +60,8 @@ def runtime_environment(
         "FRANCINE_FIRESTORE_DATABASE": database.name,
         "FRANCINE_MAX_TASK_SECONDS": str(cfg.max_task_seconds),
         "FRANCINE_ADMISSION_LIMIT": str(cfg.admission_limit),
+        # The planner refuses images that the reducer could not hold.
+        "FRANCINE_REDUCER_MEMORY_BYTES": str(memory_mib(cfg.reducer_memory) << 20),
     }
 
 
