@@ -44,6 +44,7 @@ def child(directory: str, tile: int, mode: str) -> None:
     import google.cloud.storage  # noqa: F401
 
     from francine import imaging, planning, reduction
+    from francine.concurrency import fetched_in_order
     from francine.reducer import Reducer  # noqa: F401
 
     shape = planning.make_shape(SIZE, SIZE, PARALLEL, tile)
@@ -54,7 +55,8 @@ def child(directory: str, tile: int, mode: str) -> None:
 
     before = rss_mib("VmRSS")
     if mode == "bounded":
-        combined = reduction.accumulate(shape, shape.root, CHANNELS, get)
+        combined = reduction.accumulate(shape, shape.root, CHANNELS, fetched_in_order(
+            get, planning.children(shape, shape.root), reduction.WINDOW))
     else:
         parts = [get(n) for n in planning.children(shape, shape.root)]
         combined = imaging.combine(imaging.load_partial(b) for b in parts)

@@ -13,6 +13,7 @@ import pytest
 from test_api_contract import assert_error, call
 
 from francine import errors, executions, imaging, planning, reduction
+from francine.concurrency import fetched_in_order
 from francine.config import Settings
 from francine.producers.base import Tile
 from francine.twins import twin_adapters
@@ -62,7 +63,8 @@ def test_accumulating_equals_combining_with_a_bounded_number_of_downloads():
 
     for node in planning.all_nodes(shape):
         if node.startswith("r") and planning.parse_node(node)[0] == 1:
-            got = reduction.accumulate(shape, node, 3, get)
+            got = reduction.accumulate(shape, node, 3, fetched_in_order(
+                get, planning.children(shape, node), reduction.WINDOW))
             want = imaging.combine(imaging.load_partial(blobs[c])
                                    for c in planning.children(shape, node))
             assert (got.x0, got.y0) == (want.x0, want.y0)
@@ -90,7 +92,8 @@ def peak_while_reducing(fan_in: int) -> int:
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        total = reduction.accumulate(shape, shape.root, 3, lambda _node: bytes(data))
+        total = reduction.accumulate(shape, shape.root, 3, fetched_in_order(
+            lambda _node: bytes(data), planning.children(shape, shape.root)))
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()

@@ -30,9 +30,10 @@ def reducer(event):
     with logs.context(**logs.ids_of(message.payload)):
         try:
             chaos = _chaos()
-            chaos.crash("before", message.id)
+            point = chaos.point()
+            chaos.crash("before", point, message.id)
             outcome = _reducer().handle(message)
-            chaos.crash("after", message.id)
+            chaos.crash("after", point, message.id)
             if chaos.duplicate() and not message.dead_lettered:
                 _duplicate(message)
             log.info("message %s: %s", message.id, outcome)

@@ -54,9 +54,10 @@ def push():
 def handle(message):
     chaos = _chaos()
     try:
-        chaos.crash("before", message.id)
+        point = chaos.point()
+        chaos.crash("before", point, message.id)
         outcome = _worker().handle(message)
-        chaos.crash("after", message.id)
+        chaos.crash("after", point, message.id)
     except errors.PermanentError as e:
         # Recorded as a failed task and execution; acknowledge so it is not retried.
         log.error("task %s failed for good: %s", message.id, e)

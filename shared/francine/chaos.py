@@ -2,8 +2,8 @@
 
 Like the original Francine's chaos monkey, but aimed at what the pipeline must survive:
 with ``FRANCINE_CHAOS_CRASH_RATE`` = p, a push request fails with a 500 (Pub/Sub
-redelivers it) before its work with probability p, and after its work but before the
-acknowledgement with probability p (so the work is done twice); with
+redelivers it) with probability p, half the time before its work and half the time after
+its work but before the acknowledgement (the work is then found done, or done again); with
 ``FRANCINE_CHAOS_DUPLICATE_RATE`` = d, a handled message is published again with
 probability d (Pub/Sub's at-least-once delivery, made frequent). Decisions are random per
 delivery; nothing is injected while both rates are 0.
@@ -33,11 +33,19 @@ class Chaos:
     def on(self) -> bool:
         return self.crash_rate > 0 or self.duplicate_rate > 0
 
-    def crash(self, where: str, message_id: str) -> None:
-        """Raise ``InjectedCrash`` with probability crash_rate."""
+    def point(self) -> str | None:
+        """Where this delivery crashes: "before" or "after" its work (equally likely),
+        with probability crash_rate in all; None otherwise."""
         if self.crash_rate > 0 and self.rng.random() < self.crash_rate:
-            log.warning("chaos: crash %s message %s", where, message_id)
-            raise InjectedCrash(f"injected crash {where} message {message_id}")
+            return self.rng.choice(("before", "after"))
+        return None
+
+    @staticmethod
+    def crash(where: str, point: str | None, message_id: str) -> None:
+        """Raise ``InjectedCrash`` when this delivery's ``point`` is ``where``."""
+        if point == where:
+            log.warning("chaos: crash %s the work of message %s", where, message_id)
+            raise InjectedCrash(f"injected crash {where} the work of message {message_id}")
 
     def duplicate(self) -> bool:
         """Whether to publish the message just handled once more."""

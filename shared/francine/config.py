@@ -65,8 +65,8 @@ class Settings:
     #: least recently used out.
     cache_bytes: int = 512 << 20
     #: Fault injection (francine/chaos.py), 0 in any real deployment: the probability
-    #: that a push request crashes before (and, again, after) its work, and that a
-    #: handled message is published twice.
+    #: that a push request crashes (before or after its work), and that a handled
+    #: message is published twice.
     chaos_crash_rate: float = 0.0
     chaos_duplicate_rate: float = 0.0
     #: How long ``?block=1`` waits before answering with the execution's status.

@@ -87,16 +87,21 @@ class Reducer:
         cpu0, t0 = time.process_time(), time.perf_counter()
         fetch_s = 0.0
 
-        def get(child: str) -> bytes:
+        def timed(children):
             nonlocal fetch_s
-            t = time.perf_counter()
-            try:
-                return self.ad.blobs.get_partial(sid, eid, child)
-            finally:
-                fetch_s += time.perf_counter() - t
+            it = iter(children)
+            while True:
+                t = time.perf_counter()
+                data = next(it, None)
+                fetch_s += time.perf_counter() - t  # waiting for a download
+                if data is None:
+                    return
+                yield data
+                del data
 
-        combined = reduction.accumulate(shape, node, ex.channels, get)
-        fetch_s = min(fetch_s, time.perf_counter() - t0)  # downloads overlap
+        combined = reduction.accumulate(shape, node, ex.channels, timed(
+            self.ad.blobs.stream_partials(sid, eid, planning.children(shape, node),
+                                          reduction.WINDOW)))
         if node == shape.root:
             final = producers.final_image(ex.producer, ex.scene, combined.mean(in_place=True))
             del combined

@@ -8,10 +8,7 @@ not hold (``check_fits``).
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 
 from francine import errors, imaging, planning
 
@@ -38,28 +35,12 @@ def region(shape: planning.Shape, node: str) -> tuple[int, int, int, int]:
             min((r1 + 1) * shape.tile, shape.height))
 
 
-def fetched_in_order(get: Callable[[str], bytes], nodes: list[str],
-                     window: int = WINDOW) -> Iterator[bytes]:
-    """The bytes of each node, in order, with at most ``window`` of them downloaded or
-    downloading at any time (the one being used counts): the next download starts
-    only when the caller is done with one."""
-    with ThreadPoolExecutor(max_workers=max(1, window)) as pool:
-        todo = iter(nodes)
-        pending: deque = deque(pool.submit(get, n) for n in itertools.islice(todo, window))
-        while pending:
-            data = pending.popleft().result()
-            yield data
-            del data
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(get, nxt))
-
-
 def accumulate(shape: planning.Shape, node: str, channels: int,
-               get: Callable[[str], bytes], window: int = WINDOW) -> imaging.Partial:
-    """The sum of ``node``'s children, added one by one as they arrive."""
+               children: Iterable[bytes]) -> imaging.Partial:
+    """The sum of ``node``'s children (their bytes, e.g. ``Blobs.stream_partials``),
+    added one by one as they arrive."""
     acc = imaging.Accumulator(*region(shape, node), shape.tile, channels)
-    for data in fetched_in_order(get, planning.children(shape, node), window):
+    for data in children:
         partial = imaging.view_partial(data)
         del data
         acc.add(partial)
