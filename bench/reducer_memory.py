@@ -55,7 +55,7 @@ def child(directory: str, tile: int, mode: str) -> None:
 
     before = rss_mib("VmRSS")
     if mode == "bounded":
-        combined = reduction.accumulate(shape, shape.root, CHANNELS, fetched_in_order(
+        combined = reduction.accumulate(shape, shape.root, fetched_in_order(
             get, planning.children(shape, shape.root), reduction.WINDOW))
     else:
         parts = [get(n) for n in planning.children(shape, shape.root)]

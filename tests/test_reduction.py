@@ -63,7 +63,7 @@ def test_accumulating_equals_combining_with_a_bounded_number_of_downloads():
 
     for node in planning.all_nodes(shape):
         if node.startswith("r") and planning.parse_node(node)[0] == 1:
-            got = reduction.accumulate(shape, node, 3, fetched_in_order(
+            got = reduction.accumulate(shape, node, fetched_in_order(
                 get, planning.children(shape, node), reduction.WINDOW))
             want = imaging.combine(imaging.load_partial(blobs[c])
                                    for c in planning.children(shape, node))
@@ -92,7 +92,7 @@ def peak_while_reducing(fan_in: int) -> int:
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        total = reduction.accumulate(shape, shape.root, 3, fetched_in_order(
+        total = reduction.accumulate(shape, shape.root, fetched_in_order(
             lambda _node: bytes(data), planning.children(shape, shape.root)))
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:

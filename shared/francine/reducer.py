@@ -99,7 +99,7 @@ class Reducer:
                 yield data
                 del data
 
-        combined = reduction.accumulate(shape, node, ex.channels, timed(
+        combined = reduction.accumulate(shape, node, timed(
             self.ad.blobs.stream_partials(sid, eid, planning.children(shape, node),
                                           reduction.WINDOW)))
         if node == shape.root:

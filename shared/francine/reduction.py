@@ -35,16 +35,20 @@ def region(shape: planning.Shape, node: str) -> tuple[int, int, int, int]:
             min((r1 + 1) * shape.tile, shape.height))
 
 
-def accumulate(shape: planning.Shape, node: str, channels: int,
+def accumulate(shape: planning.Shape, node: str,
                children: Iterable[bytes]) -> imaging.Partial:
     """The sum of ``node``'s children (their bytes, e.g. ``Blobs.stream_partials``),
-    added one by one as they arrive."""
-    acc = imaging.Accumulator(*region(shape, node), shape.tile, channels)
+    added one by one as they arrive; the channels are the children's."""
+    acc = None
     for data in children:
         partial = imaging.view_partial(data)
         del data
+        if acc is None:
+            acc = imaging.Accumulator(*region(shape, node), shape.tile, partial.sum.shape[2])
         acc.add(partial)
         del partial
+    if acc is None:
+        raise ValueError(f"{node} has no children")
     return acc.partial()
 
 
