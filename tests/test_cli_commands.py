@@ -92,8 +92,9 @@ def test_sessions_and_executions_by_id(client, tmp_path):
     r = run("executions", "result", eid, "-o", str(tmp_path / "r.exr"), *api(client))
     one_line_error(r, "png", "exr")
 
-    big = client.execute(sid, parallel=4, update={"width": 512, "height": 512,
-                                                   "nao_samples": 8})["id"]
+    # Long enough (64 passes of 1024², seconds of work) that the cancel comes first.
+    big = client.execute(sid, parallel=64, update={"width": 1024, "height": 1024,
+                                                    "nao_samples": 16})["id"]
     r = run("executions", "cancel", big, *api(client))
     assert r.returncode == 0 and "cancelled" in r.stdout
     assert client.execution(sid, big)["status"] == "cancelled"
