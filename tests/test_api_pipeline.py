@@ -42,8 +42,12 @@ def test_parallel_8_with_tiles_matches_the_passes_rendered_directly(client, smal
     status = client.wait(session["id"], execution["id"], timeout_s=120)
     assert status["status"] == "done", status
     assert status["progress"] == 1.0
-    assert status["tasks"] == {"total": shape.total_tasks, "done": shape.total_tasks,
-                               "failed": 0, "running": 0}
+    counts = {k: status["tasks"][k] for k in ("total", "done", "failed", "running")}
+    assert counts == {"total": shape.total_tasks, "done": shape.total_tasks,
+                      "failed": 0, "running": 0}
+    # recovery (a slow first render may get a speculative copy on a busy machine)
+    assert status["tasks"]["replaced"] == 0
+    assert all(status["tasks"][k] >= 0 for k in ("retries", "speculative", "redriven"))
     t = status["time"]
     assert t["finished"] and t["total"] > 0 and t["producing"] > 0 and t["reducing"] > 0
     assert 0 <= t["first_task_after"] <= t["total"]

@@ -11,9 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from francine import planning
-from francine.records import Claim, Kind, Status
+from francine.records import FINAL, Claim, Kind, Status
 from francine.scheduler import (
+    REDRIVE_LIMIT,
     REDUCE_LEASE_S,
+    SPECULATE_FIRST_S,
+    SPECULATE_MIN_S,
     STALLED_S,
     Advance,
     Announce,
@@ -22,13 +25,19 @@ from francine.scheduler import (
     DeadLettered,
     End,
     ExecutionCreated,
+    InputsLost,
     MarkFailed,
     Observed,
+    PassFailed,
     Plan,
     Produce,
     Publish,
+    Redrive,
     Reduce,
+    Replace,
+    Reproduce,
     Retry,
+    Speculate,
     TaskClaimed,
     TaskDelivered,
     TaskDone,
@@ -36,6 +45,7 @@ from francine.scheduler import (
     TaskProduced,
     Tick,
     WriteTasks,
+    budget,
     step,
 )
 
@@ -97,18 +107,100 @@ def test_admission_control_admits_the_next_production_task():
 
 
 def test_failures_and_dead_letters():
-    plan = plan_of()
+    plan = plan_of()  # 16 production tasks: a budget of 2 failed passes
     assert step(plan, TaskFailed("p1", "boom", permanent=False), RUNNING) == [Retry("boom")]
     failed = step(plan, TaskFailed("p1", "bad scene", permanent=True), RUNNING)
     assert failed[0] == MarkFailed("p1", "bad scene")
     assert failed[1].status == Status.FAILED and "p1" in failed[1].error["message"]
     done = Observed(status=Status.RUNNING, task_status=Status.DONE)
     assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), done) == []
-    pending = Observed(status=Status.RUNNING, task_status=Status.RUNNING)
-    actions = step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), pending)
+    # a worker that died on every delivery: the pass is replaced while within budget...
+    running = Observed(status=Status.RUNNING, task_status=Status.RUNNING, generation=2)
+    assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), running) == [
+        Replace("p1", "undeliverable after 5 delivery attempts", 3)]
+    # ...and fails the execution, naming the tasks, once it is spent
+    spent = Observed(status=Status.RUNNING, task_status=Status.RUNNING,
+                     failed=(("p7", 1, "boom"),))
+    actions = step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), spent)
     assert isinstance(actions[0], MarkFailed) and actions[1].error["code"] == "task_failed"
-    assert "5 delivery attempts" in actions[1].error["message"]
-    assert [type(a) for a in step(plan, DeadLettered(Kind.REDUCE, "p1", 5), RUNNING)] == [End]
+    message = actions[1].error["message"]
+    assert "5 delivery attempts" in message and "p7: boom" in message
+    assert message.startswith("2 of 16 production tasks failed")
+
+
+def test_a_failed_pass_is_replaced_until_the_budget_of_ten_percent_is_spent():
+    plan = plan_of(w=64, h=64, passes=25, tile=32)  # 100 production tasks: budget 10
+    assert budget(plan) == 10 and budget(plan_of(passes=1, tile=64)) == 1
+    failed = tuple((f"p{i}", 1, "RuntimeError: boom") for i in range(8))
+    seen = Observed(status=Status.RUNNING, failed=failed, generation=0)
+    assert step(plan, PassFailed("p50", "boom"), seen) == [Replace("p50", "boom", 1)]
+    # the same task failing again counts again
+    seen = Observed(status=Status.RUNNING, failed=failed + (("p50", 1, "boom"),), generation=1)
+    actions = step(plan, PassFailed("p50", "boom"), seen)
+    assert actions[0] == MarkFailed("p50", "boom")
+    assert actions[1].status == Status.FAILED
+    assert "10 of 100 production tasks failed (the budget is 10)" in actions[1].error["message"]
+    assert "(and 4 more)" in actions[1].error["message"]
+    # a single-task execution fails at its first failed pass
+    single = plan_of(passes=1, tile=64)
+    assert isinstance(step(single, PassFailed("p0", "boom"), RUNNING)[-1], End)
+
+
+def test_a_dead_lettered_reduction_is_re_driven_then_fails():
+    plan = plan_of()
+    up = planning.parent(plan.shape, "p5")
+    assert step(plan, DeadLettered(Kind.REDUCE, "p5", 5), RUNNING) == [Redrive(up, "p5")]
+    tired = Observed(status=Status.RUNNING, redrives=REDRIVE_LIMIT)
+    actions = step(plan, DeadLettered(Kind.REDUCE, "p5", 5), tired)
+    assert [type(a) for a in actions] == [End]
+    assert "reduction after task p5" in actions[0].error["message"]
+    assert [type(a) for a in step(plan, DeadLettered(Kind.REDUCE, None, 5), RUNNING)] == [End]
+
+
+def test_lost_inputs_are_produced_again():
+    plan = plan_of()
+    assert step(plan, InputsLost("r1.1", ("p5", "p6")), RUNNING) == [
+        Reproduce("r1.1"), Reproduce("p5"), Reproduce("p6")]
+
+
+def test_a_straggler_gets_one_speculative_copy():
+    plan = plan_of()
+    # before any task finished: 120 s
+    seen = Observed(status=Status.RUNNING, published=True,
+                    running=(("p1", SPECULATE_FIRST_S - 1, False),
+                             ("p2", SPECULATE_FIRST_S + 1, False)))
+    assert step(plan, Tick(), seen) == [Speculate("p2")]
+    # afterwards: twice the mean of the finished ones; never twice, never a reduction
+    seen = Observed(status=Status.RUNNING, published=True, mean_done_s=10.0,
+                    running=(("p1", 19.0, False), ("p2", 21.0, False), ("p3", 50.0, True),
+                             ("r1.0", 500.0, False)))
+    assert step(plan, Tick(), seen) == [Speculate("p2")]
+    # tasks of milliseconds: no copy of a task before it has run SPECULATE_MIN_S
+    seen = Observed(status=Status.RUNNING, published=True, mean_done_s=0.01,
+                    running=(("p1", SPECULATE_MIN_S - 1, False),
+                             ("p2", SPECULATE_MIN_S + 1, False)))
+    assert step(plan, Tick(), seen) == [Speculate("p2")]
+
+
+def test_an_execution_that_stopped_moving_is_re_driven():
+    plan = Plan(plan_of().shape, admission_limit=2, stall_s=60.0)
+    shape = plan.shape
+    # p1, p2, p3 unfinished (their messages were lost); r1.1's children are all done
+    # but r1.1 is not (its reducer died); the root waits for r1.0 and r1.1
+    unfinished = ("p1", "p2", "p3", "r1.0", "r1.1", shape.root)
+    seen = Observed(status=Status.RUNNING, published=True, unfinished=unfinished, idle_s=59.0)
+    assert step(plan, Tick(), seen) == []
+    seen = Observed(status=Status.RUNNING, published=True, unfinished=unfinished, idle_s=60.0)
+    assert step(plan, Tick(), seen) == [Publish((1, 2)),
+                                         Redrive("r1.1", planning.children(shape, "r1.1")[-1])]
+    # only the root left: it is re-driven from its last child
+    seen = Observed(status=Status.RUNNING, published=True, unfinished=(shape.root,), idle_s=61)
+    assert step(plan, Tick(), seen) == [
+        Redrive(shape.root, planning.children(shape, shape.root)[-1])]
+    # everything done, but the execution was never ended: the root again
+    seen = Observed(status=Status.RUNNING, published=True, unfinished=(), idle_s=61)
+    assert step(plan, Tick(), seen) == [
+        Redrive(shape.root, planning.children(shape, shape.root)[-1])]
 
 
 @pytest.mark.parametrize("status", [Status.DONE, Status.FAILED, Status.CANCELLED])
@@ -117,7 +209,8 @@ def test_nothing_is_acted_on_after_the_end(status):
     seen = Observed(status=status, done_siblings=99, task_status=Status.RUNNING)
     for event in [ExecutionCreated(), Tick(), Cancelled(), TaskDelivered("p0", "m"),
                   TaskClaimed("p0", Claim.WON), TaskProduced("p0"), TaskDone("p0", "m"),
-                  TaskFailed("p0", "x", True), DeadLettered(Kind.PRODUCE, "p0", 5)]:
+                  TaskFailed("p0", "x", True), DeadLettered(Kind.PRODUCE, "p0", 5),
+                  PassFailed("p0", "x"), InputsLost("r1.0", ("p0",))]:
         assert step(plan, event, seen) == []
     assert step(plan, Cancelled(), RUNNING) == [End(Status.CANCELLED)]
 
@@ -272,3 +365,87 @@ def test_after_a_cancel_nothing_runs(data, dims):
     # exists, the execution still ends cancelled, and nothing is reduced twice.
     assert world.after_end == []
     assert all(count == 1 for count in world.reduced.values())
+
+
+# --- the same world, broken: renders that fail, messages lost for good, a watchdog ------
+
+class BrokenWorld(World):
+    """Renders of some tasks raise (their first pass only), some messages are lost and
+    never redelivered (the emulator's abandoned pushes), and when nothing is left to
+    deliver the watchdog ticks, as on a farm where every execution stopped moving."""
+
+    def __init__(self, plan: Plan, failing: set[str]):
+        super().__init__(plan)
+        self.failing = failing
+        for t in self.tasks.values():
+            t.update(failures=0, generation=0)
+
+    def observe(self, event) -> Observed:
+        seen = super().observe(event)
+        failed = tuple((n, t["failures"], "boom") for n, t in self.tasks.items()
+                       if t["failures"])
+        unfinished = tuple(n for n, t in self.tasks.items()
+                           if t["status"] in (Status.PENDING, Status.RUNNING))
+        node = getattr(event, "node", None)
+        return Observed(status=seen.status, planned=seen.planned, published=seen.published,
+                        done_siblings=seen.done_siblings, failed=failed,
+                        generation=self.tasks[node]["generation"] if node in self.tasks else 0,
+                        unfinished=unfinished, idle_s=1e9, now_s=1e9)
+
+    def carry_out(self, action, event):
+        match action:
+            case Produce(node=n) if n in self.failing and self.tasks[n]["generation"] == 0:
+                return PassFailed(n, "boom")
+            case Replace(node=n, generation=g):
+                self.tasks[n].update(status=Status.PENDING, owner=None, generation=g,
+                                     failures=self.tasks[n]["failures"] + 1)
+                self.message(TaskDelivered(n, f"m{self.messages}"))
+            case MarkFailed(node=n):
+                self.tasks[n].update(status=Status.FAILED,
+                                     failures=self.tasks[n]["failures"] + 1)
+            case Redrive(node=n, child=child):
+                if self.tasks[n]["status"] != Status.DONE:
+                    self.tasks[n].update(status=Status.PENDING, owner=None)
+                self.message(TaskDone(child, f"m{self.messages}"))
+            case _:
+                return super().carry_out(action, event)
+        return None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), dims=shapes)
+def test_with_failed_renders_and_lost_messages_every_execution_ends(data, dims):
+    w, h, passes, tile, fold, admission = dims
+    plan = Plan(planning.make_shape(w, h, passes, tile, fold), admission)
+    nodes = [f"p{i}" for i in range(plan.shape.productions)]
+    failing = set(data.draw(st.lists(st.sampled_from(nodes), max_size=4), label="failing"))
+    world = BrokenWorld(plan, failing)
+    world.process(ExecutionCreated(), None)
+    ticks = 0
+    while world.pool or world.later or world.status not in FINAL:
+        if not world.pool:
+            if world.later:
+                world.pool, world.later = list(dict.fromkeys(world.later)), []
+            else:
+                ticks += 1
+                assert ticks <= 50, "the watchdog does not get the execution moving"
+                world.process(Tick(), None)
+                continue
+        i = data.draw(st.integers(0, len(world.pool) - 1), label="next")
+        event, origin = world.pool.pop(i)
+        fate = data.draw(st.sampled_from(["run"] * 6 + ["lose", "crash"]), label="fate")
+        if fate == "lose" and event is origin:
+            continue  # abandoned: only the watchdog gets it going again
+        if fate == "crash" and event is not origin:
+            continue  # the invocation died and its message was abandoned too
+        if world.status == Status.QUEUED:
+            world.status = Status.RUNNING
+        world.process(event, origin)
+    assert len(world.ends) == 1 and world.after_end == []
+    if len(failing) < budget(plan):
+        assert world.ends == [Status.DONE]
+    if world.ends == [Status.DONE]:
+        assert world.reduced[plan.shape.root] == 1
+        assert all(t["status"] == Status.DONE for t in world.tasks.values())
+    else:
+        assert sum(t["failures"] for t in world.tasks.values()) >= budget(plan)

@@ -74,6 +74,11 @@ class Settings:
     api_threads: int = 32
     #: Seconds between garbage collections in the api process (retention.py; 0: none).
     gc_interval_s: float = 600.0
+    #: The watchdog re-drives an execution whose tasks neither started nor finished
+    #: for this long (longer than the longest task: ``max_task_seconds``).
+    stall_seconds: float = 300.0
+    #: How often the local stack's timer calls the watchdog (Cloud Scheduler: 60 s).
+    watchdog_interval_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -15,7 +15,7 @@ import hashlib
 import time
 import uuid
 
-from francine import errors, estimates, planning, producers, scheduler
+from francine import errors, estimates, planning, producers, recovery, scheduler
 from francine.adapters.store import execution_from_doc, now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
@@ -227,6 +227,8 @@ def view(ad: Adapters, doc: dict) -> dict:
         summary = summarize(doc, stats, doc.get("finished"))
     shape = planning.Shape.from_dict(doc["shape"])
     tasks = summary["tasks"]
+    if "retries" not in tasks:  # frozen into the summary at the end
+        tasks = {**tasks, **recovery.counts(ad, doc["session_id"], doc["id"])}
     status = doc["status"]
     if status not in FINAL:
         status = "queued"
@@ -250,8 +252,10 @@ def end(ad: Adapters, doc: dict | Execution, status: str, error: dict | None = N
     ex = as_record(doc)
     finished = ad.clock()
     stats = ad.store.task_stats(ex.session_id, ex.id)
+    summary = summarize(ex, stats, finished, status)
+    summary["tasks"].update(recovery.counts(ad, ex.session_id, ex.id))
     fields = {"status": Status(status), "finished": finished, "error": error,
-              "summary": summarize(ex, stats, finished, status)}
+              "summary": summary}
     if result:
         fields["result"] = result
     won = ad.store.finish_execution(ex.session_id, ex.id, fields)

@@ -168,10 +168,13 @@ def passes_of(shape: Shape, production_index: int) -> range:
     return range(first, min(first + shape.fold, shape.passes))
 
 
-def seed_for(execution_id: str, pass_index: int) -> int:
+def seed_for(execution_id: str, pass_index: int, generation: int = 0) -> int:
     """The seed of one sample pass: every tile of a pass shares it (the producers
-    derive per-pixel streams from it), and the same execution always gets the same."""
-    digest = hashlib.sha256(f"{execution_id}:{pass_index}".encode()).digest()
+    derive per-pixel streams from it), and the same execution always gets the same.
+    A replaced pass (``generation`` > 0: an earlier render of it failed) gets a fresh
+    seed, so that its noise is independent of whatever the failed one produced."""
+    suffix = f"~{generation}" if generation else ""
+    digest = hashlib.sha256(f"{execution_id}:{pass_index}{suffix}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & MAX_SEED
 
 

@@ -74,6 +74,13 @@ class Task:
     fetch_s: float | None = None
     work_s: float | None = None
     cpu_s: float | None = None
+    # recovery: failed passes of this task, its generation (each replacement renders
+    # with a fresh seed), whether a speculative copy was started, how often its
+    # reduction was re-driven
+    failures: int = 0
+    generation: int = 0
+    speculated: bool = False
+    redrives: int = 0
 
 
 @dataclass

@@ -7,8 +7,10 @@ documents, so no hot spot) and carries out its actions. The claim is a condition
 write on the parent's own task document. After reducing a node the same invocation
 goes on to the node's parent, so one event can carry the tree up to the root.
 
-Dead-lettered messages (a task that failed all its delivery attempts) end the
-execution as ``failed`` with the reason, so that nothing waits forever.
+Dead-lettered messages: a production task that failed all its delivery attempts is a
+failed pass (replaced, or past the failure budget the execution fails with the
+reason); a task event is re-driven a few times before the execution fails. A reduction
+that finds one of its inputs lost has it produced again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 
-from francine import events, executions, imaging, planning, producers, scheduler
+from francine import errors, events, executions, imaging, planning, producers, recovery, scheduler
 from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.clients import Adapters
 from francine.envelope import Message, require
@@ -70,22 +72,33 @@ class Reducer:
                         sid, eid, planning.task_id(eid, n), who, lease, kind=kind)
                     return scheduler.TaskClaimed(n, state, who)
                 case scheduler.Reduce(node=n):
-                    self.reduce(ex, plan.shape, n)
+                    missing = self.reduce(ex, plan.shape, n)
+                    if missing:
+                        log.warning("inputs of %s/%s/%s lost: %s", sid, eid, n, missing)
+                        return scheduler.InputsLost(n, missing)
                     reduced.append(n)
                     return scheduler.TaskDone(n, owner)
                 case scheduler.Advance(node=n):
                     return scheduler.TaskDone(n, owner)
                 case scheduler.End(status=status, error=error):
                     self.end(ex, status, error)
+                case _:
+                    recovery.carry_out(self.ad, ex, plan.shape, action)
             return None
 
         scheduler.drive(plan, [scheduler.TaskDone(node, owner)], observe, carry_out)
         return f"reduced {reduced}" if reduced else "waiting for siblings"
 
-    def reduce(self, ex: Execution, shape: planning.Shape, node: str) -> None:
+    def reduce(self, ex: Execution, shape: planning.Shape, node: str) -> tuple[str, ...]:
+        """Reduce ``node``; returns the children whose partials are lost (then nothing
+        was written), else ()."""
         sid, eid = ex.session_id, ex.id
         cpu0, t0 = time.process_time(), time.perf_counter()
-        blobs = self.ad.blobs.get_partials(sid, eid, planning.children(shape, node))
+        below = planning.children(shape, node)
+        try:
+            blobs = self.ad.blobs.get_partials(sid, eid, below)
+        except errors.NotFound:
+            return self.lost(ex, below)
         fetch_s = time.perf_counter() - t0
         combined = imaging.combine(imaging.load_partial(b) for b in blobs)
         del blobs
@@ -98,6 +111,18 @@ class Reducer:
         self.ad.store.update_task(sid, eid, planning.task_id(eid, node), {
             "status": Status.DONE, "finished": self.ad.clock(), "fetch_s": fetch_s,
             "work_s": time.perf_counter() - t0 - fetch_s, "cpu_s": time.process_time() - cpu0})
+        return ()
+
+    def lost(self, ex: Execution, nodes: list[str]) -> tuple[str, ...]:
+        missing = []
+        for n in nodes:
+            try:
+                self.ad.blobs.get_partial(ex.session_id, ex.id, n)
+            except errors.NotFound:
+                missing.append(n)
+        if not missing:
+            raise errors.TransientError(f"partials of {nodes} were missing for a moment")
+        return tuple(missing)
 
     def result_name(self, ex: Execution) -> str:
         return self.ad.blobs.result_name(ex.session_id, ex.id, imaging.EXTENSIONS[ex.format])
@@ -119,28 +144,43 @@ class Reducer:
             return "execution already ended"
         plan = scheduler.Plan(planning.Shape.from_dict(ex.shape), ex.admission_limit)
         tid = payload.get("task_id")
-        task = None
+        task, failed, redrives = None, (), 0
         if message.type == PRODUCE and isinstance(tid, str):
             task = self.ad.store.get_task(sid, eid, tid)
             event = scheduler.DeadLettered(Kind.PRODUCE, task.node if task else tid,
                                            message.delivery_attempts)
+            if task is not None and task.status != Status.DONE:
+                failed = recovery.failed_passes(self.ad, ex)
         else:
-            event = scheduler.DeadLettered(Kind.REDUCE, payload.get("node"),
-                                           message.delivery_attempts)
+            node = payload.get("node")
+            event = scheduler.DeadLettered(Kind.REDUCE, node, message.delivery_attempts)
+            up = self.parent_task(ex, plan, node)
+            redrives = up.redrives if up else 0
         seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published,
-                                  task_status=task.status if task else None)
+                                  task_status=task.status if task else None, failed=failed,
+                                  generation=task.generation if task else 0,
+                                  redrives=redrives)
         ended = []
 
         def carry_out(action):
             match action:
-                case scheduler.MarkFailed(error=error):
-                    self.ad.store.update_task(sid, eid, tid, {"status": Status.FAILED,
-                                                              "error": error})
                 case scheduler.End(status=status, error=error):
                     ended.append(self.end(ex, status, error))
+                case _:
+                    recovery.carry_out(self.ad, ex, plan.shape, action, task)
 
         trace = scheduler.drive(plan, [event], lambda _e: seen, carry_out)
         if not trace.actions:
             return "ignored: the task is done (its acknowledgement was lost)"
+        if not any(isinstance(a, scheduler.End) for a in trace.actions):
+            return f"re-driven: {[type(a).__name__ for a in trace.actions]}"
         return "failed execution" if any(ended) else "execution already ended"
+
+    def parent_task(self, ex: Execution, plan: scheduler.Plan, node):
+        try:
+            up = planning.parent(plan.shape, node) if isinstance(node, str) else None
+        except ValueError:
+            return None
+        return self.ad.store.get_task(ex.session_id, ex.id, planning.task_id(ex.id, up)) \
+            if up else None
 

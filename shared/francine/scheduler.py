@@ -14,6 +14,24 @@ The life of a task:
     parent's children are all done ─▶ TaskClaimed(won) ─▶ Reduce ─▶ TaskDone(parent) …
     TaskDone(root) ─▶ End(done)
 
+Policies for a farm that is always partly broken (the original Francine's):
+
+- *failure budget*: a production pass that really fails (its render raised, or its
+  deliveries ran out: the worker died again and again) is replaced by a new pass of the
+  same task with a fresh seed (``Replace``), so the image keeps its full weight; when
+  the failed passes reach ``FAILURE_BUDGET`` of the passes (at least 1) the execution
+  fails, naming the tasks and their errors;
+- *stragglers*: on a ``Tick`` (the watchdog), a task running longer than
+  ``SPECULATE_FACTOR`` × the mean of the execution's finished tasks
+  (``SPECULATE_FIRST_S`` before any finished) gets one speculative copy
+  (``Speculate``): the first result wins, the other is dropped;
+- *nothing hangs*: on a ``Tick``, an execution with unfinished work and no progress
+  for ``Plan.stall_s`` has its production tasks published again and its ready
+  reductions re-driven (``Redrive``); a dead-lettered task event is re-driven up to
+  ``REDRIVE_LIMIT`` times, and a reduction that finds an input lost has it produced
+  again (``InputsLost``), so an execution whose pixels exist never fails for
+  bookkeeping.
+
 Exactly-once reduction rests on two facts the store guarantees: a task is done only
 after its output is stored, and only one caller wins a claim. Duplicated, reordered or
 redelivered events are therefore harmless: a second claim observes ``held`` or
@@ -22,6 +40,7 @@ redelivered events are therefore harmless: a second claim observes ``held`` or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +52,18 @@ from francine.records import FINAL, Claim, Kind, Status
 STALLED_S = 30.0
 #: A reduction claim older than this is presumed dead (its holder was killed).
 REDUCE_LEASE_S = 900.0
+#: The share of an execution's passes that may fail (each replaced) before it fails.
+FAILURE_BUDGET = 0.10
+#: A task running longer than this many times its execution's mean gets a copy...
+SPECULATE_FACTOR = 2.0
+#: ...or longer than this before any task of its execution has finished...
+SPECULATE_FIRST_S = 120.0
+#: ...and never before this (a copy of a task about to end is only waste).
+SPECULATE_MIN_S = 10.0
+#: An execution with pending work and no progress for this long is re-driven.
+STALL_S = 300.0
+#: A reduction whose task event was dead-lettered is re-driven this many times at most.
+REDRIVE_LIMIT = 3
 
 
 # --- events ---------------------------------------------------------------------------
@@ -84,6 +115,23 @@ class TaskFailed:
 
 
 @dataclass(frozen=True)
+class PassFailed:
+    """A production pass really failed: its render raised (not for a reason that no
+    retry can change: that is a permanent ``TaskFailed``)."""
+
+    node: str
+    error: str
+
+
+@dataclass(frozen=True)
+class InputsLost:
+    """Reducing ``node`` found the partials of ``missing`` (its children) gone."""
+
+    node: str
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DeadLettered:
     """A message exhausted its delivery attempts. ``node`` is None when unknown."""
 
@@ -103,7 +151,7 @@ class Cancelled:
 
 
 Event = (ExecutionCreated | TaskDelivered | TaskClaimed | TaskProduced | TaskDone
-         | TaskFailed | DeadLettered | Tick | Cancelled)
+         | TaskFailed | PassFailed | InputsLost | DeadLettered | Tick | Cancelled)
 
 
 @dataclass(frozen=True)
@@ -118,6 +166,19 @@ class Observed:
     done_siblings: int = 0
     #: DeadLettered: the task's status, if it has a document
     task_status: Status | None = None
+    #: PassFailed, DeadLettered: the passes that failed before, (node, failures, error)
+    failed: tuple[tuple[str, int, str], ...] = ()
+    #: PassFailed, DeadLettered: the task's generation (how often it was replaced)
+    generation: int = 0
+    #: DeadLettered (reduce): how often the parent's reduction was re-driven
+    redrives: int = 0
+    #: Tick: running production tasks, (node, seconds running, already copied)
+    running: tuple[tuple[str, float, bool], ...] = ()
+    #: Tick: the mean seconds of the execution's finished production tasks, if any
+    mean_done_s: float | None = None
+    #: Tick: nodes not done yet (pending or running), and seconds since any progress
+    unfinished: tuple[str, ...] = ()
+    idle_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +187,7 @@ class Plan:
 
     shape: planning.Shape
     admission_limit: int = 0
+    stall_s: float = STALL_S
 
 
 # --- actions --------------------------------------------------------------------------
@@ -157,7 +219,8 @@ class ClaimTask:
 @dataclass(frozen=True)
 class Produce:
     """Render the production task and store its partial and done status: yields
-    ``TaskProduced`` (or ``TaskFailed`` if rendering raised)."""
+    ``TaskProduced`` (``TaskFailed`` for a scene error, ``PassFailed`` if the render
+    raised otherwise)."""
 
     node: str
 
@@ -192,6 +255,40 @@ class MarkFailed:
 
 
 @dataclass(frozen=True)
+class Replace:
+    """Record the failed pass of production task ``node`` and publish the task again
+    as generation ``generation`` (a fresh seed); the failed output is never used."""
+
+    node: str
+    error: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class Speculate:
+    """Publish a copy of the running production task ``node`` (once per task)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class Redrive:
+    """Set the reduction ``node`` back to pending (its holder may be dead) and publish
+    the done event of ``child`` again, so that a reducer claims and reduces it."""
+
+    node: str
+    child: str
+
+
+@dataclass(frozen=True)
+class Reproduce:
+    """A done task's output is lost: set it back to pending and produce it again
+    (a production task is published; a reduction is re-driven from its children)."""
+
+    node: str
+
+
+@dataclass(frozen=True)
 class End:
     """Move the execution to a final status (first caller wins)."""
 
@@ -207,7 +304,7 @@ class Retry:
 
 
 Action = (WriteTasks | Publish | ClaimTask | Produce | Announce | Reduce | Advance | MarkFailed
-          | End | Retry)
+          | Replace | Speculate | Redrive | Reproduce | End | Retry)
 
 
 def production_index(node: str) -> int | None:
@@ -232,9 +329,9 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
         case ExecutionCreated():
             return start_actions(plan, seen)
         case Tick():
-            if not seen.published and seen.now_s >= STALLED_S:
-                return start_actions(plan, seen)
-            return []
+            if not seen.published:
+                return start_actions(plan, seen) if seen.now_s >= STALLED_S else []
+            return speculations(seen) + redrives(plan, seen)
         case Cancelled():
             return [End(Status.CANCELLED)]
         case TaskDelivered(node=node, owner=owner):
@@ -261,19 +358,31 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
             return [MarkFailed(node, error),
                     End(Status.FAILED, {"code": "render_failed",
                                         "message": f"task {node} failed: {error}"})]
+        case PassFailed(node=node, error=error):
+            return pass_failed(plan, node, error, seen)
+        case InputsLost(node=node, missing=missing):
+            # Set the reduction back, then produce each lost input again: when the
+            # last one is done its event claims the reduction as any other would.
+            return [Reproduce(node)] + [Reproduce(m) for m in missing]
         case DeadLettered(kind=kind, node=node, attempts=attempts):
             if kind == Kind.PRODUCE and seen.task_status == Status.DONE:
                 return []  # the task is done: its acknowledgement was lost
-            actions: list[Action] = []
             if kind == Kind.PRODUCE and node is not None and seen.task_status is not None:
-                actions.append(MarkFailed(node, f"undeliverable after {attempts} attempts"))
-                what = f"production task {node}"
-            else:
-                what = f"reduction after task {node}"
-            actions.append(End(Status.FAILED, {
+                # Its worker died, or failed, on every delivery.
+                return pass_failed(plan, node, f"undeliverable after {attempts} delivery "
+                                   "attempts", seen)
+            up = None
+            if node is not None:
+                try:
+                    up = planning.parent(plan.shape, node)
+                except ValueError:
+                    up = None
+            if up is not None and seen.redrives < REDRIVE_LIMIT:
+                return [Redrive(up, node)]
+            return [End(Status.FAILED, {
                 "code": "task_failed",
-                "message": f"{what} failed after {attempts} delivery attempts"}))
-            return actions
+                "message": f"reduction after task {node} failed after {attempts} delivery "
+                           f"attempts, re-driven {seen.redrives} times"})]
     raise TypeError(f"not a scheduler event: {event!r}")
 
 
@@ -303,6 +412,57 @@ def done_actions(plan: Plan, node: str, owner: str, done_siblings: int) -> list[
     up = planning.parent(shape, node)
     if up is not None and done_siblings >= len(planning.children(shape, up)):
         actions.append(ClaimTask(up, Kind.REDUCE, owner or up, REDUCE_LEASE_S))
+    return actions
+
+
+def budget(plan: Plan) -> int:
+    """How many failed passes fail the execution: 10% of its passes, at least 1."""
+    return max(1, math.ceil(FAILURE_BUDGET * plan.shape.productions))
+
+
+def pass_failed(plan: Plan, node: str, error: str, seen: Observed) -> list[Action]:
+    """Replace the failed pass, or fail the execution once the budget is spent."""
+    failures = sum(n for _, n, _ in seen.failed) + 1
+    if failures < budget(plan):
+        return [Replace(node, error, seen.generation + 1)]
+    named = [(node, error)] + [(n, e) for n, _, e in seen.failed if n != node]
+    listed = "; ".join(f"{n}: {e}" for n, e in named[:5])
+    more = f" (and {len(named) - 5} more)" if len(named) > 5 else ""
+    return [MarkFailed(node, error), End(Status.FAILED, {
+        "code": "task_failed",
+        "message": f"{failures} of {plan.shape.productions} production tasks failed "
+                   f"(the budget is {budget(plan)}): production task {listed}{more}"})]
+
+
+def speculations(seen: Observed) -> list[Action]:
+    """A copy of each running production task that runs far longer than its peers."""
+    limit = SPECULATE_FIRST_S if seen.mean_done_s is None \
+        else max(SPECULATE_MIN_S, SPECULATE_FACTOR * seen.mean_done_s)
+    return [Speculate(node) for node, running_s, copied in seen.running
+            if not copied and production_index(node) is not None and running_s > limit]
+
+
+def redrives(plan: Plan, seen: Observed) -> list[Action]:
+    """For an execution that stopped moving: publish its unfinished production tasks
+    again (no more than its admission limit allows in flight) and re-drive each
+    unfinished reduction whose children are all done. With every task done, the
+    reducer that stored the image died before it ended the execution: the root is
+    re-driven (its reducer finds it done and ends the execution)."""
+    if seen.idle_s < plan.stall_s:
+        return []
+    if not seen.unfinished:
+        root = plan.shape.root
+        return [Redrive(root, planning.children(plan.shape, root)[-1])]
+    waiting = set(seen.unfinished)
+    productions = sorted(i for i in map(production_index, waiting) if i is not None)
+    if plan.admission_limit:
+        productions = productions[:plan.admission_limit]
+    actions: list[Action] = [Publish(tuple(productions))] if productions else []
+    for node in sorted(waiting):
+        if production_index(node) is None:
+            below = planning.children(plan.shape, node)
+            if not waiting.intersection(below):
+                actions.append(Redrive(node, below[-1]))
     return actions
 
 

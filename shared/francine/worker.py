@@ -2,18 +2,22 @@
 
 Idempotent: a task found done is announced again (its event may have been lost) and
 not rendered again; a task delivered twice while running renders at most once more and
-writes the same bytes to the same object.
+writes the same bytes to the same object. A render that finds its task done when it
+ends (a speculative copy finished first) drops its result. A render that raises is a
+failed pass: the scheduler replaces it (a fresh seed) or, past the failure budget,
+fails the execution.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
 import tempfile
 import time
 
-from francine import errors, executions, imaging, planning, producers, scheduler
+from francine import errors, executions, imaging, planning, producers, recovery, scheduler
 from francine.clients import Adapters
 from francine.envelope import Message, require
 from francine.producers.base import ResourceInfo, Resources, Tile
@@ -27,6 +31,10 @@ log = logging.getLogger("francine.worker")
 #: Firestore round trip each. 0 by default: API.md promises that tasks not yet started
 #: when a render is cancelled never run.
 EXECUTION_TTL_S = 0.0
+
+
+class RenderFailed(Exception):
+    """The producer's render raised (not for a scene error, not for the platform)."""
 
 
 class Worker:
@@ -83,6 +91,12 @@ class Worker:
         held: dict = {}
         outcome: list[str] = []
 
+        def observe(event) -> scheduler.Observed:
+            if isinstance(event, scheduler.PassFailed):
+                return dataclasses.replace(seen, failed=recovery.failed_passes(self.ad, ex),
+                                           generation=held["task"].generation)
+            return seen
+
         def carry_out(action):
             match action:
                 case scheduler.ClaimTask(node=n, kind=kind, owner=owner, lease_s=lease):
@@ -106,6 +120,13 @@ class Worker:
                     except ValueError as e:  # SceneError is one
                         # Validated when the execution was created: retrying cannot help.
                         return scheduler.TaskFailed(task.node, str(e), permanent=True)
+                    except RenderFailed as e:
+                        log.warning("render of %s/%s/%s failed: %s", sid, eid, task.node, e)
+                        outcome.append(f"failed: {e}")
+                        return scheduler.PassFailed(task.node, str(e))
+                    if task.status == Status.DONE:
+                        outcome.append("dropped: another copy finished first")
+                        return None
                     outcome.append("rendered")
                     return scheduler.TaskProduced(task.node)
                 case scheduler.Announce(node=n):
@@ -115,21 +136,20 @@ class Worker:
                     self.ad.bus.publish_done(sid, eid, n)
                     if outcome == ["already done"]:
                         outcome[0] = "announced again: already done"
-                case scheduler.MarkFailed(node=n, error=error):
-                    self.ad.store.update_task(sid, eid, tid, {"status": Status.FAILED,
-                                                              "error": error})
                 case scheduler.End(status=status, error=error):
                     executions.end(self.ad, ex, status, error)
                     raise errors.PermanentError(error["message"] if error else str(status))
+                case _:
+                    recovery.carry_out(self.ad, ex, plan.shape, action, held.get("task"))
             return None
 
-        scheduler.drive(plan, [scheduler.TaskDelivered(node, message.id)],
-                        lambda _event: seen, carry_out)
+        scheduler.drive(plan, [scheduler.TaskDelivered(node, message.id)], observe, carry_out)
         return outcome[0] if outcome else "nothing to do"
 
     def produce(self, ex: Execution, shape: planning.Shape, task: Task, fetch_s: float) -> None:
         """Render the task's passes, store its partial, then mark it done (in that
-        order: done means the partial exists)."""
+        order: done means the partial exists). If the task is done by the time the
+        render ends (a copy won), nothing is written and ``task.status`` says so."""
         sid, eid = ex.session_id, ex.id
         fetched = 0.0
 
@@ -148,12 +168,24 @@ class Worker:
         cpu0, t0 = time.process_time(), time.perf_counter()
         total = None
         for p in range(task.pass_index, task.pass_index + task.passes):
-            # Every pass keeps its own seed, whatever the folding.
-            pixels = producer.render(ex.scene, tile, planning.seed_for(eid, p), resources)
+            # Every pass keeps its own seed, whatever the folding; a replacement
+            # (generation > 0) renders fresh ones.
+            seed = planning.seed_for(eid, p, task.generation)
+            try:
+                pixels = producer.render(ex.scene, tile, seed, resources)
+            except (ValueError, errors.FrancineError):
+                raise  # a scene error (permanent) or the platform's (retried)
+            except Exception as e:
+                raise RenderFailed(f"{type(e).__name__}: {e}") from e
             partial = imaging.from_pass(tile, shape.tile, pixels)
             total = partial if total is None else imaging.combine([total, partial])
         work_s = time.perf_counter() - t0 - fetched
         cpu_s = time.process_time() - cpu0
+        now = self.ad.store.get_task(sid, eid, task.id)
+        if now is not None and now.status == Status.DONE:
+            task.status = Status.DONE  # the first result wins: drop this one
+            log.info("dropped %s/%s/%s: another copy finished first", sid, eid, task.node)
+            return
         t_up = time.perf_counter()
         self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(total))
         self.ad.store.update_task(sid, eid, task.id, {

@@ -125,3 +125,34 @@ def test_counts_are_aggregations_over_the_tasks(backend, unique):
     assert stats["produce"] == {"fetch": 0.5, "work": 2.0, "cpu": 1.0, "n": 1.0}
     assert stats["reduce"]["n"] == 0.0
     assert stats["first_started"] is not None
+
+
+def test_recovery_queries(backend, unique):
+    """What the watchdog and the failure budget read: tasks by status, the tasks with
+    failed passes, recovery counts, the last progress, the executions not final."""
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    store = backend.store
+    store.write_tasks(unique, "e1", tasks())
+    assert store.last_progress(unique, "e1") is None
+    assert store.claim_task(unique, "e1", "a-p0", "m1", 0.0)[0] == Claim.WON
+    store.claim_task(unique, "e1", "a-p0", "m2", 0.0)  # taken again: a retry
+    store.update_task(unique, "e1", "a-p1", {"status": Status.PENDING, "failures": 2,
+                                              "generation": 1, "error": "boom"})
+    store.update_task(unique, "e1", "a-r1.0", {"redrives": 1})
+    assert {t.node for t in store.tasks_in(unique, "e1", ("pending",))} == {"p1", "r1.0"}
+    assert [t.node for t in store.tasks_in(unique, "e1", ("running",))] == ["p0"]
+    (failed,) = store.failed_tasks(unique, "e1")
+    assert (failed.node, failed.failures, failed.generation, failed.error) == (
+        "p1", 2, 1, "boom")
+    assert store.recovery_stats(unique, "e1") == {
+        "retries": 1, "replaced": 1, "speculative": 0, "redriven": 1}
+    store.update_task(unique, "e1", "a-p0", {"speculated": True})
+    # the second take was the copy, not a retry
+    assert store.recovery_stats(unique, "e1") == {
+        "retries": 0, "replaced": 1, "speculative": 1, "redriven": 1}
+    progress = store.last_progress(unique, "e1")
+    assert progress is not None and (dt.datetime.now(dt.UTC) - progress).total_seconds() < 60
+    assert ("e1", unique) in {(e.id, e.session_id) for e in store.active_executions()}
+    store.finish_execution(unique, "e1", {"status": Status.DONE})
+    assert ("e1", unique) not in {(e.id, e.session_id) for e in store.active_executions()}

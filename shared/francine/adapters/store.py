@@ -36,7 +36,8 @@ def now() -> dt.datetime:
 
 _TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "owner",
                 "started", "finished", "error", "pass_index", "seed", "passes",
-                "fetch_s", "work_s", "cpu_s")
+                "fetch_s", "work_s", "cpu_s", "failures", "generation", "speculated",
+                "redrives")
 
 
 def task_to_doc(task: Task) -> dict:
@@ -79,6 +80,16 @@ def execution_to_doc(execution: Execution) -> dict:
     doc = {f: getattr(execution, f) for f in _EXECUTION_FIELDS}
     doc["status"] = str(execution.status)
     return doc
+
+
+def recovery_counts(again: list[dict], replaced: int, speculative: int,
+                    redriven: int) -> dict:
+    """``again``: the tasks taken more than once. Every take of a task after its first
+    is a retry, unless it was a replacement or a speculative copy."""
+    retries = sum(max(0, d["attempts"] - 1 - (d.get("generation") or 0)
+                      - bool(d.get("speculated"))) for d in again)
+    return {"retries": retries, "replaced": replaced, "speculative": speculative,
+            "redriven": redriven}
 
 
 class Store:
@@ -305,6 +316,63 @@ class Store:
             .select(["node"])
         with translated("finished task listing"):
             return [s.get("node") for s in query.stream()]
+
+    # --- recovery (the watchdog, the failure budget) --------------------------------------
+    def tasks_in(self, sid: str, eid: str, statuses: tuple[str, ...]) -> list[Task]:
+        """The tasks whose status is one of ``statuses``."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("status", "in", list(statuses)))
+        with translated("task listing"):
+            return [task_from_doc(s.id, s.to_dict()) for s in query.stream()]
+
+    def failed_tasks(self, sid: str, eid: str) -> list[Task]:
+        """The tasks with at least one failed pass (replaced, or failed for good)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("failures", ">", 0))
+        with translated("failed task listing"):
+            tasks = [task_from_doc(s.id, s.to_dict()) for s in query.stream()]
+        return sorted(tasks, key=lambda t: t.node)
+
+    def recovery_stats(self, sid: str, eid: str) -> dict:
+        """Deliveries taken again, replaced passes, speculative copies and re-driven
+        reductions. Read from the few tasks concerned (the emulator cannot sum integer
+        fields), never from all of them."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        tasks = self._tasks(sid, eid)
+
+        def where(field: str, op: str, value):
+            return tasks.where(filter=FieldFilter(field, op, value))
+
+        with translated("recovery statistics"):
+            again = [s.to_dict() for s in where("attempts", ">", 1)
+                     .select(["attempts", "generation", "speculated"]).stream()]
+            replaced = sum(s.get("generation") or 0 for s in where("generation", ">", 0)
+                           .select(["generation"]).stream())
+            redriven = sum(s.get("redrives") or 0 for s in where("redrives", ">", 0)
+                           .select(["redrives"]).stream())
+            speculative = int(where("speculated", "==", True).count(alias="n")
+                              .get()[0][0].value)
+        return recovery_counts(again, replaced, speculative, redriven)
+
+    def last_progress(self, sid: str, eid: str) -> dt.datetime | None:
+        """When a task of the execution last started or finished."""
+        tasks = self._tasks(sid, eid)
+        with translated("task progress"):
+            times = [self._edge(tasks, f, ascending=False) for f in ("started", "finished")]
+        return max((t for t in times if t), default=None)
+
+    def active_executions(self) -> list[Execution]:
+        """Every execution not final yet (a collection-group query: ``executions`` in
+        every session; the status stays ``queued`` in the document until the end)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection_group("executions").where(
+            filter=FieldFilter("status", "==", "queued"))
+        with translated("active execution listing"):
+            return [execution_from_doc(s.to_dict()) for s in query.stream()]
 
     def webhook_secret(self, user: str) -> str:
         """The user's webhook signing secret, made at first use (first writer wins)."""

@@ -27,6 +27,7 @@ from francine import (
     quotas,
     readiness,
     resources,
+    tasklist,
     uploads,
     users,
 )
@@ -73,6 +74,7 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/preview", endpoint="preview", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/events", endpoint="events", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/tasks", endpoint="tasks", methods=["GET"]),
 ], strict_slashes=False, merge_slashes=False, redirect_defaults=False,
     converters={"seg": SegmentConverter})
 
@@ -388,6 +390,10 @@ class Api:
         doc = self.own_execution(user, sid, eid)
         executions.resume_if_stalled(self.ad, doc)
         return json_response(executions.view(self.ad, doc))
+
+    def route_tasks(self, request, sid: str, eid: str) -> Response:
+        doc = self.own_execution(self.user(request), sid, eid)
+        return json_response(tasklist.list_tasks(self.ad, doc, request.args))
 
     def route_result(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)

@@ -118,8 +118,14 @@ def openapi_document() -> dict:
             "status": {"type": "string", "enum": ["queued", "running", "reducing", "done",
                                                   "failed", "cancelled"]},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
-            "tasks": {"type": "object", "properties": {
-                k: {"type": "integer"} for k in ("total", "done", "failed", "running")}},
+            "tasks": {"type": "object", "description": (
+                "retries: deliveries taken again (a worker died, a message came twice, a "
+                "stalled execution was re-driven); replaced: failed passes rendered again "
+                "with a fresh seed; speculative: copies of stragglers; redriven: "
+                "reductions started again"), "properties": {
+                k: {"type": "integer"} for k in ("total", "done", "failed", "running",
+                                                 "retries", "replaced", "speculative",
+                                                 "redriven")}},
             "time": {"type": "object", "description": (
                 "created/finished: RFC 3339. fetching, producing, reducing: seconds that "
                 "tasks spent fetching inputs, rendering and reducing, summed over tasks. "
@@ -244,6 +250,20 @@ def openapi_document() -> dict:
                               "X-Francine-Final: 1 for the final image",
                               content={"image/png": IMAGES["image/png"]}),
                  "409": _resp("no task has finished yet", ERROR)}, params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}/tasks": {
+            "get": _op(
+                "the production tasks with a failed pass and their errors: each failed "
+                "pass is replaced by a new one with a fresh seed until failures reach 10% "
+                "of the passes (at least 1); then the execution fails",
+                {"200": _resp("the tasks", {"type": "object", "properties": {"tasks": {
+                    "type": "array", "items": {"type": "object", "properties": {
+                        "node": {"type": "string"}, "kind": {"type": "string"},
+                        "status": {"type": "string"}, "error": {"type": ["string", "null"]},
+                        **{k: {"type": "integer"}
+                           for k in ("failures", "replaced", "attempts")}}}}}}),
+                 "400": _resp("status missing or not 'failed'", ERROR)},
+                params=[sid, eid, {"name": "status", "in": "query", "required": True,
+                                   "schema": {"type": "string", "enum": ["failed"]}}])},
         "/v1/sessions/{sid}/executions/{eid}/events": {
             "get": _op(
                 "Server-Sent Events: an event 'status' (data: the Execution) at once, on "

@@ -57,6 +57,11 @@ class Child:
     name: str
     popen: subprocess.Popen
     log_path: str
+    #: How it was started, so that it can be started again the same way.
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    restarts: int = 0
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -94,17 +99,37 @@ class ProcessGroup:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
               cwd: str | None = None) -> Child:
-        os.makedirs(self.log_dir, exist_ok=True)
-        log_path = os.path.join(self.log_dir, f"{name}.log")
-        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        popen = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, start_new_session=True,
-        )
-        log.close()
-        child = Child(name, popen, log_path)
+        child = Child(name, self._spawn(name, argv, env, cwd),
+                      os.path.join(self.log_dir, f"{name}.log"), argv, env, cwd)
         self.children.append(child)
         return child
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None,
+               cwd: str | None) -> subprocess.Popen:
+        os.makedirs(self.log_dir, exist_ok=True)
+        log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")  # noqa: SIM115
+        try:  # the child owns the file for its lifetime
+            return subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=cwd, start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def restart_dead(self) -> list[str]:
+        """Start again, the same way, every child that exited (as Cloud Run replaces
+        an instance that died); returns their names. What is left of a dead child's
+        group (a gunicorn worker whose master was killed) is killed first."""
+        restarted = []
+        for child in list(self.children):
+            if child.alive():
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.popen.pid, signal.SIGKILL)
+            child.popen = self._spawn(child.name, child.argv, child.env, child.cwd)
+            child.restarts += 1
+            restarted.append(child.name)
+        return restarted
 
     def wait_ready(self, child: Child, ready: Callable[[], bool], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

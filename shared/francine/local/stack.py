@@ -7,17 +7,24 @@ Two things differ, both because of the Pub/Sub emulator: retries back off 1–10
 of 10–600 s (``topology.LOCAL_RETRY``, so that failure tests finish), and production is
 sharded over one topic per worker, because the emulator pushes at most 2 requests at a
 time per subscription whatever the endpoint can take.
+
+As Cloud Run and Cloud Scheduler would, a supervisor thread starts again any Francine
+process that dies (on the same port, so the push subscriptions find it) and calls the
+watchdog function every ``FRANCINE_WATCHDOG_INTERVAL_S``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import shutil
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 from francine import topology, users
@@ -52,6 +59,10 @@ class StackOptions:
     max_delivery_attempts: int = topology.LOCAL_RETRY.max_delivery_attempts
     #: Extra environment for every Francine process (e.g. FRANCINE_ADMISSION_LIMIT).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The watchdog's timer, and how long an execution may stand still before it is
+    #: re-driven (shorter than the cloud's 60 s and 300 s: everything here is small).
+    watchdog_interval_s: float = 10.0
+    stall_s: float = 60.0
 
 
 def _bin(name: str) -> str:
@@ -66,6 +77,8 @@ class Stack:
         self.emulators = Emulators(self.options.project, log_dir=str(self.state_dir / "logs"))
         self.processes = ProcessGroup(str(self.state_dir / "logs"))
         self.info: dict = {}
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def start(self) -> dict:
         """Start everything; returns (and writes to state_dir/stack.json) the api URL,
@@ -81,7 +94,8 @@ class Stack:
                 Settings.from_env(), project=o.project, produce_shards=max(1, o.workers),
                 produce_topic=topology.name(o.prefix, "produce"),
                 events_topic=topology.name(o.prefix, "events"),
-                cache_dir=str(self.state_dir / "cache"))
+                cache_dir=str(self.state_dir / "cache"),
+                watchdog_interval_s=o.watchdog_interval_s, stall_seconds=o.stall_s)
             env = {**os.environ, **emulator_env, **settings.to_env(), **o.extra_env,
                    "PYTHONUNBUFFERED": "1"}
             self._create_topics_and_buckets(env, settings)
@@ -92,17 +106,48 @@ class Stack:
             self._subscribe(env, settings, worker_urls, reducer_url)
             api_url = self._serve_api(env, port=o.port)
             key = create_user_in(env, o.project, "local")
+            watchdog_url = self._serve_function("watchdog", "http", env, ready_path="/")
         except BaseException:
             self.stop()
             raise
         self.info = {"api_url": api_url, "api_key": key, "project": o.project,
                      "workers": worker_urls, "reducer_url": reducer_url,
+                     "watchdog_url": watchdog_url,
                      "emulators": emulator_env, "env": {**emulator_env, **settings.to_env()},
                      "logs": str(self.state_dir / "logs"), "pid": os.getpid()}
         (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
+        self._supervisor = threading.Thread(
+            target=self._supervise, args=(watchdog_url, settings.watchdog_interval_s),
+            name="francine-supervisor", daemon=True)
+        self._supervisor.start()
         return self.info
 
+    def _supervise(self, watchdog_url: str, interval_s: float) -> None:
+        """Restart what died (checked twice a second); call the watchdog on time."""
+        log = logging.getLogger("francine.stack")
+        next_sweep = time.monotonic() + interval_s
+        while not self._stopping.wait(0.5):
+            for name in self.processes.restart_dead():
+                log.warning("%s died: started again", name)
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + interval_s
+                try:
+                    urllib.request.urlopen(urllib.request.Request(
+                        watchdog_url, data=b"", method="POST"),
+                        timeout=max(60.0, interval_s)).close()
+                except Exception as e:  # it is restarted like the rest; try next time
+                    log.warning("watchdog call failed: %s", e)
+
+    def sweep(self) -> dict:
+        """Call the watchdog now (what the timer does); returns its report."""
+        req = urllib.request.Request(self.info["watchdog_url"], data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
         # Signal every process at once; then wait for each (and kill what lingers).
         self.processes.terminate_all()
         self.emulators.terminate()

@@ -14,7 +14,13 @@ import threading
 from collections.abc import Callable, Iterable
 
 from francine import errors
-from francine.adapters.store import execution_from_doc, task_fields, task_from_doc, task_to_doc
+from francine.adapters.store import (
+    execution_from_doc,
+    recovery_counts,
+    task_fields,
+    task_from_doc,
+    task_to_doc,
+)
 from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Status, Task
 from francine.twins import Meter
 
@@ -161,6 +167,38 @@ class StoreTwin:
         self.meter.op("aggregate")
         return sum(1 for d in self._children.get((sid, eid, parent), ())
                    if d.get("status") == "done")
+
+    def tasks_in(self, sid: str, eid: str, statuses: tuple[str, ...]) -> list[Task]:
+        self.meter.op("query")
+        return [task_from_doc(tid, _copy(d))
+                for tid, d in list(self.tasks.get((sid, eid), {}).items())
+                if d.get("status") in statuses]
+
+    def failed_tasks(self, sid: str, eid: str) -> list[Task]:
+        self.meter.op("query")
+        tasks = [task_from_doc(tid, _copy(d))
+                 for tid, d in list(self.tasks.get((sid, eid), {}).items())
+                 if (d.get("failures") or 0) > 0]
+        return sorted(tasks, key=lambda t: t.node)
+
+    def recovery_stats(self, sid: str, eid: str) -> dict:
+        self.meter.op("aggregate")
+        docs = list(self.tasks.get((sid, eid), {}).values())
+        return recovery_counts([d for d in docs if (d.get("attempts") or 0) > 1],
+                               sum(d.get("generation") or 0 for d in docs),
+                               sum(bool(d.get("speculated")) for d in docs),
+                               sum(d.get("redrives") or 0 for d in docs))
+
+    def last_progress(self, sid: str, eid: str):
+        self.meter.op("query")
+        docs = list(self.tasks.get((sid, eid), {}).values())
+        times = [d[k] for d in docs for k in ("started", "finished") if d.get(k) is not None]
+        return max(times) if times else None
+
+    def active_executions(self) -> list[Execution]:
+        self.meter.op("query")
+        return [execution_from_doc(_copy(d)) for d in list(self.executions.values())
+                if d.get("status") == "queued"]
 
     def task_stats(self, sid: str, eid: str) -> dict:
         self.meter.op("aggregate")

@@ -1,0 +1,83 @@
+"""Carrying out the scheduler's recovery actions, for every caller that meets them (the
+render worker, the reducer, the watchdog): replacing a failed pass, starting a
+speculative copy, re-driving a reduction, producing a lost output again, publishing
+production tasks again. The decisions are the scheduler's; this module only writes
+the task documents and publishes.
+"""
+
+from __future__ import annotations
+
+from francine import planning, scheduler
+from francine.clients import Adapters
+from francine.records import Execution, Kind, Status, Task
+
+
+def failed_passes(ad: Adapters, ex: Execution) -> tuple[tuple[str, int, str], ...]:
+    """What ``Observed.failed`` holds: every task with a failed pass, with its count
+    and its last error."""
+    return tuple((t.node, t.failures, t.error or "") for t in
+                 ad.store.failed_tasks(ex.session_id, ex.id))
+
+
+def counts(ad: Adapters, sid: str, eid: str) -> dict:
+    """What the execution status shows of recovery: deliveries taken again (a worker
+    died, a message came twice, a stall was re-driven), failed passes replaced with a
+    fresh seed, speculative copies, reductions re-driven."""
+    return ad.store.recovery_stats(sid, eid)
+
+
+def publish_productions(ad: Adapters, ex: Execution, indices, shard_offset: int = 0) -> None:
+    """Publish production tasks by index. ``shard_offset`` moves them to another
+    shard of a sharded topic (the local stack's), i.e. to another worker than the one
+    that has the task already."""
+    ad.bus.publish_tasks(ex.session_id, ex.id, [
+        (i + shard_offset, planning.task_id(ex.id, planning.node_name(0, i))) for i in indices])
+
+
+def carry_out(ad: Adapters, ex: Execution, shape: planning.Shape, action,
+              task: Task | None = None) -> bool:
+    """Carry out ``action`` if it is a recovery action; False if it is not one.
+    ``task``: the task's record when the caller holds it (saves a read)."""
+    sid, eid = ex.session_id, ex.id
+
+    def record(node: str) -> Task:
+        if task is not None and task.node == node:
+            return task
+        found = ad.store.get_task(sid, eid, planning.task_id(eid, node))
+        if found is None:
+            raise ValueError(f"no task {node}")
+        return found
+
+    match action:
+        case scheduler.Replace(node=node, error=error, generation=generation):
+            t = record(node)
+            # Pending again, one generation on: the next delivery renders a fresh seed.
+            ad.store.update_task(sid, eid, t.id, {
+                "status": Status.PENDING, "owner": None, "started": None, "error": error,
+                "failures": t.failures + 1, "generation": generation})
+            publish_productions(ad, ex, [scheduler.production_index(node)])
+        case scheduler.MarkFailed(node=node, error=error):
+            t = record(node)
+            ad.store.update_task(sid, eid, t.id, {"status": Status.FAILED, "error": error,
+                                                  "failures": t.failures + 1})
+        case scheduler.Speculate(node=node):
+            ad.store.update_task(sid, eid, planning.task_id(eid, node), {"speculated": True})
+            publish_productions(ad, ex, [scheduler.production_index(node)], shard_offset=1)
+        case scheduler.Publish(indices=indices):
+            publish_productions(ad, ex, indices)
+        case scheduler.Redrive(node=node, child=child):
+            t = record(node)
+            if t.status != Status.DONE:
+                ad.store.update_task(sid, eid, t.id, {"status": Status.PENDING, "owner": None,
+                                                      "redrives": t.redrives + 1})
+            ad.bus.publish_done(sid, eid, child)
+        case scheduler.Reproduce(node=node):
+            t = record(node)
+            ad.store.update_task(sid, eid, t.id, {"status": Status.PENDING, "owner": None})
+            if t.kind == Kind.PRODUCE:
+                publish_productions(ad, ex, [scheduler.production_index(node)])
+            else:
+                ad.bus.publish_done(sid, eid, planning.children(shape, node)[-1])
+        case _:
+            return False
+    return True

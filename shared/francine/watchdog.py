@@ -1,0 +1,85 @@
+"""The watchdog: a periodic sweep over the executions that are not final.
+
+In the cloud, Cloud Scheduler calls the ``watchdog`` HTTP function
+(``functions/watchdog``) every minute; the local stack calls the same entry point
+from a timer. For each execution it observes what the scheduler needs for a ``Tick``
+(the running production tasks and for how long, the mean time of the finished ones,
+the unfinished tasks, the time since any task started or finished) and carries out
+what the scheduler decides: finish publishing an execution whose creating request
+died, start speculative copies of stragglers, re-drive an execution that stopped
+moving. Every action is idempotent, so two sweeps at once are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from francine import executions, planning, recovery, scheduler
+from francine.clients import Adapters
+from francine.records import Execution, Kind, Status
+
+log = logging.getLogger("francine.watchdog")
+
+
+def observe(ad: Adapters, ex: Execution) -> scheduler.Observed:
+    sid, eid = ex.session_id, ex.id
+    now = ad.clock()
+    seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published,
+                              now_s=(now - ex.created).total_seconds())
+    if not ex.published:
+        return seen
+    open_tasks = ad.store.tasks_in(sid, eid, (str(Status.PENDING), str(Status.RUNNING)))
+    running = tuple((t.node, (now - t.started).total_seconds(), t.speculated)
+                    for t in open_tasks if t.status == Status.RUNNING
+                    and t.kind == Kind.PRODUCE and t.started is not None)
+    stats = ad.store.task_stats(sid, eid)["produce"]
+    mean = stats["work"] / stats["n"] if stats.get("n") else None
+    last = ad.store.last_progress(sid, eid) or ex.created
+    return scheduler.Observed(
+        status=ex.status, planned=ex.planned, published=ex.published,
+        now_s=seen.now_s, running=running, mean_done_s=mean,
+        unfinished=tuple(t.node for t in open_tasks),
+        idle_s=(now - max(last, ex.created)).total_seconds())
+
+
+def tick(ad: Adapters, ex: Execution, stall_s: float) -> list[scheduler.Action]:
+    """Step one execution's ``Tick`` and carry out its actions; returns them."""
+    shape = planning.Shape.from_dict(ex.shape)
+    plan = scheduler.Plan(shape, ex.admission_limit, stall_s=stall_s)
+    if not ex.published:  # the api's resumption: writes the tasks, publishes
+        doc = ad.store.get_execution(ex.session_id, ex.id)
+        return executions.carry_out_start(ad, doc, scheduler.Tick()).actions if doc else []
+
+    def carry_out(action):
+        recovery.carry_out(ad, ex, shape, action)
+        log.info("watchdog %s/%s: %s", ex.session_id, ex.id, action)
+
+    return scheduler.drive(plan, [scheduler.Tick()], lambda _e: observe(ad, ex),
+                           carry_out).actions
+
+
+def sweep(ad: Adapters, stall_s: float | None = None) -> dict:
+    """One pass over every active execution; returns counts of what it did. An
+    execution that fails to sweep is logged and skipped (the next sweep retries)."""
+    stall_s = ad.settings.stall_seconds if stall_s is None else stall_s
+    report = {"executions": 0, "speculated": 0, "republished": 0, "redriven": 0,
+              "resumed": 0, "errors": 0}
+    for ex in ad.store.active_executions():
+        report["executions"] += 1
+        try:
+            actions = tick(ad, ex, stall_s)
+        except Exception:
+            log.exception("watchdog: execution %s/%s", ex.session_id, ex.id)
+            report["errors"] += 1
+            continue
+        for a in actions:
+            match a:
+                case scheduler.Speculate():
+                    report["speculated"] += 1
+                case scheduler.Publish(first=True):
+                    report["resumed"] += 1
+                case scheduler.Publish(indices=indices):
+                    report["republished"] += len(indices)
+                case scheduler.Redrive():
+                    report["redriven"] += 1
+    return report
