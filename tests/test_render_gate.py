@@ -70,7 +70,7 @@ def test_the_gate_opens_when_a_subscription_appears_and_stays_open(stack):
     gate = RenderGate(publisher, [topic], recheck_s=30, clock=lambda: now[0])
     with pytest.raises(RenderServiceMissing) as refused:
         gate.check()
-    assert (refused.value.status, refused.value.retry_after) == (503, 30)
+    assert (refused.value.status, refused.value.headers) == (503, {"Retry-After": "30"})
 
     subscription = subscriber.subscription_path(
         stack.info["project"], f"gate-{uuid.uuid4().hex[:8]}")

@@ -93,34 +93,26 @@ class FirestoreDb(pulumi.ComponentResource):
             deletion_policy=args.deletion_policy,
             opts=child_options(self, opts),
         )
+        # Resource names keep their earlier form: "<name>-<collection>-…" for collection
+        # indexes, "<name>-group-<collection>-…" for collection-group ones.
         self.indexes = [
             gcp.firestore.Index(
-                f"{name}-{collection}-{'-'.join(f for f, _ in fields)}",
+                f"{name}-{prefix}{collection}-{'-'.join(f for f, _ in fields)}",
                 project=args.project,
                 database=self.database.name,
                 collection=collection,
-                query_scope="COLLECTION",
+                query_scope=scope,
                 fields=[
                     gcp.firestore.IndexFieldArgs(field_path=field_path, order=order)
                     for field_path, order in fields
                 ],
                 opts=child_options(self, opts),
             )
-            for collection, fields in COMPOSITE_INDEXES
-        ] + [
-            gcp.firestore.Index(
-                f"{name}-group-{collection}-{'-'.join(f for f, _ in fields)}",
-                project=args.project,
-                database=self.database.name,
-                collection=collection,
-                query_scope="COLLECTION_GROUP",
-                fields=[
-                    gcp.firestore.IndexFieldArgs(field_path=field_path, order=order)
-                    for field_path, order in fields
-                ],
-                opts=child_options(self, opts),
+            for scope, prefix, indexes in (
+                ("COLLECTION", "", COMPOSITE_INDEXES),
+                ("COLLECTION_GROUP", "group-", COLLECTION_GROUP_INDEXES),
             )
-            for collection, fields in COLLECTION_GROUP_INDEXES
+            for collection, fields in indexes
         ]
         self.fields = [
             gcp.firestore.Field(

@@ -31,7 +31,6 @@ class RenderServiceMissing(errors.TransientError):
 
     def __init__(self, message: str, retry_after_s: int):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
-        self.retry_after = retry_after_s
 
 
 class RenderGate:
