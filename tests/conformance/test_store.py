@@ -50,6 +50,18 @@ def test_the_first_ending_wins(backend, unique):
     assert ex.status == Status.DONE and ex.final and ex.result == "r"
 
 
+def test_a_sessions_executions_are_listed_oldest_first(backend, unique):
+    session(backend, unique)
+    session(backend, unique + "-other")
+    for eid in ("e2", "e1"):
+        execution(backend, unique, eid)
+    execution(backend, unique + "-other", "e3")
+    listed = backend.store.list_executions(unique)
+    assert [eid for eid, _ in listed] == ["e2", "e1"]
+    assert [doc["id"] for _, doc in listed] == ["e2", "e1"]
+    assert backend.store.list_executions(unique + "-none") == []
+
+
 def tasks():
     return [Task("a-p0", "p0", Kind.PRODUCE, "r1.0", tile=(0, 0, 8, 8), pass_index=0,
                  seed=123, passes=3),

@@ -95,6 +95,12 @@ class StoreTwin:
         doc = self.get_execution(sid, eid)
         return None if doc is None else execution_from_doc(doc)
 
+    def list_executions(self, sid: str) -> list[tuple[str, dict]]:
+        self.meter.op("query")
+        with self._lock:
+            mine = [(e, _copy(d)) for (s, e), d in self.executions.items() if s == sid]
+        return sorted(mine, key=lambda item: item[1]["created"])
+
     def update_execution(self, sid: str, eid: str, fields: dict) -> None:
         self.meter.op("write", self._path(sid, eid))
         with self._lock:
