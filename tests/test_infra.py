@@ -573,7 +573,7 @@ def test_function_archives_contain_the_shared_library(stack):
         if "__pycache__" not in p.parts
     }
     assert "francine/__init__.py" in library
-    for key in ("api", "reducer"):
+    for key in ("api", "reducer", "watchdog"):
         obj = stack.named(f"functions-{key}-source").inputs
         archive = obj["source"]
         assert isinstance(archive, pulumi.AssetArchive)
@@ -838,7 +838,7 @@ def test_nothing_is_created_before_the_apis_it_needs(stack):
 
 
 def test_code_is_deployed_after_its_grants_and_pushed_to_after_its_invokers(stack):
-    for key in ("api", "reducer"):
+    for key in ("api", "reducer", "watchdog"):
         names = depends_on_names(stack, stack.named(f"functions-{key}"))
         # The build account may build, the runtime account may work.
         assert {n for n in names if n.startswith("access-builder-")} == {
