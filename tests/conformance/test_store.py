@@ -26,7 +26,7 @@ def record(sid, eid, user):
 
 def execution(backend, sid, eid):
     return backend.store.create_execution(
-        sid, eid, lambda s: ({"scene": {"width": 16}}, record(sid, eid, s["user"])))
+        sid, eid, lambda s: ({"scene": {"width": 16}}, record(sid, eid, s.user)))
 
 
 def test_an_execution_is_created_once_with_its_session_update(backend, unique):

@@ -95,10 +95,9 @@ def session_from_doc(sid: str, doc: dict) -> Session:
 
 
 def session_to_doc(session: Session) -> dict:
-    doc = {f: getattr(session, f) for f in _SESSION_FIELDS}
-    if not session.deleting:
-        del doc["deleting"]
-    return doc
+    """Unset times and a session not being deleted leave their fields out."""
+    return {f: v for f in _SESSION_FIELDS
+            if (v := getattr(session, f)) is not None and v is not False}
 
 
 def recovery_counts(again: list[dict], replaced: int, speculative: int,
