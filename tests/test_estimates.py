@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from francine import estimates, executions, producers
 from francine.config import Settings
 from francine.producers.ao import cost as ao_cost
 from francine.producers.pathtracer import cost as pt_cost
+from francine.records import Execution, Session, Status
 from francine.reducer import Reducer
 from francine.twins import pump, twin_adapters
 from francine.worker import Worker
@@ -96,10 +98,14 @@ def test_pathtracer_counts_mesh_triangles_through_the_bvh():
     assert PT.scene_pixel_seconds(scene, mesh_records(1_000)) > small
 
 
-def finished(producer: str, scene: dict, producing: float, w=64, h=64, passes=2) -> dict:
-    return {"status": "done", "producer": producer, "scene": scene,
-            "shape": {"width": w, "height": h, "passes": passes},
-            "summary": {"time": {"producing": producing, "cpu": 99.0}}}
+def finished(producer: str, scene: dict, producing: float, w=64, h=64, passes=2,
+             status=Status.DONE, summary=True) -> Execution:
+    return Execution(
+        id="e", session_id="s", user="u", created=dt.datetime.now(dt.UTC),
+        producer=producer, format="png", display="linear", channels=1, scene=scene,
+        shape={"width": w, "height": h, "passes": passes, "tile": w, "fan_in": 2},
+        parallel=passes, status=status,
+        summary={"time": {"producing": producing, "cpu": 99.0}} if summary else None)
 
 
 def test_measured_times_correct_the_estimate_of_every_producer():
@@ -116,9 +122,9 @@ def test_measured_times_correct_the_estimate_of_every_producer():
     assert estimates.corrected(AO, other, [], history) == pytest.approx(
         AO.pixel_seconds(other) * 0.25 * estimates.MARGIN)
     # Another producer's executions, failed ones and unmeasured ones do not count.
-    noise = [finished("pathtracer", scene, 1e6), {**finished("ao", scene, 1e6),
-                                                   "status": "failed"},
-             {**finished("ao", scene, 0.0), "summary": {}}]
+    noise = [finished("pathtracer", scene, 1e6),
+             finished("ao", scene, 1e6, status=Status.FAILED),
+             finished("ao", scene, 0.0, summary=False)]
     assert estimates.measured_ratio(AO, noise + history, []) == pytest.approx(0.25)
     # A broken measurement is bounded.
     assert estimates.measured_ratio(AO, [finished("ao", scene, 1e9)], []) == (
@@ -136,15 +142,14 @@ def test_the_execution_start_reads_the_sessions_finished_executions():
     measured time corrects the next one's estimate."""
     ad = twin_adapters(dataclasses.replace(Settings(), min_task_seconds=0.0))
     scene = {"width": 32, "height": 32, "nao_samples": 2}
-    ad.store.create_session("s", {"user": "u", "producer": "ao", "format": "png",
-                                  "scene": scene})
+    ad.store.create_session(Session("s", "u", "ao", "png", scene))
     valid = AO.validate(scene)
     assert estimates.pixel_seconds(ad, "s", AO, valid, []) == AO.pixel_seconds(valid)
-    doc, _ = executions.start(ad, "u", "s", {"parallel": 2}, idempotency_key="k")
+    ex, _ = executions.start(ad, "u", "s", {"parallel": 2}, idempotency_key="k")
     pump(ad, Worker(ad), Reducer(ad))
-    done = ad.store.get_execution("s", doc["id"])
-    assert done["status"] == "done"
-    producing = done["summary"]["time"]["producing"]
+    done = ad.store.execution("s", ex.id)
+    assert done.status == Status.DONE
+    producing = done.summary["time"]["producing"]
     assert producing > 0
     ratio = producing / (32 * 32 * 2 * AO.pixel_seconds(valid))
     low, high = estimates.RATIO_BOUNDS

@@ -49,7 +49,7 @@ def image_of(client, sid, eid):
 
 def test_a_dead_lettered_reduction_event_is_re_driven(farm, user, client):
     sid, eid = farm.start(user, parallel=PARALLEL)
-    shape = planning.Shape.from_dict(farm.ad.store.get_execution(sid, eid)["shape"])
+    shape = planning.Shape.from_dict(farm.ad.store.execution(sid, eid).shape)
     assert shape.level_sizes() == [8, 3, 1]
     render_all(farm, sid, eid)
     for i in range(6):
@@ -60,8 +60,8 @@ def test_a_dead_lettered_reduction_event_is_re_driven(farm, user, client):
     assert farm.reducer.handle(dead_letter("r1.1", sid, eid)).startswith("re-driven")
     root = farm.ad.store.get_task(sid, eid, planning.task_id(eid, "r2.0"))
     assert root.redrives == 1
-    doc = farm.run(sid, eid)
-    assert doc["status"] == "done", doc.get("error")
+    ex = farm.run(sid, eid)
+    assert ex.status == "done", ex.error
     assert client.execution(sid, eid)["tasks"]["redriven"] == 1
     assert np.abs(image_of(client, sid, eid) - reference(eid, PARALLEL, {})).max() <= 1
 
@@ -82,8 +82,8 @@ def test_a_lost_reduction_output_is_produced_again(farm, user, client, stack):
     farm.announce(sid, eid, "p7")  # r1.2 reduces; the root finds r1.0's output lost
     r10 = farm.ad.store.get_task(sid, eid, planning.task_id(eid, "r1.0"))
     assert r10.status == "pending"
-    doc = farm.run(sid, eid)
-    assert doc["status"] == "done", doc.get("error")
+    ex = farm.run(sid, eid)
+    assert ex.status == "done", ex.error
     assert np.abs(image_of(client, sid, eid) - reference(eid, PARALLEL, {})).max() <= 1
 
 
@@ -97,6 +97,6 @@ def test_a_dead_lettered_production_task_whose_pass_exists_is_not_a_failure(farm
                    {"type": "produce", DEAD_LETTER_ATTRIBUTE: "produce-render",
                     "CloudPubSubDeadLetterSourceDeliveryCount": "10"})
     assert farm.reducer.handle(dead).startswith("ignored: the task is done")
-    doc = farm.run(sid, eid)
-    assert doc["status"] == "done", doc.get("error")
+    ex = farm.run(sid, eid)
+    assert ex.status == "done", ex.error
     assert np.abs(image_of(client, sid, eid) - reference(eid, PARALLEL, {})).max() <= 1

@@ -17,6 +17,7 @@ takes, which is what must fit in Pub/Sub's deadline), falling back to ``time.cpu
 from __future__ import annotations
 
 from francine.clients import Adapters
+from francine.records import Execution, Status
 
 #: The corrected estimate is this much above what was measured: a new camera or a
 #: busier machine may be costlier than what was measured.
@@ -36,31 +37,30 @@ def scene_seconds(producer, scene: dict, resources: list[dict]) -> float:
     return producer.pixel_seconds(scene)
 
 
-def measured_ratio(producer, history: list[dict], resources: list[dict]) -> float | None:
+def measured_ratio(producer, history: list[Execution], resources: list[dict]) -> float | None:
     """Measured / estimated seconds over the finished executions in ``history`` (the
     session's, oldest first) of ``producer``; None when none has been measured."""
     measured, estimated = 0.0, 0.0
-    mine = [d for d in history if d.get("status") == "done"
-            and d.get("producer", producer.name) == producer.name]
-    for doc in mine[-HISTORY:]:
-        time = (doc.get("summary") or {}).get("time") or {}
+    mine = [ex for ex in history if ex.status == Status.DONE and ex.producer == producer.name]
+    for ex in mine[-HISTORY:]:
+        time = (ex.summary or {}).get("time") or {}
         seconds = time.get("producing") or time.get("cpu")
-        shape, scene = doc.get("shape"), doc.get("scene")
-        if not (seconds and shape and scene):
+        if not (seconds and ex.shape and ex.scene):
             continue
         try:
-            per_pixel = scene_seconds(producer, scene, resources)
+            per_pixel = scene_seconds(producer, ex.scene, resources)
         except (KeyError, TypeError, ValueError):
             continue  # a scene of an older form
         measured += seconds
-        estimated += shape["width"] * shape["height"] * shape["passes"] * per_pixel
+        estimated += ex.shape["width"] * ex.shape["height"] * ex.shape["passes"] * per_pixel
     if not estimated:
         return None
     low, high = RATIO_BOUNDS
     return min(high, max(low, measured / estimated))
 
 
-def corrected(producer, scene: dict, resources: list[dict], history: list[dict]) -> float:
+def corrected(producer, scene: dict, resources: list[dict],
+              history: list[Execution]) -> float:
     """The estimate of ``scene`` corrected by the measured times in ``history``."""
     guess = scene_seconds(producer, scene, resources)
     ratio = measured_ratio(producer, history, resources)
@@ -68,7 +68,7 @@ def corrected(producer, scene: dict, resources: list[dict], history: list[dict])
 
 
 def pixel_seconds(ad: Adapters, sid: str, producer, scene: dict, resources: list[dict]) -> float:
-    history = [doc for _, doc in ad.store.list_executions(sid) if doc.get("status") == "done"]
+    history = [ex for ex in ad.store.list_executions(sid) if ex.status == Status.DONE]
     refine = getattr(producer, "estimate_pixel_seconds", None)
     if refine is not None:
         return refine(scene, resources, history)
