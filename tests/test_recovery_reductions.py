@@ -26,7 +26,7 @@ def farm(stack, adapters):
 @pytest.fixture
 def user(client, adapters):
     sid = client.create_session("ao", {"width": 8, "height": 8})["id"]
-    return adapters.store.get_session(sid)["user"]
+    return adapters.store.get_session(sid).user
 
 
 def dead_letter(node: str, sid: str, eid: str, **payload) -> Message:
