@@ -19,14 +19,10 @@ PARALLEL = 8  # 8 passes, fan-in 3: p0..p7 → r1.0, r1.1, r1.2 → r2.0
 
 
 @pytest.fixture
-def farm(stack, adapters):
-    return Farm(stack, adapters)
-
-
-@pytest.fixture
-def user(client, adapters):
+def farm_and_user(stack, adapters, client) -> tuple[Farm, str]:
+    """The hand-driven farm, and the client's user (to own sessions made behind it)."""
     sid = client.create_session("ao", {"width": 8, "height": 8})["id"]
-    return adapters.store.get_session(sid).user
+    return Farm(stack, adapters), adapters.store.get_session(sid).user
 
 
 def dead_letter(node: str, sid: str, eid: str, **payload) -> Message:
@@ -47,7 +43,8 @@ def image_of(client, sid, eid):
     return decode_png(client.result(sid, eid)).astype(int)
 
 
-def test_a_dead_lettered_reduction_event_is_re_driven(farm, user, client):
+def test_a_dead_lettered_reduction_event_is_re_driven(farm_and_user, client):
+    farm, user = farm_and_user
     sid, eid = farm.start(user, parallel=PARALLEL)
     shape = planning.Shape.from_dict(farm.ad.store.execution(sid, eid).shape)
     assert shape.level_sizes() == [8, 3, 1]
@@ -66,7 +63,8 @@ def test_a_dead_lettered_reduction_event_is_re_driven(farm, user, client):
     assert np.abs(image_of(client, sid, eid) - reference(eid, PARALLEL, {})).max() <= 1
 
 
-def test_a_lost_reduction_output_is_produced_again(farm, user, client, stack):
+def test_a_lost_reduction_output_is_produced_again(farm_and_user, client, stack):
+    farm, user = farm_and_user
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -87,8 +85,9 @@ def test_a_lost_reduction_output_is_produced_again(farm, user, client, stack):
     assert np.abs(image_of(client, sid, eid) - reference(eid, PARALLEL, {})).max() <= 1
 
 
-def test_a_dead_lettered_production_task_whose_pass_exists_is_not_a_failure(farm, user,
+def test_a_dead_lettered_production_task_whose_pass_exists_is_not_a_failure(farm_and_user,
                                                                             client):
+    farm, user = farm_and_user
     sid, eid = farm.start(user, parallel=PARALLEL)
     render_all(farm, sid, eid)
     # p5 rendered, but its acknowledgement was lost every time: dead-lettered.
