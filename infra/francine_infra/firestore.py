@@ -14,6 +14,7 @@ query                                                       index
 sum ``fetch_s``, ``work_s``, ``cpu_s``, count                fetch_s, work_s)
 ``tasks`` order by ``started`` limit 1                       single-field, automatic
 ``tasks`` where ``kind ==`` order by ``finished`` desc       composite (kind, finished desc)
+``tasks`` where ``status ==`` order by ``started`` limit k    composite (status, started)
 ==========================================================  =================================
 
 Firestore keeps a single-field index of every field automatically and serves
@@ -54,6 +55,8 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ),
     # task_stats: the last production task to finish
     ("tasks", (("kind", "ASCENDING"), ("finished", "DESCENDING"))),
+    # longest_running: the end game's candidates for a backup copy
+    ("tasks", (("status", "ASCENDING"), ("started", "ASCENDING"))),
 )
 
 # The same across every parent (collection-group queries): never automatic.

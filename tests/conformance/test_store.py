@@ -181,8 +181,10 @@ def test_end_game_queries(backend, unique):
     time.sleep(0.01)
     store.claim_task(unique, "e1", "a-p1", "m3", 0.0)  # taken again: it started later
     assert [t.node for t in store.longest_running(unique, "e1", 4)] == ["p0", "p1"]
-    store.update_task(unique, "e1", "a-p0", {"status": Status.DONE, "work_s": 2.0})
-    store.update_task(unique, "e1", "a-r1.0", {"status": Status.DONE, "work_s": 9.0})
+    # a done task has its three times, as the worker and the reducer write them
+    times = {"fetch_s": 0.1, "cpu_s": 1.0}
+    store.update_task(unique, "e1", "a-p0", {"status": Status.DONE, "work_s": 2.0, **times})
+    store.update_task(unique, "e1", "a-r1.0", {"status": Status.DONE, "work_s": 9.0, **times})
     assert store.mean_work(unique, "e1") == 2.0
     assert store.mean_work(unique, "e1", "reduce") == 9.0
     assert [t.node for t in store.longest_running(unique, "e1", 4)] == ["p1"]

@@ -434,7 +434,7 @@ class Store:
         ref = self._tasks(sid, eid).document(tid)
         with translated("speculative copy"):
             snap = ref.get()
-            if not snap.exists or snap.get("speculated"):
+            if not snap.exists or (snap.to_dict() or {}).get("speculated"):
                 return False
             try:
                 ref.update({"speculated": True},
