@@ -15,14 +15,20 @@ latency, at-least-once duplicates, exponential retry back-off and dead-lettering
 Firestore and Cloud Storage operation latencies; heavy-tailed task durations; and
 instances that crash mid-render (their task is redelivered).
 
-Scenarios: ``big`` (one execution of 10,000 passes on 10,000 workers), ``mixed``
-(100 users submitting mixed executions at once) and ``stragglers`` (one execution under
-heavy-tailed durations, run twice: without and with the watchdog's speculative copies,
-the watchdog called every 60 s as Cloud Scheduler would). Usage:
+The watchdog runs every 60 s in every scenario (Cloud Scheduler calling it), and the
+scheduler's speculation is on: the watchdog's copies of stragglers and the end game's
+backup copies, started when a task finishes. Scenarios: ``big`` (one execution of
+10,000 passes on 10,000 workers), ``mixed`` (100 users submitting mixed executions at
+once), ``stragglers`` (one execution under a heavier straggler tail, run three times:
+without speculation, with the watchdog's copies only, with the end game's too) and
+``warmup`` (one large execution on a cold farm, and with the render service's minimum
+instances raised for it, as ``francine.warmup`` does, at submission or 60 s before).
+Usage:
 
     .venv/bin/python bench/scale_sim.py                 # big and mixed
+    .venv/bin/python bench/scale_sim.py --scenario all  # mixed, stragglers, warmup, big
     .venv/bin/python bench/scale_sim.py --scenario big --workers 10000
-    .venv/bin/python bench/scale_sim.py --scenario stragglers --workers 1000 --passes 2000
+    .venv/bin/python bench/scale_sim.py --scenario stragglers --workers 1000 --passes 1000
 
 The last line is ``makespan/ideal R`` for the big execution.
 """
