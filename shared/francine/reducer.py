@@ -18,7 +18,17 @@ from __future__ import annotations
 import logging
 import time
 
-from francine import errors, events, executions, imaging, planning, producers, recovery, scheduler
+from francine import (
+    errors,
+    events,
+    executions,
+    imaging,
+    planning,
+    producers,
+    recovery,
+    reduction,
+    scheduler,
+)
 from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.clients import Adapters
 from francine.envelope import Message, require
@@ -95,15 +105,28 @@ class Reducer:
         sid, eid = ex.session_id, ex.id
         cpu0, t0 = time.process_time(), time.perf_counter()
         below = planning.children(shape, node)
+        fetch_s = 0.0
+
+        def timed(children):
+            nonlocal fetch_s
+            it = iter(children)
+            while True:
+                t = time.perf_counter()
+                data = next(it, None)
+                fetch_s += time.perf_counter() - t  # waiting for a download
+                if data is None:
+                    return
+                yield data
+                del data
+
         try:
-            blobs = self.ad.blobs.get_partials(sid, eid, below)
+            combined = reduction.accumulate(shape, node, timed(
+                self.ad.blobs.stream_partials(sid, eid, below, reduction.WINDOW)))
         except errors.NotFound:
             return self.lost(ex, below)
-        fetch_s = time.perf_counter() - t0
-        combined = imaging.combine(imaging.load_partial(b) for b in blobs)
-        del blobs
         if node == shape.root:
-            final = producers.final_image(ex.producer, ex.scene, combined.mean())
+            final = producers.final_image(ex.producer, ex.scene, combined.mean(in_place=True))
+            del combined
             image = imaging.encode(final, ex.format, ex.display)
             self.ad.blobs.put_result(self.result_name(ex), image, imaging.FORMATS[ex.format])
         else:

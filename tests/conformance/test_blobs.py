@@ -14,6 +14,8 @@ def test_partials_round_trip_in_order(backend, unique):
     nodes = ["p4", "p0", "p2"]
     assert backend.blobs.get_partials(unique, "e1", nodes) == [b"\x04" * 5, b"\x00",
                                                                 b"\x02" * 3]
+    assert list(backend.blobs.stream_partials(unique, "e1", nodes, 2)) == [
+        b"\x04" * 5, b"\x00", b"\x02" * 3]
     backend.blobs.put_partial(unique, "e1", "p0", b"\x00")  # a retry writes the same bytes
     assert backend.blobs.get_partial(unique, "e1", "p0") == b"\x00"
 
@@ -23,6 +25,8 @@ def test_missing_objects_are_not_found(backend, unique):
         backend.blobs.get_partial(unique, "e1", "p0")
     with pytest.raises(errors.NotFound):
         backend.blobs.get_partials(unique, "e1", ["p0"])
+    with pytest.raises(errors.NotFound):
+        list(backend.blobs.stream_partials(unique, "e1", ["p0"], 2))
     with pytest.raises(errors.NotFound):
         backend.blobs.get_result(backend.blobs.result_name(unique, "e1", "png"))
 
