@@ -8,7 +8,7 @@ import dataclasses
 
 from google.cloud import run_v2
 
-from francine import executions, warmup
+from francine import errors, executions, warmup
 from francine.config import Settings
 from francine.twins import twin_adapters
 
@@ -86,6 +86,9 @@ def test_an_execution_that_would_keep_the_farm_busy_keeps_it_warm():
     warm(ad)
     ad.store.finish_execution("s", first["id"], {"status": "done"})
     assert minimum(warmup.request_after_end(ad, first)) == 64  # the second still runs
+    # ``executions.end`` passes the record, not the document: the same request.
+    record = ad.store.execution("s", first["id"])
+    assert warmup.request_after_end(ad, record) == warmup.request_after_end(ad, first)
 
 
 def test_without_a_render_service_nothing_is_built():
@@ -94,3 +97,17 @@ def test_without_a_render_service_nothing_is_built():
     assert ad.settings.render_service == ""
     assert warmup.request_after_start(ad, big) is None
     assert warmup.request_after_end(ad, big) is None
+
+
+def test_a_failed_look_at_the_farm_is_logged_and_never_fails_the_execution(caplog):
+    ad = farm()
+    big = start(ad, 64)
+    warm(ad)
+
+    def unavailable():
+        raise errors.TransientError("the store is unavailable")
+
+    ad.store.active_executions = unavailable
+    warmup.after_start(ad, big)  # returns: nothing sent, nothing raised
+    warmup.after_end(ad, big)
+    assert caplog.text.count("the store is unavailable") == 2
