@@ -352,7 +352,8 @@ def test_each_component_has_its_own_least_privilege_account(stack):
     project = f"project {PROJECT}"
     api_account = f"projects/{PROJECT}/serviceAccounts/{sa('api')}"
     renderer_account = f"service account projects/{PROJECT}/serviceAccounts/{sa('renderer')}"
-    # Warm-up: the api and the reducer set the render service's min instances.
+    # Warm-up: the api, the reducer and the render service (where executions start and
+    # end) set the render service's min instances.
     warm = [("roles/iam.serviceAccountUser", renderer_account),
             ("roles/run.developer", "run service francine-renderer")]
     assert roles == {
@@ -376,6 +377,7 @@ def test_each_component_has_its_own_least_privilege_account(stack):
                 ("roles/pubsub.publisher", "topic francine-events"),
                 ("roles/storage.objectUser", bucket + "partials"),
                 ("roles/storage.objectViewer", bucket + "resources"),
+                *warm,
             ]
         ),
         f"serviceAccount:{sa('reducer')}": sorted(

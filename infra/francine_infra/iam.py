@@ -57,6 +57,7 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         # which needs storage.objects.delete.
         Grant("roles/storage.objectUser", "bucket:partials", "write partial images"),
         Grant("roles/pubsub.publisher", "topic:events", "announce finished tasks"),
+        Grant("roles/iam.serviceAccountUser", "account:renderer", "let the render service cool"),
     ),
     "reducer": (
         Grant("roles/datastore.user", "project", "elect reducers, finish executions"),

@@ -199,8 +199,9 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                 timeout_seconds=cfg.request_timeout_seconds,
                 execution_environment=cfg.execution_environment_value,
                 invokers=[pusher],
-                # Warm-up: executions start in the api and end in the api or the reducer.
-                scalers=[accounts.member("api"), accounts.member("reducer")],
+                # Warm-up: executions start in the api and end in the api, the reducer or
+                # (out of failure budget) the render service.
+                scalers=[accounts.member(key) for key in ("api", "reducer", "renderer")],
             ),
             after_access,
         )
