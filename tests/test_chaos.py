@@ -29,6 +29,7 @@ from francine.client import Client
 from francine.clients import make_adapters
 from francine.config import Settings
 from francine.local.processes import environment
+from francine.records import Session
 from francine.reducer import Reducer
 from francine.twins import pump, twin_adapters
 from francine.worker import Worker
@@ -57,13 +58,12 @@ def chaos_stack(tmp_path_factory):
 def reference(user: str, sid: str, scene: dict, key: str) -> tuple[str, bytes]:
     """The same execution rendered without faults, over the twins."""
     ad = twin_adapters(Settings(min_task_seconds=0))
-    ad.store.create_session(sid, {"user": user, "producer": "ao", "format": "png",
-                                  "scene": scene})
-    doc, _ = executions.start(ad, user, sid, {"parallel": PARALLEL}, idempotency_key=key)
+    ad.store.create_session(Session(sid, user, "ao", "png", scene))
+    started, _ = executions.start(ad, user, sid, {"parallel": PARALLEL}, idempotency_key=key)
     pump(ad, Worker(ad), Reducer(ad))
-    ex = ad.store.execution(sid, doc["id"])
+    ex = ad.store.execution(sid, started.id)
     assert ex.status == "done", ex.error
-    return doc["id"], ad.blobs.get_result(ex.result)
+    return ex.id, ad.blobs.get_result(ex.result)
 
 
 def lines(logs: pathlib.Path, prefix: str) -> list[dict]:

@@ -16,6 +16,7 @@ from francine import errors, executions, imaging, planning, producers, reduction
 from francine.concurrency import fetched_in_order
 from francine.config import Settings
 from francine.producers.base import Tile
+from francine.records import Session
 from francine.twins import twin_adapters
 
 
@@ -112,16 +113,14 @@ def test_memory_does_not_grow_with_the_fan_in():
 def test_the_planner_refuses_an_image_the_reducer_cannot_hold():
     ad = twin_adapters(dataclasses.replace(Settings(), reducer_memory_bytes=256 << 20))
     big = {"width": 4096, "height": 4096, "nsubsamples": 1, "nao_samples": 1}
-    ad.store.create_session("s", {"user": "u", "producer": "ao", "format": "png",
-                                  "scene": big})
+    ad.store.create_session(Session("s", "u", "ao", "png", big))
     with pytest.raises(errors.BadRequest) as info:
         executions.start(ad, "u", "s", {"parallel": 4, "tile": 1024})
     assert info.value.code == "image_too_large" and "4096×4096" in str(info.value)
     assert not ad.store.executions  # nothing created, nothing published
-    ad.store.create_session("t", {"user": "u", "producer": "ao", "format": "png",
-                                  "scene": dict(big, width=512, height=512)})
-    doc, _ = executions.start(ad, "u", "t", {"parallel": 4, "tile": 256})
-    assert doc["status"] == "queued"
+    ad.store.create_session(Session("t", "u", "ao", "png", dict(big, width=512, height=512)))
+    ex, _ = executions.start(ad, "u", "t", {"parallel": 4, "tile": 256})
+    assert ex.status == "queued"
 
 
 def test_the_estimate_counts_the_channels_a_denoised_render_carries():

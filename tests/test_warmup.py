@@ -10,6 +10,7 @@ from google.cloud import run_v2
 
 from francine import errors, executions, warmup
 from francine.config import Settings
+from francine.records import Execution, Session
 from francine.twins import twin_adapters
 
 SERVICE = "projects/p/locations/europe-west1/services/francine-renderer"
@@ -41,12 +42,12 @@ def farm(max_instances: int = 100):
     without a render service (nothing is sent), which the checks then name."""
     ad = twin_adapters(Settings(min_task_seconds=0, max_render_instances=max_instances,
                                 warm_threshold=50))
-    ad.store.create_session("s", {"user": "u", "producer": "ao", "format": "png",
-                                  "scene": {"width": 32, "height": 32, "nao_samples": 1}})
+    ad.store.create_session(Session("s", "u", "ao", "png",
+                                    {"width": 32, "height": 32, "nao_samples": 1}))
     return ad
 
 
-def start(ad, parallel: int) -> dict:
+def start(ad, parallel: int) -> Execution:
     return executions.start(ad, "u", "s", {"parallel": parallel, "tile": 32})[0]
 
 
@@ -72,10 +73,10 @@ def test_large_executions_raise_the_minimum_and_the_last_one_lets_it_fall_to_zer
     warm(ad)
     assert minimum(warmup.request_after_start(ad, bigger)) == 100  # the farm's maximum
     for doc in (big, bigger):  # ended, in the store, then the hook
-        ad.store.finish_execution("s", doc["id"], {"status": "done"})
+        ad.store.finish_execution("s", doc.id, {"status": "done"})
     assert minimum(warmup.request_after_end(ad, big)) == 0  # only the small one is left
     assert warmup.request_after_end(ad, small) is None  # a small one never raised it
-    ad.store.finish_execution("s", small["id"], {"status": "done"})
+    ad.store.finish_execution("s", small.id, {"status": "done"})
     assert minimum(warmup.request_after_end(ad, bigger)) == 0
 
 
@@ -84,10 +85,10 @@ def test_an_execution_that_would_keep_the_farm_busy_keeps_it_warm():
     first = start(ad, 64)
     start(ad, 64)  # the second, still running
     warm(ad)
-    ad.store.finish_execution("s", first["id"], {"status": "done"})
+    ad.store.finish_execution("s", first.id, {"status": "done"})
     assert minimum(warmup.request_after_end(ad, first)) == 64  # the second still runs
-    # ``executions.end`` passes the record, not the document: the same request.
-    record = ad.store.execution("s", first["id"])
+    # As read back from the store: the same request.
+    record = ad.store.execution("s", first.id)
     assert warmup.request_after_end(ad, record) == warmup.request_after_end(ad, first)
 
 

@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 
 from francine import planning
+from francine.records import Execution
 
 log = logging.getLogger("francine.warmup")
 
@@ -66,9 +67,8 @@ def policy_of(settings) -> Policy:
                   threshold=settings.warm_threshold)
 
 
-def productions(doc) -> int:
-    shape = doc["shape"] if isinstance(doc, dict) else doc.shape
-    return planning.Shape.from_dict(shape).productions
+def productions(ex: Execution) -> int:
+    return planning.Shape.from_dict(ex.shape).productions
 
 
 def pending_tasks(ad, leaving: str | None = None) -> int:
@@ -77,25 +77,24 @@ def pending_tasks(ad, leaving: str | None = None) -> int:
     return sum(productions(ex) for ex in ad.store.active_executions() if ex.id != leaving)
 
 
-def request_after_start(ad, doc: dict):
-    """The request to send when ``doc`` was just created, or None: a small execution,
+def request_after_start(ad, ex: Execution):
+    """The request to send when ``ex`` was just created, or None: a small execution,
     or no render service to warm (the local stack)."""
     s = ad.settings
-    if not s.render_service or productions(doc) < s.warm_threshold:
+    if not s.render_service or productions(ex) < s.warm_threshold:
         return None
-    pending = pending_tasks(ad, leaving=doc["id"]) + productions(doc)
+    pending = pending_tasks(ad, leaving=ex.id) + productions(ex)
     return update_request(s.render_service, plan(policy_of(s), pending))
 
 
-def request_after_end(ad, ex):
-    """The request to send when ``ex`` (a record or document) has just ended: what the
-    executions still running need, 0 when none; None after a small execution (it never
-    raised anything) or without a render service."""
+def request_after_end(ad, ex: Execution):
+    """The request to send when ``ex`` has just ended: what the executions still
+    running need, 0 when none; None after a small execution (it never raised
+    anything) or without a render service."""
     s = ad.settings
-    eid = ex["id"] if isinstance(ex, dict) else ex.id
     if not s.render_service or productions(ex) < s.warm_threshold:
         return None
-    return update_request(s.render_service, plan(policy_of(s), pending_tasks(ad, eid)))
+    return update_request(s.render_service, plan(policy_of(s), pending_tasks(ad, ex.id)))
 
 
 @functools.cache
@@ -117,11 +116,11 @@ def send(request) -> None:
              request.service.scaling.min_instance_count)
 
 
-def after_start(ad, doc: dict) -> None:
-    _settle(request_after_start, ad, doc)
+def after_start(ad, ex: Execution) -> None:
+    _settle(request_after_start, ad, ex)
 
 
-def after_end(ad, ex) -> None:
+def after_end(ad, ex: Execution) -> None:
     _settle(request_after_end, ad, ex)
 
 
