@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_api_contract import assert_error, call
 
-from francine import planning
+from francine import imaging, planning, producers
 
 bpy = pytest.importorskip("bpy")
 
@@ -135,13 +135,18 @@ def test_passes_converge_like_independent_renders(client, demo, reference, tmp_p
     assert psnr > 25, psnr
 
 
-def test_denoised_image_is_closer_to_the_reference(client, demo, reference, tmp_path):
+def test_denoised_image_is_closer_to_the_reference(client, adapters, demo, reference,
+                                                   tmp_path):
     sid = upload(client, demo, {"samples": 1, "denoise": True})
     got, eid = render(client, sid, tmp_path, parallel=4, tile=32)
     noisy = np.mean([bpy_render(demo / "demo.blend", planning.seed_for(eid, p), 1, tmp_path)
                      for p in range(4)], axis=0)  # the same passes, not denoised
     assert got.shape == (HEIGHT, WIDTH, 4)
     np.testing.assert_allclose(got[:, :, 3], noisy[:, :, 3], atol=1e-6)  # alpha untouched
+    # The partials carry what the planner's memory estimate counts (albedo and normal).
+    ex = adapters.store.execution(sid, eid)
+    partial = imaging.load_partial(adapters.blobs.get_partial(sid, eid, planning.node_name(0, 0)))
+    assert partial.sum.shape[2] == producers.partial_channels("blender", ex.scene) == 10
     # Denoising removes much of the noise of 4 one-sample passes (about half the error
     # here, depending on the seeds); it must at least be clearly closer.
     assert mse(got, reference) < 0.8 * mse(noisy, reference)

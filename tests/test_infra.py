@@ -58,6 +58,9 @@ RUNTIME_ENV = {
     "FRANCINE_FIRESTORE_DATABASE",
     "FRANCINE_MAX_TASK_SECONDS",
     "FRANCINE_ADMISSION_LIMIT",
+    "FRANCINE_REDUCER_MEMORY_BYTES",
+    "FRANCINE_RENDER_SERVICE",
+    "FRANCINE_MAX_RENDER_INSTANCES",
 }
 
 
@@ -348,6 +351,11 @@ def test_each_component_has_its_own_least_privilege_account(stack):
     bucket = f"bucket {PROJECT}-francine-"
     project = f"project {PROJECT}"
     api_account = f"projects/{PROJECT}/serviceAccounts/{sa('api')}"
+    renderer_account = f"service account projects/{PROJECT}/serviceAccounts/{sa('renderer')}"
+    # Warm-up: the api, the reducer, the watchdog and the render service (where
+    # executions start and end) set the render service's min instances.
+    warm = [("roles/iam.serviceAccountUser", renderer_account),
+            ("roles/run.developer", "run service francine-renderer")]
     assert roles == {
         "allUsers": [("roles/run.invoker", "run service francine-api")],
         f"serviceAccount:{sa('api')}": sorted(
@@ -360,6 +368,7 @@ def test_each_component_has_its_own_least_privilege_account(stack):
                 ("roles/storage.objectUser", bucket + "partials"),
                 ("roles/storage.objectUser", bucket + "resources"),
                 ("roles/storage.objectUser", bucket + "results"),
+                *warm,
             ]
         ),
         f"serviceAccount:{sa('renderer')}": sorted(
@@ -368,6 +377,7 @@ def test_each_component_has_its_own_least_privilege_account(stack):
                 ("roles/pubsub.publisher", "topic francine-events"),
                 ("roles/storage.objectUser", bucket + "partials"),
                 ("roles/storage.objectViewer", bucket + "resources"),
+                *warm,
             ]
         ),
         f"serviceAccount:{sa('reducer')}": sorted(
@@ -378,6 +388,7 @@ def test_each_component_has_its_own_least_privilege_account(stack):
                 ("roles/pubsub.publisher", "topic francine-produce"),
                 ("roles/storage.objectUser", bucket + "partials"),
                 ("roles/storage.objectUser", bucket + "results"),
+                *warm,
             ]
         ),
         f"serviceAccount:{sa('watchdog')}": sorted(
@@ -386,6 +397,7 @@ def test_each_component_has_its_own_least_privilege_account(stack):
                 ("roles/pubsub.publisher", "topic francine-events"),
                 ("roles/pubsub.publisher", "topic francine-execution-events"),
                 ("roles/pubsub.publisher", "topic francine-produce"),
+                *warm,
             ]
         ),
         f"serviceAccount:{sa('pusher')}": [
@@ -555,6 +567,10 @@ def test_every_component_gets_the_runtime_environment(stack):
         "FRANCINE_FIRESTORE_DATABASE": "(default)",
         "FRANCINE_MAX_TASK_SECONDS": "120",
         "FRANCINE_ADMISSION_LIMIT": "10",  # defaults to maxRenderInstances
+        "FRANCINE_REDUCER_MEMORY_BYTES": str(1 << 30),  # reducerMemory 1Gi
+        "FRANCINE_RENDER_SERVICE": f"projects/{PROJECT}/locations/europe-west1/services/"
+        "francine-renderer",
+        "FRANCINE_MAX_RENDER_INSTANCES": "10",
     }
     assert set(expected) == RUNTIME_ENV
     environments = [env_of_render(stack)] + [

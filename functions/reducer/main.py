@@ -5,10 +5,10 @@ import logging
 
 import functions_framework
 
-from francine import errors
+from francine import errors, logs
 from francine.envelope import decode
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logs.setup()
 log = logging.getLogger("francine.reducer")
 
 
@@ -24,9 +24,37 @@ def _reducer():
 def reducer(event):
     try:
         message = decode(event.data)
-        outcome = _reducer().handle(message)
-        log.info("message %s: %s", message.id, outcome)
-    except (errors.BadRequest, errors.PermanentError) as e:
-        # Retrying cannot help: acknowledge, and say why in the log.
-        log.error("dropped event %s: %s", event["id"], e)
+    except errors.BadRequest as e:
+        log.error("malformed event %s, acknowledged: %s", event["id"], e)
+        return
+    with logs.context(**logs.ids_of(message.payload)):
+        try:
+            chaos = _chaos()
+            point = chaos.point()
+            chaos.crash("before", point, message.id)
+            outcome = _reducer().handle(message)
+            chaos.crash("after", point, message.id)
+            if not message.dead_lettered and chaos.duplicate(message.id):
+                _duplicate(message)
+            log.info("message %s: %s", message.id, outcome)
+        except (errors.BadRequest, errors.PermanentError) as e:
+            # Retrying cannot help: acknowledge, and say why in the log.
+            log.error("dropped event %s: %s", event["id"], e)
     # Anything else propagates: the function answers 500 and Pub/Sub redelivers.
+
+
+@functools.cache
+def _chaos():
+    from francine.chaos import Chaos
+    from francine.config import Settings
+
+    return Chaos(Settings.from_env())
+
+
+def _duplicate(message) -> None:
+    """Publish a task event once more (fault injection: a duplicated delivery)."""
+    from francine.adapters.bus import TASK_DONE
+
+    p = message.payload
+    if message.type == TASK_DONE:
+        _reducer().ad.bus.publish_done(p["session_id"], p["execution_id"], p["node"])

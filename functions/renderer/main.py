@@ -14,10 +14,10 @@ CPU_LEVEL = cpu_levels.apply()
 
 from flask import Flask, request  # noqa: E402
 
-from francine import errors  # noqa: E402
+from francine import errors, logs  # noqa: E402
 from francine.envelope import decode  # noqa: E402
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logs.setup()
 log = logging.getLogger("francine.renderer")
 app = Flask(__name__)
 if CPU_LEVEL:
@@ -39,19 +39,51 @@ def health():
 
 @app.post("/")
 def push():
+    trace = logs.trace_id(request.headers.get("X-Cloud-Trace-Context"))
     try:
         message = decode(request.get_json(silent=True))
     except errors.BadRequest as e:
-        log.error("bad push request: %s", e)
-        return {"error": {"code": e.code, "message": e.message}}, 400
+        # Malformed: no redelivery can help. Acknowledged (not dead-lettered), logged.
+        with logs.context(trace=trace):
+            log.error("malformed push request, acknowledged: %s", e)
+        return {"outcome": "dropped", "error": {"code": e.code, "message": e.message}}, 200
+    with logs.context(trace=trace, **logs.ids_of(message.payload)):
+        return handle(message)
+
+
+def handle(message):
+    chaos = _chaos()
     try:
+        point = chaos.point()
+        chaos.crash("before", point, message.id)
         outcome = _worker().handle(message)
+        chaos.crash("after", point, message.id)
     except errors.PermanentError as e:
         # Recorded as a failed task and execution; acknowledge so it is not retried.
         log.error("task %s failed for good: %s", message.id, e)
         return {"outcome": "failed"}, 200
     except errors.BadRequest as e:
-        log.error("bad task message %s: %s", message.id, e)
-        return {"error": {"code": e.code, "message": e.message}}, 400
+        # A poison message: it would fail the same way every time. Acknowledged.
+        log.error("bad task message %s, acknowledged: %s", message.id, e)
+        return {"outcome": "dropped", "error": {"code": e.code, "message": e.message}}, 200
+    if chaos.duplicate(message.id):
+        _duplicate(message)
     log.info("message %s: %s", message.id, outcome)
     return {"outcome": outcome}, 200
+
+
+@functools.cache
+def _chaos():
+    from francine.chaos import Chaos
+    from francine.config import Settings
+
+    return Chaos(Settings.from_env())
+
+
+def _duplicate(message) -> None:
+    """Publish the task once more (fault injection: a duplicated delivery)."""
+    p = message.payload
+    index = p["task_id"].partition("-p")[2]
+    if index.isdigit():
+        _worker().ad.bus.publish_tasks(p["session_id"], p["execution_id"],
+                                       [(int(index), p["task_id"])])

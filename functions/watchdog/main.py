@@ -8,7 +8,9 @@ import logging
 
 import functions_framework
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from francine import logs
+
+logs.setup()
 log = logging.getLogger("francine.watchdog")
 
 

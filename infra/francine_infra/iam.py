@@ -4,7 +4,8 @@ Scopes are as narrow as the platform allows: a bucket, a topic, the repository.
 Firestore has no per-collection IAM, so the four runtime accounts hold
 ``roles/datastore.user`` on the project. No account holds a basic role (owner,
 editor, viewer). Invoker grants (``roles/run.invoker``) are made by the render service
-and the functions themselves; dead-lettering grants by the push subscriptions.
+and the functions themselves, and so is the warm-up's ``roles/run.developer`` on the
+render service; dead-lettering grants by the push subscriptions.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         # A result larger than a response is served by a V4 signed URL: without a key
         # file, the api signs through IAM signBlob as itself.
         Grant("roles/iam.serviceAccountTokenCreator", "account:api", "sign result URLs"),
+        # Warm-up: updating a Cloud Run service (its min instances, with roles/run.developer
+        # granted on the service by the service itself) acts as the service's account.
+        Grant("roles/iam.serviceAccountUser", "account:renderer", "warm the render service"),
     ),
     "renderer": (
         Grant("roles/datastore.user", "project", "task status, cancellation"),
@@ -53,6 +57,7 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         # which needs storage.objects.delete.
         Grant("roles/storage.objectUser", "bucket:partials", "write partial images"),
         Grant("roles/pubsub.publisher", "topic:events", "announce finished tasks"),
+        Grant("roles/iam.serviceAccountUser", "account:renderer", "let the render service cool"),
     ),
     "reducer": (
         Grant("roles/datastore.user", "project", "elect reducers, finish executions"),
@@ -62,6 +67,7 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         # Admission control: when a task finishes, the scheduler releases the next ones.
         Grant("roles/pubsub.publisher", "topic:produce", "publish admitted production tasks"),
         Grant("roles/pubsub.publisher", "topic:execution-events", "announce ended executions"),
+        Grant("roles/iam.serviceAccountUser", "account:renderer", "let the render service cool"),
     ),
     "watchdog": (
         Grant("roles/datastore.user", "project", "find stragglers and stalled executions"),
@@ -69,6 +75,7 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         Grant("roles/pubsub.publisher", "topic:events", "re-driven reductions"),
         Grant("roles/pubsub.publisher", "topic:execution-events",
               "announce executions it resumes"),
+        Grant("roles/iam.serviceAccountUser", "account:renderer", "let the render service cool"),
     ),
     "pusher": (),  # only roles/run.invoker on the render service and the reducer
     "scheduler": (),  # only roles/run.invoker on the watchdog

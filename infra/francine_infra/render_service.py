@@ -39,6 +39,9 @@ class RenderServiceArgs:
     execution_environment: str  # EXECUTION_ENVIRONMENT_GEN1 or _GEN2
     # Members granted roles/run.invoker (the push account); nobody else may call it.
     invokers: list[pulumi.Input[str]] = field(default_factory=list)
+    # Members that set the service-level minimum instances (francine.warmup):
+    # roles/run.developer on this service only.
+    scalers: list[pulumi.Input[str]] = field(default_factory=list)
 
 
 class RenderService(pulumi.ComponentResource):
@@ -87,17 +90,22 @@ class RenderService(pulumi.ComponentResource):
                 ],
             ),
             labels={"francine-component": "renderer"},
-            opts=child,
+            # The service-level minimum instances belong to the warm-up at run time.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                ignore_changes=["scaling"])),
         )
-        for index, member in enumerate(args.invokers):
-            gcp.cloudrunv2.ServiceIamMember(
-                f"{name}-invoker-{index}",
-                project=args.project,
-                location=args.region,
-                name=self.service.name,
-                role="roles/run.invoker",
-                member=member,
-                opts=child,
-            )
+        grants = [("invoker", "roles/run.invoker", args.invokers),
+                  ("scaler", "roles/run.developer", args.scalers)]
+        for what, role, members in grants:
+            for index, member in enumerate(members):
+                gcp.cloudrunv2.ServiceIamMember(
+                    f"{name}-{what}-{index}",
+                    project=args.project,
+                    location=args.region,
+                    name=self.service.name,
+                    role=role,
+                    member=member,
+                    opts=child,
+                )
         self.uri = self.service.uri
         self.register_outputs({"uri": self.uri})

@@ -27,7 +27,7 @@ import pulumiverse_time
 from francine import topology
 from francine_infra.accounts import ServiceAccounts, ServiceAccountsArgs
 from francine_infra.apis import ProjectApis, ProjectApisArgs
-from francine_infra.config import FrancineConfig
+from francine_infra.config import FrancineConfig, memory_mib
 from francine_infra.firestore import FirestoreDb, FirestoreDbArgs
 from francine_infra.functions import Functions, FunctionsArgs, FunctionSpec
 from francine_infra.iam import POLICY, AccessPolicy, AccessPolicyArgs
@@ -65,7 +65,18 @@ def runtime_environment(
         "FRANCINE_FIRESTORE_DATABASE": database.name,
         "FRANCINE_MAX_TASK_SECONDS": str(cfg.max_task_seconds),
         "FRANCINE_ADMISSION_LIMIT": str(cfg.admission_limit),
+        # The planner refuses images that the reducer could not hold.
+        "FRANCINE_REDUCER_MEMORY_BYTES": str(memory_mib(cfg.reducer_memory) << 20),
+        # Warm-up (shared/francine/warmup.py): large executions raise the render
+        # service's minimum instances, up to its maximum.
+        "FRANCINE_RENDER_SERVICE": f"projects/{cfg.project}/locations/{cfg.region}/services/"
+        f"{render_service_name(cfg)}",
+        "FRANCINE_MAX_RENDER_INSTANCES": str(cfg.max_render_instances),
     }
+
+
+def render_service_name(cfg: FrancineConfig) -> str:
+    return f"{cfg.name_prefix}-renderer"
 
 
 #: The largest HTTP/1 request body Cloud Run (and so a 2nd gen function) accepts, with
@@ -183,7 +194,7 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
             RenderServiceArgs(
                 project=cfg.project,
                 region=cfg.region,
-                name=f"{cfg.name_prefix}-renderer",
+                name=render_service_name(cfg),
                 image=cfg.image,
                 service_account_email=accounts.email("renderer"),
                 environment=environment,
@@ -193,6 +204,11 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                 timeout_seconds=cfg.request_timeout_seconds,
                 execution_environment=cfg.execution_environment_value,
                 invokers=[pusher],
+                # Warm-up: executions start in the api and end in the api, the reducer,
+                # the watchdog (stalled or cancelled work) or (out of failure budget) the
+                # render service.
+                scalers=[accounts.member(key)
+                         for key in ("api", "reducer", "renderer", "watchdog")],
             ),
             after_access,
         )

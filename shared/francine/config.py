@@ -58,6 +58,23 @@ class Settings:
     #: Production tasks published at once per execution; the rest are published as
     #: earlier ones finish (0: all at once). Admission control for shared farms.
     admission_limit: int = 0
+    #: Memory of a reducer instance: the planner refuses images it could not hold
+    #: (francine/reduction.py; 0: no check).
+    reducer_memory_bytes: int = 1 << 30
+    #: Bytes of fetched resources a worker keeps on its disk (in memory on Cloud Run),
+    #: least recently used out.
+    cache_bytes: int = 512 << 20
+    #: Fault injection (francine/chaos.py), 0 in any real deployment: the probability
+    #: that a push request crashes (before or after its work), and that a handled
+    #: message is published twice.
+    chaos_crash_rate: float = 0.0
+    chaos_duplicate_rate: float = 0.0
+    #: Warm-up (francine/warmup.py): the render service whose minimum instances large
+    #: executions raise, as ``projects/P/locations/L/services/S`` ("" : none, locally),
+    #: its max instances, and the production tasks from which an execution warms it.
+    render_service: str = ""
+    max_render_instances: int = 100
+    warm_threshold: int = 50
     #: How long ``?block=1`` waits before answering with the execution's status.
     block_timeout_s: float = 300.0
     #: Directory where a worker keeps fetched resources between tasks.

@@ -15,7 +15,7 @@ import hashlib
 import time
 import uuid
 
-from francine import errors, estimates, planning, producers, recovery, scheduler
+from francine import errors, estimates, planning, producers, recovery, reduction, scheduler, warmup
 from francine.adapters.store import now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
@@ -87,6 +87,8 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             raise errors.BadRequest(
                 f"this render would need {shape.total_tasks} tasks, more than the limit of "
                 f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
+        reduction.check_fits(shape, producers.partial_channels(producer.name, scene),
+                             ad.settings.reducer_memory_bytes)
         extra = admit(shape, pixel_seconds) if admit else {}
         created = ad.clock()
         ex = Execution(
@@ -99,6 +101,8 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         return ({"scene": scene, "updated": created} if update else {}), ex
 
     ex, created = ad.store.create_execution(sid, eid, build)
+    if created:  # before the tasks: the instances start while they are published
+        warmup.after_start(ad, ex)
     if not ex.final:
         try:
             publish(ad, ex)
@@ -250,6 +254,7 @@ def end(ad: Adapters, ex: Execution, status: str, error: dict | None = None,
         from francine import events
 
         events.publish_status(ad, ad.store.execution(ex.session_id, ex.id))
+        warmup.after_end(ad, ex)
     return won
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,10 +45,13 @@ class Partial:
         full = np.repeat(np.repeat(self.count, self.tile, axis=0), self.tile, axis=1)
         return full[: self.height, : self.width, None]
 
-    def mean(self) -> np.ndarray:
+    def mean(self, in_place: bool = False) -> np.ndarray:
+        """sum / count; ``in_place`` divides the sum itself (no second image in memory)."""
         counts = self.pixel_counts()
         if np.any(counts == 0):
             raise ValueError("partial has pixels that no pass has covered")
+        if in_place:
+            return np.divide(self.sum, counts, out=self.sum)
         return self.sum / counts
 
 
@@ -67,22 +72,43 @@ def combine(partials) -> Partial:
     items = list(partials)
     if not items:
         raise ValueError("nothing to combine")
-    grid = items[0].tile
     x0 = min(p.x0 for p in items)
     y0 = min(p.y0 for p in items)
     x1 = max(p.x0 + p.width for p in items)
     y1 = max(p.y0 + p.height for p in items)
-    channels = items[0].sum.shape[2]
-    total = np.zeros((y1 - y0, x1 - x0, channels), np.float32)
-    count = np.zeros((-(-(y1 - y0) // grid), -(-(x1 - x0) // grid)), np.float32)
+    acc = Accumulator(x0, y0, x1, y1, items[0].tile, items[0].sum.shape[2])
     for p in items:
-        if p.tile != grid or p.sum.shape[2] != channels or (p.x0 - x0) % grid or (p.y0 - y0) % grid:
+        acc.add(p)
+    return acc.partial()
+
+
+class Accumulator:
+    """A running sum over a known rectangle: partials are added one at a time as they
+    arrive, so memory is the rectangle's, whatever the number of partials."""
+
+    def __init__(self, x0: int, y0: int, x1: int, y1: int, grid: int, channels: int):
+        self.x0, self.y0, self.grid, self.channels = x0, y0, grid, channels
+        self.total = np.zeros((y1 - y0, x1 - x0, channels), np.float32)
+        self.count = np.zeros((-(-(y1 - y0) // grid), -(-(x1 - x0) // grid)), np.float32)
+        self.added = 0
+
+    def add(self, p: Partial) -> None:
+        h, w = self.total.shape[:2]
+        ys, xs = p.y0 - self.y0, p.x0 - self.x0
+        if (p.tile != self.grid or p.sum.shape[2] != self.channels or xs % self.grid
+                or ys % self.grid):
             raise ValueError("partials of different grids or channels cannot be combined")
-        ys, xs = p.y0 - y0, p.x0 - x0
-        total[ys: ys + p.height, xs: xs + p.width] += p.sum
-        gy, gx = ys // grid, xs // grid
-        count[gy: gy + p.count.shape[0], gx: gx + p.count.shape[1]] += p.count
-    return Partial(x0, y0, grid, total, count)
+        if xs < 0 or ys < 0 or xs + p.width > w or ys + p.height > h:
+            raise ValueError("partial outside the rectangle being reduced")
+        self.total[ys: ys + p.height, xs: xs + p.width] += p.sum
+        gy, gx = ys // self.grid, xs // self.grid
+        self.count[gy: gy + p.count.shape[0], gx: gx + p.count.shape[1]] += p.count
+        self.added += 1
+
+    def partial(self) -> Partial:
+        if not self.added:
+            raise ValueError("nothing to combine")
+        return Partial(self.x0, self.y0, self.grid, self.total, self.count)
 
 
 def dump_partial(p: Partial) -> bytes:
@@ -97,7 +123,37 @@ def load_partial(data: bytes) -> Partial:
         return Partial(x0, y0, tile, z["sum"], z["count"])
 
 
+def view_partial(data: bytes) -> Partial:
+    """A partial over the bytes of ``dump_partial`` without copying its pixels (read-only
+    arrays that keep ``data`` alive): the reducer adds it, then lets both go."""
+    view = memoryview(data)
+    arrays = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                return load_partial(data)
+            local = info.header_offset
+            name_len, extra_len = struct.unpack("<HH", view[local + 26: local + 30])
+            start = local + 30 + name_len + extra_len
+            head = io.BytesIO(view[start: start + min(info.file_size, 4096)].tobytes())
+            version = np.lib.format.read_magic(head)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read(head)
+            if fortran or dtype.hasobject:
+                return load_partial(data)
+            count = int(np.prod(shape)) if shape else 1
+            arrays[info.filename.removesuffix(".npy")] = np.frombuffer(
+                view, dtype, count=count, offset=start + head.tell()).reshape(shape)
+    x0, y0, tile = (int(v) for v in arrays["origin"])
+    return Partial(x0, y0, tile, arrays["sum"], arrays["count"])
+
+
 # --- display and encoding --------------------------------------------------------------
+
+#: Rows converted at once when encoding.
+BAND = 256
+
 
 def srgb_encode(linear: np.ndarray) -> np.ndarray:
     x = np.clip(linear, 0.0, 1.0)
@@ -107,13 +163,15 @@ def srgb_encode(linear: np.ndarray) -> np.ndarray:
 def to_8bit(linear: np.ndarray, display: str) -> np.ndarray:
     """Map linear values to 8 bits: "linear" clamps as the classic aobench does
     (``(int)(v * 255.5)``), "srgb" applies the sRGB transfer curve first."""
-    if display == "srgb":
-        v = srgb_encode(linear)
-    elif display == "linear":
-        v = np.clip(linear, 0.0, 1.0)
-    else:
+    if display not in ("srgb", "linear"):
         raise ValueError(f"unknown display transform {display!r}")
-    return np.clip(v * 255.5, 0, 255).astype(np.uint8)
+    out = np.empty(linear.shape, np.uint8)
+    # In bands of rows: the float temporaries stay small whatever the image.
+    for y in range(0, linear.shape[0], BAND):
+        part = linear[y: y + BAND]
+        v = srgb_encode(part) if display == "srgb" else np.clip(part, 0.0, 1.0)
+        out[y: y + BAND] = np.clip(v * 255.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def rgba_to_8bit(linear: np.ndarray, display: str, keep_alpha: bool) -> np.ndarray:

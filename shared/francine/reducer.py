@@ -26,6 +26,7 @@ from francine import (
     planning,
     producers,
     recovery,
+    reduction,
     scheduler,
     watchdog,
 )
@@ -108,15 +109,28 @@ class Reducer:
         sid, eid = ex.session_id, ex.id
         cpu0, t0 = time.process_time(), time.perf_counter()
         below = planning.children(shape, node)
+        fetch_s = 0.0
+
+        def timed(children):
+            nonlocal fetch_s
+            it = iter(children)
+            while True:
+                t = time.perf_counter()
+                data = next(it, None)
+                fetch_s += time.perf_counter() - t  # waiting for a download
+                if data is None:
+                    return
+                yield data
+                del data
+
         try:
-            blobs = self.ad.blobs.get_partials(sid, eid, below)
+            combined = reduction.accumulate(shape, node, timed(
+                self.ad.blobs.stream_partials(sid, eid, below, reduction.WINDOW)))
         except errors.NotFound:
             return self.lost(ex, below)
-        fetch_s = time.perf_counter() - t0
-        combined = imaging.combine(imaging.load_partial(b) for b in blobs)
-        del blobs
         if node == shape.root:
-            final = producers.final_image(ex.producer, ex.scene, combined.mean())
+            final = producers.final_image(ex.producer, ex.scene, combined.mean(in_place=True))
+            del combined
             image = imaging.encode(final, ex.format, ex.display)
             self.ad.blobs.put_result(self.result_name(ex), image, imaging.FORMATS[ex.format])
         else:

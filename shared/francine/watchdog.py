@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from francine import executions, planning, recovery, scheduler
+from francine import executions, logs, planning, recovery, scheduler
 from francine.clients import Adapters
 from francine.records import Execution, Kind, Status
 
@@ -92,7 +92,8 @@ def sweep(ad: Adapters, stall_s: float | None = None) -> dict:
     for ex in ad.store.active_executions():
         report["executions"] += 1
         try:
-            actions = tick(ad, ex, stall_s)
+            with logs.context(session_id=ex.session_id, execution_id=ex.id):
+                actions = tick(ad, ex, stall_s)
         except Exception:
             log.exception("watchdog: execution %s/%s", ex.session_id, ex.id)
             report["errors"] += 1

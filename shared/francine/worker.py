@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import pathlib
-import tempfile
 import time
 
 from francine import errors, executions, imaging, planning, producers, recovery, scheduler
+from francine.cache import ResourceCache
 from francine.clients import Adapters
 from francine.envelope import Message, require
 from francine.producers.base import ResourceInfo, Resources, Tile
@@ -41,7 +40,8 @@ class RenderFailed(Exception):
 class Worker:
     def __init__(self, adapters: Adapters):
         self.ad = adapters
-        self.cache_dir = pathlib.Path(adapters.settings.cache_dir)
+        self.cache = ResourceCache(pathlib.Path(adapters.settings.cache_dir),
+                                   adapters.settings.cache_bytes)
         # Lives as long as the instance: parsed meshes, acceleration structures.
         self.memo: dict = {}
         self.execution_ttl_s = EXECUTION_TTL_S
@@ -60,19 +60,10 @@ class Worker:
         return ex
 
     def fetch(self, info: ResourceInfo) -> pathlib.Path:
-        """A local copy of a resource, downloaded once per instance (by content hash)."""
-        path = self.cache_dir / info.sha256
-        if not path.exists():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".part-")
-            os.close(fd)
-            try:
-                self.ad.blobs.fetch_resource(info.sha256, pathlib.Path(tmp))
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        return path
+        """A local copy of a resource, downloaded once per instance (by content hash)
+        and kept while the cache's byte bound allows."""
+        return self.cache.path(info.sha256,
+                               lambda dest: self.ad.blobs.fetch_resource(info.sha256, dest))
 
     def handle(self, message: Message) -> str:
         """Render the task of ``message``; returns what happened (for logs and tests)."""

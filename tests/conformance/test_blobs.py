@@ -14,6 +14,8 @@ def test_partials_round_trip_in_order(backend, unique):
     nodes = ["p4", "p0", "p2"]
     assert backend.blobs.get_partials(unique, "e1", nodes) == [b"\x04" * 5, b"\x00",
                                                                 b"\x02" * 3]
+    assert list(backend.blobs.stream_partials(unique, "e1", nodes, 2)) == [
+        b"\x04" * 5, b"\x00", b"\x02" * 3]
 
 
 def test_a_partial_is_created_once_and_never_overwritten(backend, unique):
@@ -31,6 +33,8 @@ def test_missing_objects_are_not_found(backend, unique):
         backend.blobs.get_partial(unique, "e1", "p0")
     with pytest.raises(errors.NotFound):
         backend.blobs.get_partials(unique, "e1", ["p0"])
+    with pytest.raises(errors.NotFound):
+        list(backend.blobs.stream_partials(unique, "e1", ["p0"], 2))
     with pytest.raises(errors.NotFound):
         backend.blobs.get_result(backend.blobs.result_name(unique, "e1", "png"))
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from francine.adapters import translated
+from francine.concurrency import fetched_in_order
 from francine.config import Settings
 
 #: Concurrent downloads of a reduction's inputs: they are on the critical path from the
@@ -87,6 +89,12 @@ class Blobs:
         with ThreadPoolExecutor(max_workers=max(1, min(FETCHERS, len(nodes)))) as pool:
             return list(pool.map(lambda n: self.get_partial(session_id, execution_id, n),
                                  nodes))
+
+    def stream_partials(self, session_id: str, execution_id: str, nodes: list[str],
+                        window: int) -> Iterator[bytes]:
+        """The partials in order, at most ``window`` held or downloading at a time."""
+        return fetched_in_order(lambda n: self.get_partial(session_id, execution_id, n),
+                                nodes, window)
 
     @staticmethod
     def result_name(session_id: str, execution_id: str, extension: str) -> str:

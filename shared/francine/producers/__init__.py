@@ -40,3 +40,12 @@ def final_image(name: str, scene: dict, mean):
     (e.g. denoising) where it has one."""
     finish = getattr(get(name), "finish", None)
     return mean if finish is None else finish(scene, mean)
+
+
+def partial_channels(name: str, scene: dict) -> int:
+    """The channels of this scene's partial images: the producer's ``partial_channels``
+    where it depends on the scene (a denoised Blender render's partials also carry
+    albedo and normal), else its ``channels``."""
+    producer = get(name)
+    of_scene = getattr(producer, "partial_channels", None)
+    return producer.channels if of_scene is None else of_scene(scene)

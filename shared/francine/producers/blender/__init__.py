@@ -60,6 +60,10 @@ class Blender:
         except blendfile.BlendError as e:
             raise SceneError("", str(e)) from e
 
+    def partial_channels(self, scene: dict[str, Any]) -> int:
+        """RGBA (4), plus the denoising albedo (3) and normal (3) when denoised."""
+        return self.channels + 6 if scene.get("denoise") else self.channels
+
     def render(
         self, scene: dict[str, Any], tile: Tile, seed: int, resources: Resources
     ) -> np.ndarray:

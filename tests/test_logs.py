@@ -1,0 +1,67 @@
+"""Logs as Cloud Logging reads them, and malformed push messages acknowledged (not
+retried into the dead-letter topic) and logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+
+import requests
+
+from francine import logs
+
+
+def test_a_line_is_json_with_severity_labels_and_trace():
+    formatter = logs.CloudFormatter("proj")
+    record = logging.LogRecord("francine.worker", logging.WARNING, __file__, 1,
+                               "rendered %s", ("p3",), None)
+    with logs.context(trace=logs.trace_id("abc123/456;o=1"), execution_id="e1"):
+        with logs.context(task_id="t1", node=None):
+            line = json.loads(formatter.format(record))
+        outer = json.loads(formatter.format(record))
+    assert line["severity"] == "WARNING" and line["message"] == "rendered p3"
+    assert line[logs.LABELS_KEY] == {"execution_id": "e1", "task_id": "t1"}
+    assert line[logs.TRACE_KEY] == "projects/proj/traces/abc123"
+    assert outer[logs.LABELS_KEY] == {"execution_id": "e1"}  # the inner context ended
+    plain = json.loads(formatter.format(record))
+    assert logs.LABELS_KEY not in plain and logs.TRACE_KEY not in plain
+
+
+def test_ids_are_taken_from_what_a_payload_names():
+    assert logs.ids_of({"session_id": "s", "execution_id": "e", "x": 1, "node": 3}) == {
+        "session_id": "s", "execution_id": "e"}
+    assert logs.ids_of("not a dict") == {}
+
+
+def log_lines(stack, name: str) -> list[dict]:
+    text = (pathlib.Path(stack.info["logs"]) / f"{name}.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_malformed_pushes_are_acknowledged_and_logged(stack):
+    worker = stack.info["workers"][0]
+    for body in (b"not json", json.dumps({"message": {"data": "%%%"}}).encode(),
+                 json.dumps({"message": {"data": "e30=", "messageId": "m1"}}).encode()):
+        resp = requests.post(worker, data=body, headers={
+            "Content-Type": "application/json", "X-Cloud-Trace-Context": "feed/1;o=1"},
+            timeout=30)
+        assert resp.status_code == 200, resp.text  # acknowledged: never dead-lettered
+        assert resp.json()["outcome"] == "dropped"
+    resp = requests.post(stack.info["reducer_url"], data=b"{}", headers={
+        "Content-Type": "application/json", "ce-id": "x1", "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": "//pubsub.googleapis.com/projects/p/topics/t"}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        worker_errors = [line for line in log_lines(stack, "worker-0")
+                         if line["severity"] == "ERROR" and "acknowledged" in line["message"]]
+        reducer_errors = [line for line in log_lines(stack, "reducer")
+                          if "malformed event x1" in line["message"]]
+        if len(worker_errors) >= 3 and reducer_errors:
+            break
+        time.sleep(0.2)
+    assert len(worker_errors) >= 3 and reducer_errors
+    assert any(line.get(logs.TRACE_KEY, "").endswith("/traces/feed") for line in worker_errors)

@@ -1,0 +1,114 @@
+"""Warm before the rush: the policy, and the Cloud Run Admin API requests that executions
+starting and ending build (real ``google.cloud.run_v2`` request objects; there is no
+Cloud Run emulator, so nothing is sent: the requests are checked field by field)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from google.cloud import run_v2
+
+from francine import errors, executions, warmup
+from francine.config import Settings
+from francine.records import Execution, Session
+from francine.twins import twin_adapters
+
+SERVICE = "projects/p/locations/europe-west1/services/francine-renderer"
+
+
+def test_the_policy_warms_large_executions_only_up_to_the_maximum():
+    policy = warmup.Policy(max_instances=1000, threshold=50)
+    assert warmup.plan(policy, 0) == 0
+    assert warmup.plan(policy, 49) == 0  # small: Cloud Run's own scaling serves it
+    assert warmup.plan(policy, 256) == 256
+    assert warmup.plan(policy, 10_000) == 1000
+    assert warmup.plan(warmup.Policy(1000, fraction=0.5), 300) == 150
+
+
+def test_the_request_sets_only_the_service_level_minimum():
+    request = warmup.update_request(SERVICE, 42)
+    assert isinstance(request, run_v2.UpdateServiceRequest)
+    assert request.service.name == SERVICE
+    assert request.service.scaling.min_instance_count == 42
+    assert list(request.update_mask.paths) == ["scaling.min_instance_count"]
+    # Nothing of the revision template: updating it would roll out a new revision.
+    assert "template" not in request.service
+    wire = run_v2.UpdateServiceRequest.to_json(request)
+    assert '"minInstanceCount": 42' in wire
+
+
+def farm(max_instances: int = 100):
+    """Twin adapters with a session of a 32×32 aobench scene; executions are started
+    without a render service (nothing is sent), which the checks then name."""
+    ad = twin_adapters(Settings(min_task_seconds=0, max_render_instances=max_instances,
+                                warm_threshold=50))
+    ad.store.create_session(Session("s", "u", "ao", "png",
+                                    {"width": 32, "height": 32, "nao_samples": 1}))
+    return ad
+
+
+def start(ad, parallel: int) -> Execution:
+    return executions.start(ad, "u", "s", {"parallel": parallel, "tile": 32})[0]
+
+
+def warm(ad) -> None:
+    ad.settings = dataclasses.replace(ad.settings, render_service=SERVICE)
+
+
+def minimum(request) -> int:
+    assert request.service.name == SERVICE
+    assert list(request.update_mask.paths) == ["scaling.min_instance_count"]
+    return request.service.scaling.min_instance_count
+
+
+def test_large_executions_raise_the_minimum_and_the_last_one_lets_it_fall_to_zero():
+    ad = farm(max_instances=100)
+    small = start(ad, 4)
+    big = start(ad, 64)
+    warm(ad)
+    assert warmup.request_after_start(ad, small) is None  # small: nothing to warm
+    assert minimum(warmup.request_after_start(ad, big)) == 64 + 4  # all running work
+    ad.settings = dataclasses.replace(ad.settings, render_service="")
+    bigger = start(ad, 80)
+    warm(ad)
+    assert minimum(warmup.request_after_start(ad, bigger)) == 100  # the farm's maximum
+    for doc in (big, bigger):  # ended, in the store, then the hook
+        ad.store.finish_execution("s", doc.id, {"status": "done"})
+    assert minimum(warmup.request_after_end(ad, big)) == 0  # only the small one is left
+    assert warmup.request_after_end(ad, small) is None  # a small one never raised it
+    ad.store.finish_execution("s", small.id, {"status": "done"})
+    assert minimum(warmup.request_after_end(ad, bigger)) == 0
+
+
+def test_an_execution_that_would_keep_the_farm_busy_keeps_it_warm():
+    ad = farm(max_instances=100)
+    first = start(ad, 64)
+    start(ad, 64)  # the second, still running
+    warm(ad)
+    ad.store.finish_execution("s", first.id, {"status": "done"})
+    assert minimum(warmup.request_after_end(ad, first)) == 64  # the second still runs
+    # As read back from the store: the same request.
+    record = ad.store.execution("s", first.id)
+    assert warmup.request_after_end(ad, record) == warmup.request_after_end(ad, first)
+
+
+def test_without_a_render_service_nothing_is_built():
+    ad = farm()
+    big = start(ad, 64)
+    assert ad.settings.render_service == ""
+    assert warmup.request_after_start(ad, big) is None
+    assert warmup.request_after_end(ad, big) is None
+
+
+def test_a_failed_look_at_the_farm_is_logged_and_never_fails_the_execution(caplog):
+    ad = farm()
+    big = start(ad, 64)
+    warm(ad)
+
+    def unavailable():
+        raise errors.TransientError("the store is unavailable")
+
+    ad.store.active_executions = unavailable
+    warmup.after_start(ad, big)  # returns: nothing sent, nothing raised
+    warmup.after_end(ad, big)
+    assert caplog.text.count("the store is unavailable") == 2
