@@ -91,7 +91,9 @@ class StoreTwin:
         self.meter.op("read")
         return _copy(self.executions.get((sid, eid)))
 
-    def execution(self, sid: str, eid: str) -> Execution | None:
+    def execution(self, sid: str, eid: str, with_task: str | None = None) -> Execution | None:
+        # ``with_task``: the adapter reads the task in the same round trip, for the
+        # claim that follows; here the claim reads it under the lock anyway.
         doc = self.get_execution(sid, eid)
         return None if doc is None else execution_from_doc(doc)
 
