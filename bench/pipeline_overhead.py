@@ -1,19 +1,24 @@
 """The real pipeline against the floor and a peer, on this machine.
 
-    .venv/bin/python bench/pipeline_overhead.py [--tasks 64] [--task-s 0.4]
+    .venv/bin/python bench/pipeline_overhead.py [--tasks 64] [--task-s 0.4] [--no-dask]
 
-The same ``ao`` render of 64 production tasks (one pass each, about 0.4 s of compute,
-calibrated here), three ways, each warmed up once and then timed:
+The same ``ao`` render of 64 production tasks (256×256, one pass each, about 0.4 s of
+CPU on one thread, calibrated here in CPU time), three ways, each warmed up and timed:
 
   (a) Francine: the local stack with 2 render workers (api → Pub/Sub → workers →
       reducer → Cloud Storage on the emulators), from the request to the end that the
-      execution records (after its image is stored), polled every 0.5 s;
+      execution records (after its image is stored);
   (b) the floor: ``multiprocessing.Pool(2)`` calling the same producer, then the same
-      reduction and encoding, in this process;
+      reduction and encoding, in this process; run before and after (a), and the mean
+      taken, so that a change of a shared machine's load during (a) is seen and halved;
   (c) a peer: a Dask ``LocalCluster`` of 2 single-threaded workers doing the same.
 
-Prints the three wall times, their ratios to the floor, and the pipeline's overhead per
-task on the critical path with its parts; the last line is ``francine/floor R``.
+Every process renders on one thread (2 processes on 2 cores in all three). Prints the
+three wall times, their ratios to the floor, the load average at the start of each, and
+the pipeline's overhead per task on the critical path with its parts: the stack runs
+with ``FRANCINE_TRACE_DIR`` (``francine.local.trace``), so every port operation,
+handler and render leaves a span, and the CPU each of the stack's processes spent
+during (a) is read from /proc. The last line is ``francine/floor R``.
 Needs the bench extra (``pip install -e '.[bench]'``) for Dask.
 """
 
@@ -195,6 +200,16 @@ def report_profile(profile: dict, p_wall: float, f_wall: float, compute: float,
               f"{(spans['first_handle'] - api['end']) * 1000:6.0f} ms (the response, the push)")
     print(f"  last task handled → image, end      {tail * 1000:7.0f} ms once "
           f"({tail / per_slot * 1000:.0f} ms per task)")
+    if spans["reducer"]:
+        r = spans["reducer"]
+        last = spans["last_production_end"]
+        tail_spans = [sp for sp in r["spans"] if sp[2] > last]
+        ops: dict[str, float] = {}
+        for name, a, b in trace.outermost(tail_spans, skip=("reducer.handle",)):
+            ops[name] = ops.get(name, 0.0) + b - max(a, last)
+        print("      the reducer after the last task: " + ", ".join(
+            f"{k} {v * 1000:.0f}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:8])
+            + " ms")
     for i, w in enumerate(sorted(spans["workers"], key=lambda w: w["first"])):
         k = w["tasks"]
         beyond = w["render"] / k - compute
@@ -206,14 +221,6 @@ def report_profile(profile: dict, p_wall: float, f_wall: float, compute: float,
             print(f"      {name:28s} {s / k * 1000:6.1f} ms")
     r = spans["reducer"]
     if r:
-        last = spans["last_production_end"]
-        tail_spans = [sp for sp in r["spans"] if sp[2] > last]
-        ops: dict[str, float] = {}
-        for name, a, b in trace.outermost(tail_spans, skip=("reducer.handle",)):
-            ops[name] = ops.get(name, 0.0) + b - max(a, last)
-        print("      the reducer after the last task: " + ", ".join(
-            f"{k} {v * 1000:.0f}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:8])
-            + " ms")
         print(f"  reducer: {r['events']} events, {r['busy']:.2f} s in handlers; "
               + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(r["ops"].items(),
                                                              key=lambda kv: -kv[1])[:6]))
