@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from francine.records import Claim, Execution, Task
+from francine.records import Claim, Execution, Session, Task
 
 
 class Store(Protocol):
     def create_execution(self, sid: str, eid: str,
-                         build: Callable[[dict], tuple[dict, dict]]) -> tuple[dict, bool]: ...
-    def get_execution(self, sid: str, eid: str) -> dict | None: ...
+                         build: Callable[[Session], tuple[dict, Execution]]
+                         ) -> tuple[Execution, bool]: ...
     def execution(self, sid: str, eid: str,
                   with_task: str | None = None) -> Execution | None: ...
     def update_execution(self, sid: str, eid: str, fields: dict) -> None: ...
