@@ -56,10 +56,12 @@ def make_adapters(settings: Settings) -> Adapters:
     from francine.adapters.blobs import Blobs
     from francine.adapters.bus import Bus
     from francine.adapters.store import Store
+    from francine.local import trace
 
     clients = make_clients(settings)
-    return Adapters(settings, Store(clients.firestore), Bus(clients.publisher, settings),
-                    Blobs(clients.storage, settings))
+    return trace.install(Adapters(settings, Store(clients.firestore),
+                                  Bus(clients.publisher, settings),
+                                  Blobs(clients.storage, settings)))
 
 
 @functools.cache

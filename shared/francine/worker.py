@@ -47,7 +47,7 @@ class Worker:
         self.execution_ttl_s = EXECUTION_TTL_S
         self._last: tuple = ((None, None), None, None)  # (sid, eid), read at, execution
 
-    def execution(self, sid: str, eid: str) -> Execution | None:
+    def execution(self, sid: str, eid: str, tid: str | None = None) -> Execution | None:
         """The execution, read again when the last read is older than the TTL or was
         of another execution or found it ended (the last one only is kept)."""
         key, read_at, ex = self._last
@@ -55,7 +55,8 @@ class Worker:
         if key == (sid, eid) and ex is not None and not ex.final \
                 and (now - read_at).total_seconds() < self.execution_ttl_s:
             return ex
-        ex = self.ad.store.execution(sid, eid)
+        # The task is read in the same round trip, for the claim that follows.
+        ex = self.ad.store.execution(sid, eid, with_task=tid)
         self._last = ((sid, eid), now, ex)
         return ex
 
@@ -69,7 +70,7 @@ class Worker:
         """Render the task of ``message``; returns what happened (for logs and tests)."""
         sid, eid, tid = require(message.payload, "session_id", "execution_id", "task_id")
         t_fetch = time.perf_counter()
-        ex = self.execution(sid, eid)
+        ex = self.execution(sid, eid, tid)
         if ex is None or ex.final:
             return "skipped: execution gone or ended"
         node = tid.partition("-")[2]

@@ -115,6 +115,32 @@ def test_claims(backend, unique):
         claim(unique, "e1", "missing", "m1", 600)
 
 
+def test_a_claim_after_reading_the_task_ahead_decides_on_the_task_as_it_is(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    backend.store.write_tasks(unique, "e1", tasks())
+    store = backend.store
+    # The execution read with a task read ahead is the same execution.
+    ex = store.execution(unique, "e1", with_task="a-p0")
+    assert ex == store.execution(unique, "e1")
+    ex = store.execution(unique, "e1", with_task="a-p0")
+    assert store.claim_task(unique, "e1", "a-p0", "m1", 600)[0] == Claim.WON
+    # Taken by another owner after the read ahead: not won.
+    store.execution(unique, "e1", with_task="a-p1")
+    assert store.claim_task(unique, "e1", "a-p1", "m2", 600)[0] == Claim.WON
+    assert store.claim_task(unique, "e1", "a-p1", "m1", 600)[0] == Claim.HELD
+    # Finished after the read ahead: found done, as a fresh read finds it.
+    store.execution(unique, "e1", with_task="a-p0")
+    store.update_task(unique, "e1", "a-p0", {"status": Status.DONE})
+    state, task = store.claim_task(unique, "e1", "a-p0", "m1", 600)
+    assert state == Claim.DONE and task.status == Status.DONE
+    # A read ahead of another task, or of a missing one, changes nothing.
+    store.execution(unique, "e1", with_task="missing")
+    with pytest.raises(errors.NotFound):
+        store.claim_task(unique, "e1", "missing", "m1", 600)
+    assert store.execution(unique, "e2", with_task="a-p0") is None
+
+
 def test_exactly_one_concurrent_claim_wins(backend, unique):
     session(backend, unique)
     execution(backend, unique, "e1")

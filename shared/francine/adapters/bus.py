@@ -42,6 +42,19 @@ class Bus:
         return RenderGate(self._publisher, self._produce)
 
     def _publish(self, kind: str, messages: list[tuple[str, dict]]) -> None:
+        if len(messages) == 1:
+            # One message (a task event, a status): one Publish call now, rather than
+            # the batcher's wait for more and its hand-over to a commit thread, which
+            # sit on a task's critical path.
+            from google.pubsub_v1 import PublisherClient, PubsubMessage
+
+            ((topic, payload),) = messages
+            message = PubsubMessage(data=json.dumps(payload).encode(), attributes={"type": kind})
+            with translated(f"publish {kind}"):
+                # The generated client's call, which the batching client wraps.
+                PublisherClient.publish(self._publisher, topic=topic, messages=[message],
+                                        timeout=60)
+            return
         with translated(f"publish {kind}"):
             futures = [self._publisher.publish(topic, json.dumps(p).encode(), type=kind)
                        for topic, p in messages]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,6 +114,9 @@ def recovery_counts(again: list[dict], replaced: int, speculative: int,
 class Store:
     def __init__(self, db):
         self._db = db
+        #: The task snapshot read with the last ``execution(..., with_task=)``, for the
+        #: claim that follows it (one round trip for both reads).
+        self._read_ahead = threading.local()
 
     # --- references --------------------------------------------------------------------
     def _session(self, sid: str):
@@ -222,10 +226,20 @@ class Store:
         with translated("execution creation"):
             return run(self._db.transaction())
 
-    def execution(self, sid: str, eid: str) -> Execution | None:
+    def execution(self, sid: str, eid: str, with_task: str | None = None) -> Execution | None:
+        """The execution; with ``with_task``, that task's document is read in the same
+        round trip and kept for this thread's next ``claim_task`` of it (whose
+        conditional write then rests on this read, as it would on its own)."""
+        if with_task is None:
+            with translated("execution lookup"):
+                snap = self._execution(sid, eid).get()
+            return execution_from_doc(snap.to_dict()) if snap.exists else None
+        refs = [self._execution(sid, eid), self._tasks(sid, eid).document(with_task)]
         with translated("execution lookup"):
-            snap = self._execution(sid, eid).get()
-        return execution_from_doc(snap.to_dict()) if snap.exists else None
+            snaps = {s.reference.path: s for s in self._db.get_all(refs)}
+        ex_snap, task_snap = (snaps.get(r.path) for r in refs)
+        self._read_ahead.snap = (sid, eid, with_task, task_snap)
+        return execution_from_doc(ex_snap.to_dict()) if ex_snap and ex_snap.exists else None
 
     def list_executions(self, sid: str) -> list[Execution]:
         with translated("execution listing"):
@@ -297,27 +311,37 @@ class Store:
         from google.api_core import exceptions as gexc
 
         ref = self._tasks(sid, eid).document(tid)
+        ahead = getattr(self._read_ahead, "snap", None)
+        self._read_ahead.snap = None
+        read_ahead = ahead[3] if ahead and ahead[:3] == (sid, eid, tid) else None
         with translated("task claim"):
-            snap = ref.get()
-            if not snap.exists:
-                raise errors.NotFound(f"task {tid} not found")
-            task = task_from_doc(tid, snap.to_dict())
-            if kind is not None and task.kind != kind:
-                return Claim.OTHER, None
-            if task.status in TASK_FINAL:
-                return Claim.DONE, task
-            if task.status == Status.RUNNING and task.owner != owner and task.started \
-                    and (now() - task.started).total_seconds() < lease_s:
-                return Claim.HELD, None
-            fields = {"status": "running", "owner": owner, "started": now(),
-                      "attempts": task.attempts + 1}
-            try:
-                ref.update(fields, option=self._db.write_option(last_update_time=snap.update_time))
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                return Claim.HELD, None
-            task.status, task.owner, task.started = Status.RUNNING, owner, fields["started"]
-            task.attempts += 1
-            return Claim.WON, task
+            while True:
+                snap = read_ahead or ref.get()
+                if not snap.exists:
+                    raise errors.NotFound(f"task {tid} not found")
+                task = task_from_doc(tid, snap.to_dict())
+                if kind is not None and task.kind != kind:
+                    return Claim.OTHER, None
+                if task.status in TASK_FINAL:
+                    return Claim.DONE, task
+                if task.status == Status.RUNNING and task.owner != owner and task.started \
+                        and (now() - task.started).total_seconds() < lease_s:
+                    return Claim.HELD, None
+                fields = {"status": "running", "owner": owner, "started": now(),
+                          "attempts": task.attempts + 1}
+                try:
+                    ref.update(fields, option=self._db.write_option(
+                        last_update_time=snap.update_time))
+                except (gexc.FailedPrecondition, gexc.Aborted):
+                    if read_ahead is None:
+                        return Claim.HELD, None
+                    # Changed since it was read ahead: decide on a fresh read, as a
+                    # claim without a read ahead would have.
+                    read_ahead = None
+                    continue
+                task.status, task.owner, task.started = Status.RUNNING, owner, fields["started"]
+                task.attempts += 1
+                return Claim.WON, task
 
     def count_done_children(self, sid: str, eid: str, parent: str) -> int:
         from google.cloud.firestore_v1.base_query import FieldFilter

@@ -116,7 +116,9 @@ class StoreTwin:
             self.tasks.setdefault((sid, eid), {})
         return ex, True
 
-    def execution(self, sid: str, eid: str) -> Execution | None:
+    def execution(self, sid: str, eid: str, with_task: str | None = None) -> Execution | None:
+        # ``with_task``: the adapter reads the task in the same round trip, for the
+        # claim that follows; here the claim reads it under the lock anyway.
         self.meter.op("read")
         doc = self.executions.get((sid, eid))
         return None if doc is None else execution_from_doc(_copy(doc))
