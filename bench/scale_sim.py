@@ -108,6 +108,9 @@ class Platform:
     crash_p: float = 0.005  # an instance dies during a render
     duplicate_p: float = 0.01  # Pub/Sub delivers a message twice
     max_attempts: int = 10
+    #: Cloud Run at max instances, every one busy: a push is refused (429), which
+    #: Pub/Sub counts as a delivery attempt (False: it waits in the service's queue).
+    refuse_when_full: bool = False
     min_backoff_s: float = 10.0
     max_backoff_s: float = 600.0
 
@@ -200,6 +203,10 @@ class Service:
         self.peak = 0
 
     def arrive(self, message: Message, attempt: int) -> None:
+        if self.platform.refuse_when_full and not self.idle and not self.starting \
+                and self.instances >= self.max_instances:
+            self.on_nack(self, message, attempt)
+            return
         self.queue.append((message, attempt))
         self.pump()
 
@@ -299,14 +306,15 @@ class Submission:
 
 def simulate(submissions: list[Submission], workers: int, seed: int,
              reducers: int = 1000, platform_options: dict | None = None,
-             watchdog_s: float | None = None) -> dict:
+             watchdog_s: float | None = None, settings_options: dict | None = None) -> dict:
     rng = random.Random(seed)
     platform = Platform(rng, **(platform_options or {}))
     sim = Sim()
     stats = collections.Counter()
     meter = Meter(clock=lambda: EPOCH + dt.timedelta(seconds=sim.now),
                   delay=lambda op: sim.sleep(platform.latency(op)))
-    settings = Settings(max_tasks=20_000, min_task_seconds=0.25)
+    settings = Settings(**{"max_tasks": 20_000, "min_task_seconds": 0.25,
+                           **(settings_options or {})})
     ad = twin_adapters(settings, meter)
     ad.blobs.keep_bytes = True
     bus = SimBus(meter, sim, platform)

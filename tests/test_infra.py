@@ -547,13 +547,22 @@ def test_firestore_has_the_composite_indexes_of_the_queries(stack):
     assert ("executions", (("user", "ASCENDING"), ("status", "ASCENDING"))) in indexes(
         "COLLECTION_GROUP"
     )
+    # The farm's queue: waiting tasks of every execution in dispatch order, and by
+    # fair-share tag (the farm's virtual time).
+    for order in ("rank", "tag"):
+        assert ("tasks", (("queue", "ASCENDING"), (order, "ASCENDING"))) in indexes(
+            "COLLECTION_GROUP"
+        )
     assert indexes("COLLECTION_GROUP") == set(firestore.COLLECTION_GROUP_INDEXES)
     for index in stack.of_type("gcp:firestore/index:Index"):
         assert index.inputs["database"] == "(default)"
-    (field,) = stack.of_type("gcp:firestore/field:Field")
-    assert (field.inputs["collection"], field.inputs["field"]) == ("resources", "sha256")
-    scopes = {i["queryScope"] for i in field.inputs["indexConfig"]["indexes"]}
-    assert scopes == {"COLLECTION", "COLLECTION_GROUP"}
+    fields = stack.of_type("gcp:firestore/field:Field")
+    # Retention's resources by hash, and the count of the farm's slots held.
+    assert {(f.inputs["collection"], f.inputs["field"]) for f in fields} == {
+        ("resources", "sha256"), ("tasks", "queue")}
+    for field in fields:
+        scopes = {i["queryScope"] for i in field.inputs["indexConfig"]["indexes"]}
+        assert scopes == {"COLLECTION", "COLLECTION_GROUP"}
 
 
 def test_required_apis_are_enabled_and_left_enabled(stack):

@@ -14,6 +14,10 @@ query                                                       index
 sum ``fetch_s``, ``work_s``, ``cpu_s``, count                fetch_s, work_s)
 ``tasks`` order by ``started`` limit 1                       single-field, automatic
 ``tasks`` where ``kind ==`` order by ``finished`` desc       composite (kind, finished desc)
+``tasks`` (group) where ``queue ==`` order by ``rank``       group composite (queue, rank)
+``tasks`` (group) where ``queue ==`` order by ``tag``        group composite (queue, tag)
+``tasks`` (group) where ``queue ==``, count                  group single-field (queue)
+``farms/{farm}/users`` order by ``finish`` desc limit 1      single-field, automatic
 ==========================================================  =================================
 
 Firestore keeps a single-field index of every field automatically and serves
@@ -21,7 +25,8 @@ equality-only filters by merging them, so counts over equalities need nothing. A
 on one field with an order on another needs a composite index, and so does a ``sum()``
 under filters: Firestore computes it from index entries, so the summed fields must be in
 the index the filters use. A collection-group query (``tasks`` across executions) would
-need collection-group indexes, which are never automatic; the code has none.
+need collection-group indexes, which are never automatic: the farm's queue
+(``francine.farm``) declares its own below.
 
 The emulator enforces no index at all: a query that works in the local stack can still
 fail in the cloud with ``FAILED_PRECONDITION: The query requires an index``. The error
@@ -62,11 +67,16 @@ COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = 
     ("executions", (("user", "ASCENDING"), ("status", "ASCENDING"))),
     # quotas.finished_today: a user's executions finished since a time
     ("executions", (("user", "ASCENDING"), ("finished", "ASCENDING"))),
+    # farm.dispatch_now: the farm's waiting tasks in dispatch order
+    ("tasks", (("queue", "ASCENDING"), ("rank", "ASCENDING"))),
+    # farm.enqueue: the farm's virtual time, the lowest fair-share tag waiting
+    ("tasks", (("queue", "ASCENDING"), ("tag", "ASCENDING"))),
 )
 
 # (collection, field): single-field indexes a collection-group equality filter needs
-# (retention: which sessions still name a resource).
-COLLECTION_GROUP_FIELDS: tuple[tuple[str, str], ...] = (("resources", "sha256"),)
+# (retention: which sessions still name a resource; farm.dispatch_now: the slots held).
+COLLECTION_GROUP_FIELDS: tuple[tuple[str, str], ...] = (("resources", "sha256"),
+                                                         ("tasks", "queue"))
 
 
 @dataclass

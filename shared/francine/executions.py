@@ -15,7 +15,7 @@ import hashlib
 import time
 import uuid
 
-from francine import errors, estimates, planning, producers, recovery, scheduler
+from francine import errors, estimates, farm, planning, producers, recovery, scheduler
 from francine.adapters.store import execution_from_doc, now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
@@ -96,7 +96,9 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             "scene": scene, "update": update, "parallel": parallel, "tile": tile,
             "resources": {n: {"sha256": r.sha256, "size": r.size}
                           for n, r in resources.items()},
-            "shape": shape.to_dict(), "admission_limit": ad.settings.admission_limit,
+            "shape": shape.to_dict(), "task_seconds": estimate,
+            # Farm-wide admission (francine.farm) replaces the per-execution limit.
+            "admission_limit": 0 if farm.enabled(ad.settings) else ad.settings.admission_limit,
             "planned": False, "published": False, "finished": None, "error": None,
             **extra,
         }
@@ -149,9 +151,16 @@ def carry_out_start(ad: Adapters, doc: dict, event) -> scheduler.Trace:
     def carry_out(action):
         match action:
             case scheduler.WriteTasks():
-                ad.store.write_tasks(sid, eid, task_records(eid, shape))
+                tasks = task_records(eid, shape)
+                if farm.enabled(ad.settings):  # tagged and queued, not published
+                    farm.enqueue(ad, doc, tasks)
+                ad.store.write_tasks(sid, eid, tasks)
                 ad.store.update_execution(sid, eid, {"planned": True})
                 doc["planned"] = True
+            case scheduler.Publish(first=True) if farm.enabled(ad.settings):
+                ad.store.update_execution(sid, eid, {"published": True})
+                doc["published"] = True
+                farm.dispatch_now(ad)
             case scheduler.Publish(indices=indices, first=first):
                 ad.bus.publish_tasks(sid, eid, [
                     (i, planning.task_id(eid, planning.node_name(0, i))) for i in indices])
@@ -260,6 +269,7 @@ def end(ad: Adapters, doc: dict | Execution, status: str, error: dict | None = N
         fields["result"] = result
     won = ad.store.finish_execution(ex.session_id, ex.id, fields)
     if won:
+        farm.ended(ad, ex)
         from francine import events
 
         events.publish_status(ad, ad.store.get_execution(ex.session_id, ex.id))
