@@ -3,10 +3,11 @@ while busy (Cloud Run at max instances), four users submit together ten times wh
 farm runs at once. Every execution ends ``done`` with the right image, and nothing is
 counted against a task: no failed pass, no replacement.
 
-Two stacks of their own: with farm-wide admission (``farm_slots`` = 2: the rest waits
-in Firestore, so the workers are hardly ever refused a delivery), and without it (every
-task published at once: deliveries are refused, retried by the emulator, dead-lettered
-after 5 attempts, and queued again because they never reached a render)."""
+Two stacks of their own: 2 workers with farm-wide admission (``farm_slots`` = 2: the
+rest waits in Firestore, so the workers are hardly ever refused a delivery), and 1
+worker without it (every task published at once: deliveries are refused, retried by
+the emulator, dead-lettered after 5 attempts, and queued again because they never
+reached a render)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,16 @@ from francine.client import Client
 from francine.local.processes import environment
 
 SCENE = {"width": 64, "height": 32, "nao_samples": 6}
-USERS, PARALLEL, WORKERS = 4, 5, 2  # 20 production tasks for a farm of 2
+PARALLEL = 5  # production tasks per execution; 2 executions per worker: 10× the farm
 
 
-@pytest.fixture(scope="module", params=[2, 0], ids=["farm-admission", "no-admission"])
+@pytest.fixture(scope="module", params=[(2, 2), (1, 0)], ids=["farm-admission", "no-admission"])
 def farm_stack(request, tmp_path_factory):
     from francine.local.stack import Stack, StackOptions
 
-    options = StackOptions(workers=WORKERS, farm_slots=request.param,
-                           state_dir=tmp_path_factory.mktemp(f"overload-{request.param}"),
+    workers, slots = request.param
+    options = StackOptions(workers=workers, farm_slots=slots,
+                           state_dir=tmp_path_factory.mktemp(f"overload-{slots}"),
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
     with Stack(options) as s:
@@ -54,19 +56,21 @@ def test_ten_times_the_farm_from_several_users_all_end_done(farm_stack):
     from francine.local.stack import create_user_in
 
     stack, store = farm_stack, farm_stack.test_adapters.store
+    workers = stack.options.workers
+    users = 2 * workers  # together: ten times what the farm runs at once
     clients = [Client(stack.info["api_url"], create_user_in(
         stack.info["env"], stack.info["project"], f"overload-{i}-{uuid.uuid4().hex[:6]}"))
-        for i in range(USERS)]
+        for i in range(users)]
     sessions = [c.create_session("ao", SCENE)["id"] for c in clients]
 
     def submit(i: int) -> str:
         return clients[i].execute(sessions[i], parallel=PARALLEL, tile=64)["id"]
 
-    with concurrent.futures.ThreadPoolExecutor(USERS) as pool:  # together
-        eids = list(pool.map(submit, range(USERS)))
+    with concurrent.futures.ThreadPoolExecutor(users) as pool:  # together
+        eids = list(pool.map(submit, range(users)))
     statuses = [c.wait(sid, eid, timeout_s=240) for c, sid, eid in zip(clients, sessions, eids,
                                                                       strict=True)]
-    assert [s["status"] for s in statuses] == ["done"] * USERS, [s["error"] for s in statuses]
+    assert [s["status"] for s in statuses] == ["done"] * users, [s["error"] for s in statuses]
     shape = planning.make_shape(64, 32, PARALLEL, 64)
     for c, sid, eid, status in zip(clients, sessions, eids, statuses, strict=True):
         assert status["tasks"]["done"] == shape.total_tasks
@@ -85,5 +89,5 @@ def test_ten_times_the_farm_from_several_users_all_end_done(farm_stack):
         assert refused <= 2, refused
     else:
         assert refused > 0  # the overload was real: deliveries were refused
-    print(f"\n{len(eids)} executions of {PARALLEL} tasks on {WORKERS} workers: all done, "
+    print(f"\n{len(eids)} executions of {PARALLEL} tasks on {workers} workers: all done, "
           f"{refused} deliveries refused with 429", end=" ")
