@@ -58,6 +58,7 @@ RUNTIME_ENV = {
     "FRANCINE_FIRESTORE_DATABASE",
     "FRANCINE_MAX_TASK_SECONDS",
     "FRANCINE_ADMISSION_LIMIT",
+    "FRANCINE_FARM_SLOTS",
 }
 
 
@@ -455,6 +456,7 @@ def test_every_component_gets_the_runtime_environment(stack):
         "FRANCINE_FIRESTORE_DATABASE": "(default)",
         "FRANCINE_MAX_TASK_SECONDS": "120",
         "FRANCINE_ADMISSION_LIMIT": "10",  # defaults to maxRenderInstances
+        "FRANCINE_FARM_SLOTS": "10",  # so does the farm's size
     }
     assert set(expected) == RUNTIME_ENV
     environments = [env_of_render(stack)] + [
@@ -653,6 +655,7 @@ def test_config_defaults_and_derived_values():
     assert cfg.request_timeout_seconds == cfg.max_task_seconds + cfg.task_overhead_seconds
     assert cfg.ack_deadline_seconds == cfg.request_timeout_seconds + cfg.ack_margin_seconds
     assert FrancineConfig(project="p", admission_limit=0).admission_limit == 0  # unlimited
+    assert cfg.farm_slots == 10 and FrancineConfig(project="p", farm_slots=0).farm_slots == 0
     assert config.memory_mib("2Gi") == 2048 and config.memory_mib("512Mi") == 512
 
 
@@ -672,6 +675,7 @@ def test_config_defaults_and_derived_values():
         ({"images_to_keep": 0}, "imagesToKeep"),
         ({"iam_propagation_seconds": 1000}, "iamPropagationSeconds"),
         ({"admission_limit": -1}, "admissionLimit"),
+        ({"farm_slots": -1}, "farmSlots"),
         ({"name_prefix": "Francine"}, "namePrefix"),
         ({"name_prefix": "a-very-long-prefix-for-ids"}, "namePrefix"),
         ({"api_timeout_seconds": 4000}, "apiTimeoutSeconds"),

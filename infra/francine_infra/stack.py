@@ -60,6 +60,7 @@ def runtime_environment(
         "FRANCINE_FIRESTORE_DATABASE": database.name,
         "FRANCINE_MAX_TASK_SECONDS": str(cfg.max_task_seconds),
         "FRANCINE_ADMISSION_LIMIT": str(cfg.admission_limit),
+        "FRANCINE_FARM_SLOTS": str(cfg.farm_slots),
     }
 
 
