@@ -108,8 +108,9 @@ class Platform:
     crash_p: float = 0.005  # an instance dies during a render
     duplicate_p: float = 0.01  # Pub/Sub delivers a message twice
     max_attempts: int = 10
-    #: Cloud Run at max instances, every one busy: a push is refused (429), which
-    #: Pub/Sub counts as a delivery attempt (False: it waits in the service's queue).
+    #: Cloud Run at max instances: a push that no idle or starting instance can take is
+    #: refused (429), which Pub/Sub counts as a delivery attempt (False: it waits in the
+    #: service's queue).
     refuse_when_full: bool = False
     min_backoff_s: float = 10.0
     max_backoff_s: float = 600.0
@@ -203,8 +204,8 @@ class Service:
         self.peak = 0
 
     def arrive(self, message: Message, attempt: int) -> None:
-        if self.platform.refuse_when_full and not self.idle and not self.starting \
-                and self.instances >= self.max_instances:
+        if self.platform.refuse_when_full and not self.idle \
+                and self.instances >= self.max_instances and len(self.queue) >= self.starting:
             self.on_nack(self, message, attempt)
             return
         self.queue.append((message, attempt))

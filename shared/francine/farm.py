@@ -26,6 +26,10 @@ from francine.records import Execution, Kind, Task
 
 log = logging.getLogger("francine.farm")
 
+#: Tasks taken between two counts of the slots held: concurrent dispatches (many tasks
+#: finishing at once) then overshoot the farm's size by at most this each.
+CHUNK = 16
+
 
 def enabled(settings: Settings) -> bool:
     return settings.farm_slots > 0
@@ -70,22 +74,24 @@ def dispatch_now(ad: Adapters, freed: tuple[int, ...] = ()) -> int:
     if not enabled(ad.settings):
         return 0
     farm, slots = name(ad.settings), ad.settings.farm_slots
-    out = ad.store.count_out(farm)
-    if out >= slots:
-        return 0
-    waiting = [dispatch.Candidate(sid, eid, t.id, t.rank or 0.0)
-               for sid, eid, t in ad.store.waiting_tasks(farm, slots - out)]
     published = 0
-    for take in dispatch.decide(slots, out, waiting, freed):
-        c = take.candidate
-        if not ad.store.take_waiting(c.sid, c.eid, c.tid, farm, take.slot):
-            # Another dispatch is at work on the same queue: it fills what it counted
-            # free, and going on here would publish past the farm's size.
-            break
-        # The slot's number picks the shard (the local stack's one topic per worker):
-        # a freed slot's worker is the one that just became idle.
-        ad.bus.publish_tasks(c.sid, c.eid, [(take.slot, c.tid)])
-        published += 1
+    while (out := ad.store.count_out(farm)) < slots:
+        waiting = [dispatch.Candidate(sid, eid, t.id, t.rank or 0.0) for sid, eid, t in
+                   ad.store.waiting_tasks(farm, min(slots - out, CHUNK))]
+        takes = dispatch.decide(slots, out, waiting, freed)
+        freed = ()
+        for take in takes:
+            c = take.candidate
+            if not ad.store.take_waiting(c.sid, c.eid, c.tid, farm, take.slot):
+                # Another dispatch is at work on the same queue: it fills what it
+                # counted free, and going on here would publish past the farm's size.
+                return published
+            # The slot's number picks the shard (the local stack's one topic per
+            # worker): a freed slot's worker is the one that just became idle.
+            ad.bus.publish_tasks(c.sid, c.eid, [(take.slot, c.tid)])
+            published += 1
+        if len(takes) < CHUNK:
+            return published
     return published
 
 
