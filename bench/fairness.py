@@ -13,7 +13,8 @@ the simulator.
    refusing pushes (429) when every instance is busy, each refusal a delivery attempt;
    with and without farm admission: every execution must end done.
 
-    .venv/bin/python bench/fairness.py [--skip-stack] [--skip-sim] [--skip-fairness-sim]
+    .venv/bin/python bench/fairness.py [--skip-stack] [--skip-sim]
+                                       [--skip-fairness-sim] [--skip-overload-sim]
 
 The last line is ``B latency ratio R``, the local stack's figure.
 """
@@ -150,6 +151,7 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-stack", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--skip-fairness-sim", action="store_true")
+    ap.add_argument("--skip-overload-sim", action="store_true")
     ap.add_argument("--sim-workers", type=int, default=1000)
     ap.add_argument("--sim-users", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
@@ -163,7 +165,7 @@ def main(argv=None) -> None:
               f"{fair['no admission']:.1f} s ({fair['no admission'] / fair['idle']:.2f}×); "
               f"the others' median latency {fair['fair share crowd']:.0f} s with fair share, "
               f"{fair['no admission crowd']:.0f} s without")
-    if not args.skip_sim:
+    if not (args.skip_sim or args.skip_overload_sim):
         over = simulated_overload(args.sim_workers, args.sim_users, args.seed)
         for name, (done, total, refused, dead, copies) in over.items():
             print(f"simulator overload, {name}: {done} / {total} executions done, "

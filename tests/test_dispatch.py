@@ -95,6 +95,9 @@ def test_decide_fills_free_slots_lowest_ranks_first_freed_slots_first():
     takes = dispatch.decide(4, 1, waiting, freed=(2,))
     assert [t.candidate.rank for t in takes] == [1.0, 2.0, 3.0]
     assert [t.slot for t in takes] == [2, 1, 3]  # the freed one first
+    # slots held known (a sharded farm): never one of them
+    takes = dispatch.decide(4, 2, waiting, freed=(1,), held=(0, 3))
+    assert [t.slot for t in takes] == [1, 2]
     assert dispatch.decide(2, 2, waiting) == []
     assert dispatch.decide(2, 3, waiting) == []
 

@@ -120,14 +120,18 @@ class Take:
 
 
 def decide(slots: int, out: int, waiting: Iterable[Candidate],
-           freed: Sequence[int] = ()) -> list[Take]:
+           freed: Sequence[int] = (), held: Sequence[int] | None = None) -> list[Take]:
     """The tasks to publish now: the lowest ranks, as many as there are free slots.
-    ``freed``: slots just released (their instance is idle), used first."""
+    ``freed``: slots just released (their instance is idle), used first; ``held``: the
+    slot numbers taken, when known (then only others are given)."""
     free = slots - out
     if free <= 0:
         return []
     chosen = sorted(waiting, key=lambda c: (c.rank, c.sid, c.eid, c.tid))[:free]
-    numbers = list(freed)[:free]
-    others = [n for n in ((out + j) % slots for j in range(slots)) if n not in numbers]
+    taken = set(held or ())
+    numbers = [n for n in freed if n not in taken][:free]
+    others = [n for n in ((out + j) % slots for j in range(slots))
+              if n not in numbers and n not in taken]
     numbers += others[:len(chosen) - len(numbers)]
+    numbers += [(out + j) % slots for j in range(len(chosen) - len(numbers))]
     return [Take(c, s) for c, s in zip(chosen, numbers, strict=False)]

@@ -78,7 +78,10 @@ def dispatch_now(ad: Adapters, freed: tuple[int, ...] = ()) -> int:
     while (out := ad.store.count_out(farm)) < slots:
         waiting = [dispatch.Candidate(sid, eid, t.id, t.rank or 0.0) for sid, eid, t in
                    ad.store.waiting_tasks(farm, min(slots - out, CHUNK))]
-        takes = dispatch.decide(slots, out, waiting, freed)
+        # Where production is sharded over one topic per worker (the local stack), a
+        # slot's number picks the worker: give only slots that no task holds.
+        held = ad.store.held_slots(farm) if ad.settings.produce_shards > 1 else None
+        takes = dispatch.decide(slots, out, waiting, freed, held)
         freed = ()
         for take in takes:
             c = take.candidate

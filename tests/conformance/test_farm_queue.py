@@ -49,13 +49,13 @@ def test_a_take_is_conditional_and_a_release_frees_its_slot_once(backend, unique
     assert store.take_waiting(unique, "e2", "t-p1", unique, 3)
     assert not store.take_waiting(unique, "e2", "t-p1", unique, 4)  # taken already
     assert not store.take_waiting(unique, "e1", "t-p2", unique, 4)  # never queued
-    assert store.count_out(unique) == 1
+    assert store.count_out(unique) == 1 and store.held_slots(unique) == [3]
     assert listing(backend, unique)[0] == ("e1", "p0", 1.0)
     task = store.get_task(unique, "e2", "t-p1")
     assert task.queue == f"{unique}:out" and task.slot == 3 and task.rank == 0.5
     assert store.release_task(unique, "e2", "t-p1", unique) == 3
     assert store.release_task(unique, "e2", "t-p1", unique) is None
-    assert store.count_out(unique) == 0
+    assert store.count_out(unique) == 0 and store.held_slots(unique) == []
     assert store.get_task(unique, "e2", "t-p1").queue is None
 
 

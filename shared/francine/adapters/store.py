@@ -488,6 +488,16 @@ class Store:
         with translated("farm slot count"):
             return int(query.count(alias="n").get()[0][0].value)
 
+    def held_slots(self, farm: str) -> list[int]:
+        """The slot numbers the farm's tasks hold (a small farm's: the local stack's,
+        whose slots pick a worker's topic)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection_group("tasks").where(
+            filter=FieldFilter("queue", "==", f"{farm}:out")).select(["slot"])
+        with translated("farm slots"):
+            return sorted(int(s.get("slot") or 0) for s in query.stream())
+
     def take_waiting(self, sid: str, eid: str, tid: str, farm: str, slot: int) -> bool:
         """Waiting → out in ``slot``; False if the task was not waiting (taken already)."""
         with translated("farm take"):

@@ -280,6 +280,12 @@ class StoreTwin:
         self.meter.op("aggregate")
         return len(self._out.get(f"{farm}:out", ()))
 
+    def held_slots(self, farm: str) -> list[int]:
+        self.meter.op("query")
+        with self._lock:
+            return sorted(int(self.tasks[(sid, eid)][tid].get("slot") or 0)
+                          for sid, eid, tid in self._out.get(f"{farm}:out", ()))
+
     def take_waiting(self, sid: str, eid: str, tid: str, farm: str, slot: int) -> bool:
         return self._swap(sid, eid, tid, lambda d: d.get("queue") == f"{farm}:waiting",
                           {"queue": f"{farm}:out", "slot": slot}) is not None
