@@ -102,9 +102,9 @@ def main() -> int:
                 store = Store(firestore.Client(project=stack.info["project"]))
                 records = store.list_resources(sid)
                 blender = producers.get("blender")
-                history: list[dict] = []
+                history: list = []
                 for label in ("cold workers", "warm workers"):
-                    scene = store.get_session(sid)["scene"]
+                    scene = store.get_session(sid).scene
                     scene = blender.validate(scene, {
                         r["name"]: _info(r) for r in records})
                     estimate_px = blender.estimate_pixel_seconds(scene, records, history)
@@ -113,11 +113,11 @@ def main() -> int:
                     status = client.wait(sid, eid, timeout_s=900, poll_s=0.1)
                     wall = time.perf_counter() - t
                     assert status["status"] == "done", status
-                    shape = planning.Shape.from_dict(store.get_execution(sid, eid)["shape"])
+                    shape = planning.Shape.from_dict(store.execution(sid, eid).shape)
                     tasks = [store.get_task(sid, eid, planning.task_id(eid, f"p{i}"))
                              for i in range(shape.productions)]
-                    work = sorted(t["work_s"] for t in tasks)
-                    cpu = [t["cpu_s"] for t in tasks]
+                    work = sorted(t.work_s for t in tasks)
+                    cpu = [t.cpu_s for t in tasks]
                     tile_px = min(shape.tile, shape.width) * min(shape.tile, shape.height)
                     estimated = estimate_px * tile_px
                     print(f"pipeline, {label}: request → image {status['time']['total']:.2f} s "
@@ -131,7 +131,7 @@ def main() -> int:
                           f"median {statistics.median(cpu):.2f} s (ratio "
                           f"{estimated / statistics.median(cpu):.2f}; "
                           f"{'from the file' if not history else 'corrected by history'})")
-                    history = [store.get_execution(sid, eid)]
+                    history = [store.execution(sid, eid)]
                 print(f"sample seconds per pixel (file estimate): "
                       f"{cost.sample_seconds(records[0].get('meta', {}).get('blend')):.2e}; "
                       f"resources {[r['name'] for r in resources['resources']]}")

@@ -45,12 +45,11 @@ def latency(store, sid: str, eid: str) -> float:
     """Seconds from the execution's creation to its end, by the store's own times
     (its document is read every 0.1 s: a status read through the api would cost the
     shared machine six aggregation queries each time)."""
-    while (doc := store.get_execution(sid, eid))["status"] not in ("done", "failed",
-                                                                  "cancelled"):
+    while not (ex := store.execution(sid, eid)).final:
         time.sleep(0.1)
-    if doc["status"] != "done":
-        raise SystemExit(f"execution {eid} ended {doc['status']}: {doc.get('error')}")
-    return (doc["finished"] - doc["created"]).total_seconds()
+    if ex.status != "done":
+        raise SystemExit(f"execution {eid} ended {ex.status}: {ex.error}")
+    return (ex.finished - ex.created).total_seconds()
 
 
 def timed_render(client, store, sid: str, parallel: int) -> tuple[str, float]:
@@ -92,7 +91,7 @@ def local_stack() -> dict:
         b_busy = []
         for _ in range(3):
             b_busy.append(timed_render(b, store, b_sid, B_TASKS)[1])
-            if store.get_execution(a_sid, a_eid)["status"] == "done":
+            if store.execution(a_sid, a_eid).final:
                 print("warning: A ended before B's renders did", flush=True)
         a_shared = latency(store, a_sid, a_eid)
         b_idle += [timed_render(b, store, b_sid, B_TASKS)[1] for _ in range(2)]

@@ -353,11 +353,11 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
             if sub.tile:
                 body["tile"] = sub.tile
             try:
-                doc, _ = executions.start(ad, sub.user, sid, body)
+                ex, _ = executions.start(ad, sub.user, sid, body)
             except errors.FrancineError as e:
                 print(f"submission refused: {e}", file=sys.stderr)
                 return
-            started[doc["id"]] = (sid, sub)
+            started[ex.id] = (sid, sub)
 
         ad.store.sessions[sid]["scene"] = {"width": sub.width, "height": sub.height,
                                            "pass_seconds": sub.pass_seconds}

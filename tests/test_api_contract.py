@@ -91,7 +91,7 @@ def test_delete_session_removes_executions_and_images(client, adapters):
     s = client.create_session("ao", {"width": 16, "height": 16, "nao_samples": 1})
     e = client.execute(s["id"], parallel=2)
     assert client.wait(s["id"], e["id"], timeout_s=60)["status"] == "done"
-    result = adapters.store.get_execution(s["id"], e["id"])["result"]
+    result = adapters.store.execution(s["id"], e["id"]).result
     assert adapters.blobs.get_result(result)
     resp = call(client, "DELETE", f"/v1/sessions/{s['id']}")
     assert resp.status_code == 204
@@ -103,7 +103,7 @@ def test_delete_session_removes_executions_and_images(client, adapters):
     deadline = time.monotonic() + 30
     while adapters.store.get_session(s["id"]) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert adapters.store.get_execution(s["id"], e["id"]) is None
+    assert adapters.store.execution(s["id"], e["id"]) is None
     with pytest.raises(Exception):  # noqa: B017 - NotFound from the storage emulator
         adapters.blobs.get_result(result)
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from francine.producers.blender import cost
+from francine.records import Execution, Status
 
 
-def done(cpu: float, width=100, height=50, passes=4, samples=8, status="done") -> dict:
-    return {"status": status, "summary": {"time": {"cpu": cpu}},
-            "shape": {"width": width, "height": height, "passes": passes},
-            "scene": {"samples": samples}}
+def done(cpu: float, width=100, height=50, passes=4, samples=8, status="done") -> Execution:
+    return Execution(
+        id="e", session_id="s", user="u", created=dt.datetime.now(dt.UTC),
+        producer="blender", format="png", display="srgb", channels=3,
+        scene={"samples": samples}, shape={"width": width, "height": height, "passes": passes},
+        parallel=passes, status=Status(status), summary={"time": {"cpu": cpu}})
 
 
 def test_the_file_estimate_grows_with_samples_and_geometry():

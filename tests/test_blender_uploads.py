@@ -60,7 +60,7 @@ def test_a_result_above_the_response_limit_is_a_redirect(client, adapters):
     assert resp.status_code == 307, resp.status_code
     assert "Authorization" not in resp.headers
     followed = client.request("GET", path)  # clients follow redirects
-    doc = adapters.store.get_execution(sid, e["id"])
-    assert followed.content == adapters.blobs.get_result(doc["result"])
+    ex = adapters.store.execution(sid, e["id"])
+    assert followed.content == adapters.blobs.get_result(ex.result)
     assert len(followed.content) > RESPONSE_LIMIT
     assert followed.content[:4] == b"\x76\x2f\x31\x01"  # the EXR magic number

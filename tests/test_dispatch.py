@@ -47,7 +47,7 @@ def submit(ad, user: str, eid: str, n: int) -> dispatch.Account:
     """What planning does with farm admission: tag, write, dispatch."""
     tasks = [Task(planning.task_id(eid, f"p{i}"), f"p{i}", Kind.PRODUCE, None,
                   tile=(0, 0, 1, 1), pass_index=i, seed=i) for i in range(n)]
-    account = farm.enqueue(ad, {"id": eid, "user": user, "task_seconds": COST}, tasks)
+    account = farm.enqueue(ad, SimpleNamespace(id=eid, user=user, task_seconds=COST), tasks)
     ad.store.write_tasks(user, eid, tasks)
     farm.dispatch_now(ad)
     return account
@@ -245,3 +245,31 @@ def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render
     up = planning.parent(plan.shape, "p3")
     done = Observed(status=Status.RUNNING, task_status=Status.DONE, redrives=REDRIVE_LIMIT + 5)
     assert step(plan, DeadLettered(Kind.REDUCE, "p3", 5), done) == [Redrive(up, "p3")]
+
+
+def test_the_handlers_render_every_users_execution_through_the_farm_queue():
+    """The api's start, the render worker and the reducer over the twins, with farm
+    admission of 2: three users' executions all end done, each task published once."""
+    from francine import executions
+    from francine.records import Session
+    from francine.reducer import Reducer
+    from francine.twins import pump
+    from francine.worker import Worker
+
+    ad = twin_adapters(dataclasses.replace(Settings(), farm_slots=2, min_task_seconds=0.0))
+    published = []
+    publish = ad.bus.publish_tasks
+    ad.bus.publish_tasks = lambda sid, eid, tasks: (published.extend(t for _, t in tasks),
+                                                     publish(sid, eid, tasks))
+    started = []
+    for user in ("a", "b", "c"):
+        ad.store.create_session(Session(user, user, "ao", "png",
+                                        {"width": 32, "height": 16, "nao_samples": 2}))
+        ex, _ = executions.start(ad, user, user, {"parallel": 4, "tile": 16})
+        started.append(ex)
+    assert len(published) == 2  # the farm's size; the rest waits in the queue
+    pump(ad, Worker(ad), Reducer(ad))
+    for ex in started:
+        assert ad.store.execution(ex.session_id, ex.id).status == "done"
+    assert len(published) == len(set(published)) == 3 * 8  # 2 tiles × 4 passes each
+    assert ad.store.count_out(farm.name(ad.settings)) == 0

@@ -20,7 +20,7 @@ from francine.client import ApiError
 from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message
 from francine.local.processes import environment
 from francine.producers.base import Tile
-from francine.records import Status
+from francine.records import Session, Status
 
 SCENE = {"width": 32, "height": 32, "nao_samples": 2}
 
@@ -74,11 +74,10 @@ class Farm:
 
     def start(self, user: str, parallel: int) -> tuple[str, str]:
         sid = uuid.uuid4().hex[:20]
-        self.ad.store.create_session(sid, {"user": user, "producer": FlakyAO.name,
-                                           "format": "png", "scene": SCENE,
-                                           "created": self.ad.clock()})
-        doc, _ = executions.start(self.ad, user, sid, {"parallel": parallel})
-        return sid, doc["id"]
+        self.ad.store.create_session(Session(sid, user, FlakyAO.name, "png", SCENE,
+                                             created=self.ad.clock()))
+        ex, _ = executions.start(self.ad, user, sid, {"parallel": parallel})
+        return sid, ex.id
 
     def deliver(self, sid: str, eid: str, node: str, message_id: str | None = None) -> str:
         payload = {"session_id": sid, "execution_id": eid,
@@ -100,9 +99,9 @@ class Farm:
         """Deliver every unfinished production task, then the event of every done
         task, until the execution is final (as redelivery would)."""
         for _ in range(rounds):
-            doc = self.ad.store.get_execution(sid, eid)
-            if doc["status"] in executions.FINAL:
-                return doc
+            ex = self.ad.store.execution(sid, eid)
+            if ex.final:
+                return ex
             tasks = self.tasks(sid, eid)
             for t in tasks:
                 if t.kind == "produce" and t.status in ("pending", "running"):
@@ -110,7 +109,7 @@ class Farm:
             for t in self.tasks(sid, eid):
                 if t.status == "done":
                     self.announce(sid, eid, t.node)
-        return self.ad.store.get_execution(sid, eid)
+        return self.ad.store.execution(sid, eid)
 
 
 @pytest.fixture
@@ -122,7 +121,7 @@ def farm(stack, adapters):
 def user(client, adapters):
     """The id of the client's user (to own sessions made behind the API)."""
     sid = client.create_session("ao", {"width": 8, "height": 8})["id"]
-    return adapters.store.get_session(sid)["user"]
+    return adapters.store.get_session(sid).user
 
 
 def reference(eid: str, parallel: int, generations: dict[int, int]) -> np.ndarray:
@@ -145,8 +144,8 @@ def test_a_failed_pass_is_replaced_with_a_fresh_seed_and_the_image_keeps_its_wei
     assert farm.deliver(sid, eid, "p3").startswith("failed: RuntimeError: cosmic ray")
     task = farm.ad.store.get_task(sid, eid, planning.task_id(eid, "p3"))
     assert (task.status, task.failures, task.generation) == ("pending", 1, 1)
-    doc = farm.run(sid, eid)
-    assert doc["status"] == "done", doc.get("error")
+    ex = farm.run(sid, eid)
+    assert ex.status == "done", ex.error
     status = client.execution(sid, eid)
     assert status["tasks"]["replaced"] == 1 and status["tasks"]["failed"] == 0
     listed = client.request("GET", f"/v1/sessions/{sid}/executions/{eid}/tasks",
@@ -167,7 +166,7 @@ def test_failures_reaching_ten_percent_fail_the_execution_and_nothing_runs_after
     bad = {planning.seed_for(eid, 4), planning.seed_for(eid, 11)}
     farm.producer.fails = lambda seed: seed in bad
     assert farm.deliver(sid, eid, "p4").startswith("failed: RuntimeError")
-    assert farm.ad.store.get_execution(sid, eid)["status"] not in executions.FINAL
+    assert not farm.ad.store.execution(sid, eid).final
     outcome = farm.deliver(sid, eid, "p11")
     assert outcome.startswith("failed: 2 of 20 production tasks failed (the budget is 2)")
     status = client.execution(sid, eid)
@@ -191,11 +190,11 @@ def test_a_poison_scene_fails_at_the_budget_not_after_the_retry_schedule(farm, u
     sid, eid = farm.start(user, parallel=40)  # budget 4
     farm.producer.fails = lambda seed: True
     t0 = time.monotonic()
-    doc = farm.run(sid, eid)
-    assert doc["status"] == "failed"
+    ex = farm.run(sid, eid)
+    assert ex.status == "failed"
     assert time.monotonic() - t0 < 60
     assert farm.producer.renders == 4  # the budget, then nothing more runs
-    assert doc["error"]["message"].startswith("4 of 40 production tasks failed")
+    assert ex.error["message"].startswith("4 of 40 production tasks failed")
 
 
 def test_a_straggler_gets_a_copy_and_the_first_result_wins(farm, user, client, stack):
@@ -227,7 +226,7 @@ def test_a_straggler_gets_a_copy_and_the_first_result_wins(farm, user, client, s
     farm.producer.gate.set()
     original.join(60)
     assert outcomes == ["dropped: another copy finished first"]
-    assert farm.run(sid, eid)["status"] == "done"
+    assert farm.run(sid, eid).status == "done"
     assert client.execution(sid, eid)["tasks"]["speculative"] == 1
     image = decode_png(client.result(sid, eid))
     assert np.abs(image.astype(int) - reference(eid, 4, {}).astype(int)).max() <= 1
@@ -249,7 +248,7 @@ def test_a_lost_input_is_produced_again(farm, user, client, stack):
     assert farm.announce(sid, eid, "p0") == "waiting for siblings"
     p1 = farm.ad.store.get_task(sid, eid, planning.task_id(eid, "p1"))
     assert p1.status == "pending"
-    assert farm.run(sid, eid)["status"] == "done"
+    assert farm.run(sid, eid).status == "done"
     image = decode_png(client.result(sid, eid))
     assert np.abs(image.astype(int) - reference(eid, 4, {}).astype(int)).max() <= 1
 
@@ -263,9 +262,9 @@ def test_a_dead_lettered_task_event_is_re_driven_not_failed(farm, user, client):
                    {"type": "task_done", DEAD_LETTER_ATTRIBUTE: "events-reduce",
                     "CloudPubSubDeadLetterSourceDeliveryCount": "5"})
     assert farm.reducer.handle(dead).startswith("re-driven")
-    shape = planning.Shape.from_dict(farm.ad.store.get_execution(sid, eid)["shape"])
+    shape = planning.Shape.from_dict(farm.ad.store.execution(sid, eid).shape)
     up = planning.parent(shape, "p3")
     assert farm.ad.store.get_task(sid, eid, planning.task_id(eid, up)).redrives == 1
-    assert farm.run(sid, eid)["status"] == "done"
+    assert farm.run(sid, eid).status == "done"
     assert client.execution(sid, eid)["tasks"]["redriven"] == 1
-    assert farm.ad.store.get_execution(sid, eid)["status"] == Status.DONE
+    assert farm.ad.store.execution(sid, eid).status == Status.DONE

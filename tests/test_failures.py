@@ -5,6 +5,7 @@ of many concurrent claimants wins a reduction."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pathlib
 import time
 
@@ -94,7 +95,7 @@ def finished_execution(client, adapters, parallel=4):
     sid = client.create_session("ao", {"width": 32, "height": 32, "nao_samples": 2})["id"]
     eid = client.execute(sid, parallel=parallel)["id"]
     assert client.wait(sid, eid, timeout_s=60)["status"] == "done"
-    return sid, eid, adapters.store.get_execution(sid, eid)
+    return sid, eid, adapters.store.execution(sid, eid)
 
 
 def test_a_reducer_that_died_after_storing_the_image_is_finished_by_a_redelivery(
@@ -102,7 +103,7 @@ def test_a_reducer_that_died_after_storing_the_image_is_finished_by_a_redelivery
     from francine.envelope import Message
     from francine.reducer import Reducer
 
-    sid, eid, doc = finished_execution(client, adapters)
+    sid, eid, _ = finished_execution(client, adapters)
     # The crash window: the root task is done and the image stored, but the execution
     # was never marked done (its reducer was killed in between).
     adapters.store.update_execution(sid, eid, {"status": "queued", "finished": None,
@@ -119,10 +120,10 @@ def test_a_reducer_that_died_after_storing_the_image_is_finished_by_a_redelivery
 def test_planning_again_never_resets_a_task(client, adapters):
     from francine import executions
 
-    sid, eid, doc = finished_execution(client, adapters)
+    sid, eid, ex = finished_execution(client, adapters)
     # a retried request that believes nothing was planned or published yet
-    executions.publish(adapters, {**doc, "planned": False, "published": False})
-    shape = planning.Shape.from_dict(doc["shape"])
+    executions.publish(adapters, dataclasses.replace(ex, planned=False, published=False))
+    shape = planning.Shape.from_dict(ex.shape)
     for node in planning.all_nodes(shape):
         assert adapters.store.get_task(sid, eid, planning.task_id(eid, node)).status == "done"
     time.sleep(1.0)  # the republished tasks reach the workers, which skip them
@@ -157,17 +158,17 @@ def test_an_execution_whose_publishing_died_is_resumed_by_a_status_read(
     from francine.clients import make_adapters
 
     sid = client.create_session("ao", {"width": 16, "height": 16})["id"]
-    user = adapters.store.get_session(sid)["user"]
+    user = adapters.store.get_session(sid).user
     with environment(stack.info["env"]):
         crippled = make_adapters(
             dataclasses.replace(adapters.settings, produce_topic="no-such-topic"))
     with pytest.raises(errors.FrancineError):
         executions.start(crippled, user, sid, {"parallel": 2}, idempotency_key="k")
     eid = executions.execution_id(user, sid, "k")
-    doc = adapters.store.get_execution(sid, eid)
-    assert doc["planned"] and not doc["published"]
+    ex = adapters.store.execution(sid, eid)
+    assert ex.planned and not ex.published
     assert client.execution(sid, eid)["status"] == "queued"  # too recent to touch
     adapters.store.update_execution(sid, eid, {
-        "created": doc["created"] - dt.timedelta(seconds=executions.STALLED_S + 1)})
+        "created": ex.created - dt.timedelta(seconds=executions.STALLED_S + 1)})
     client.execution(sid, eid)  # notices, and publishes
     assert client.wait(sid, eid, timeout_s=60)["status"] == "done"

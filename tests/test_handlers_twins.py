@@ -12,6 +12,7 @@ import pytest
 
 from francine import executions, planning
 from francine.config import Settings
+from francine.records import Session
 from francine.reducer import Reducer
 from francine.twins import pump, twin_adapters
 from francine.worker import Worker
@@ -21,12 +22,11 @@ SCENE = {"width": 48, "height": 32, "nao_samples": 3}
 
 def render(min_task_s: float, parallel: int, order=None, fmt: str = "png"):
     ad = twin_adapters(dataclasses.replace(Settings(), min_task_seconds=min_task_s))
-    ad.store.create_session("s", {"user": "u", "producer": "ao", "format": fmt,
-                                  "scene": SCENE})
-    doc, _ = executions.start(ad, "u", "s", {"parallel": parallel, "tile": 16},
-                              idempotency_key="same-seeds")
+    ad.store.create_session(Session("s", "u", "ao", fmt, SCENE))
+    ex, _ = executions.start(ad, "u", "s", {"parallel": parallel, "tile": 16},
+                             idempotency_key="same-seeds")
     pump(ad, Worker(ad), Reducer(ad), order)
-    ex = ad.store.execution("s", doc["id"])
+    ex = ad.store.execution("s", ex.id)
     assert ex.status == "done", ex.error
     shape = planning.Shape.from_dict(ex.shape)
     return ad.blobs.get_result(ex.result), shape, ad

@@ -71,7 +71,7 @@ def test_cpu_budget_spent_is_429_until_the_window_passes(client, admin):
     sid = client.create_session("ao", {"width": 128, "height": 128, "nao_samples": 2})["id"]
     first = call(client, "POST", f"/v1/sessions/{sid}/executions", json={})
     assert first.status_code == 202
-    estimate = admin.get_execution(sid, first.json()["id"])["cpu_estimate"]
+    estimate = admin.execution(sid, first.json()["id"]).cpu_estimate
     users.set_quota(admin, uid, "cpu_seconds_per_day", estimate * 1.5)
     resp = call(client, "POST", f"/v1/sessions/{sid}/executions", json={})
     err = assert_error(resp, 429, "quota_exceeded")

@@ -75,11 +75,10 @@ def test_killing_a_whole_service_mid_execution_still_ends_done(own_stack, own_ad
     restarts = kill(own_stack, service)
     killed = time.monotonic()
     deadline = killed + 180
-    while (doc := store.get_execution(sid, eid))["status"] not in ("done", "failed",
-                                                                  "cancelled"):
-        assert time.monotonic() < deadline, f"still {doc['status']} after killing {service}"
+    while not (ex := store.execution(sid, eid)).final:
+        assert time.monotonic() < deadline, f"still {ex.status} after killing {service}"
         time.sleep(0.2)
-    assert doc["status"] == "done", doc.get("error")
+    assert ex.status == "done", ex.error
     print(f"\n{service} killed: the execution ended done {time.monotonic() - killed:.1f} s "
           "later", end=" ")
     (child,) = [c for c in own_stack.processes.children if c.name == service]
@@ -87,4 +86,4 @@ def test_killing_a_whole_service_mid_execution_still_ends_done(own_stack, own_ad
     image = decode_png(client.result(sid, eid))  # the api answers again
     expected = reference_image(SCENE, eid, PARALLEL)
     assert np.abs(image.astype(int) - expected.astype(int)).max() <= 1
-    assert doc["summary"]["tasks"]["done"] == shape.total_tasks
+    assert ex.summary["tasks"]["done"] == shape.total_tasks

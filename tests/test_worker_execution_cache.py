@@ -9,7 +9,7 @@ import datetime as dt
 
 from francine import executions
 from francine.config import Settings
-from francine.records import Status
+from francine.records import Session, Status
 from francine.twins import Meter, twin_adapters
 from francine.worker import Worker
 
@@ -20,9 +20,9 @@ def test_an_execution_is_read_once_per_ttl_and_a_cancel_reaches_the_next_task():
     now = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
     meter = Meter(clock=lambda: now[0])
     ad = twin_adapters(dataclasses.replace(Settings(), min_task_seconds=0.0), meter)
-    ad.store.create_session("s", {"user": "u", "producer": "ao", "format": "png",
-                                  "scene": {"width": 16, "height": 16, "nao_samples": 1}})
-    doc, _ = executions.start(ad, "u", "s", {"parallel": 4})
+    ad.store.create_session(Session("s", "u", "ao", "png",
+                                    {"width": 16, "height": 16, "nao_samples": 1}))
+    ex, _ = executions.start(ad, "u", "s", {"parallel": 4})
     deliveries = ad.bus.pull("render", 10)
     assert len(deliveries) == 4
     w = Worker(ad)
@@ -39,10 +39,10 @@ def test_an_execution_is_read_once_per_ttl_and_a_cancel_reaches_the_next_task():
     assert handle(0) == ("rendered", 3)
     now[0] += dt.timedelta(seconds=TTL_S / 2)
     assert handle(1) == ("rendered", 2)  # no execution read: the claim's and the check
-    executions.end(ad, ad.store.get_execution("s", doc["id"]), Status.CANCELLED)
+    executions.end(ad, ad.store.execution("s", ex.id), Status.CANCELLED)
     now[0] += dt.timedelta(seconds=TTL_S)
     assert handle(2) == ("skipped: execution gone or ended", 1)
     # an ended execution is read again each time, never served from the cache
     assert handle(3) == ("skipped: execution gone or ended", 1)
-    assert ad.store.get_task("s", doc["id"], deliveries[3].message.payload["task_id"]) \
+    assert ad.store.get_task("s", ex.id, deliveries[3].message.payload["task_id"]) \
         .status == Status.PENDING

@@ -13,6 +13,7 @@ import sys
 
 from francine.client import Client
 from francine.producers.blender import blendfile
+from francine.records import FINAL
 from francine.uploads import attach_file
 
 FORMATS = {".exr": "exr", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -98,7 +99,7 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
         total = sum(s["tasks"]["total"] for s in statuses.values())
         done = sum(s["tasks"]["done"] for s in statuses.values())
         running = sum(s["tasks"]["running"] for s in statuses.values())
-        finished = sum(s["status"] in ("done", "failed", "cancelled") for s in statuses.values())
+        finished = sum(s["status"] in FINAL for s in statuses.values())
         state = f"{finished}/{len(statuses)} frames"
         summary = {"progress": done / max(1, total), "status": "",
                    "tasks": {"done": done, "total": total, "running": running}}

@@ -32,8 +32,8 @@ import time
 import requests
 
 from francine.client import ApiError, Client, load_scene_file
+from francine.records import FINAL
 
-FINAL = ("done", "failed", "cancelled")
 #: Output formats by file extension.
 EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".exr": "exr"}
 

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 
 import requests
 
+from francine.records import FINAL
+
 
 class ApiError(Exception):
     def __init__(self, status: int, body: dict | str):
@@ -101,7 +103,7 @@ class Client:
             status = self.execution(sid, eid)
             if on_status:
                 on_status(status)
-            if status["status"] in ("done", "failed", "cancelled"):
+            if status["status"] in FINAL:
                 return status
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution {eid} still {status['status']} after "

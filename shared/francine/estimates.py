@@ -9,11 +9,12 @@ makes one call.
 from __future__ import annotations
 
 from francine.clients import Adapters
+from francine.records import Status
 
 
 def pixel_seconds(ad: Adapters, sid: str, producer, scene: dict, resources: list[dict]) -> float:
     refine = getattr(producer, "estimate_pixel_seconds", None)
     if refine is None:
         return producer.pixel_seconds(scene)
-    history = [doc for _, doc in ad.store.list_executions(sid) if doc.get("status") == "done"]
+    history = [ex for ex in ad.store.list_executions(sid) if ex.status == Status.DONE]
     return refine(scene, resources, history)

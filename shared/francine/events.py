@@ -20,12 +20,14 @@ API.md plus the owner's user id and the schema version).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Iterator
 
 from francine import executions
+from francine.records import FINAL, Execution
 
 log = logging.getLogger("francine.events")
 
@@ -66,21 +68,21 @@ NO_TASKS = {"failed": 0, "running": 0, "done": 0,
             "reduce": {"fetch": 0.0, "work": 0.0, "cpu": 0.0, "n": 0}}
 
 
-def status_message(doc: dict, view: dict) -> dict:
-    return {"schema": 1, "user": doc["user"], "execution": view}
+def status_message(ex: Execution, view: dict) -> dict:
+    return {"schema": 1, "user": ex.user, "execution": view}
 
 
-def publish_status(ad, doc: dict, created: bool = False) -> None:
+def publish_status(ad, ex: Execution | None, created: bool = False) -> None:
     """Announce an execution's status on the topic. Never raises: the topic is for
     other systems, and a render must not fail because it could not be announced."""
     try:
         if created:
             # Announced as queued without counting tasks (none has run yet).
-            doc = {**doc, "summary": executions.summarize(doc, NO_TASKS, None)}
-        view = executions.view(ad, doc)
-        ad.bus.publish_status(status_message(doc, view))
+            ex = dataclasses.replace(ex, summary=executions.summarize(ex, NO_TASKS, None))
+        view = executions.view(ad, ex)
+        ad.bus.publish_status(status_message(ex, view))
     except Exception:
-        log.exception("could not publish the status of execution %s", doc.get("id"))
+        log.exception("could not publish the status of execution %s", getattr(ex, "id", None))
 
 
 def sse(event: str, data: dict) -> str:
@@ -101,19 +103,19 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
     seen: tuple | None = None
     try:
         while True:
-            doc = ad.store.get_execution(sid, eid)
-            if doc is None:  # deleted while watched
+            ex = ad.store.execution(sid, eid)
+            if ex is None:  # deleted while watched
                 yield sse("gone", {"id": eid, "session_id": sid})
                 return
-            final = doc["status"] in executions.FINAL
+            final = ex.final
             done = ad.store.count_tasks(sid, eid, "done")
             # Before the first finished task, a task starting is the news (queued →
             # running); after it, every change of status or progress moves ``done``.
             running = ad.store.count_tasks(sid, eid, "running") if not done else None
-            mark = (doc["status"], done, running)
+            mark = (ex.status, done, running)
             if mark != seen or final:
                 seen = mark
-                view = executions.view(ad, doc)
+                view = executions.view(ad, ex)
                 if sent is None or _changing(view) != sent or final:
                     sent = _changing(view)
                     last_sent = time.monotonic()
@@ -207,26 +209,26 @@ def notify(ad, message) -> str:
     from francine.adapters.store import now
 
     execution = message.payload.get("execution") or {}
-    if execution.get("status") not in executions.FINAL:
+    if execution.get("status") not in FINAL:
         return "ignored: not a final status"
     sid, eid = execution.get("session_id"), execution.get("id")
     if not (isinstance(sid, str) and isinstance(eid, str)):
         return "ignored: status without execution"
-    doc = ad.store.get_execution(sid, eid)
-    if doc is None or not doc.get("notify_url"):
+    ex = ad.store.execution(sid, eid)
+    if ex is None or not ex.notify_url:
         return "no webhook"
-    finished = doc.get("finished") or now()
+    finished = ex.finished or now()
     if now() - finished > dt.timedelta(seconds=ad.settings.notify_deadline_s):
         log.error("webhook of %s/%s abandoned: no success within %.0f s", sid, eid,
                   ad.settings.notify_deadline_s)
         return "abandoned: deadline passed"
     try:
-        url = check_notify_url(doc["notify_url"], ad.settings)
+        url = check_notify_url(ex.notify_url, ad.settings)
     except errors.BadRequest as e:
         return f"abandoned: {e.message}"
     body = json.dumps(execution, separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", DELIVERY_HEADER: eid,
-               SIGNATURE_HEADER: sign(ad.store.webhook_secret(doc["user"]), body,
+               SIGNATURE_HEADER: sign(ad.store.webhook_secret(ex.user), body,
                                       int(time.time())),
                "User-Agent": "francine-webhook/1"}
     status = _post(url, body, headers, ad.settings)

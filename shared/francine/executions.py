@@ -16,11 +16,11 @@ import time
 import uuid
 
 from francine import errors, estimates, farm, planning, producers, recovery, scheduler
-from francine.adapters.store import execution_from_doc, now
+from francine.adapters.store import now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
 from francine.producers.base import ResourceInfo, SceneError
-from francine.records import FINAL, Execution, Kind, Status, Task
+from francine.records import FINAL, Execution, Kind, Session, Status, Task
 
 MAX_PARALLEL = 4096
 MIN_TILE = 8
@@ -45,9 +45,9 @@ def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
 
 
 def start(ad: Adapters, user: str, sid: str, body: dict,
-          idempotency_key: str | None = None, admit=None) -> tuple[dict, bool]:
+          idempotency_key: str | None = None, admit=None) -> tuple[Execution, bool]:
     """Create (or, for a repeated idempotency key, find) an execution and publish it.
-    Returns (execution document, created). ``admit(shape, pixel_seconds)``, run only for
+    Returns (execution, created). ``admit(shape, pixel_seconds)``, run only for
     a new execution (quotas.admission), raises to refuse it or returns extra fields."""
     from francine import events  # events reads statuses from here
 
@@ -55,13 +55,13 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
     notify_url = events.check_notify_url(body.get("notify_url"), ad.settings)
     eid = execution_id(user, sid, idempotency_key)
 
-    def build(session: dict) -> tuple[dict, dict]:
+    def build(session: Session) -> tuple[dict, Execution]:
         # Only for a new execution (a repeated key finds the first one before this).
         records = ad.store.list_resources(sid)
         resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
                      for r in records}
-        producer = producers.get(session["producer"])
-        scene = merge_patch(session["scene"], update) if update else session["scene"]
+        producer = producers.get(session.producer)
+        scene = merge_patch(session.scene, update) if update else session.scene
         try:
             scene = producer.validate(scene, resources)
             width, height = producer.image_size(scene)
@@ -89,27 +89,21 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
                 f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
         extra = admit(shape, pixel_seconds) if admit else {}
         created = ad.clock()
-        doc = {
-            "id": eid, "session_id": sid, "user": user, "created": created,
-            "status": "queued", "producer": producer.name, "format": session["format"],
-            "display": producer.display, "channels": producer.channels,
-            "scene": scene, "update": update, "parallel": parallel, "tile": tile,
-            "resources": {n: {"sha256": r.sha256, "size": r.size}
-                          for n, r in resources.items()},
-            "shape": shape.to_dict(), "task_seconds": estimate,
+        ex = Execution(
+            id=eid, session_id=sid, user=user, created=created, producer=producer.name,
+            format=session.format, display=producer.display, channels=producer.channels,
+            scene=scene, update=update, parallel=parallel, tile=tile,
+            resources={n: {"sha256": r.sha256, "size": r.size} for n, r in resources.items()},
+            shape=shape.to_dict(),
             # Farm-wide admission (francine.farm) replaces the per-execution limit.
-            "admission_limit": 0 if farm.enabled(ad.settings) else ad.settings.admission_limit,
-            "planned": False, "published": False, "finished": None, "error": None,
-            **extra,
-        }
-        if notify_url:
-            doc["notify_url"] = notify_url
-        return ({"scene": scene, "updated": created} if update else {}), doc
+            admission_limit=0 if farm.enabled(ad.settings) else ad.settings.admission_limit,
+            notify_url=notify_url, task_seconds=estimate, **extra)
+        return ({"scene": scene, "updated": created} if update else {}), ex
 
-    doc, created = ad.store.create_execution(sid, eid, build)
-    if doc["status"] not in FINAL:
+    ex, created = ad.store.create_execution(sid, eid, build)
+    if not ex.final:
         try:
-            publish(ad, doc)
+            publish(ad, ex)
         except Exception:
             if idempotency_key is None:
                 # Nobody can resume this execution (a retry gets a new id): end it
@@ -118,55 +112,54 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
                     fail(ad, sid, eid, "publish_failed", "the tasks could not be queued")
             raise
     if created:  # after the tasks: announcing it must not delay the render
-        events.publish_status(ad, doc, created=True)
-    return doc, created
+        events.publish_status(ad, ex, created=True)
+    return ex, created
 
 
-def publish(ad: Adapters, doc: dict) -> None:
+def publish(ad: Adapters, ex: Execution) -> None:
     """Write the task documents and publish the first production tasks; idempotent."""
-    carry_out_start(ad, doc, scheduler.ExecutionCreated())
+    carry_out_start(ad, ex, scheduler.ExecutionCreated())
 
 
 #: Kept for callers of the earlier name.
 STALLED_S = scheduler.STALLED_S
 
 
-def resume_if_stalled(ad: Adapters, doc: dict) -> bool:
+def resume_if_stalled(ad: Adapters, ex: Execution) -> bool:
     """Finish publishing an execution whose creating request died; idempotent, so the
     status read that notices it can do it. True if it resumed."""
-    return bool(carry_out_start(ad, doc, scheduler.Tick()).actions)
+    return bool(carry_out_start(ad, ex, scheduler.Tick()).actions)
 
 
-def carry_out_start(ad: Adapters, doc: dict, event) -> scheduler.Trace:
+def carry_out_start(ad: Adapters, ex: Execution, event) -> scheduler.Trace:
     """Step ``event`` (creation or a tick) and carry out the writes and publications;
-    ``doc`` is updated as the store is."""
-    sid, eid = doc["session_id"], doc["id"]
-    shape = planning.Shape.from_dict(doc["shape"])
-    plan = scheduler.Plan(shape, doc.get("admission_limit") or 0)
+    ``ex`` is updated as the store is."""
+    sid, eid = ex.session_id, ex.id
+    shape = planning.Shape.from_dict(ex.shape)
+    plan = scheduler.Plan(shape, ex.admission_limit or 0)
     seen = scheduler.Observed(
-        status=Status(doc["status"]), planned=bool(doc.get("planned")),
-        published=bool(doc.get("published")),
-        now_s=(ad.clock() - doc["created"]).total_seconds())
+        status=ex.status, planned=bool(ex.planned), published=bool(ex.published),
+        now_s=(ad.clock() - ex.created).total_seconds())
 
     def carry_out(action):
         match action:
             case scheduler.WriteTasks():
                 tasks = task_records(eid, shape)
                 if farm.enabled(ad.settings):  # tagged and queued, not published
-                    farm.enqueue(ad, doc, tasks)
+                    farm.enqueue(ad, ex, tasks)
                 ad.store.write_tasks(sid, eid, tasks)
                 ad.store.update_execution(sid, eid, {"planned": True})
-                doc["planned"] = True
+                ex.planned = True
             case scheduler.Publish(first=True) if farm.enabled(ad.settings):
                 ad.store.update_execution(sid, eid, {"published": True})
-                doc["published"] = True
+                ex.published = True
                 farm.dispatch_now(ad)
             case scheduler.Publish(indices=indices, first=first):
                 ad.bus.publish_tasks(sid, eid, [
                     (i, planning.task_id(eid, planning.node_name(0, i))) for i in indices])
                 if first:
                     ad.store.update_execution(sid, eid, {"published": True})
-                    doc["published"] = True
+                    ex.published = True
 
     return scheduler.drive(plan, [event], lambda _e: seen, carry_out)
 
@@ -181,10 +174,6 @@ def task_records(eid: str, shape: planning.Shape) -> list[Task]:
     return tasks
 
 
-def as_record(doc: dict | Execution) -> Execution:
-    return doc if isinstance(doc, Execution) else execution_from_doc(doc)
-
-
 # --- reporting -------------------------------------------------------------------------
 
 def rfc3339(t: dt.datetime | None) -> str | None:
@@ -193,14 +182,13 @@ def rfc3339(t: dt.datetime | None) -> str | None:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def summarize(doc: dict | Execution, stats: dict, finished: dt.datetime | None,
+def summarize(ex: Execution, stats: dict, finished: dt.datetime | None,
               status: str | None = None) -> dict:
     """The counts and times of an execution from its task statistics. A cancelled or
     failed execution has no task running and no image: tasks still running when it
     ended are abandoned, not running forever."""
-    ex = as_record(doc)
     status = status or ex.status
-    ended_without_image = finished is not None and status in ("cancelled", "failed")
+    ended_without_image = finished is not None and status in (Status.CANCELLED, Status.FAILED)
     shape = planning.Shape.from_dict(ex.shape)
     created = ex.created
     end = finished or now()
@@ -228,37 +216,36 @@ def summarize(doc: dict | Execution, stats: dict, finished: dt.datetime | None,
     }
 
 
-def view(ad: Adapters, doc: dict) -> dict:
-    """The execution status of API.md."""
-    summary = doc.get("summary")
+def view(ad: Adapters, ex: Execution) -> dict:
+    """The execution status of API.md: the one place an execution becomes REST JSON."""
+    summary = ex.summary
     if summary is None:
-        stats = ad.store.task_stats(doc["session_id"], doc["id"])
-        summary = summarize(doc, stats, doc.get("finished"))
-    shape = planning.Shape.from_dict(doc["shape"])
+        stats = ad.store.task_stats(ex.session_id, ex.id)
+        summary = summarize(ex, stats, ex.finished)
+    shape = planning.Shape.from_dict(ex.shape)
     tasks = summary["tasks"]
     if "retries" not in tasks:  # frozen into the summary at the end
-        tasks = {**tasks, **recovery.counts(ad, doc["session_id"], doc["id"])}
-    status = doc["status"]
+        tasks = {**tasks, **recovery.counts(ad, ex.session_id, ex.id)}
+    status = ex.status
     if status not in FINAL:
-        status = "queued"
+        status = Status.QUEUED
         if summary["productions_done"] >= shape.productions:
-            status = "reducing"
+            status = Status.REDUCING
         elif tasks["done"] or tasks["running"]:
-            status = "running"
-    progress = 1.0 if status == "done" else round(tasks["done"] / tasks["total"], 4)
+            status = Status.RUNNING
+    progress = 1.0 if status == Status.DONE else round(tasks["done"] / tasks["total"], 4)
     return {
-        "id": doc["id"], "session_id": doc["session_id"], "status": status,
+        "id": ex.id, "session_id": ex.session_id, "status": str(status),
         "progress": progress, "tasks": tasks, "time": summary["time"],
-        "error": doc.get("error"),
-        "parallel": doc["parallel"], "tile": doc["tile"], "update": doc.get("update"),
-        "format": doc["format"], "width": shape.width, "height": shape.height,
+        "error": ex.error,
+        "parallel": ex.parallel, "tile": ex.tile, "update": ex.update,
+        "format": ex.format, "width": shape.width, "height": shape.height,
     }
 
 
-def end(ad: Adapters, doc: dict | Execution, status: str, error: dict | None = None,
+def end(ad: Adapters, ex: Execution, status: str, error: dict | None = None,
         result: str | None = None) -> bool:
     """Move the execution to a final status with its frozen summary; first caller wins."""
-    ex = as_record(doc)
     finished = ad.clock()
     stats = ad.store.task_stats(ex.session_id, ex.id)
     summary = summarize(ex, stats, finished, status)
@@ -272,27 +259,27 @@ def end(ad: Adapters, doc: dict | Execution, status: str, error: dict | None = N
         farm.ended(ad, ex)
         from francine import events
 
-        events.publish_status(ad, ad.store.get_execution(ex.session_id, ex.id))
+        events.publish_status(ad, ad.store.execution(ex.session_id, ex.id))
     return won
 
 
 def fail(ad: Adapters, sid: str, eid: str, code: str, message: str) -> bool:
-    doc = ad.store.get_execution(sid, eid)
-    if doc is None or doc["status"] in FINAL:
+    ex = ad.store.execution(sid, eid)
+    if ex is None or ex.final:
         return False
-    return end(ad, doc, "failed", {"code": code, "message": message})
+    return end(ad, ex, Status.FAILED, {"code": code, "message": message})
 
 
-def wait(ad: Adapters, sid: str, eid: str, timeout_s: float) -> dict:
+def wait(ad: Adapters, sid: str, eid: str, timeout_s: float) -> Execution:
     """Poll the execution document until it is final or the timeout passes: every 0.1 s
     at first (small renders answer fast), backing off to every second."""
     deadline = time.monotonic() + timeout_s
     poll_s = 0.1
     while True:
-        doc = ad.store.get_execution(sid, eid)
-        if doc is None:
+        ex = ad.store.execution(sid, eid)
+        if ex is None:
             raise errors.NotFound("execution not found")
-        if doc["status"] in FINAL or time.monotonic() >= deadline:
-            return doc
+        if ex.final or time.monotonic() >= deadline:
+            return ex
         time.sleep(poll_s)
         poll_s = min(1.0, poll_s * 1.25)

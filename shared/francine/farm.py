@@ -40,14 +40,14 @@ def name(settings: Settings) -> str:
     return settings.produce_topic
 
 
-def enqueue(ad: Adapters, doc: dict, tasks: list[Task]) -> dispatch.Account:
+def enqueue(ad: Adapters, ex: Execution, tasks: list[Task]) -> dispatch.Account:
     """Give the execution's production tasks their fair-share tags and a place in the
     farm's queue (before they are written); reserves their share in the user's
     account (once per execution)."""
-    farm, user = name(ad.settings), doc["user"]
+    farm, user = name(ad.settings), ex.user
     productions = [t for t in tasks if t.kind == Kind.PRODUCE]
     weight = dispatch.parse_weights(ad.settings.fair_weights).get(user, 1.0)
-    step = float(doc.get("task_seconds") or 1.0) / weight
+    step = float(ex.task_seconds or 1.0) / weight
     lowest = ad.store.waiting_tasks(farm, 1, order="tag")
     v = dispatch.virtual_time(lowest[0][2].tag if lowest else None,
                               ad.store.latest_finish(farm))
@@ -57,7 +57,7 @@ def enqueue(ad: Adapters, doc: dict, tasks: list[Task]) -> dispatch.Account:
             previous["finish"], previous["start"], previous["last"],
             previous.get("credit", 0.0))
         return dataclasses.asdict(dispatch.reserve(
-            account, doc["id"], v, ad.settings.fair_credit_s, step * len(productions)))
+            account, ex.id, v, ad.settings.fair_credit_s, step * len(productions)))
 
     written = ad.store.reserve_share(farm, user, update)
     account = dispatch.Account(written["finish"], written["start"], written["last"],

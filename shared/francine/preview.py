@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from francine import errors, imaging, planning
+from francine.records import Execution, Status
 
 #: Concurrent downloads of a preview's partials.
 FETCHERS = 8
@@ -109,22 +110,22 @@ class Previews:
         self._partials_bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, doc: dict) -> Preview:
-        sid, eid = doc["session_id"], doc["id"]
-        shape = planning.Shape.from_dict(doc["shape"])
-        if doc["status"] == "done":
-            return self._cached((sid, eid, "final"), lambda: self._final(doc, shape))
+    def get(self, ex: Execution) -> Preview:
+        sid, eid = ex.session_id, ex.id
+        shape = planning.Shape.from_dict(ex.shape)
+        if ex.status == Status.DONE:
+            return self._cached((sid, eid, "final"), lambda: self._final(ex, shape))
         with self._lock:
             recent = self._latest.get((sid, eid))
         if recent is not None and time.monotonic() - recent[0] < MIN_INTERVAL_S:
             return recent[1]
         done = set(self.ad.store.done_nodes(sid, eid))
         if shape.root in done:  # stored, the execution ends this instant
-            return self._cached((sid, eid, "final"), lambda: self._final(doc, shape))
+            return self._cached((sid, eid, "final"), lambda: self._final(ex, shape))
         nodes = covering_nodes(shape, done)
         if not nodes:
             raise errors.Conflict(f"execution {eid} has no finished task yet", "not_ready")
-        preview = self._cached((sid, eid, *nodes), lambda: self._partial(doc, shape, nodes))
+        preview = self._cached((sid, eid, *nodes), lambda: self._partial(ex, shape, nodes))
         with self._lock:
             self._latest[(sid, eid)] = (time.monotonic(), preview)
             self._latest.move_to_end((sid, eid))
@@ -132,18 +133,18 @@ class Previews:
                 self._latest.popitem(last=False)
         return preview
 
-    def _final(self, doc: dict, shape: planning.Shape) -> Preview:
-        name = doc.get("result") or self.ad.blobs.result_name(
-            doc["session_id"], doc["id"], imaging.EXTENSIONS[doc["format"]])
+    def _final(self, ex: Execution, shape: planning.Shape) -> Preview:
+        name = ex.result or self.ad.blobs.result_name(
+            ex.session_id, ex.id, imaging.EXTENSIONS[ex.format])
         data = self.ad.blobs.get_result(name)
-        return Preview(png_of_result(data, doc["format"], doc["display"]), shape.passes, True)
+        return Preview(png_of_result(data, ex.format, ex.display), shape.passes, True)
 
-    def _partial(self, doc: dict, shape: planning.Shape, nodes: list[str]) -> Preview:
-        sid, eid = doc["session_id"], doc["id"]
+    def _partial(self, ex: Execution, shape: planning.Shape, nodes: list[str]) -> Preview:
+        sid, eid = ex.session_id, ex.id
         with ThreadPoolExecutor(max_workers=min(FETCHERS, len(nodes))) as pool:
             partials = list(pool.map(lambda n: self._load(sid, eid, n), nodes))
         image, passes = assemble(shape, partials)
-        return Preview(imaging.encode(image, "png", doc["display"]), passes, False)
+        return Preview(imaging.encode(image, "png", ex.display), passes, False)
 
     def _load(self, sid: str, eid: str, node: str) -> imaging.Partial:
         key = (sid, eid, node)

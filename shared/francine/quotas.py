@@ -150,8 +150,8 @@ def _cpu(doc: dict) -> float:
 def stored_bytes(ad: Adapters, user: str) -> int:
     """Bytes of the resources attached to the user's sessions (each session counts what
     it holds; the same file in two sessions counts twice)."""
-    return sum(r["size"] for sid, _ in ad.store.list_sessions(user)
-               for r in ad.store.list_resources(sid))
+    return sum(r["size"] for session in ad.store.list_sessions(user)
+               for r in ad.store.list_resources(session.id))
 
 
 def storage_room(ad: Adapters, user: str) -> int:

@@ -116,6 +116,9 @@ class Execution:
     error: dict | None = None
     summary: dict | None = None
     result: str | None = None
+    notify_url: str | None = None  # where the final status is POSTed (a webhook)
+    cpu_estimate: float | None = None  # reserved against the owner's daily budget
+    task_seconds: float | None = None  # one production task's estimate (fair share)
 
     @property
     def final(self) -> bool:
@@ -133,3 +136,4 @@ class Session:
     scene: dict[str, Any]
     created: dt.datetime | None = None
     updated: dt.datetime | None = None
+    deleting: bool = False  # being deleted: it answers 404 from then on

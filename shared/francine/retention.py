@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from francine import executions
 from francine.adapters import translated
 from francine.adapters.store import now
 from francine.clients import Adapters
@@ -42,10 +41,10 @@ def collect(ad: Adapters, partials_after_s: float = 600.0, results_after_days: f
                 continue
             key = (parts[1], parts[2])
             if key not in finals:
-                doc = ad.store.get_execution(*key)
-                finals[key] = doc is None or (
-                    doc["status"] in executions.FINAL and doc.get("finished") is not None
-                    and (t - doc["finished"]).total_seconds() >= partials_after_s)
+                ex = ad.store.execution(*key)
+                finals[key] = ex is None or (
+                    ex.final and ex.finished is not None
+                    and (t - ex.finished).total_seconds() >= partials_after_s)
             if finals[key]:
                 blob.delete()
                 out.partials += 1

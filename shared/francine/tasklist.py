@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from francine import errors
 from francine.clients import Adapters
+from francine.records import Execution
 
 STATUSES = ("failed",)
 
@@ -16,7 +17,7 @@ def task_view(task) -> dict:
             "attempts": task.attempts, "error": task.error}
 
 
-def list_tasks(ad: Adapters, doc: dict, args) -> dict:
+def list_tasks(ad: Adapters, ex: Execution, args) -> dict:
     """``args``: the query string. Only ``status=failed`` is served: listing every task
     of a 10,000-task execution is not something a client should page through."""
     unknown = set(args) - {"status"}
@@ -26,5 +27,5 @@ def list_tasks(ad: Adapters, doc: dict, args) -> dict:
     status = args.get("status")
     if status not in STATUSES:
         raise errors.BadRequest(f"status: must be one of {list(STATUSES)}", "invalid_field")
-    tasks = ad.store.failed_tasks(doc["session_id"], doc["id"])
+    tasks = ad.store.failed_tasks(ex.session_id, ex.id)
     return {"tasks": [task_view(t) for t in tasks]}

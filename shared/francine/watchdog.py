@@ -49,8 +49,9 @@ def tick(ad: Adapters, ex: Execution, stall_s: float) -> list[scheduler.Action]:
     shape = planning.Shape.from_dict(ex.shape)
     plan = scheduler.Plan(shape, ex.admission_limit, stall_s=stall_s)
     if not ex.published:  # the api's resumption: writes the tasks, publishes
-        doc = ad.store.get_execution(ex.session_id, ex.id)
-        return executions.carry_out_start(ad, doc, scheduler.Tick()).actions if doc else []
+        current = ad.store.execution(ex.session_id, ex.id)
+        return executions.carry_out_start(ad, current, scheduler.Tick()).actions \
+            if current else []
 
     def carry_out(action):
         recovery.carry_out(ad, ex, shape, action)

@@ -8,34 +8,40 @@ import threading
 import pytest
 
 from francine import errors
-from francine.records import Claim, Kind, Status, Task
+from francine.records import Claim, Execution, Kind, Session, Status, Task
 
 
 def session(backend, sid):
-    backend.store.create_session(sid, {"user": "conformance", "producer": "ao",
-                                       "format": "png", "scene": {"width": 8}})
+    backend.store.create_session(Session(sid, "conformance", "ao", "png", {"width": 8}))
+
+
+def record(sid, eid, user):
+    return Execution(
+        id=eid, session_id=sid, user=user,
+        created=dt.datetime.now(dt.UTC).replace(microsecond=123000), producer="ao",
+        format="png", display="linear", channels=1, scene={"width": 16},
+        shape={"width": 16, "height": 8, "passes": 2, "tile": 8, "fan_in": 2}, parallel=2,
+        resources={"a.png": {"sha256": "0" * 64, "size": 3}}, cpu_estimate=1.5)
 
 
 def execution(backend, sid, eid):
-    def build(s):
-        return {"scene": {"width": 16}}, {
-            "id": eid, "session_id": sid, "status": "queued", "user": s["user"],
-            "created": dt.datetime.now(dt.UTC), "producer": "ao", "format": "png",
-            "display": "linear", "channels": 1, "scene": {"width": 16}, "parallel": 2,
-            "shape": {"width": 16, "height": 8, "passes": 2, "tile": 8, "fan_in": 2},
-            "planned": False}
-    return backend.store.create_execution(sid, eid, build)
+    return backend.store.create_execution(
+        sid, eid, lambda s: ({"scene": {"width": 16}}, record(sid, eid, s.user)))
 
 
 def test_an_execution_is_created_once_with_its_session_update(backend, unique):
     session(backend, unique)
-    doc, created = execution(backend, unique, "e1")
-    assert created and doc["user"] == "conformance"
+    ex, created = execution(backend, unique, "e1")
+    assert created and ex.user == "conformance"
     calls = []
     again, created = backend.store.create_execution(
-        unique, "e1", lambda s: calls.append(s) or ({}, {"id": "other"}))
-    assert not created and again["id"] == "e1" and calls == []
-    assert backend.store.get_session(unique)["scene"] == {"width": 16}
+        unique, "e1", lambda s: calls.append(s) or ({}, record(unique, "other", "x")))
+    assert not created and again == ex and calls == []
+    assert backend.store.execution(unique, "e1") == ex  # the record round-trips
+    assert backend.store.execution(unique, "missing") is None
+    stored = backend.store.get_session(unique)
+    assert stored.scene == {"width": 16} and stored.user == "conformance"
+    assert backend.store.get_session(unique + "-missing") is None
     with pytest.raises(errors.NotFound):
         execution(backend, unique + "-missing", "e1")
 

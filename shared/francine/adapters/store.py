@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from francine import errors
 from francine.adapters import translated
-from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Status, Task
+from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Session, Status, Task
 
 BATCH = 500  # Firestore's limit of writes per batch
 
@@ -77,10 +77,28 @@ def execution_from_doc(doc: dict) -> Execution:
     return Execution(**values)
 
 
+#: Fields a new execution's document leaves out while they are unset.
+_EXECUTION_LATER = ("summary", "result", "notify_url", "cpu_estimate", "task_seconds")
+
+
 def execution_to_doc(execution: Execution) -> dict:
-    doc = {f: getattr(execution, f) for f in _EXECUTION_FIELDS}
+    doc = {f: getattr(execution, f) for f in _EXECUTION_FIELDS
+           if not (f in _EXECUTION_LATER and getattr(execution, f) is None)}
     doc["status"] = str(execution.status)
     return doc
+
+
+_SESSION_FIELDS = {f for f in Session.__dataclass_fields__} - {"id"}
+
+
+def session_from_doc(sid: str, doc: dict) -> Session:
+    return Session(id=sid, **{k: v for k, v in doc.items() if k in _SESSION_FIELDS})
+
+
+def session_to_doc(session: Session) -> dict:
+    """Unset times and a session not being deleted leave their fields out."""
+    return {f: v for f in _SESSION_FIELDS
+            if (v := getattr(session, f)) is not None and v is not False}
 
 
 def recovery_counts(again: list[dict], replaced: int, speculative: int,
@@ -118,22 +136,26 @@ class Store:
         return snap.to_dict() if snap.exists else None
 
     # --- sessions ------------------------------------------------------------------------
-    def create_session(self, sid: str, doc: dict) -> None:
+    def create_session(self, session: Session) -> None:
         with translated("session creation"):
-            self._session(sid).create(doc)
+            self._session(session.id).create(session_to_doc(session))
 
-    def get_session(self, sid: str) -> dict | None:
+    def get_session(self, sid: str) -> Session | None:
         with translated("session lookup"):
             snap = self._session(sid).get()
-        return snap.to_dict() if snap.exists else None
+        return session_from_doc(sid, snap.to_dict()) if snap.exists else None
 
-    def list_sessions(self, user: str) -> list[tuple[str, dict]]:
+    def list_sessions(self, user: str) -> list[Session]:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         with translated("session listing"):
             query = self._db.collection("sessions").where(
                 filter=FieldFilter("user", "==", user)).order_by("created")
-            return [(s.id, s.to_dict()) for s in query.stream()]
+            return [session_from_doc(s.id, s.to_dict()) for s in query.stream()]
+
+    def mark_session_deleting(self, sid: str) -> None:
+        with translated("session deletion"):
+            self._session(sid).update({"deleting": True})
 
     def delete_session(self, sid: str) -> None:
         """Delete the session with everything below it (executions, tasks, resources)."""
@@ -172,12 +194,13 @@ class Store:
 
     # --- executions ----------------------------------------------------------------------
     def create_execution(self, sid: str, eid: str,
-                         build: Callable[[dict], tuple[dict, dict]]) -> tuple[dict, bool]:
+                         build: Callable[[Session], tuple[dict, Execution]]
+                         ) -> tuple[Execution, bool]:
         """Create execution ``eid`` in one transaction with the session's scene update.
 
-        ``build(session)`` returns (fields to update on the session, execution document).
-        Returns (execution document, created); an existing ``eid`` (a retried request
-        with the same idempotency key) is returned unchanged with created = False.
+        ``build(session)`` returns (fields to update on the session, execution).
+        Returns (execution, created); an existing ``eid`` (a retried request with the
+        same idempotency key) is returned unchanged with created = False.
         """
         from google.cloud import firestore
 
@@ -187,32 +210,28 @@ class Store:
         def run(tx):
             existing = exec_ref.get(transaction=tx)
             if existing.exists:
-                return existing.to_dict(), False
+                return execution_from_doc(existing.to_dict()), False
             session = session_ref.get(transaction=tx)
             if not session.exists:
                 raise errors.NotFound("session not found")
-            session_update, doc = build(session.to_dict())
+            session_update, ex = build(session_from_doc(sid, session.to_dict()))
             if session_update:
                 tx.update(session_ref, session_update)
-            tx.create(exec_ref, doc)
-            return doc, True
+            tx.create(exec_ref, execution_to_doc(ex))
+            return ex, True
 
         with translated("execution creation"):
             return run(self._db.transaction())
 
-    def get_execution(self, sid: str, eid: str) -> dict | None:
+    def execution(self, sid: str, eid: str) -> Execution | None:
         with translated("execution lookup"):
             snap = self._execution(sid, eid).get()
-        return snap.to_dict() if snap.exists else None
+        return execution_from_doc(snap.to_dict()) if snap.exists else None
 
-    def execution(self, sid: str, eid: str) -> Execution | None:
-        doc = self.get_execution(sid, eid)
-        return None if doc is None else execution_from_doc(doc)
-
-    def list_executions(self, sid: str) -> list[tuple[str, dict]]:
+    def list_executions(self, sid: str) -> list[Execution]:
         with translated("execution listing"):
             query = self._session(sid).collection("executions").order_by("created")
-            return [(s.id, s.to_dict()) for s in query.stream()]
+            return [execution_from_doc(s.to_dict()) for s in query.stream()]
 
     def update_execution(self, sid: str, eid: str, fields: dict) -> None:
         with translated("execution update"):

@@ -31,13 +31,14 @@ from francine import (
     uploads,
     users,
 )
-from francine.adapters import external, translated
+from francine.adapters import external
 from francine.adapters.store import now
 from francine.api import requestlog, schemas, viewer
 from francine.api.openapi import openapi_document
 from francine.clients import Adapters
 from francine.preview import Previews
 from francine.producers.base import SceneError
+from francine.records import Execution, Session, Status
 
 log = logging.getLogger("francine.api")
 
@@ -157,19 +158,19 @@ class Api:
         schemas.check_json(body)
         return body
 
-    def own_session(self, user: str, sid: str) -> dict:
+    def own_session(self, user: str, sid: str) -> Session:
         session = self.ad.store.get_session(sid) if ID.match(sid) else None
         # Another user's session answers exactly like a missing one.
-        if session is None or session.get("user") != user or session.get("deleting"):
+        if session is None or session.user != user or session.deleting:
             raise errors.NotFound(f"session {sid} not found")
         return session
 
-    def own_execution(self, user: str, sid: str, eid: str) -> dict:
+    def own_execution(self, user: str, sid: str, eid: str) -> Execution:
         self.own_session(user, sid)
-        doc = self.ad.store.get_execution(sid, eid) if ID.match(eid) else None
-        if doc is None:
+        ex = self.ad.store.execution(sid, eid) if ID.match(eid) else None
+        if ex is None:
             raise errors.NotFound(f"execution {eid} not found")
-        return doc
+        return ex
 
     # --- public routes -----------------------------------------------------------------
     def route_health(self, request) -> Response:
@@ -197,12 +198,12 @@ class Api:
                 self.create_session(DEMO_USER, {"producer": "ao"}, sid=DEMO_SESSION)
         body = {"parallel": int(parallel)}
         self.renders.check()
-        doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body, f"demo-{parallel}")
-        if doc["status"] in ("failed", "cancelled"):
+        ex, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body, f"demo-{parallel}")
+        if ex.status in (Status.FAILED, Status.CANCELLED):
             # One retry per failed render, shared by every caller.
-            doc, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body,
-                                      f"demo-{parallel}-after-{doc['id']}")
-        return self.blocking_result(doc, DEMO_USER)
+            ex, _ = executions.start(self.ad, DEMO_USER, DEMO_SESSION, body,
+                                     f"demo-{parallel}-after-{ex.id}")
+        return self.blocking_result(ex, DEMO_USER)
 
     # --- sessions ----------------------------------------------------------------------
     def create_session(self, user: str, body: dict, sid: str | None = None) -> dict:
@@ -214,16 +215,15 @@ class Api:
         except SceneError as e:
             raise executions.scene_error(e) from e
         sid = sid or uuid.uuid4().hex[:20]
-        doc = {"user": user, "producer": name, "format": fmt, "scene": scene,
-               "created": now(), "updated": now()}
-        self.ad.store.create_session(sid, doc)
-        return self.session_view(sid, doc, [])
+        session = Session(sid, user, name, fmt, scene, created=now(), updated=now())
+        self.ad.store.create_session(session)
+        return self.session_view(session, [])
 
     @staticmethod
-    def session_view(sid: str, doc: dict, resources: list[dict]) -> dict:
-        return {"id": sid, "producer": doc["producer"], "format": doc["format"],
-                "scene": doc["scene"], "created": executions.rfc3339(doc["created"]),
-                "updated": executions.rfc3339(doc.get("updated")),
+    def session_view(session: Session, resources: list[dict]) -> dict:
+        return {"id": session.id, "producer": session.producer, "format": session.format,
+                "scene": session.scene, "created": executions.rfc3339(session.created),
+                "updated": executions.rfc3339(session.updated),
                 "resources": [resource_view(r) for r in resources]}
 
     def route_sessions(self, request) -> Response:
@@ -231,20 +231,19 @@ class Api:
         if request.method == "POST":
             return json_response(self.create_session(user, self.json_body(request)), 201)
         return json_response({"sessions": [
-            self.session_view(sid, doc, []) for sid, doc in self.ad.store.list_sessions(user)
-            if not doc.get("deleting")]})
+            self.session_view(s, []) for s in self.ad.store.list_sessions(user)
+            if not s.deleting]})
 
     def route_session(self, request, sid: str) -> Response:
         user = self.user(request)
         session = self.own_session(user, sid)
         if request.method == "DELETE":
             # Stop what is running first, so that no worker writes after the deletion.
-            for _, doc in self.ad.store.list_executions(sid):
-                if doc["status"] not in executions.FINAL:
-                    executions.end(self.ad, doc, "cancelled")
+            for ex in self.ad.store.list_executions(sid):
+                if not ex.final:
+                    executions.end(self.ad, ex, Status.CANCELLED)
             # From now on the session answers 404 (own_session), whatever is left of it.
-            with translated("session deletion"):
-                self.ad.store._session(sid).update({"deleting": True})
+            self.ad.store.mark_session_deleting(sid)
             response = Response(status=204)
             # The objects and documents go after the answer (served by server.py; inline
             # under functions-framework); what an interrupted deletion leaves behind,
@@ -254,7 +253,7 @@ class Api:
             if not self.defer_waits:
                 response.after()
             return response
-        return json_response(self.session_view(sid, session, self.ad.store.list_resources(sid)))
+        return json_response(self.session_view(session, self.ad.store.list_resources(sid)))
 
     # --- resources ---------------------------------------------------------------------
     def route_resources(self, request, sid: str) -> Response:
@@ -271,7 +270,7 @@ class Api:
                 chunks = external.open_url(body["url"], self.ad.blobs.client, limit, own,
                                            allowed_buckets=users.allowed_buckets(
                                                self.ad.store, request_key(request)))
-                record, created = resources.attach(self.ad, sid, session["producer"], name,
+                record, created = resources.attach(self.ad, sid, session.producer, name,
                                                    chunks, limit)
             return json_response(resource_view(record), 201 if created else 200)
         return json_response({"resources": [
@@ -290,7 +289,7 @@ class Api:
             raise quotas.over_storage(quotas.limits(self.ad, user).quota_stored_bytes)
         chunks = iter(lambda: request.stream.read(CHUNK), b"")
         with over_quota_if(room < limit, self.ad, user):
-            record, created = resources.attach(self.ad, sid, session["producer"], name,
+            record, created = resources.attach(self.ad, sid, session.producer, name,
                                                chunks, min(limit, room))
         return json_response(resource_view(record), 201 if created else 200)
 
@@ -306,7 +305,7 @@ class Api:
         upload_id, _, verb = upload.partition(":")
         if verb != "finish":
             raise errors.NotFound(f"no route {request.path}")
-        record, created = uploads.finish(self.ad, sid, session["producer"], upload_id,
+        record, created = uploads.finish(self.ad, sid, session.producer, upload_id,
                                          self.json_body(request))
         return json_response(resource_view(record), 201 if created else 200)
 
@@ -316,19 +315,19 @@ class Api:
         self.own_session(user, sid)
         if request.method == "GET":
             return json_response({"executions": [
-                executions.view(self.ad, doc) for _, doc in self.ad.store.list_executions(sid)]})
+                executions.view(self.ad, ex) for ex in self.ad.store.list_executions(sid)]})
         body = self.json_body(request, allow_empty=True)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")
         self.renders.check()
-        doc = self.start(user, sid, body, key)
+        ex = self.start(user, sid, body, key)
         if request.args.get("block") in ("1", "true"):
-            return self.blocking_result(doc, user)
-        location = f"/v1/sessions/{sid}/executions/{doc['id']}"
-        return json_response(executions.view(self.ad, doc), 202, {"Location": location})
+            return self.blocking_result(ex, user)
+        location = f"/v1/sessions/{sid}/executions/{ex.id}"
+        return json_response(executions.view(self.ad, ex), 202, {"Location": location})
 
-    def start(self, user: str, sid: str, body: dict, key: str | None) -> dict:
+    def start(self, user: str, sid: str, body: dict, key: str | None) -> Execution:
         """``executions.start`` under the quotas. Retries of one idempotency key that
         arrive together wait for the first one here rather than contend in Firestore
         transactions; once it is published they read it like any status."""
@@ -337,71 +336,71 @@ class Api:
             return executions.start(self.ad, user, sid, body, None, admit=admit)[0]
         eid = executions.execution_id(user, sid, key)
         with self.key_locks.hold(eid):
-            doc = self.ad.store.get_execution(sid, eid)
-            if doc is None or not doc.get("published"):
-                doc = executions.start(self.ad, user, sid, body, key, admit=admit)[0]
-        return doc
+            ex = self.ad.store.execution(sid, eid)
+            if ex is None or not ex.published:
+                ex = executions.start(self.ad, user, sid, body, key, admit=admit)[0]
+        return ex
 
-    def blocking_result(self, doc: dict, user: str) -> Response:
+    def blocking_result(self, ex: Execution, user: str) -> Response:
         """The image once the execution ends (or its status after the block timeout).
         Served asynchronously (``defer_waits``), the wait itself is left to the server,
         which holds no thread while it waits: the answer is a ``Waiting`` marker."""
-        sid, eid = doc["session_id"], doc["id"]
-        if doc["status"] not in executions.FINAL:
+        sid, eid = ex.session_id, ex.id
+        if not ex.final:
             if self.defer_waits:
                 self.waits.acquire(user)
-                return Waiting(self, doc, user)
+                return Waiting(self, ex, user)
             with self.waits.hold(user):
-                doc = executions.wait(self.ad, sid, eid, self.ad.settings.block_timeout_s)
-        return self.finish_wait(doc)
+                ex = executions.wait(self.ad, sid, eid, self.ad.settings.block_timeout_s)
+        return self.finish_wait(ex)
 
-    def finish_wait(self, doc: dict) -> Response:
-        sid, eid = doc["session_id"], doc["id"]
-        if doc["status"] == "done":
-            return self.image_response(doc)
-        if doc["status"] in executions.FINAL:
-            error = doc.get("error") or {}
+    def finish_wait(self, ex: Execution) -> Response:
+        sid, eid = ex.session_id, ex.id
+        if ex.status == Status.DONE:
+            return self.image_response(ex)
+        if ex.final:
+            error = ex.error or {}
             raise errors.Conflict(
-                f"execution {eid} is {doc['status']}: {error.get('message', 'no image')}",
-                f"execution_{doc['status']}")
+                f"execution {eid} is {ex.status}: {error.get('message', 'no image')}",
+                f"execution_{ex.status}")
         # Still running after the wait: answer like the non-blocking call.
-        return json_response(executions.view(self.ad, doc), 202,
+        return json_response(executions.view(self.ad, ex), 202,
                              {"Location": f"/v1/sessions/{sid}/executions/{eid}"})
 
-    def image_response(self, doc: dict) -> Response:
-        size = uploads.result_size(self.ad, doc["result"])
+    def image_response(self, ex: Execution) -> Response:
+        size = uploads.result_size(self.ad, ex.result)
         if size is not None and size > self.ad.settings.max_response_bytes:
             return Response(status=307, headers={
-                "Location": uploads.result_url(self.ad, doc["result"]),
-                "X-Francine-Execution": doc["id"]})
-        data = self.ad.blobs.get_result(doc["result"])
-        return Response(data, 200, mimetype=imaging.FORMATS[doc["format"]],
-                        headers={"X-Francine-Execution": doc["id"]})
+                "Location": uploads.result_url(self.ad, ex.result),
+                "X-Francine-Execution": ex.id})
+        data = self.ad.blobs.get_result(ex.result)
+        return Response(data, 200, mimetype=imaging.FORMATS[ex.format],
+                        headers={"X-Francine-Execution": ex.id})
 
     def route_cancel(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
-        doc = self.own_execution(user, sid, eid)
-        if doc["status"] not in executions.FINAL:
-            executions.end(self.ad, doc, "cancelled")
-        return json_response(executions.view(self.ad, self.ad.store.get_execution(sid, eid)))
+        ex = self.own_execution(user, sid, eid)
+        if not ex.final:
+            executions.end(self.ad, ex, Status.CANCELLED)
+        return json_response(executions.view(self.ad, self.ad.store.execution(sid, eid)))
 
     def route_execution(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
-        doc = self.own_execution(user, sid, eid)
-        executions.resume_if_stalled(self.ad, doc)
-        return json_response(executions.view(self.ad, doc))
+        ex = self.own_execution(user, sid, eid)
+        executions.resume_if_stalled(self.ad, ex)
+        return json_response(executions.view(self.ad, ex))
 
     def route_tasks(self, request, sid: str, eid: str) -> Response:
-        doc = self.own_execution(self.user(request), sid, eid)
-        return json_response(tasklist.list_tasks(self.ad, doc, request.args))
+        ex = self.own_execution(self.user(request), sid, eid)
+        return json_response(tasklist.list_tasks(self.ad, ex, request.args))
 
     def route_result(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
-        doc = self.own_execution(user, sid, eid)
-        if doc["status"] != "done":
-            raise errors.Conflict(f"execution {eid} is {executions.view(self.ad, doc)['status']}"
+        ex = self.own_execution(user, sid, eid)
+        if ex.status != Status.DONE:
+            raise errors.Conflict(f"execution {eid} is {executions.view(self.ad, ex)['status']}"
                                   ", not done", "not_ready")
-        return self.image_response(doc)
+        return self.image_response(ex)
 
     def route_preview(self, request, sid: str, eid: str) -> Response:
         p = self.previews.get(self.own_execution(self.user(request), sid, eid))
@@ -477,9 +476,9 @@ class Waiting(Response):
     """What ``blocking_result`` answers when the server does the waiting; the server
     calls ``release`` when the wait ends."""
 
-    def __init__(self, api: Api, doc: dict, user: str):
+    def __init__(self, api: Api, ex: Execution, user: str):
         super().__init__(status=202)
-        self.api, self.doc, self.user = api, doc, user
+        self.api, self.execution, self.user = api, ex, user
 
     def release(self) -> None:
         self.api.waits.release(self.user)

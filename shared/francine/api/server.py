@@ -28,9 +28,10 @@ from collections.abc import Callable
 
 from werkzeug.wrappers import Request, Response
 
-from francine import errors, executions
+from francine import errors
 from francine.api import requestlog
 from francine.api.app import Api, Waiting, error_response, json_response, match, upload_too_large
+from francine.records import Execution
 
 log = logging.getLogger("francine.api")
 
@@ -157,16 +158,15 @@ class AsgiApi:
                 del self.per_key[key]
 
     async def wait(self, api: Api, waiting: Waiting) -> Response:
-        doc = waiting.doc
-        sid, eid = doc["session_id"], doc["id"]
+        sid, eid = waiting.execution.session_id, waiting.execution.id
         deadline = time.monotonic() + api.ad.settings.block_timeout_s
         poll_s = 0.1
         try:
             while True:
-                doc = await self.run(api.ad.store.get_execution, sid, eid)
-                if doc is None:
+                ex = await self.run(api.ad.store.execution, sid, eid)
+                if ex is None:
                     return error_response(errors.NotFound(f"execution {eid} not found"))
-                if doc["status"] in executions.FINAL or time.monotonic() >= deadline:
+                if ex.final or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(poll_s)
                 poll_s = min(1.0, poll_s * 1.25)
@@ -174,7 +174,7 @@ class AsgiApi:
             return error_response(e)
         finally:
             waiting.release()
-        return await self.run(_finish, api, doc)
+        return await self.run(_finish, api, ex)
 
     async def send(self, send, response: Response, close: bool) -> None:
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -206,9 +206,9 @@ class AsgiApi:
         await send({"type": "http.response.body", "body": body})
 
 
-def _finish(api: Api, doc: dict) -> Response:
+def _finish(api: Api, ex: Execution) -> Response:
     try:
-        return api.finish_wait(doc)
+        return api.finish_wait(ex)
     except errors.FrancineError as e:
         return error_response(e)
 

@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterable
 from francine import errors
 from francine.adapters.store import (
     execution_from_doc,
+    execution_to_doc,
     recovery_counts,
+    session_from_doc,
+    session_to_doc,
     task_fields,
     task_from_doc,
     task_to_doc,
 )
-from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Status, Task
+from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Session, Status, Task
 from francine.twins import Meter
 
 
@@ -60,16 +63,18 @@ class StoreTwin:
         return f"sessions/{sid}/executions/{eid}" + (f"/tasks/{tid}" if tid else "")
 
     # sessions and resources: what execution creation reads
-    def create_session(self, sid: str, doc: dict) -> None:
+    def create_session(self, session: Session) -> None:
+        sid = session.id
         self.meter.op("write", f"sessions/{sid}")
         with self._lock:
             if sid in self.sessions:
                 raise errors.Conflict(f"session creation: {sid} exists")
-            self.sessions[sid] = _copy(doc)
+            self.sessions[sid] = _copy(session_to_doc(session))
 
-    def get_session(self, sid: str) -> dict | None:
+    def get_session(self, sid: str) -> Session | None:
         self.meter.op("read")
-        return _copy(self.sessions.get(sid))
+        doc = self.sessions.get(sid)
+        return None if doc is None else session_from_doc(sid, _copy(doc))
 
     def list_resources(self, sid: str) -> list[dict]:
         self.meter.op("query")
@@ -77,31 +82,29 @@ class StoreTwin:
 
     # executions
     def create_execution(self, sid: str, eid: str,
-                         build: Callable[[dict], tuple[dict, dict]]) -> tuple[dict, bool]:
+                         build: Callable[[Session], tuple[dict, Execution]]
+                         ) -> tuple[Execution, bool]:
         self.meter.op("transaction", self._path(sid, eid))
         with self._lock:
             existing = self.executions.get((sid, eid))
             if existing is not None:
-                return _copy(existing), False
+                return execution_from_doc(_copy(existing)), False
             session = self.sessions.get(sid)
             if session is None:
                 raise errors.NotFound("session not found")
-        session_update, doc = build(_copy(session))
+        session_update, ex = build(session_from_doc(sid, _copy(session)))
         with self._lock:
             if (sid, eid) in self.executions:  # lost the race: the transaction retries
-                return _copy(self.executions[(sid, eid)]), False
+                return execution_from_doc(_copy(self.executions[(sid, eid)])), False
             session.update(_copy(session_update))
-            self.executions[(sid, eid)] = _copy(doc)
+            self.executions[(sid, eid)] = _copy(execution_to_doc(ex))
             self.tasks.setdefault((sid, eid), {})
-        return doc, True
-
-    def get_execution(self, sid: str, eid: str) -> dict | None:
-        self.meter.op("read")
-        return _copy(self.executions.get((sid, eid)))
+        return ex, True
 
     def execution(self, sid: str, eid: str) -> Execution | None:
-        doc = self.get_execution(sid, eid)
-        return None if doc is None else execution_from_doc(doc)
+        self.meter.op("read")
+        doc = self.executions.get((sid, eid))
+        return None if doc is None else execution_from_doc(_copy(doc))
 
     def update_execution(self, sid: str, eid: str, fields: dict) -> None:
         self.meter.op("write", self._path(sid, eid))

@@ -15,6 +15,7 @@ import numpy as np
 from francine.producers.base import Resources, SceneError, Tile
 from francine.producers.blender import blendfile, cost
 from francine.producers.blender import scene as _scene
+from francine.records import Execution
 
 
 class Blender:
@@ -40,7 +41,7 @@ class Blender:
         return cost.pixel_seconds(scene, None)
 
     def estimate_pixel_seconds(self, scene: dict[str, Any], resources: list[dict],
-                               history: list[dict]) -> float:
+                               history: list[Execution]) -> float:
         """The estimate from the file's complexity, corrected by what finished
         executions of the same session measured (see ``cost``)."""
         meta = next((r.get("meta", {}).get(_scene.META_KEY) for r in resources

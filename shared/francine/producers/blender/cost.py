@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from francine.records import Execution, Status
+
 #: Seconds per sample per pixel on one vCPU for a trivial scene, and per doubling of the
 #: polygon count; calibrated on the demo scenes by bench/blender_pipeline.py
 #: (conservative: a few times what it measures there).
@@ -40,13 +42,13 @@ def pixel_seconds(scene: dict[str, Any], meta: dict | None) -> float:
     return scene.get("samples", 16) * sample_seconds(meta)
 
 
-def measured_sample_seconds(history: list[dict]) -> float | None:
+def measured_sample_seconds(history: list[Execution]) -> float | None:
     """CPU seconds per pixel-sample of the session's finished executions, or None."""
     total_cpu, total_work = 0.0, 0.0
-    for doc in history[-HISTORY:]:
-        summary, shape, scene = doc.get("summary") or {}, doc.get("shape"), doc.get("scene")
+    for ex in history[-HISTORY:]:
+        summary, shape, scene = ex.summary or {}, ex.shape, ex.scene
         cpu = (summary.get("time") or {}).get("cpu")
-        if not (cpu and shape and scene and doc.get("status") == "done"):
+        if not (cpu and shape and scene and ex.status == Status.DONE):
             continue
         work = shape["width"] * shape["height"] * shape["passes"] * scene.get("samples", 16)
         total_cpu += cpu
@@ -54,7 +56,7 @@ def measured_sample_seconds(history: list[dict]) -> float | None:
     return total_cpu / total_work if total_work else None
 
 
-def corrected(scene: dict[str, Any], meta: dict | None, history: list[dict]) -> float:
+def corrected(scene: dict[str, Any], meta: dict | None, history: list[Execution]) -> float:
     measured = measured_sample_seconds(history)
     if measured is None:
         return pixel_seconds(scene, meta)
