@@ -381,9 +381,20 @@ def test_each_component_has_its_own_least_privilege_account(stack):
                 ("roles/storage.objectUser", bucket + "results"),
             ]
         ),
+        f"serviceAccount:{sa('watchdog')}": sorted(
+            [
+                ("roles/datastore.user", project),
+                ("roles/pubsub.publisher", "topic francine-events"),
+                ("roles/pubsub.publisher", "topic francine-execution-events"),
+                ("roles/pubsub.publisher", "topic francine-produce"),
+            ]
+        ),
         f"serviceAccount:{sa('pusher')}": [
             ("roles/run.invoker", "run service francine-reducer"),
             ("roles/run.invoker", "run service francine-renderer"),
+        ],
+        f"serviceAccount:{sa('scheduler')}": [
+            ("roles/run.invoker", "run service francine-watchdog"),
         ],
         f"serviceAccount:{sa('builder')}": [
             ("roles/artifactregistry.writer", "repository francine"),
@@ -396,14 +407,15 @@ def test_each_component_has_its_own_least_privilege_account(stack):
 
 def test_components_run_as_their_accounts(stack):
     assert render_service(stack).inputs["template"]["serviceAccount"] == sa("renderer")
-    for key in ("api", "reducer"):
+    for key in ("api", "reducer", "watchdog"):
         inputs = function(stack, key).inputs
         assert inputs["serviceConfig"]["serviceAccountEmail"] == sa(key)
         builder = f"projects/{PROJECT}/serviceAccounts/{sa('builder')}"
         assert inputs["buildConfig"]["serviceAccount"] == builder
     accounts = {a.inputs["accountId"] for a in stack.of_type("gcp:serviceaccount/account:Account")}
     assert accounts == {
-        f"francine-{key}" for key in ("api", "renderer", "reducer", "pusher", "builder")
+        f"francine-{key}"
+        for key in ("api", "renderer", "reducer", "watchdog", "pusher", "scheduler", "builder")
     }
 
 
@@ -439,9 +451,97 @@ def test_reducer_is_private_and_fed_by_our_own_subscriptions(stack):
     assert members == [f"serviceAccount:{sa('pusher')}"]
 
 
+WATCHDOG_JOB = "gcp:cloudscheduler/job:Job"
+
+
+def test_watchdog_is_a_private_http_function_with_its_stall_time(stack):
+    inputs = function(stack, "watchdog").inputs
+    assert inputs["buildConfig"]["entryPoint"] == "watchdog"
+    assert "eventTrigger" not in inputs
+    service = inputs["serviceConfig"]
+    assert service["maxInstanceCount"] == 1  # one sweep at a time is enough
+    assert service["timeoutSeconds"] == 180
+    # Re-drive only after a delivery that ran to its timeout also outlived its deadline.
+    cfg = FrancineConfig(project=PROJECT)
+    assert int(service["environmentVariables"]["FRANCINE_STALL_SECONDS"]) == (
+        cfg.request_timeout_seconds + cfg.ack_deadline_seconds
+    )
+    members = [
+        m for m, role, scope in stack.iam_bindings() if scope == "run service francine-watchdog"
+    ]
+    assert members == [f"serviceAccount:{sa('scheduler')}"]
+    assert ("roles/run.invoker", "run service francine-watchdog") not in [
+        (role, scope) for m, role, scope in stack.iam_bindings() if m == "allUsers"
+    ]
+
+
+def test_cloud_scheduler_calls_the_watchdog_every_minute_with_oidc(stack):
+    (job,) = stack.of_type(WATCHDOG_JOB)
+    inputs = job.inputs
+    assert inputs["name"] == "francine-watchdog"
+    assert inputs["region"] == "europe-west1"
+    assert inputs["schedule"] == "* * * * *"
+    target = inputs["httpTarget"]
+    watchdog_uri = stack.outputs["watchdogUrl"]
+    assert watchdog_uri.startswith("https://francine-watchdog")
+    assert target["uri"] == watchdog_uri
+    assert target["httpMethod"] == "POST"  # the function refuses anything else
+    assert target["oidcToken"] == {"serviceAccountEmail": sa("scheduler"),
+                                   "audience": watchdog_uri}
+    assert "oauthToken" not in target
+    assert inputs["retryConfig"]["retryCount"] == 0
+    assert inputs["attemptDeadline"] == "180s"
+    # The job calls only once the scheduler may invoke the watchdog.
+    names = depends_on_names(stack, job)
+    assert {"functions-watchdog-invoker-0", "invoker-propagation"} <= names
+    assert "cloudscheduler.googleapis.com" in apis.REQUIRED_APIS
+    hourly = run_program(DEFAULT_TEST_CONFIG | {"francine:watchdogSchedule": "0 * * * *"})
+    (job,) = hourly.of_type(WATCHDOG_JOB)
+    assert job.inputs["schedule"] == "0 * * * *"
+
+
+def test_a_schedule_that_is_not_unix_cron_is_refused():
+    with pytest.raises(ConfigError, match="watchdogSchedule"):
+        FrancineConfig(project="p", watchdog_schedule="every minute")
+
+
+def test_every_collection_group_query_of_the_code_has_its_index(stack):
+    """Read the code's filtered collection-group queries (a ``collection_group(...)``
+    call, or a helper returning one, followed by ``where`` filters): each has a declared
+    single-field group index (one equality) or a composite group index."""
+    import re
+
+    declared_fields = {(f.inputs["collection"], (f.inputs["field"],))
+                       for f in stack.of_type("gcp:firestore/field:Field")}
+    declared = declared_fields | {
+        (i.inputs["collection"], tuple(f["fieldPath"] for f in i.inputs["fields"]))
+        for i in stack.of_type("gcp:firestore/index:Index")
+        if i.inputs["queryScope"] == "COLLECTION_GROUP"}
+    queries = set()
+    for path in (ROOT / "shared" / "francine").rglob("*.py"):
+        text = path.read_text()
+        starts = [(m.end(), m.group(1)) for m in
+                  re.finditer(r'collection_group\(\s*"(\w+)"\s*\)', text)]
+        for helper, group in re.findall(
+                r'def (\w+)\(.*\n(?:(?!def ).*\n)*?\s+return .*collection_group\(\s*"(\w+)"',
+                text):
+            starts += [(m.end(), group) for m in re.finditer(rf"{helper}\(ad\)", text)]
+        for end, group in starts:
+            statement = text[end:end + 400].split("\n\n")[0]
+            filters = tuple(re.findall(r'FieldFilter\("(\w+)"', statement))
+            if filters:
+                queries.add((path.name, group, filters))
+    for name, group, filters in queries:
+        assert (group, filters) in declared, (name, group, filters)
+    found = {(group, filters) for _, group, filters in queries}
+    # the watchdog's sweep over active executions; the quotas of a user
+    assert {("executions", ("status",)), ("executions", ("user", "status")),
+            ("executions", ("user", "finished"))} <= found
+
+
 def test_functions_build_into_the_stack_registry(stack):
     repository = f"projects/{PROJECT}/locations/europe-west1/repositories/francine"
-    for key in ("api", "reducer"):
+    for key in ("api", "reducer", "watchdog"):
         assert function(stack, key).inputs["buildConfig"]["dockerRepository"] == repository
 
 
@@ -461,7 +561,7 @@ def test_every_component_gets_the_runtime_environment(stack):
     assert set(expected) == RUNTIME_ENV
     environments = [env_of_render(stack)] + [
         function(stack, key).inputs["serviceConfig"]["environmentVariables"]
-        for key in ("api", "reducer")
+        for key in ("api", "reducer", "watchdog")
     ]
     for env in environments:
         assert {k: env[k] for k in RUNTIME_ENV} == expected
@@ -475,7 +575,7 @@ def test_function_archives_contain_the_shared_library(stack):
         if "__pycache__" not in p.parts
     }
     assert "francine/__init__.py" in library
-    for key in ("api", "reducer"):
+    for key in ("api", "reducer", "watchdog"):
         obj = stack.named(f"functions-{key}-source").inputs
         archive = obj["source"]
         assert isinstance(archive, pulumi.AssetArchive)
@@ -559,9 +659,13 @@ def test_firestore_has_the_composite_indexes_of_the_queries(stack):
     for index in stack.of_type("gcp:firestore/index:Index"):
         assert index.inputs["database"] == "(default)"
     fields = stack.of_type("gcp:firestore/field:Field")
-    # Retention's resources by hash, and the count of the farm's slots held.
+    # retention (which sessions name a resource); the watchdog (active executions); the
+    # count of the farm's slots held
     assert {(f.inputs["collection"], f.inputs["field"]) for f in fields} == {
-        ("resources", "sha256"), ("tasks", "queue")}
+        ("resources", "sha256"),
+        ("executions", "status"),
+        ("tasks", "queue"),
+    }
     for field in fields:
         scopes = {i["queryScope"] for i in field.inputs["indexConfig"]["indexes"]}
         assert scopes == {"COLLECTION", "COLLECTION_GROUP"}
@@ -746,7 +850,7 @@ def test_nothing_is_created_before_the_apis_it_needs(stack):
 
 
 def test_code_is_deployed_after_its_grants_and_pushed_to_after_its_invokers(stack):
-    for key in ("api", "reducer"):
+    for key in ("api", "reducer", "watchdog"):
         names = depends_on_names(stack, stack.named(f"functions-{key}"))
         # The build account may build, the runtime account may work.
         assert {n for n in names if n.startswith("access-builder-")} == {

@@ -6,6 +6,7 @@ refused upload leaves no object behind. Each test gives its own user small figur
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 from test_api_contract import assert_error, call
@@ -71,8 +72,17 @@ def test_cpu_budget_spent_is_429_until_the_window_passes(client, admin):
     sid = client.create_session("ao", {"width": 128, "height": 128, "nao_samples": 2})["id"]
     first = call(client, "POST", f"/v1/sessions/{sid}/executions", json={})
     assert first.status_code == 202
-    estimate = admin.execution(sid, first.json()["id"]).cpu_estimate
-    users.set_quota(admin, uid, "cpu_seconds_per_day", estimate * 1.5)
+    eid = first.json()["id"]
+    estimate = admin.execution(sid, eid).cpu_estimate
+    deadline = time.monotonic() + 120
+    while not (ex := admin.execution(sid, eid)).final:  # then its measured CPU counts
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    spent = ex.summary["time"]["cpu"]
+    # The same scene in a new session (no measured history: the same estimate) fits
+    # the budget alone, not with what the first one spent.
+    users.set_quota(admin, uid, "cpu_seconds_per_day", estimate + spent / 2)
+    sid = client.create_session("ao", {"width": 128, "height": 128, "nao_samples": 2})["id"]
     resp = call(client, "POST", f"/v1/sessions/{sid}/executions", json={})
     err = assert_error(resp, 429, "quota_exceeded")
     assert "daily budget" in err["message"] and int(resp.headers["Retry-After"]) >= 60

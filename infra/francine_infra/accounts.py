@@ -25,6 +25,10 @@ ACCOUNTS: dict[str, str] = {
     "schedules further tasks.",
     "pusher": "Identity in the OIDC token of Francine's Pub/Sub push requests: may only "
     "invoke the render service and the reducer.",
+    "watchdog": "Francine watchdog function: speculative copies of stragglers, re-drives "
+    "stalled executions.",
+    "scheduler": "Identity in the OIDC token of Cloud Scheduler's calls to the watchdog: "
+    "may only invoke it.",
     "builder": "Cloud Build identity for the Francine function builds and the render image.",
 }
 

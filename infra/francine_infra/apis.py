@@ -14,6 +14,7 @@ REQUIRED_APIS: tuple[str, ...] = (
     "artifactregistry.googleapis.com",  # the render image and the function images
     "cloudbuild.googleapis.com",  # builds the functions and the render image
     "cloudfunctions.googleapis.com",  # the api and the reducer (2nd gen)
+    "cloudscheduler.googleapis.com",  # calls the watchdog every minute
     "cloudresourcemanager.googleapis.com",  # project IAM grants, the project number
     "firestore.googleapis.com",  # sessions, executions, tasks
     "iam.googleapis.com",  # the service accounts

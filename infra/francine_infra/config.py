@@ -116,6 +116,8 @@ class FrancineConfig:
     reducer_max_instances: int = 50
     reducer_cpu: str = "1"
     reducer_memory: str = "1Gi"
+    # When Cloud Scheduler calls the watchdog (unix-cron, UTC): every minute.
+    watchdog_schedule: str = "* * * * *"
     force_destroy: bool = True
     repo_root: Path = field(default=REPO_ROOT, compare=False)
 
@@ -148,6 +150,13 @@ class FrancineConfig:
         timeout, so a delivery is never redelivered while its first attempt still runs.
         """
         return self.request_timeout_seconds + self.ack_margin_seconds
+
+    @property
+    def stall_seconds(self) -> int:
+        """After how long without a task starting or finishing the watchdog re-drives an
+        execution (``FRANCINE_STALL_SECONDS``): a delivery that ran to its timeout and
+        then waited out its ack deadline is not a stall yet."""
+        return self.request_timeout_seconds + self.ack_deadline_seconds
 
     @property
     def block_timeout_seconds(self) -> int:
@@ -234,6 +243,11 @@ class FrancineConfig:
             raise ConfigError("apiMaxInstances and reducerMaxInstances must be at least 1")
         if self.api_concurrency < 1:
             raise ConfigError("apiConcurrency must be at least 1")
+        if len(self.watchdog_schedule.split()) != 5:
+            raise ConfigError(
+                f"watchdogSchedule {self.watchdog_schedule!r}: a unix-cron schedule of five "
+                "fields, e.g. '* * * * *' (every minute)"
+            )
 
 
 def load_config() -> FrancineConfig:
@@ -291,5 +305,6 @@ def load_config() -> FrancineConfig:
         reducer_max_instances=integer("reducerMaxInstances", defaults.reducer_max_instances),
         reducer_cpu=text("reducerCpu", defaults.reducer_cpu),
         reducer_memory=text("reducerMemory", defaults.reducer_memory),
+        watchdog_schedule=text("watchdogSchedule", defaults.watchdog_schedule),
         force_destroy=boolean("forceDestroy", defaults.force_destroy),
     )

@@ -14,19 +14,32 @@ query                                                       index
 sum ``fetch_s``, ``work_s``, ``cpu_s``, count                fetch_s, work_s)
 ``tasks`` order by ``started`` limit 1                       single-field, automatic
 ``tasks`` where ``kind ==`` order by ``finished`` desc       composite (kind, finished desc)
+``tasks`` where ``status in``                                single-field, automatic
+``tasks`` where ``failures >``                               single-field, automatic
+``tasks`` where ``attempts``/``generation``/``redrives >``,  single-field, automatic
+``speculated ==`` (count)
+``tasks`` order by ``started``/``finished`` desc limit 1     single-field, automatic
+group ``executions`` where ``status ==``                    collection-group field (status)
+group ``executions`` where ``user ==`` and ``status ==``     collection-group (user, status)
+group ``executions`` where ``user ==`` and ``finished >=``   collection-group (user, finished)
+group ``resources`` where ``sha256 ==``                     collection-group field (sha256)
 ``tasks`` (group) where ``queue ==`` order by ``rank``       group composite (queue, rank)
 ``tasks`` (group) where ``queue ==`` order by ``tag``        group composite (queue, tag)
 ``tasks`` (group) where ``queue ==``, count                  group single-field (queue)
 ``farms/{farm}/users`` order by ``finish`` desc limit 1      single-field, automatic
 ==========================================================  =================================
 
+The watchdog runs the ``status in``/``failures``/recovery queries and the group query
+on ``executions.status`` (its sweep over the active executions); the api's failed-task
+listing reads ``failures >``; the quotas read the executions of a user.
+
 Firestore keeps a single-field index of every field automatically and serves
 equality-only filters by merging them, so counts over equalities need nothing. A filter
 on one field with an order on another needs a composite index, and so does a ``sum()``
 under filters: Firestore computes it from index entries, so the summed fields must be in
-the index the filters use. A collection-group query (``tasks`` across executions) would
-need collection-group indexes, which are never automatic: the farm's queue
-(``francine.farm``) declares its own below.
+the index the filters use. A collection-group query needs collection-group indexes,
+which are never automatic, single-field ones included: those are declared as fields
+(``COLLECTION_GROUP_FIELDS``); the farm's queue (``francine.farm``) declares its own.
 
 The emulator enforces no index at all: a query that works in the local stack can still
 fail in the cloud with ``FAILED_PRECONDITION: The query requires an index``. The error
@@ -74,9 +87,13 @@ COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = 
 )
 
 # (collection, field): single-field indexes a collection-group equality filter needs
-# (retention: which sessions still name a resource; farm.dispatch_now: the slots held).
-COLLECTION_GROUP_FIELDS: tuple[tuple[str, str], ...] = (("resources", "sha256"),
-                                                         ("tasks", "queue"))
+# (retention: which sessions still name a resource; the watchdog: the executions not
+# final yet, in every session; farm.dispatch_now: the slots held).
+COLLECTION_GROUP_FIELDS: tuple[tuple[str, str], ...] = (
+    ("resources", "sha256"),
+    ("executions", "status"),
+    ("tasks", "queue"),
+)
 
 
 @dataclass

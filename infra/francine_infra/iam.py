@@ -1,7 +1,7 @@
 """Who may do what: the grants of each service account, in one table.
 
 Scopes are as narrow as the platform allows: a bucket, a topic, the repository.
-Firestore has no per-collection IAM, so the three runtime accounts hold
+Firestore has no per-collection IAM, so the four runtime accounts hold
 ``roles/datastore.user`` on the project. No account holds a basic role (owner,
 editor, viewer). Invoker grants (``roles/run.invoker``) are made by the render service
 and the functions themselves; dead-lettering grants by the push subscriptions.
@@ -63,7 +63,15 @@ POLICY: dict[str, tuple[Grant, ...]] = {
         Grant("roles/pubsub.publisher", "topic:produce", "publish admitted production tasks"),
         Grant("roles/pubsub.publisher", "topic:execution-events", "announce ended executions"),
     ),
+    "watchdog": (
+        Grant("roles/datastore.user", "project", "find stragglers and stalled executions"),
+        Grant("roles/pubsub.publisher", "topic:produce", "speculative copies, re-driven tasks"),
+        Grant("roles/pubsub.publisher", "topic:events", "re-driven reductions"),
+        Grant("roles/pubsub.publisher", "topic:execution-events",
+              "announce executions it resumes"),
+    ),
     "pusher": (),  # only roles/run.invoker on the render service and the reducer
+    "scheduler": (),  # only roles/run.invoker on the watchdog
     "builder": (
         Grant("roles/logging.logWriter", "project", "build logs"),
         Grant("roles/artifactregistry.writer", "repository", "push built images"),

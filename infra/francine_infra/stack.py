@@ -3,9 +3,10 @@
 ProjectApis ─▶ ServiceAccounts, StorageBuckets, ArtifactRegistry, FirestoreDb, Topics
             ─▶ AccessPolicy (grants on the project, buckets, topics, registry)
             ─▶ wait: iam-propagation
-            ─▶ RenderService, Functions (api, reducer) and their invoker grants
+            ─▶ RenderService, Functions (api, reducer, watchdog) and their invoker grants
             ─▶ wait: invoker-propagation
-            ─▶ PushSubscriptions (produce → renderer, events and dead letters → reducer)
+            ─▶ PushSubscriptions (produce → renderer, events and dead letters → reducer),
+               WatchdogSchedule (Cloud Scheduler → watchdog, every minute)
 
 IAM grants are eventually consistent: "typically 2 minutes, potentially 7 minutes or
 longer" (cloud.google.com/iam/docs/access-change-propagation). A function build started
@@ -40,9 +41,13 @@ from francine_infra.messaging import (
 )
 from francine_infra.registry import ArtifactRegistry, ArtifactRegistryArgs
 from francine_infra.render_service import RenderService, RenderServiceArgs
+from francine_infra.schedule import WatchdogSchedule, WatchdogScheduleArgs
 from francine_infra.storage import StorageBuckets, StorageBucketsArgs
 
 RENDER_IMAGE_NAME = "renderer"
+#: The watchdog's request timeout and Cloud Scheduler's attempt deadline: a sweep reads
+#: a few documents per active execution.
+WATCHDOG_TIMEOUT_SECONDS = 180
 
 
 def runtime_environment(
@@ -242,6 +247,21 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                     concurrency=1,
                     invokers=[pusher],
                 ),
+                FunctionSpec(
+                    key="watchdog",
+                    entry_point="watchdog",
+                    service_account_email=accounts.email("watchdog"),
+                    environment={
+                        **environment,
+                        "FRANCINE_STALL_SECONDS": str(cfg.stall_seconds),
+                    },
+                    memory="512Mi",
+                    cpu="1",
+                    timeout_seconds=WATCHDOG_TIMEOUT_SECONDS,
+                    max_instances=1,
+                    concurrency=1,
+                    invokers=[accounts.member("scheduler")],
+                ),
             ],
         ),
         after_access,
@@ -277,7 +297,7 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
         "invoker-propagation",
         cfg.iam_propagation_seconds,
         ["pusher:roles/run.invoker:" + r.endpoint for r in topology.ROUTES]
-        + ["render" if render else "no-render"],
+        + ["scheduler:roles/run.invoker:watchdog", "render" if render else "no-render"],
         [apis, *services],
     )
     subscriptions = PushSubscriptions(
@@ -294,11 +314,27 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
         pulumi.ResourceOptions(depends_on=[apis, *services, *invokable]),
     )
 
+    watchdog_uri = functions.service_uris["watchdog"]
+    WatchdogSchedule(
+        "watchdog-schedule",
+        WatchdogScheduleArgs(
+            project=cfg.project,
+            region=cfg.region,
+            name_prefix=cfg.name_prefix,
+            uri=watchdog_uri,
+            service_account_email=accounts.email("scheduler"),
+            schedule=cfg.watchdog_schedule,
+            attempt_deadline_seconds=WATCHDOG_TIMEOUT_SECONDS,
+        ),
+        pulumi.ResourceOptions(depends_on=[apis, functions, *invokable]),
+    )
+
     return {
         # The run.app URI: its paths reach the api unchanged (/, /health, /v1/...).
         "apiUrl": functions.service_uris["api"],
         "apiFunctionUrl": functions.urls["api"],
         "reducerUrl": reducer_uri,
+        "watchdogUrl": watchdog_uri,
         "renderServiceUrl": render.uri if render else None,
         "renderImage": cfg.image,
         "imageRepository": registry.image_base,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 
@@ -54,6 +55,21 @@ def test_the_first_ending_wins(backend, unique):
     assert not backend.store.finish_execution(unique, "e1", {"status": Status.FAILED})
     ex = backend.store.execution(unique, "e1")
     assert ex.status == Status.DONE and ex.final and ex.result == "r"
+
+
+def test_a_sessions_executions_are_listed_oldest_first(backend, unique):
+    session(backend, unique)
+    session(backend, unique + "-other")
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for offset, eid in enumerate(("e2", "e1")):  # created in this order, ids reversed
+        backend.store.create_execution(unique, eid, lambda s, eid=eid, offset=offset: (
+            {}, dataclasses.replace(record(unique, eid, s.user),
+                                    created=start + dt.timedelta(seconds=offset))))
+    execution(backend, unique + "-other", "e3")
+    listed = backend.store.list_executions(unique)
+    assert [ex.id for ex in listed] == ["e2", "e1"]
+    assert {ex.session_id for ex in listed} == {unique}
+    assert backend.store.list_executions(unique + "-none") == []
 
 
 def tasks():

@@ -106,6 +106,12 @@ class StoreTwin:
         doc = self.executions.get((sid, eid))
         return None if doc is None else execution_from_doc(_copy(doc))
 
+    def list_executions(self, sid: str) -> list[Execution]:
+        self.meter.op("query")
+        with self._lock:
+            mine = [_copy(d) for (s, _e), d in self.executions.items() if s == sid]
+        return [execution_from_doc(d) for d in sorted(mine, key=lambda d: d["created"])]
+
     def update_execution(self, sid: str, eid: str, fields: dict) -> None:
         self.meter.op("write", self._path(sid, eid))
         with self._lock:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from francine.producers.ao import cost
 from francine.producers.ao import scene as _scene
 from francine.producers.base import ResourceInfo, Resources, SceneError, Tile
 
@@ -37,12 +38,10 @@ class AoProducer:
     def image_size(self, scene: dict[str, Any]) -> tuple[int, int]:
         return _scene.image_size(scene)
 
-    #: Seconds per AO ray on one vCPU, about 3× what bench/ao_speed.py measures for the
-    #: kernel compiled for a generic x86-64 (54 ms for 512×512×64 rays).
-    SECONDS_PER_RAY = 1e-8
-
     def pixel_seconds(self, scene: dict[str, Any]) -> float:
-        return scene["nsubsamples"] ** 2 * (1 + scene["nao_samples"] ** 2) * self.SECONDS_PER_RAY
+        """Rays per pixel times the cost of a ray, which grows with the number of
+        spheres (``cost``; calibrated by bench/estimates.py)."""
+        return cost.pixel_seconds(scene)
 
     def render(
         self, scene: dict[str, Any], tile: Tile, seed: int, resources: Resources | None = None

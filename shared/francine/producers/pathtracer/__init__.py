@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from francine.producers.base import ResourceInfo, Resources, SceneError, Tile
+from francine.producers.pathtracer import cost
 from francine.producers.pathtracer import scene as _scene
 
 EXAMPLES = pathlib.Path(__file__).parent / "examples"
@@ -38,14 +39,14 @@ class PathTracer:
     def image_size(self, scene: dict[str, Any]) -> tuple[int, int]:
         return scene["width"], scene["height"]
 
-    #: Seconds per ray on one vCPU, a few times what bench/trace_speed.py measures for
-    #: incoherent rays on the bunny (1.7 M rays/s), for larger meshes and shading.
-    SECONDS_PER_RAY = 2e-6
-
     def pixel_seconds(self, scene: dict[str, Any]) -> float:
-        # At most max_depth segments per sample, each a closest hit and a shadow ray.
-        rays = 2 * scene["max_depth"] + 1
-        return scene["samples_per_pixel"] * rays * self.SECONDS_PER_RAY
+        """The estimate without the resources' records (a mesh counts as large)."""
+        return cost.pixel_seconds(scene)
+
+    def scene_pixel_seconds(self, scene: dict[str, Any], resources) -> float:
+        """Samples × expected path length × the cost of a segment: spheres, mesh
+        triangles (log: the BVH), lights (``cost``; calibrated by bench/estimates.py)."""
+        return cost.pixel_seconds(scene, resources)
 
     def inspect_resource(self, name: str, path: pathlib.Path) -> dict[str, Any]:
         """Check an uploaded ``.obj`` resource: its vertex and triangle counts, or a
