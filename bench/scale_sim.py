@@ -15,14 +15,20 @@ latency, at-least-once duplicates, exponential retry back-off and dead-lettering
 Firestore and Cloud Storage operation latencies; heavy-tailed task durations; and
 instances that crash mid-render (their task is redelivered).
 
-Scenarios: ``big`` (one execution of 10,000 passes on 10,000 workers), ``mixed``
-(100 users submitting mixed executions at once) and ``stragglers`` (one execution under
-heavy-tailed durations, run twice: without and with the watchdog's speculative copies,
-the watchdog called every 60 s as Cloud Scheduler would). Usage:
+The watchdog runs every 60 s in every scenario (Cloud Scheduler calling it), and the
+scheduler's speculation is on: the watchdog's copies of stragglers and the end game's
+backup copies, started when a task finishes. Scenarios: ``big`` (one execution of
+10,000 passes on 10,000 workers), ``mixed`` (100 users submitting mixed executions at
+once), ``stragglers`` (one execution under a heavier straggler tail, run three times:
+without speculation, with the watchdog's copies only, with the end game's too) and
+``warmup`` (one large execution on a cold farm, and with the render service's minimum
+instances raised for it, as ``francine.warmup`` does, at submission or 60 s before).
+Usage:
 
     .venv/bin/python bench/scale_sim.py                 # big and mixed
+    .venv/bin/python bench/scale_sim.py --scenario all  # mixed, stragglers, warmup, big
     .venv/bin/python bench/scale_sim.py --scenario big --workers 10000
-    .venv/bin/python bench/scale_sim.py --scenario stragglers --workers 1000 --passes 2000
+    .venv/bin/python bench/scale_sim.py --scenario stragglers --workers 1000 --passes 1000
 
 The last line is ``makespan/ideal R`` for the big execution.
 """
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime as dt
 import heapq
 import itertools
@@ -44,10 +51,11 @@ from dataclasses import dataclass
 import greenlet
 import numpy as np
 
-from francine import errors, executions, producers, watchdog
+from francine import errors, executions, planning, producers, scheduler, watchdog
+from francine import reducer as reducer_module
+from francine import worker as worker_module
 from francine.config import Settings
 from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message
-from francine.reducer import Reducer
 from francine.twins import Meter, twin_adapters
 from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, BusTwin
 from francine.worker import Worker
@@ -161,6 +169,8 @@ class SimProducer:
 
     def __init__(self, sim: Sim, platform: Platform, stats):
         self.sim, self.platform, self.stats = sim, platform, stats
+        #: the render each handler greenlet ran last: (seconds, started at)
+        self.last: dict = {}
 
     def validate(self, scene, resources):
         return scene
@@ -179,8 +189,7 @@ class SimProducer:
             self.stats["crashes"] += 1
             raise Crash()
         self.sim.sleep(d)
-        self.stats["work"] += d
-        self.stats["renders"] += 1
+        self.last[greenlet.getcurrent()] = d
         self.stats["longest"] = max(self.stats["longest"], d)
         if "first_render" not in self.stats:
             self.stats["first_render"] = self.sim.now - d
@@ -193,10 +202,10 @@ class Service:
     """A push endpoint on Cloud Run: requests queue while instances start."""
 
     def __init__(self, sim: Sim, platform: Platform, name: str, handle, max_instances: int,
-                 cold_start, on_nack):
+                 cold_start, on_nack, on_outcome=None):
         self.sim, self.platform, self.name = sim, platform, name
         self.handle, self.max_instances, self.cold_start = handle, max_instances, cold_start
-        self.on_nack = on_nack
+        self.on_nack, self.on_outcome = on_nack, on_outcome
         self.queue: collections.deque = collections.deque()
         self.idle: list[int] = []
         self.instances = 0
@@ -229,10 +238,21 @@ class Service:
         self.idle.append(1)
         self.pump()
 
+    def keep_warm(self, count: int) -> None:
+        """Minimum instances raised to ``count``: that many start now (their cold
+        start begins), and wait idle for requests."""
+        while self.instances < min(count, self.max_instances):
+            self.instances += 1
+            self.starting += 1
+            self.peak = max(self.peak, self.instances)
+            self.sim.at(self.sim.now + self.cold_start(), self.ready)
+
     def serve(self, message: Message, attempt: int) -> None:
         alive = True
         try:
-            self.handle(message)
+            outcome = self.handle(message)
+            if self.on_outcome is not None:
+                self.on_outcome(message, outcome)
         except errors.PermanentError:
             pass  # recorded; acknowledged
         except Crash:
@@ -263,10 +283,14 @@ class SimBus(BusTwin):
         # per request: one round trip per 500.
         for start in range(0, len(tasks), 500):
             self.meter.op("publish")
-            for _, tid in tasks[start: start + 500]:
+            for index, tid in tasks[start: start + 500]:
+                # A speculative copy goes to another shard than its index (the
+                # simulation's own mark, read only by its accounting).
+                copy = {"sim_copy": "1"} \
+                    if index != planning.parse_node(tid.partition("-")[2])[1] else {}
                 self.send(PRODUCE_TOPIC, {"session_id": session_id,
                                           "execution_id": execution_id, "task_id": tid},
-                          type="produce")
+                          type="produce", **copy)
 
     def publish(self, topic: str, payload: dict, **attributes: str) -> str:
         self.meter.op("publish")
@@ -305,12 +329,58 @@ class Submission:
     tile: int | None = None
 
 
+class SimTime:
+    """The ``time`` the handlers read, on the simulated clock: the seconds a task
+    records (``work_s``, whose mean the speculation rules use) are simulated seconds."""
+
+    def __init__(self, sim: Sim):
+        self.sim = sim
+
+    def perf_counter(self) -> float:
+        return self.sim.now
+
+    def process_time(self) -> float:
+        return 0.0
+
+
+#: Cloud Run Admin API: how long after the request the new minimum applies.
+WARM_API_S = 2.0
+
+
 def simulate(submissions: list[Submission], workers: int, seed: int,
              reducers: int = 1000, platform_options: dict | None = None,
-             watchdog_s: float | None = None, settings_options: dict | None = None) -> dict:
+             watchdog_s: float | None = 60.0, speculation: bool | str = True,
+             warm: float | None = None, settings_options: dict | None = None) -> dict:
+    """Run ``submissions`` on a farm of ``workers`` render instances.
+
+    ``watchdog_s``: Cloud Scheduler calls the watchdog this often (None: never).
+    ``speculation``: the scheduler's speculative copies, the watchdog's and the end
+    game's (True), the watchdog's only ("watchdog"), or none (False: their thresholds
+    are infinite). ``warm``: seconds before each submission
+    (0: at it) when the render service's minimum instances are raised to the
+    submission's task count, as ``francine.warmup.Warmer.apply`` does through the Cloud
+    Run Admin API (``min_instance_count``); None: a cold farm that scales on demand.
+    """
+    saved = (scheduler.ENDGAME_FACTOR, scheduler.SPECULATE_FACTOR,
+             scheduler.SPECULATE_FIRST_S, worker_module.time, reducer_module.time)
+    try:
+        if speculation is not True:  # False: none; "watchdog": the watchdog's only
+            scheduler.ENDGAME_FACTOR = math.inf
+        if speculation is False:
+            scheduler.SPECULATE_FACTOR = scheduler.SPECULATE_FIRST_S = math.inf
+        return _simulate(submissions, workers, seed, reducers, platform_options,
+                         watchdog_s, warm, settings_options)
+    finally:
+        (scheduler.ENDGAME_FACTOR, scheduler.SPECULATE_FACTOR, scheduler.SPECULATE_FIRST_S,
+         worker_module.time, reducer_module.time) = saved
+
+
+def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s, warm,
+              settings_options=None):
     rng = random.Random(seed)
     platform = Platform(rng, **(platform_options or {}))
     sim = Sim()
+    worker_module.time = reducer_module.time = SimTime(sim)
     stats = collections.Counter()
     meter = Meter(clock=lambda: EPOCH + dt.timedelta(seconds=sim.now),
                   delay=lambda op: sim.sleep(platform.latency(op)))
@@ -320,8 +390,9 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
     ad.blobs.keep_bytes = True
     bus = SimBus(meter, sim, platform)
     ad.bus = bus
-    producers.register(SimProducer(sim, platform, stats))
-    worker, reducer = Worker(ad), Reducer(ad)
+    producer = SimProducer(sim, platform, stats)
+    producers.register(producer)
+    worker, reducer = Worker(ad), reducer_module.Reducer(ad)
     # One Worker object serves every simulated instance: no instance keeps an execution.
     worker.execution_ttl_s = 0.0
 
@@ -337,7 +408,28 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
         bus.deliveries += 1
         sim.at(sim.now + platform.backoff(attempt), lambda: service.arrive(message, attempt + 1))
 
-    render = Service(sim, platform, "render", worker.handle, workers, platform.cold_start, nack)
+    def rendered(message: Message, outcome: str) -> None:
+        """Account a render by what the worker did with it: stored (useful work) or
+        dropped because another copy of the task stored its partial first (extra)."""
+        d = producer.last.pop(greenlet.getcurrent(), None)
+        copy = "sim_copy" in message.attributes
+        stats["copies delivered"] += copy
+        if d is None:
+            return
+        if outcome == "rendered":
+            stats["work"] += d
+            stats["renders"] += 1
+            stats["copies won"] += copy
+        elif outcome.startswith("dropped"):
+            # A losing copy is speculation's own cost; a losing original (a copy beat
+            # it: it lagged) or a duplicate delivery would have run anyway.
+            stats["extra work"] += d
+            stats["extra renders"] += 1
+            stats["extra copy work"] += d if copy else 0.0
+        stats["copies rendered"] += copy
+
+    render = Service(sim, platform, "render", worker.handle, workers, platform.cold_start, nack,
+                     rendered)
     reduce = Service(sim, platform, "reduce", reducer.handle, reducers,
                      platform.reducer_cold_start, nack)
     bus.routes = {PRODUCE_TOPIC: render, EVENTS_TOPIC: reduce}
@@ -361,6 +453,11 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
 
         ad.store.sessions[sid]["scene"] = {"width": sub.width, "height": sub.height,
                                            "pass_seconds": sub.pass_seconds}
+        if warm is not None:
+            # francine.warmup: min instances for the execution's tasks (one per pass
+            # here, at most the farm), applied WARM_API_S after the request.
+            sim.at(max(0.0, sub.at - warm) + WARM_API_S,
+                   lambda n=sub.passes: render.keep_warm(render.instances + n))
         sim.spawn(sub.at, submit)
 
     if watchdog_s:
@@ -369,7 +466,7 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
             while True:
                 sim.sleep(watchdog_s)
                 report = watchdog.sweep(ad)
-                stats["speculated"] += report["speculated"]
+                stats["watchdog copies"] += report["speculated"]
                 stats["republished"] += report["republished"]
                 if not report["executions"] and len(started) == len(submissions):
                     return
@@ -383,6 +480,7 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
     for eid, (sid, sub) in started.items():
         doc = ad.store.executions[(sid, eid)]
         tasks = ad.store.tasks[(sid, eid)].values()
+        stats["copies started"] += sum(bool(t.get("speculated")) for t in tasks)
         last_produced = max(t["finished"] for t in tasks
                             if t["kind"] == "produce" and t.get("finished"))
         finished = doc.get("finished")
@@ -394,7 +492,8 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
             "tasks": len(tasks), "depth": depth(shape), "work": sub.passes * sub.pass_seconds,
         })
     return {"results": results, "stats": stats, "meter": meter, "bus": bus, "wall": wall,
-            "render_peak": render.peak, "reduce_peak": reduce.peak, "sim_end": sim.now}
+            "render_peak": render.peak, "reduce_peak": reduce.peak, "sim_end": sim.now,
+            "adapters": ad}
 
 
 def depth(shape: dict) -> int:
@@ -440,7 +539,7 @@ def report(name: str, run: dict, workers: int) -> float:
         ("executions done / submitted", f"{done} / {len(results)}"),
         ("workers (peak instances)", f"{workers} ({run['render_peak']})"),
         ("tasks (production + reduction)", f"{tasks}"),
-        ("work, task-seconds", f"{work:,.0f}"),
+        ("useful work, task-seconds (renders stored)", f"{work:,.0f}"),
         ("ideal: work / workers + one task", f"{ideal:,.1f} s"),
         ("makespan", f"{makespan:,.1f} s"),
         ("makespan / ideal", f"{makespan / ideal:.3f}"),
@@ -453,6 +552,12 @@ def report(name: str, run: dict, workers: int) -> float:
         ("Pub/Sub messages per task", f"{bus.messages / tasks:.2f} published, "
                                       f"{bus.deliveries / tasks:.2f} delivered"),
         ("Firestore operations per task", f"{store_ops / tasks:.2f}"),
+        ("speculative copies: started (watchdog) / won",
+         f"{stats['copies started']} ({stats['watchdog copies']}) / {stats['copies won']}"),
+        ("extra renders (dropped: another stored first)",
+         f"{stats['extra renders']}: {stats['extra work']:,.0f} task-s "
+         f"({stats['extra work'] / max(work, 1e-9):.1%} of useful), losing copies "
+         f"{stats['extra copy work']:,.0f} ({stats['extra copy work'] / max(work, 1e-9):.1%})"),
         ("crashes / redeliveries / dead letters",
          f"{stats['crashes']} / {stats['redeliveries']} / {stats['dead_letters']}"),
         ("simulated / wall time", f"{run['sim_end']:.0f} s / {run['wall']:.0f} s"),
@@ -494,33 +599,73 @@ def stragglers(passes: int) -> list[Submission]:
     return [Submission(0.0, "u0", 32, 32, passes, 30.0)]
 
 
-def speculation(args) -> None:
-    """The same execution, same seeds, without and with speculative copies."""
+def table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n## {title}")
+    for r in [header, *rows]:
+        print("  " + "  ".join(f"{str(v):<{w}}" if i == 0 else f"{str(v):>{w}}"
+                               for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def summary(run: dict, workers: int) -> dict:
+    """Makespan, ideal and speculation figures of a one-execution run."""
+    stats = run["stats"]
+    (result,) = run["results"]
+    work = stats["work"]
+    ideal = work / workers + work / max(1, stats["renders"])
+    return {"makespan": result["makespan"], "ideal": ideal,
+            "ratio": result["makespan"] / ideal, "first": stats["first_render"],
+            "copies": stats["copies started"], "won": stats["copies won"],
+            "extra": stats["extra work"] / max(work, 1e-9),
+            "copy extra": stats["extra copy work"] / max(work, 1e-9), "longest": stats["longest"]}
+
+
+def speculation(args, workers: int, passes: int) -> None:
+    """The same execution, same seeds, without speculation, with the watchdog's copies
+    only (every 60 s, 2× the mean), and with the end game's too."""
     tails = {"straggler_p": args.straggler_p, "straggler_alpha": args.straggler_alpha,
              "straggler_cap": args.straggler_cap}
-    spans = {}
-    for name, every in (("without speculation", None), ("with speculation", 60.0)):
-        run = simulate(stragglers(args.passes), args.workers, args.seed,
-                       platform_options=tails, watchdog_s=every)
-        report(f"stragglers ({args.straggler_p:.0%} of tasks, Pareto α "
-               f"{args.straggler_alpha}, up to {args.straggler_cap:.0f}×): {name}",
-               run, args.workers)
-        (result,) = run["results"]
-        spans[name] = result["makespan"]
-        print(f"  speculative copies: {run['stats']['speculated']}; renders: "
-              f"{run['stats']['renders']}, render-seconds: {run['stats']['work']:,.0f}")
-    ratio = spans["with speculation"] / spans["without speculation"]
-    print(f"makespan with/without speculation {spans['with speculation']:.1f} s / "
-          f"{spans['without speculation']:.1f} s = {ratio:.3f}")
+    rows = []
+    for name, mode in (("no speculation", False), ("watchdog only", "watchdog"),
+                       ("watchdog + end game", True)):
+        run = simulate(stragglers(passes), workers, args.seed, platform_options=tails,
+                       speculation=mode)
+        f = summary(run, workers)
+        rows.append((name, f"{f['makespan']:.1f} s", f"{f['ratio']:.3f}",
+                     f"{f['copies']} / {f['won']}", f"{f['extra']:.1%}",
+                     f"{f['copy extra']:.1%}"))
+    table(f"stragglers: {passes:,} passes of ~30 s on {workers:,} workers, "
+          f"{args.straggler_p:.0%} of renders slowed by Pareto α {args.straggler_alpha} "
+          f"up to {args.straggler_cap:.0f}×",
+          ("speculation", "makespan", "/ ideal", "copies / won", "extra task-s",
+           "of which losing copies"), rows)
+
+
+def warmup(args, workers: int, passes: int) -> None:
+    """One large execution on a cold farm, and with the render service's minimum
+    instances raised for it (``francine.warmup.Warmer.apply``) at submission, or when
+    its scene was uploaded 60 s before."""
+    subs = [dataclasses.replace(s, at=60.0) for s in big(passes)]
+    rows = []
+    for name, warm in (("cold (scale on delivery)", None), ("warmed at submission", 0.0),
+                       ("warmed at scene upload, 60 s before", 60.0)):
+        run = simulate(subs, workers, args.seed, warm=warm)
+        f = summary(run, workers)
+        rows.append((name, f"{f['first'] - subs[0].at:.1f} s", f"{f['makespan']:.1f} s",
+                     f"{f['ratio']:.3f}"))
+    table(f"warm-up: {passes:,} passes of ~30 s on {workers:,} workers (speculation on)",
+          ("render service", "first render after", "makespan", "/ ideal"), rows)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=["big", "mixed", "both", "stragglers"],
-                    default="both")
+    ap.add_argument("--scenario", default="both",
+                    choices=["big", "mixed", "both", "stragglers", "warmup", "all"])
     ap.add_argument("--workers", type=int, default=10_000)
     ap.add_argument("--mixed-workers", type=int, default=1_000)
     ap.add_argument("--passes", type=int, default=10_000)
+    ap.add_argument("--side-workers", type=int, default=1_000,
+                    help="all: workers (and passes) of the stragglers and warm-up runs")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--straggler-p", type=float, default=0.05,
                     help="stragglers: the share of tasks that straggle")
@@ -534,11 +679,16 @@ def main(argv=None) -> None:
     executions.MAX_PARALLEL = max(executions.MAX_PARALLEL, args.passes)
     ratio = None
     if args.scenario == "stragglers":
-        return speculation(args)
-    if args.scenario in ("mixed", "both"):
+        return speculation(args, args.workers, args.passes)
+    if args.scenario == "warmup":
+        return warmup(args, args.workers, args.passes)
+    if args.scenario in ("mixed", "both", "all"):
         run = simulate(mixed(random.Random(args.seed)), args.mixed_workers, args.seed)
         report(f"mixed: 100 users, {args.mixed_workers} workers", run, args.mixed_workers)
-    if args.scenario in ("big", "both"):
+    if args.scenario == "all":
+        speculation(args, args.side_workers, args.side_workers)
+        warmup(args, args.side_workers, args.side_workers)
+    if args.scenario in ("big", "both", "all"):
         run = simulate(big(args.passes), args.workers, args.seed)
         ratio = report(f"big: one execution of {args.passes:,} passes, {args.workers} workers",
                        run, args.workers)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from francine import planning
 from francine.records import FINAL, Claim, Kind, Status
 from francine.scheduler import (
+    ENDGAME_FACTOR,
     REDRIVE_LIMIT,
     REDUCE_LEASE_S,
     SPECULATE_FIRST_S,
@@ -182,6 +183,48 @@ def test_a_straggler_gets_one_speculative_copy():
     assert step(plan, Tick(), seen) == [Speculate("p2")]
 
 
+def test_the_end_game_copies_the_longest_lagging_task_on_a_finished_task():
+    plan = plan_of()  # 16 production tasks, fan-in 4: p5's siblings are not all done
+    lag = ENDGAME_FACTOR * 10.0
+    running = (("p1", lag + 5, False), ("p2", lag + 9, True), ("p3", lag + 1, False),
+               ("p4", lag - 1, False), ("r1.0", 1e6, False))
+    endgame = Observed(status=Status.RUNNING, done_siblings=1, unstarted=0,
+                       mean_done_s=10.0, running=running)
+    # one copy per finished task: the longest-running one not copied yet
+    assert step(plan, TaskDone("p5", "m"), endgame) == [Speculate("p1")]
+    # with production tasks still unstarted (or not observed), the slot is theirs
+    for unstarted in (3, None):
+        seen = Observed(status=Status.RUNNING, done_siblings=1, unstarted=unstarted,
+                        mean_done_s=10.0, running=running)
+        assert step(plan, TaskDone("p5", "m"), seen) == []
+    # nothing lags past the factor, or nothing finished yet to compare with
+    calm = Observed(status=Status.RUNNING, done_siblings=1, unstarted=0, mean_done_s=10.0,
+                    running=(("p4", lag - 1, False),))
+    assert step(plan, TaskDone("p5", "m"), calm) == []
+    blind = Observed(status=Status.RUNNING, done_siblings=1, unstarted=0, running=running)
+    assert step(plan, TaskDone("p5", "m"), blind) == []
+    # a reduction's completion frees no render instance
+    assert step(plan, TaskDone("r1.1", "m"), endgame) == []
+    # the copy comes with the parent's claim when the group is complete
+    up = planning.parent(plan.shape, "p5")
+    full = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=10.0, running=running,
+                    done_siblings=len(planning.children(plan.shape, up)))
+    assert step(plan, TaskDone("p5", "m"), full) == [
+        Speculate("p1"), ClaimTask(up, Kind.REDUCE, "m", REDUCE_LEASE_S)]
+    # tasks of milliseconds: never a copy before SPECULATE_MIN_S
+    tiny = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=0.01,
+                    running=(("p1", SPECULATE_MIN_S - 1, False),))
+    assert step(plan, TaskDone("p5", "m"), tiny) == []
+
+
+def test_with_admission_the_end_game_starts_after_the_last_admission():
+    plan = plan_of(passes=8, admission=3)  # 32 production tasks
+    seen = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=1.0,
+                    running=(("p30", 60.0, False),))
+    assert step(plan, TaskDone("p0", "m"), seen) == [Publish((3,))]  # admits p3 instead
+    assert step(plan, TaskDone("p29", "m"), seen) == [Speculate("p30")]
+
+
 def test_an_execution_that_stopped_moving_is_re_driven():
     plan = Plan(plan_of().shape, admission_limit=2, stall_s=60.0)
     shape = plan.shape
@@ -236,6 +279,7 @@ class World:
         self.pool: list = []  # (event, message that started the invocation)
         self.later: list = []  # dropped messages, redelivered when the pool runs dry
         self.messages = 0
+        self.copies = 0
 
     def message(self, event):
         self.messages += 1
@@ -248,8 +292,16 @@ class World:
             if up is not None:
                 done = sum(self.tasks[c]["status"] == Status.DONE
                            for c in planning.children(self.shape, up))
+        # The end game as the reducer observes it: every running production task lags
+        # (no time passes in this model), so each finished one may start a copy.
+        productions = [f"p{i}" for i in range(self.shape.productions)]
+        unstarted = sum(self.tasks[n]["status"] == Status.PENDING
+                        and not self.tasks[n].get("delivered") for n in productions)
+        running = tuple((n, 1e9, bool(self.tasks[n].get("copied"))) for n in productions
+                        if self.tasks[n]["status"] == Status.RUNNING)
         return Observed(status=self.status, planned=self.planned, published=self.published,
-                        done_siblings=done)
+                        done_siblings=done, unstarted=unstarted, mean_done_s=1.0,
+                        running=running)
 
     def claim(self, node, owner, lease_s):
         t = self.tasks[node]
@@ -279,8 +331,16 @@ class World:
                     self.message(TaskDelivered(f"p{i}", f"m{self.messages}"))
                 self.published = self.published or first
             case ClaimTask(node=n, owner=owner, lease_s=lease):
+                self.tasks[n]["delivered"] = True
                 return TaskClaimed(n, self.claim(n, owner, lease), owner)
+            case Speculate(node=n):
+                if not self.tasks[n].get("copied"):  # the conditional write
+                    self.tasks[n]["copied"] = True
+                    self.copies += 1
+                    self.message(TaskDelivered(n, f"m{self.messages}"))
             case Produce(node=n):
+                if self.tasks[n]["status"] == Status.DONE:
+                    return None  # a copy stored the partial first: this result is dropped
                 self.produced[n] += 1
                 self.outputs.add(n)
                 self.tasks[n]["status"] = Status.DONE
@@ -350,9 +410,11 @@ def test_any_order_duplicates_and_redelivery_reduce_every_node_exactly_once(data
     shape = world.shape
     reductions = [n for n in planning.all_nodes(shape) if n.startswith("r")]
     assert world.reduced == Counter({n: 1 for n in reductions})
-    assert set(world.produced) == {f"p{i}" for i in range(shape.productions)}
+    # every partial stored once, whatever the copies and duplicates
+    assert world.produced == Counter({f"p{i}": 1 for i in range(shape.productions)})
     assert world.ends == [Status.DONE]  # the root reached once
     assert world.after_end == []
+    assert world.copies <= shape.productions  # at most one copy per task
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,6 +23,7 @@ group ``executions`` where ``status ==``                    collection-group fie
 group ``executions`` where ``user ==`` and ``status ==``     collection-group (user, status)
 group ``executions`` where ``user ==`` and ``finished >=``   collection-group (user, finished)
 group ``resources`` where ``sha256 ==``                     collection-group field (sha256)
+``tasks`` where ``status ==`` order by ``started`` limit k    composite (status, started)
 ``tasks`` (group) where ``queue ==`` order by ``rank``       group composite (queue, rank)
 ``tasks`` (group) where ``queue ==`` order by ``tag``        group composite (queue, tag)
 ``tasks`` (group) where ``queue ==``, count                  group single-field (queue)
@@ -72,6 +73,8 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ),
     # task_stats: the last production task to finish
     ("tasks", (("kind", "ASCENDING"), ("finished", "DESCENDING"))),
+    # longest_running: the end game's candidates for a backup copy
+    ("tasks", (("status", "ASCENDING"), ("started", "ASCENDING"))),
 )
 
 # The same across every parent (collection-group queries): never automatic.

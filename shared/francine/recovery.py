@@ -61,8 +61,10 @@ def carry_out(ad: Adapters, ex: Execution, shape: planning.Shape, action,
             ad.store.update_task(sid, eid, t.id, {"status": Status.FAILED, "error": error,
                                                   "failures": t.failures + 1})
         case scheduler.Speculate(node=node):
-            ad.store.update_task(sid, eid, planning.task_id(eid, node), {"speculated": True})
-            publish_productions(ad, ex, [scheduler.production_index(node)], shard_offset=1)
+            # Conditional: of callers asking at once, one starts the task's only copy.
+            if ad.store.mark_speculated(sid, eid, planning.task_id(eid, node)):
+                publish_productions(ad, ex, [scheduler.production_index(node)],
+                                    shard_offset=1)
         case scheduler.Publish(indices=indices):
             publish_productions(ad, ex, indices)
         case scheduler.Redrive(node=node, child=child):

@@ -28,6 +28,7 @@ from francine import (
     producers,
     recovery,
     scheduler,
+    watchdog,
 )
 from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.clients import Adapters
@@ -71,8 +72,11 @@ class Reducer:
         def observe(event) -> scheduler.Observed:
             up = scheduler.parent_to_count(plan, event)
             done = self.ad.store.count_done_children(sid, eid, up) if up else 0
-            return scheduler.Observed(status=ex.status, planned=ex.planned,
+            seen = scheduler.Observed(status=ex.status, planned=ex.planned,
                                       published=ex.published, done_siblings=done)
+            if isinstance(event, scheduler.TaskDone):  # a freed instance: the end game?
+                seen = watchdog.observe_endgame(self.ad, ex, event.node, seen)
+            return seen
 
         def carry_out(action):
             match action:

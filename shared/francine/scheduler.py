@@ -24,7 +24,14 @@ Policies for a farm that is always partly broken (the original Francine's):
 - *stragglers*: on a ``Tick`` (the watchdog), a task running longer than
   ``SPECULATE_FACTOR`` × the mean of the execution's finished tasks
   (``SPECULATE_FIRST_S`` before any finished) gets one speculative copy
-  (``Speculate``): the first result wins, the other is dropped;
+  (``Speculate``): the first result wins, the other is dropped (a partial is
+  created only once);
+- *end game* (MapReduce's backup tasks): once no production task of the execution is
+  left unstarted, each production task that finishes frees an instance, and its
+  ``TaskDone`` starts a copy of the longest-running uncopied task if that one has run
+  longer than ``ENDGAME_FACTOR`` × the finished mean, without waiting for the next
+  tick. One copy per finished task at most, each task copied once: the extra renders
+  are bounded by the tasks that really lag;
 - *nothing hangs*: on a ``Tick``, an execution with unfinished work and no progress
   for ``Plan.stall_s`` has its production tasks published again and its ready
   reductions re-driven (``Redrive``); a dead-lettered task event is re-driven up to
@@ -60,6 +67,11 @@ SPECULATE_FACTOR = 2.0
 SPECULATE_FIRST_S = 120.0
 #: ...and never before this (a copy of a task about to end is only waste).
 SPECULATE_MIN_S = 10.0
+#: End game: a task that finishes starts a copy of one running longer than this many
+#: times the mean, once no production task is left unstarted...
+ENDGAME_FACTOR = 1.25
+#: ...chosen among this many of the longest-running tasks (a bounded query).
+ENDGAME_CANDIDATES = 4
 #: An execution with pending work and no progress for this long is re-driven.
 STALL_S = 300.0
 #: A reduction whose task event was dead-lettered is re-driven this many times at most.
@@ -172,10 +184,14 @@ class Observed:
     generation: int = 0
     #: DeadLettered (reduce): how often the parent's reduction was re-driven
     redrives: int = 0
-    #: Tick: running production tasks, (node, seconds running, already copied)
+    #: Tick: running production tasks, (node, seconds running, already copied); TaskDone
+    #: of a production task in the end game: the longest-running ones
     running: tuple[tuple[str, float, bool], ...] = ()
-    #: Tick: the mean seconds of the execution's finished production tasks, if any
+    #: Tick, TaskDone: the mean seconds of the execution's finished production tasks
     mean_done_s: float | None = None
+    #: TaskDone of a production task: how many production tasks never started (None:
+    #: not observed, so no end game)
+    unstarted: int | None = None
     #: Tick: nodes not done yet (pending or running), and seconds since any progress
     unfinished: tuple[str, ...] = ()
     idle_s: float = 0.0
@@ -359,7 +375,8 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
         case TaskProduced(node=node):
             return [Announce(node)]
         case TaskDone(node=node, owner=owner):
-            return done_actions(plan, node, owner, seen.done_siblings)
+            return endgame(plan, node, seen) + done_actions(plan, node, owner,
+                                                            seen.done_siblings)
         case TaskFailed(node=node, error=error, permanent=permanent):
             if not permanent:
                 return [Retry(error)]
@@ -455,6 +472,28 @@ def speculations(seen: Observed) -> list[Action]:
         else max(SPECULATE_MIN_S, SPECULATE_FACTOR * seen.mean_done_s)
     return [Speculate(node) for node, running_s, copied in seen.running
             if not copied and production_index(node) is not None and running_s > limit]
+
+
+def in_endgame(plan: Plan, node: str, seen: Observed) -> bool:
+    """Whether the completion of ``node`` frees an instance that nothing else needs:
+    a production task, no admission to make, none left unstarted."""
+    index = production_index(node)
+    if index is None or seen.unstarted != 0 or seen.mean_done_s is None:
+        return False
+    k = plan.admission_limit
+    return not (k and index + k < plan.shape.productions)
+
+
+def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
+    """A backup copy of the longest-running task that lags, on the instance that
+    ``node``'s completion freed (at most one per completion)."""
+    if not in_endgame(plan, node, seen):
+        return []
+    limit = max(SPECULATE_MIN_S, ENDGAME_FACTOR * seen.mean_done_s)
+    lagging = [(running_s, n) for n, running_s, copied in seen.running
+               if not copied and n != node and production_index(n) is not None
+               and running_s > limit]
+    return [Speculate(max(lagging)[1])] if lagging else []
 
 
 def redrives(plan: Plan, seen: Observed) -> list[Action]:

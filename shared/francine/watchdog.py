@@ -8,10 +8,14 @@ the unfinished tasks, the time since any task started or finished) and carries o
 what the scheduler decides: finish publishing an execution whose creating request
 died, start speculative copies of stragglers, re-drive an execution that stopped
 moving. Every action is idempotent, so two sweeps at once are harmless.
+
+``observe_endgame`` is the same kind of observation for the reducer, on every finished
+production task: the end game's backup copies start then, not at the next sweep.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from francine import executions, farm, planning, recovery, scheduler
@@ -42,6 +46,26 @@ def observe(ad: Adapters, ex: Execution) -> scheduler.Observed:
         now_s=seen.now_s, running=running, mean_done_s=mean,
         unfinished=tuple(t.node for t in open_tasks),
         idle_s=(now - max(last, ex.created)).total_seconds())
+
+
+def observe_endgame(ad: Adapters, ex: Execution, node: str,
+                    seen: scheduler.Observed) -> scheduler.Observed:
+    """What the ``TaskDone`` of a production task needs for the end game: how many
+    production tasks never started (a count) and, when none is left, the mean time of
+    the finished ones (an aggregation) and the longest-running tasks (a query limited
+    to ``ENDGAME_CANDIDATES``): three bounded queries, whatever the execution's size."""
+    if scheduler.production_index(node) is None:
+        return seen
+    sid, eid = ex.session_id, ex.id
+    unstarted = ad.store.count_tasks(sid, eid, str(Status.PENDING), kind=str(Kind.PRODUCE))
+    if unstarted:
+        return dataclasses.replace(seen, unstarted=unstarted)
+    now = ad.clock()
+    running = tuple((t.node, (now - t.started).total_seconds(), t.speculated)
+                    for t in ad.store.longest_running(sid, eid, scheduler.ENDGAME_CANDIDATES)
+                    if t.kind == Kind.PRODUCE and t.started is not None)
+    return dataclasses.replace(seen, unstarted=0, running=running,
+                               mean_done_s=ad.store.mean_work(sid, eid))
 
 
 def tick(ad: Adapters, ex: Execution, stall_s: float) -> list[scheduler.Action]:

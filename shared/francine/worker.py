@@ -2,8 +2,9 @@
 
 Idempotent: a task found done is announced again (its event may have been lost) and
 not rendered again; a task delivered twice while running renders at most once more and
-writes the same bytes to the same object. A render that finds its task done when it
-ends (a speculative copy finished first) drops its result. A render that raises is a
+stores its partial at most once (partials are created, never overwritten). A render
+that finds its task done when it ends (a speculative copy finished first) drops its
+result. A render that raises is a
 failed pass: the scheduler replaces it (a fresh seed) or, past the failure budget,
 fails the execution.
 """
@@ -187,7 +188,15 @@ class Worker:
             log.info("dropped %s/%s/%s: another copy finished first", sid, eid, task.node)
             return
         t_up = time.perf_counter()
-        self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(total))
+        if not self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(total)):
+            # Create-only: a copy stored it between the check and the upload (or a try
+            # of this task died before marking it done: then this one marks it done).
+            now = self.ad.store.get_task(sid, eid, task.id)
+            if now is not None and now.status == Status.DONE:
+                task.status = Status.DONE
+                log.info("dropped %s/%s/%s: another copy stored it first", sid, eid,
+                         task.node)
+                return
         self.ad.store.update_task(sid, eid, task.id, {
             "status": Status.DONE, "finished": self.ad.clock(), "fetch_s": fetch_s + fetched,
             "work_s": work_s + (time.perf_counter() - t_up), "cpu_s": cpu_s})

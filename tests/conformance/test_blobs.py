@@ -14,8 +14,16 @@ def test_partials_round_trip_in_order(backend, unique):
     nodes = ["p4", "p0", "p2"]
     assert backend.blobs.get_partials(unique, "e1", nodes) == [b"\x04" * 5, b"\x00",
                                                                 b"\x02" * 3]
-    backend.blobs.put_partial(unique, "e1", "p0", b"\x00")  # a retry writes the same bytes
-    assert backend.blobs.get_partial(unique, "e1", "p0") == b"\x00"
+
+
+def test_a_partial_is_created_once_and_never_overwritten(backend, unique):
+    # Create-only (if_generation_match=0): a speculative copy or a retry that comes
+    # second writes nothing and is told so; the first bytes stay.
+    assert backend.blobs.put_partial(unique, "e1", "p0", b"first") is True
+    assert backend.blobs.put_partial(unique, "e1", "p0", b"second") is False
+    assert backend.blobs.get_partial(unique, "e1", "p0") == b"first"
+    assert backend.blobs.put_partial(unique, "e1", "p1", b"other") is True  # per name
+    assert backend.blobs.get_partials(unique, "e1", ["p1", "p0"]) == [b"other", b"first"]
 
 
 def test_missing_objects_are_not_found(backend, unique):

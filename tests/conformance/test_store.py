@@ -178,3 +178,51 @@ def test_recovery_queries(backend, unique):
     assert ("e1", unique) in {(e.id, e.session_id) for e in store.active_executions()}
     store.finish_execution(unique, "e1", {"status": Status.DONE})
     assert ("e1", unique) not in {(e.id, e.session_id) for e in store.active_executions()}
+
+
+def test_end_game_queries(backend, unique):
+    """What a finished production task reads for the end game: production tasks never
+    started, the longest-running tasks (bounded), the mean time of the finished ones;
+    and the conditional flag that lets one caller start a task's copy."""
+    import time
+
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    store = backend.store
+    store.write_tasks(unique, "e1", tasks())
+    assert store.count_tasks(unique, "e1", "pending", kind="produce") == 2
+    assert store.count_tasks(unique, "e1", "pending") == 3
+    assert store.mean_work(unique, "e1") is None
+    assert store.longest_running(unique, "e1", 4) == []
+    store.claim_task(unique, "e1", "a-p1", "m1", 0.0)
+    time.sleep(0.01)
+    store.claim_task(unique, "e1", "a-p0", "m2", 0.0)
+    assert store.count_tasks(unique, "e1", "pending", kind="produce") == 0
+    assert [t.node for t in store.longest_running(unique, "e1", 4)] == ["p1", "p0"]
+    assert [t.node for t in store.longest_running(unique, "e1", 1)] == ["p1"]
+    time.sleep(0.01)
+    store.claim_task(unique, "e1", "a-p1", "m3", 0.0)  # taken again: it started later
+    assert [t.node for t in store.longest_running(unique, "e1", 4)] == ["p0", "p1"]
+    # a done task has its three times, as the worker and the reducer write them
+    times = {"fetch_s": 0.1, "cpu_s": 1.0}
+    store.update_task(unique, "e1", "a-p0", {"status": Status.DONE, "work_s": 2.0, **times})
+    store.update_task(unique, "e1", "a-r1.0", {"status": Status.DONE, "work_s": 9.0, **times})
+    assert store.mean_work(unique, "e1") == 2.0
+    assert store.mean_work(unique, "e1", "reduce") == 9.0
+    assert [t.node for t in store.longest_running(unique, "e1", 4)] == ["p1"]
+    # one copy per task, however many callers ask at once
+    results, barrier = [], threading.Barrier(6)
+
+    def mark():
+        barrier.wait()
+        results.append(store.mark_speculated(unique, "e1", "a-p1"))
+
+    threads = [threading.Thread(target=mark) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert store.get_task(unique, "e1", "a-p1").speculated is True
+    assert store.mark_speculated(unique, "e1", "a-p1") is False
+    assert store.mark_speculated(unique, "e1", "a-nope") is False

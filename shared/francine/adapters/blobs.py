@@ -1,8 +1,9 @@
 """Cloud Storage: resources by content hash, partials and results by deterministic name.
 
-Every object is written once under a name that only one task produces, so retries
-overwrite identical bytes instead of creating garbage (and respect the one-write-per-
-second-per-object limit).
+Every object is written once under a name that only one task produces: partials are
+created with a create-only precondition (``if_generation_match=0``), so a retry or a
+speculative copy that finds its partial stored writes nothing (and no object sees more
+than one write, far within the one-write-per-second-per-object limit).
 """
 
 from __future__ import annotations
@@ -63,10 +64,19 @@ class Blobs:
     def partial_name(session_id: str, execution_id: str, node: str) -> str:
         return f"partials/{session_id}/{execution_id}/{node}.npz"
 
-    def put_partial(self, session_id: str, execution_id: str, node: str, data: bytes) -> None:
+    def put_partial(self, session_id: str, execution_id: str, node: str, data: bytes) -> bool:
+        """Create the partial; False if it exists already (another copy of the task, or
+        an earlier try of this one, stored it first: it is never written twice)."""
+        from google.api_core import exceptions as gexc
+
         with translated("partial upload"):
-            self._partials.blob(self.partial_name(session_id, execution_id, node)) \
-                .upload_from_string(data, content_type="application/octet-stream")
+            try:
+                self._partials.blob(self.partial_name(session_id, execution_id, node)) \
+                    .upload_from_string(data, content_type="application/octet-stream",
+                                        if_generation_match=0)
+            except gexc.PreconditionFailed:
+                return False
+        return True
 
     def get_partial(self, session_id: str, execution_id: str, node: str) -> bytes:
         with translated("partial download"):

@@ -412,12 +412,56 @@ class Store:
             except gexc.AlreadyExists:
                 return ref.get().get("secret")
 
-    def count_tasks(self, sid: str, eid: str, status: str) -> int:
+    def count_tasks(self, sid: str, eid: str, status: str, kind: str | None = None) -> int:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         query = self._tasks(sid, eid).where(filter=FieldFilter("status", "==", status))
+        if kind is not None:
+            query = query.where(filter=FieldFilter("kind", "==", kind))
         with translated("task count"):
             return int(query.count(alias="n").get()[0][0].value)
+
+    # --- the end game: backup copies of the tasks that lag -------------------------------
+    def longest_running(self, sid: str, eid: str, limit: int) -> list[Task]:
+        """The ``limit`` running tasks that started first (a bounded query: the end
+        game asks it on every finished task)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._tasks(sid, eid).where(filter=FieldFilter("status", "==", "running")) \
+            .order_by("started").limit(limit)
+        with translated("longest-running tasks"):
+            return [task_from_doc(s.id, s.to_dict()) for s in query.stream()]
+
+    def mean_work(self, sid: str, eid: str, kind: str = "produce") -> float | None:
+        """The mean ``work_s`` of the done tasks of ``kind`` (None before any is done);
+        the same aggregation as ``task_stats``, so the same index serves it."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        q = self._tasks(sid, eid).where(filter=FieldFilter("kind", "==", kind)) \
+            .where(filter=FieldFilter("status", "==", "done"))
+        with translated("mean task time"):
+            agg = {a.alias: a.value for a in q.sum("fetch_s", alias="fetch")
+                   .sum("work_s", alias="work").sum("cpu_s", alias="cpu")
+                   .count(alias="n").get()[0]}
+        return float(agg["work"] or 0.0) / agg["n"] if agg.get("n") else None
+
+    def mark_speculated(self, sid: str, eid: str, tid: str) -> bool:
+        """Set the task's ``speculated`` flag unless it is set (a write conditional on
+        the document's update time): True for the one caller that set it, so a task
+        gets one copy however many callers ask at once."""
+        from google.api_core import exceptions as gexc
+
+        ref = self._tasks(sid, eid).document(tid)
+        with translated("speculative copy"):
+            snap = ref.get()
+            if not snap.exists or (snap.to_dict() or {}).get("speculated"):
+                return False
+            try:
+                ref.update({"speculated": True},
+                           option=self._db.write_option(last_update_time=snap.update_time))
+            except (gexc.FailedPrecondition, gexc.Aborted):
+                return False
+        return True
 
     def task_stats(self, sid: str, eid: str) -> dict:
         """Counts by status and time sums by kind, by aggregation queries. The six

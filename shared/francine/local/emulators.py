@@ -1,7 +1,8 @@
 """The three emulators of the local stack: Firestore, Pub/Sub and Cloud Storage.
 
 Firestore and Pub/Sub come with the Google Cloud CLI (``gcloud emulators ...``, Java);
-Cloud Storage is the PyPI package ``gcp-storage-emulator``. ``Emulators.start`` returns
+Cloud Storage is the PyPI package ``gcp-storage-emulator`` (run with create-only uploads
+honoured: ``francine.local.storage_emulator``). ``Emulators.start`` returns
 the environment variables that point the Google client libraries at them.
 """
 
@@ -47,7 +48,7 @@ class Emulators:
             gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{ps_port}",
             f"--data-dir={pubsub_data}", "--quiet"])
         gcs = self._group.start("storage", [
-            sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+            sys.executable, "-m", "francine.local.storage_emulator", "start", "--host=127.0.0.1",
             f"--port={gcs_port}", "--in-memory", "--quiet"])
         try:
             self._group.wait_ready(fs, lambda: http_ok(f"http://127.0.0.1:{fs_port}/"), 90)

@@ -26,8 +26,17 @@ class BlobsTwin:
             raise errors.NotFound(f"{name}: not found")
         return self.objects[name]
 
-    def put_partial(self, session_id: str, execution_id: str, node: str, data: bytes) -> None:
-        self._put(self.partial_name(session_id, execution_id, node), data)
+    def put_partial(self, session_id: str, execution_id: str, node: str, data: bytes) -> bool:
+        """Create-only, as the adapter's precondition: False (nothing written) if the
+        partial exists."""
+        name = self.partial_name(session_id, execution_id, node)
+        self.meter.op("upload")  # the request's time; the check and the write end it
+        if name in self.objects:
+            return False  # refused: nothing written
+        self.objects[name] = bytes(data) if self.keep_bytes else b""
+        if self.meter.record_writes:
+            self.meter.writes[name].append(self.meter.clock().timestamp())
+        return True
 
     def get_partial(self, session_id: str, execution_id: str, node: str) -> bytes:
         return self._get(self.partial_name(session_id, execution_id, node))

@@ -11,6 +11,8 @@ caller cannot change stored state by mutating what it got.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import threading
 from collections.abc import Callable, Iterable
 
@@ -50,6 +52,12 @@ class StoreTwin:
         #: (sid, eid, parent) → the task records under it (the same dicts): what an
         #: index on ``parent`` gives Firestore's aggregation, without a scan of them all
         self._children: dict[tuple[str, str, str | None], list[dict]] = {}
+        #: (sid, eid, status, kind) → {task id: record}, in the order the records took
+        #: that status: claims set ``started`` to the clock's now, so the running ones
+        #: are in start order (what an index on (status, started) gives Firestore)
+        self._by_status: dict[tuple, dict[str, dict]] = {}
+        #: (sid, eid, kind) → [done tasks, sum of their work_s]: an aggregation's answer
+        self._done_work: dict[tuple, list] = {}
         self._lock = threading.Lock()
         #: the farm's queue, as its collection-group indexes give it: ("<farm>:waiting",
         #: "rank" or "tag") → sorted (rank or tag, sid, eid, tid), "<farm>:out" →
@@ -58,6 +66,21 @@ class StoreTwin:
         self._out: dict[str, set[tuple]] = {}
         #: fair-share accounts: farm → user → account
         self.accounts: dict[str, dict[str, dict]] = {}
+
+    def _track(self, sid: str, eid: str, tid: str, doc: dict, before: tuple | None) -> None:
+        """Keep the indexes current after ``doc`` changed from ``before`` (its status
+        and work_s), under the lock."""
+        kind = doc.get("kind")
+        done = self._done_work.setdefault((sid, eid, kind), [0, 0.0])
+        if before is not None:
+            self._by_status.get((sid, eid, before[0], kind), {}).pop(tid, None)
+            if before[0] == "done":
+                done[0] -= 1
+                done[1] -= before[1] or 0.0
+        self._by_status.setdefault((sid, eid, doc.get("status"), kind), {})[tid] = doc
+        if doc.get("status") == "done":
+            done[0] += 1
+            done[1] += doc.get("work_s") or 0.0
 
     def _path(self, sid: str, eid: str, tid: str | None = None) -> str:
         return f"sessions/{sid}/executions/{eid}" + (f"/tasks/{tid}" if tid else "")
@@ -141,6 +164,7 @@ class StoreTwin:
                     if tid not in col:
                         col[tid] = doc
                         self._queue_moved((sid, eid, tid), doc, None)
+                        self._track(sid, eid, tid, doc, None)
                         self._children.setdefault((sid, eid, doc["parent"]), []).append(doc)
                         if self.meter.record_writes:
                             self.meter.writes[self._path(sid, eid, tid)].append(
@@ -157,9 +181,12 @@ class StoreTwin:
             doc = self.tasks.get((sid, eid), {}).get(tid)
             if doc is None:
                 raise errors.NotFound(f"task update: {tid} not found")
-            before = doc.get("queue")
+            queued = doc.get("queue")
+            before = (doc.get("status"), doc.get("work_s"))
             doc.update(_copy(task_fields(fields)))
-            self._queue_moved((sid, eid, tid), doc, before)
+            self._queue_moved((sid, eid, tid), doc, queued)
+            if (doc.get("status"), doc.get("work_s")) != before:
+                self._track(sid, eid, tid, doc, before)
 
     def claim_task(self, sid: str, eid: str, tid: str, owner: str, lease_s: float,
                    kind: str | None = None) -> tuple[Claim, Task | None]:
@@ -177,7 +204,9 @@ class StoreTwin:
             if task.status == Status.RUNNING and task.owner != owner and task.started \
                     and (t - task.started).total_seconds() < lease_s:
                 return Claim.HELD, None
+            before = (doc.get("status"), doc.get("work_s"))
             doc.update(status="running", owner=owner, started=t, attempts=task.attempts + 1)
+            self._track(sid, eid, tid, doc, before)  # a claim taken again moves to the end
         self.meter.op("write", self._path(sid, eid, tid))
         task.status, task.owner, task.started = Status.RUNNING, owner, t
         task.attempts += 1
@@ -187,6 +216,35 @@ class StoreTwin:
         self.meter.op("aggregate")
         return sum(1 for d in self._children.get((sid, eid, parent), ())
                    if d.get("status") == "done")
+
+    def count_tasks(self, sid: str, eid: str, status: str, kind: str | None = None) -> int:
+        self.meter.op("aggregate")
+        kinds = [kind] if kind is not None else ["produce", "reduce"]
+        return sum(len(self._by_status.get((sid, eid, status, k), ())) for k in kinds)
+
+    def longest_running(self, sid: str, eid: str, limit: int) -> list[Task]:
+        self.meter.op("query")
+        with self._lock:
+            running = [list(itertools.islice(
+                self._by_status.get((sid, eid, "running", k), {}).items(), limit))
+                for k in ("produce", "reduce")]
+        first = heapq.nsmallest(limit, itertools.chain(*running), key=lambda i: i[1]["started"])
+        return [task_from_doc(tid, _copy(d)) for tid, d in first]
+
+    def mean_work(self, sid: str, eid: str, kind: str = "produce") -> float | None:
+        self.meter.op("aggregate")
+        n, work = self._done_work.get((sid, eid, kind), (0, 0.0))
+        return work / n if n else None
+
+    def mark_speculated(self, sid: str, eid: str, tid: str) -> bool:
+        self.meter.op("read")
+        with self._lock:
+            doc = self.tasks.get((sid, eid), {}).get(tid)
+            if doc is None or doc.get("speculated"):
+                return False
+            doc["speculated"] = True
+        self.meter.op("write", self._path(sid, eid, tid))
+        return True
 
     def tasks_in(self, sid: str, eid: str, statuses: tuple[str, ...]) -> list[Task]:
         self.meter.op("query")
