@@ -116,6 +116,10 @@ class Platform:
     crash_p: float = 0.005  # an instance dies during a render
     duplicate_p: float = 0.01  # Pub/Sub delivers a message twice
     max_attempts: int = 10
+    #: Cloud Run at max instances: a push that no idle or starting instance can take is
+    #: refused (429), which Pub/Sub counts as a delivery attempt (False: it waits in the
+    #: service's queue).
+    refuse_when_full: bool = False
     min_backoff_s: float = 10.0
     max_backoff_s: float = 600.0
 
@@ -209,6 +213,10 @@ class Service:
         self.peak = 0
 
     def arrive(self, message: Message, attempt: int) -> None:
+        if self.platform.refuse_when_full and not self.idle \
+                and self.instances >= self.max_instances and len(self.queue) >= self.starting:
+            self.on_nack(self, message, attempt)
+            return
         self.queue.append((message, attempt))
         self.pump()
 
@@ -342,7 +350,7 @@ WARM_API_S = 2.0
 def simulate(submissions: list[Submission], workers: int, seed: int,
              reducers: int = 1000, platform_options: dict | None = None,
              watchdog_s: float | None = 60.0, speculation: bool | str = True,
-             warm: float | None = None) -> dict:
+             warm: float | None = None, settings_options: dict | None = None) -> dict:
     """Run ``submissions`` on a farm of ``workers`` render instances.
 
     ``watchdog_s``: Cloud Scheduler calls the watchdog this often (None: never).
@@ -361,13 +369,14 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
         if speculation is False:
             scheduler.SPECULATE_FACTOR = scheduler.SPECULATE_FIRST_S = math.inf
         return _simulate(submissions, workers, seed, reducers, platform_options,
-                         watchdog_s, warm)
+                         watchdog_s, warm, settings_options)
     finally:
         (scheduler.ENDGAME_FACTOR, scheduler.SPECULATE_FACTOR, scheduler.SPECULATE_FIRST_S,
          worker_module.time, reducer_module.time) = saved
 
 
-def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s, warm):
+def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s, warm,
+              settings_options=None):
     rng = random.Random(seed)
     platform = Platform(rng, **(platform_options or {}))
     sim = Sim()
@@ -375,7 +384,8 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
     stats = collections.Counter()
     meter = Meter(clock=lambda: EPOCH + dt.timedelta(seconds=sim.now),
                   delay=lambda op: sim.sleep(platform.latency(op)))
-    settings = Settings(max_tasks=20_000, min_task_seconds=0.25)
+    settings = Settings(**{"max_tasks": 20_000, "min_task_seconds": 0.25,
+                           **(settings_options or {})})
     ad = twin_adapters(settings, meter)
     ad.blobs.keep_bytes = True
     bus = SimBus(meter, sim, platform)

@@ -61,6 +61,7 @@ RUNTIME_ENV = {
     "FRANCINE_REDUCER_MEMORY_BYTES",
     "FRANCINE_RENDER_SERVICE",
     "FRANCINE_MAX_RENDER_INSTANCES",
+    "FRANCINE_FARM_SLOTS",
 }
 
 
@@ -571,6 +572,7 @@ def test_every_component_gets_the_runtime_environment(stack):
         "FRANCINE_RENDER_SERVICE": f"projects/{PROJECT}/locations/europe-west1/services/"
         "francine-renderer",
         "FRANCINE_MAX_RENDER_INSTANCES": "10",
+        "FRANCINE_FARM_SLOTS": "10",  # so does the farm's size
     }
     assert set(expected) == RUNTIME_ENV
     environments = [env_of_render(stack)] + [
@@ -663,14 +665,22 @@ def test_firestore_has_the_composite_indexes_of_the_queries(stack):
     assert ("executions", (("user", "ASCENDING"), ("status", "ASCENDING"))) in indexes(
         "COLLECTION_GROUP"
     )
+    # The farm's queue: waiting tasks of every execution in dispatch order, and by
+    # fair-share tag (the farm's virtual time).
+    for order in ("rank", "tag"):
+        assert ("tasks", (("queue", "ASCENDING"), (order, "ASCENDING"))) in indexes(
+            "COLLECTION_GROUP"
+        )
     assert indexes("COLLECTION_GROUP") == set(firestore.COLLECTION_GROUP_INDEXES)
     for index in stack.of_type("gcp:firestore/index:Index"):
         assert index.inputs["database"] == "(default)"
     fields = stack.of_type("gcp:firestore/field:Field")
-    # retention (which sessions name a resource); the watchdog (active executions)
+    # retention (which sessions name a resource); the watchdog (active executions); the
+    # count of the farm's slots held
     assert {(f.inputs["collection"], f.inputs["field"]) for f in fields} == {
         ("resources", "sha256"),
         ("executions", "status"),
+        ("tasks", "queue"),
     }
     for field in fields:
         scopes = {i["queryScope"] for i in field.inputs["indexConfig"]["indexes"]}
@@ -765,6 +775,7 @@ def test_config_defaults_and_derived_values():
     assert cfg.request_timeout_seconds == cfg.max_task_seconds + cfg.task_overhead_seconds
     assert cfg.ack_deadline_seconds == cfg.request_timeout_seconds + cfg.ack_margin_seconds
     assert FrancineConfig(project="p", admission_limit=0).admission_limit == 0  # unlimited
+    assert cfg.farm_slots == 10 and FrancineConfig(project="p", farm_slots=0).farm_slots == 0
     assert config.memory_mib("2Gi") == 2048 and config.memory_mib("512Mi") == 512
 
 
@@ -784,6 +795,7 @@ def test_config_defaults_and_derived_values():
         ({"images_to_keep": 0}, "imagesToKeep"),
         ({"iam_propagation_seconds": 1000}, "iamPropagationSeconds"),
         ({"admission_limit": -1}, "admissionLimit"),
+        ({"farm_slots": -1}, "farmSlots"),
         ({"name_prefix": "Francine"}, "namePrefix"),
         ({"name_prefix": "a-very-long-prefix-for-ids"}, "namePrefix"),
         ({"api_timeout_seconds": 4000}, "apiTimeoutSeconds"),

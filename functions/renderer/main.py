@@ -1,11 +1,14 @@
 """The render service: Pub/Sub push requests in, one production task per request.
 
 Run with one worker and one thread (concurrency 1: rendering is CPU-bound and the
-kernel uses every core itself).
+kernel uses every core itself). A request that arrives while one is being served is
+refused with 429, as Cloud Run refuses pushes when every instance is busy at its max
+instances: the local stack serves each worker with a second thread for that answer.
 """
 
 import functools
 import logging
+import threading
 
 import cpu_levels
 
@@ -20,6 +23,7 @@ from francine.envelope import decode  # noqa: E402
 logs.setup()
 log = logging.getLogger("francine.renderer")
 app = Flask(__name__)
+BUSY = threading.Lock()
 if CPU_LEVEL:
     log.info("numba kernels for %s", CPU_LEVEL)
 
@@ -39,6 +43,17 @@ def health():
 
 @app.post("/")
 def push():
+    if not BUSY.acquire(blocking=False):
+        # Pub/Sub retries it later (with back-off), as it would a 429 from Cloud Run.
+        log.info("refused: busy (429)")
+        return {"error": {"code": "busy", "message": "this instance is rendering"}}, 429
+    try:
+        return _push()
+    finally:
+        BUSY.release()
+
+
+def _push():
     trace = logs.trace_id(request.headers.get("X-Cloud-Trace-Context"))
     try:
         message = decode(request.get_json(silent=True))

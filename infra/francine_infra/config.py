@@ -85,6 +85,10 @@ class FrancineConfig:
     task_overhead_seconds: int = 60
     # Production tasks in flight per execution; None means "max_render_instances".
     admission_limit: int | None = None
+    # Production tasks in flight across all executions (farm-wide admission with fair
+    # share, francine.farm; it replaces the per-execution limit); None means
+    # "max_render_instances", 0 turns it off.
+    farm_slots: int | None = None
     # Added to an endpoint's timeout to make its ack deadline: a cold start (the last of
     # many fresh instances starts ~45 s after the first request) and the time a request
     # waits in Cloud Run's queue for a free instance (infra/autoscaling.md).
@@ -127,6 +131,8 @@ class FrancineConfig:
             object.__setattr__(self, "firestore_location", self.region)
         if self.admission_limit is None:
             object.__setattr__(self, "admission_limit", self.max_render_instances)
+        if self.farm_slots is None:
+            object.__setattr__(self, "farm_slots", self.max_render_instances)
         self.validate()
 
     # -- derived values -------------------------------------------------------------
@@ -220,6 +226,8 @@ class FrancineConfig:
             raise ConfigError("imagesToKeep and imageRetentionDays must be at least 1")
         if self.admission_limit is not None and self.admission_limit < 0:
             raise ConfigError("admissionLimit must be 0 (unlimited) or positive")
+        if self.farm_slots is not None and self.farm_slots < 0:
+            raise ConfigError("farmSlots must be 0 (off) or positive")
         if not 5 <= self.max_delivery_attempts <= 100:
             raise ConfigError("maxDeliveryAttempts: Pub/Sub accepts 5 to 100")
         if self.partials_retention_days < 1:
@@ -273,6 +281,7 @@ def load_config() -> FrancineConfig:
         max_task_seconds=integer("maxTaskSeconds", defaults.max_task_seconds),
         task_overhead_seconds=integer("taskOverheadSeconds", defaults.task_overhead_seconds),
         admission_limit=integer("admissionLimit", None),
+        farm_slots=integer("farmSlots", None),
         ack_margin_seconds=integer("ackMarginSeconds", defaults.ack_margin_seconds),
         max_delivery_attempts=integer("maxDeliveryAttempts", defaults.max_delivery_attempts),
         iam_propagation_seconds=integer(

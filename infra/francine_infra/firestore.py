@@ -24,6 +24,10 @@ group ``executions`` where ``user ==`` and ``status ==``     collection-group (u
 group ``executions`` where ``user ==`` and ``finished >=``   collection-group (user, finished)
 group ``resources`` where ``sha256 ==``                     collection-group field (sha256)
 ``tasks`` where ``status ==`` order by ``started`` limit k    composite (status, started)
+``tasks`` (group) where ``queue ==`` order by ``rank``       group composite (queue, rank)
+``tasks`` (group) where ``queue ==`` order by ``tag``        group composite (queue, tag)
+``tasks`` (group) where ``queue ==``, count                  group single-field (queue)
+``farms/{farm}/users`` order by ``finish`` desc limit 1      single-field, automatic
 ==========================================================  =================================
 
 The watchdog runs the ``status in``/``failures``/recovery queries and the group query
@@ -36,7 +40,7 @@ on one field with an order on another needs a composite index, and so does a ``s
 under filters: Firestore computes it from index entries, so the summed fields must be in
 the index the filters use. A collection-group query needs collection-group indexes,
 which are never automatic, single-field ones included: those are declared as fields
-(``COLLECTION_GROUP_FIELDS``).
+(``COLLECTION_GROUP_FIELDS``); the farm's queue (``francine.farm``) declares its own.
 
 The emulator enforces no index at all: a query that works in the local stack can still
 fail in the cloud with ``FAILED_PRECONDITION: The query requires an index``. The error
@@ -79,14 +83,19 @@ COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = 
     ("executions", (("user", "ASCENDING"), ("status", "ASCENDING"))),
     # quotas.finished_today: a user's executions finished since a time
     ("executions", (("user", "ASCENDING"), ("finished", "ASCENDING"))),
+    # farm.dispatch_now: the farm's waiting tasks in dispatch order
+    ("tasks", (("queue", "ASCENDING"), ("rank", "ASCENDING"))),
+    # farm.enqueue: the farm's virtual time, the lowest fair-share tag waiting
+    ("tasks", (("queue", "ASCENDING"), ("tag", "ASCENDING"))),
 )
 
 # (collection, field): single-field indexes a collection-group equality filter needs
 # (retention: which sessions still name a resource; the watchdog: the executions not
-# final yet, in every session).
+# final yet, in every session; farm.dispatch_now: the slots held).
 COLLECTION_GROUP_FIELDS: tuple[tuple[str, str], ...] = (
     ("resources", "sha256"),
     ("executions", "status"),
+    ("tasks", "queue"),
 )
 
 

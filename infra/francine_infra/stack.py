@@ -72,6 +72,7 @@ def runtime_environment(
         "FRANCINE_RENDER_SERVICE": f"projects/{cfg.project}/locations/{cfg.region}/services/"
         f"{render_service_name(cfg)}",
         "FRANCINE_MAX_RENDER_INSTANCES": str(cfg.max_render_instances),
+        "FRANCINE_FARM_SLOTS": str(cfg.farm_slots),
     }
 
 

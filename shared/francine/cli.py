@@ -1,6 +1,7 @@
 """``francine``: the local stack, users, sessions, executions and renders.
 
-    francine stack up [--port P] [--workers N]     run the pipeline here until Ctrl-C
+    francine stack up [--port P] [--workers N] [--farm-slots K]
+                                                   run the pipeline here until Ctrl-C
     francine stack status | down                   the running stack: address, logs; stop it
     francine users create NAME [--bucket B ...]    a new user's API key
     francine users list | revoke U | rotate U | allow-bucket U B | deny-bucket U B | set-quota U Q V
@@ -68,7 +69,8 @@ def cmd_stack_up(args) -> int:
     from francine.local.stack import Stack, StackOptions, wait_forever
 
     stack = Stack(StackOptions(port=args.port, workers=args.workers,
-                               state_dir=pathlib.Path(args.state_dir)))
+                               state_dir=pathlib.Path(args.state_dir),
+                               farm_slots=args.farm_slots))
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -487,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                  cmd_stack_up)
     up.add_argument("--port", type=int, default=None, help="api port (None: a free one)")
     up.add_argument("--workers", type=positive, default=2, help="render worker processes")
+    up.add_argument("--farm-slots", type=int, default=None,
+                    help="farm-wide admission: tasks in flight across executions (e.g. "
+                         "the number of workers; 0: off; default: FRANCINE_FARM_SLOTS)")
     command(stack, "status", "the running stack's address, process and logs", cmd_stack_status)
     down = command(stack, "down", "stop the running stack", cmd_stack_down)
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")

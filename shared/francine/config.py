@@ -75,6 +75,16 @@ class Settings:
     render_service: str = ""
     max_render_instances: int = 100
     warm_threshold: int = 50
+    #: Farm-wide admission (francine.dispatch): production tasks published and not yet
+    #: finished, across every execution, at most about this many (the render service's
+    #: max instances × its concurrency); the rest wait in Firestore, taken in fair-share
+    #: order as tasks finish. 0: every execution publishes its tasks at once.
+    farm_slots: int = 0
+    #: Fair-share weights per user, "alice=2,bob=0.5" (a user not named weighs 1).
+    fair_weights: str = ""
+    #: How far (in estimated task-seconds / weight) a user who was idle may start ahead
+    #: of the farm's virtual time: a small render of a quiet user overtakes a backlog.
+    fair_credit_s: float = 60.0
     #: How long ``?block=1`` waits before answering with the execution's status.
     block_timeout_s: float = 300.0
     #: Directory where a worker keeps fetched resources between tasks.

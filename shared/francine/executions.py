@@ -15,7 +15,17 @@ import hashlib
 import time
 import uuid
 
-from francine import errors, estimates, planning, producers, recovery, reduction, scheduler, warmup
+from francine import (
+    errors,
+    estimates,
+    farm,
+    planning,
+    producers,
+    recovery,
+    reduction,
+    scheduler,
+    warmup,
+)
 from francine.adapters.store import now
 from francine.clients import Adapters
 from francine.mergepatch import merge_patch
@@ -96,8 +106,10 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             format=session.format, display=producer.display, channels=producer.channels,
             scene=scene, update=update, parallel=parallel, tile=tile,
             resources={n: {"sha256": r.sha256, "size": r.size} for n, r in resources.items()},
-            shape=shape.to_dict(), admission_limit=ad.settings.admission_limit,
-            notify_url=notify_url, **extra)
+            shape=shape.to_dict(),
+            # Farm-wide admission (francine.farm) replaces the per-execution limit.
+            admission_limit=0 if farm.enabled(ad.settings) else ad.settings.admission_limit,
+            notify_url=notify_url, task_seconds=estimate, **extra)
         return ({"scene": scene, "updated": created} if update else {}), ex
 
     ex, created = ad.store.create_execution(sid, eid, build)
@@ -146,9 +158,16 @@ def carry_out_start(ad: Adapters, ex: Execution, event) -> scheduler.Trace:
     def carry_out(action):
         match action:
             case scheduler.WriteTasks():
-                ad.store.write_tasks(sid, eid, task_records(eid, shape))
+                tasks = task_records(eid, shape)
+                if farm.enabled(ad.settings):  # tagged and queued, not published
+                    farm.enqueue(ad, ex, tasks)
+                ad.store.write_tasks(sid, eid, tasks)
                 ad.store.update_execution(sid, eid, {"planned": True})
                 ex.planned = True
+            case scheduler.Publish(first=True) if farm.enabled(ad.settings):
+                ad.store.update_execution(sid, eid, {"published": True})
+                ex.published = True
+                farm.dispatch_now(ad)
             case scheduler.Publish(indices=indices, first=first):
                 ad.bus.publish_tasks(sid, eid, [
                     (i, planning.task_id(eid, planning.node_name(0, i))) for i in indices])
@@ -251,6 +270,7 @@ def end(ad: Adapters, ex: Execution, status: str, error: dict | None = None,
         fields["result"] = result
     won = ad.store.finish_execution(ex.session_id, ex.id, fields)
     if won:
+        farm.ended(ad, ex)
         from francine import events
 
         events.publish_status(ad, ad.store.execution(ex.session_id, ex.id))

@@ -81,6 +81,13 @@ class Task:
     generation: int = 0
     speculated: bool = False
     redrives: int = 0
+    # farm-wide dispatch (francine.dispatch): "<farm>:waiting" or "<farm>:out" while the
+    # task holds its place in the farm's queue or a slot, its fair-share tag (virtual
+    # time), its rank (the tag less its user's credit: the dispatch order), its slot
+    queue: str | None = None
+    tag: float | None = None
+    rank: float | None = None
+    slot: int | None = None
 
 
 @dataclass
@@ -111,6 +118,7 @@ class Execution:
     result: str | None = None
     notify_url: str | None = None  # where the final status is POSTed (a webhook)
     cpu_estimate: float | None = None  # reserved against the owner's daily budget
+    task_seconds: float | None = None  # one production task's estimate (fair share)
 
     @property
     def final(self) -> bool:

@@ -7,7 +7,7 @@ the task documents and publishes.
 
 from __future__ import annotations
 
-from francine import planning, scheduler
+from francine import farm, planning, scheduler
 from francine.clients import Adapters
 from francine.records import Execution, Kind, Status, Task
 
@@ -80,6 +80,8 @@ def carry_out(ad: Adapters, ex: Execution, shape: planning.Shape, action,
                 publish_productions(ad, ex, [scheduler.production_index(node)])
             else:
                 ad.bus.publish_done(sid, eid, planning.children(shape, node)[-1])
+        case scheduler.Requeue(node=node):
+            farm.requeue(ad, ex, node)
         case _:
             return False
     return True

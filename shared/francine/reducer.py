@@ -22,6 +22,7 @@ from francine import (
     errors,
     events,
     executions,
+    farm,
     imaging,
     planning,
     producers,
@@ -60,6 +61,8 @@ class Reducer:
             planning.parse_node(node)
         except ValueError:
             return f"ignored: bad node {node!r}"
+        if scheduler.production_index(node) is not None:
+            farm.finished(self.ad, ex, node)  # its farm slot goes to the next task
         return self.advance(ex, node, owner=message.id or node)
 
     def advance(self, ex: Execution, node: str, owner: str) -> str:
@@ -183,6 +186,8 @@ class Reducer:
             event = scheduler.DeadLettered(Kind.REDUCE, node, message.delivery_attempts)
             up = self.parent_task(ex, plan, node)
             redrives = up.redrives if up else 0
+            if isinstance(node, str) and up is not None:  # done: its pixels exist
+                task = self.ad.store.get_task(sid, eid, planning.task_id(eid, node))
         seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published,
                                   task_status=task.status if task else None, failed=failed,
                                   generation=task.generation if task else 0,

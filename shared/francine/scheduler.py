@@ -305,6 +305,14 @@ class Reproduce:
 
 
 @dataclass(frozen=True)
+class Requeue:
+    """A production task whose deliveries were all refused for capacity (none reached
+    a render): queue it again (farm admission) or publish it again."""
+
+    node: str
+
+
+@dataclass(frozen=True)
 class End:
     """Move the execution to a final status (first caller wins)."""
 
@@ -320,7 +328,7 @@ class Retry:
 
 
 Action = (WriteTasks | Publish | ClaimTask | Produce | Announce | Reduce | Advance | MarkFailed
-          | Replace | Speculate | Redrive | Reproduce | End | Retry)
+          | Replace | Speculate | Redrive | Reproduce | Requeue | End | Retry)
 
 
 def production_index(node: str) -> int | None:
@@ -384,6 +392,10 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
         case DeadLettered(kind=kind, node=node, attempts=attempts):
             if kind == Kind.PRODUCE and seen.task_status == Status.DONE:
                 return []  # the task is done: its acknowledgement was lost
+            if kind == Kind.PRODUCE and node is not None and seen.task_status == Status.PENDING:
+                # No delivery reached a render (each was refused for capacity): this
+                # never counts against the task.
+                return [Requeue(node)]
             if kind == Kind.PRODUCE and node is not None and seen.task_status is not None:
                 # Its worker died, or failed, on every delivery.
                 return pass_failed(plan, node, f"undeliverable after {attempts} delivery "
@@ -394,7 +406,10 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
                     up = planning.parent(plan.shape, node)
                 except ValueError:
                     up = None
-            if up is not None and seen.redrives < REDRIVE_LIMIT:
+            # The event of a done task (its pixels exist) is re-driven for as long as
+            # it takes: an execution never fails for bookkeeping.
+            if up is not None and (seen.redrives < REDRIVE_LIMIT
+                                   or seen.task_status == Status.DONE):
                 return [Redrive(up, node)]
             return [End(Status.FAILED, {
                 "code": "task_failed",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from francine import executions, logs, planning, recovery, scheduler
+from francine import executions, farm, logs, planning, recovery, scheduler
 from francine.clients import Adapters
 from francine.records import Execution, Kind, Status
 
@@ -39,6 +39,8 @@ def observe(ad: Adapters, ex: Execution) -> scheduler.Observed:
     stats = ad.store.task_stats(sid, eid)["produce"]
     mean = stats["work"] / stats["n"] if stats.get("n") else None
     last = ad.store.last_progress(sid, eid) or ex.created
+    if any(t.queue and t.queue.endswith(":waiting") for t in open_tasks):
+        last = now  # queued behind other work in the farm: waiting, not stalled
     return scheduler.Observed(
         status=ex.status, planned=ex.planned, published=ex.published,
         now_s=seen.now_s, running=running, mean_done_s=mean,
@@ -108,4 +110,9 @@ def sweep(ad: Adapters, stall_s: float | None = None) -> dict:
                     report["republished"] += len(indices)
                 case scheduler.Redrive():
                     report["redriven"] += 1
+    try:  # a dispatch lost with an instance that died is made up for here
+        report["dispatched"] = farm.dispatch_now(ad)
+    except Exception:
+        log.exception("watchdog: farm dispatch")
+        report["errors"] += 1
     return report

@@ -38,7 +38,7 @@ def now() -> dt.datetime:
 _TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "owner",
                 "started", "finished", "error", "pass_index", "seed", "passes",
                 "fetch_s", "work_s", "cpu_s", "failures", "generation", "speculated",
-                "redrives")
+                "redrives", "queue", "tag", "rank", "slot")
 
 
 def task_to_doc(task: Task) -> dict:
@@ -47,7 +47,8 @@ def task_to_doc(task: Task) -> dict:
     if task.tile is not None:
         doc.update(tile=list(task.tile), pass_index=task.pass_index, seed=task.seed,
                    passes=task.passes)
-    for name in ("owner", "started", "finished", "error", "fetch_s", "work_s", "cpu_s"):
+    for name in ("owner", "started", "finished", "error", "fetch_s", "work_s", "cpu_s",
+                 "queue", "tag", "rank"):
         if getattr(task, name) is not None:
             doc[name] = getattr(task, name)
     return doc
@@ -78,7 +79,7 @@ def execution_from_doc(doc: dict) -> Execution:
 
 
 #: Fields a new execution's document leaves out while they are unset.
-_EXECUTION_LATER = ("summary", "result", "notify_url", "cpu_estimate")
+_EXECUTION_LATER = ("summary", "result", "notify_url", "cpu_estimate", "task_seconds")
 
 
 def execution_to_doc(execution: Execution) -> dict:
@@ -528,3 +529,127 @@ class Store:
         direction = firestore.Query.ASCENDING if ascending else firestore.Query.DESCENDING
         docs = list(q.order_by(field, direction=direction).limit(1).stream())
         return docs[0].get(field) if docs else None
+
+    # --- the farm's queue (francine.farm): across executions, so collection-group -----
+    def _farm_users(self, farm: str):
+        return self._db.collection("farms").document(farm).collection("users")
+
+    def _swap(self, ref, check: Callable[[dict], bool], fields: dict) -> dict | None:
+        """Update ``ref`` with ``fields`` if ``check(document)``, conditionally on the
+        document's update time (a concurrent change makes it lose); returns the
+        document as it was, or None when nothing was written."""
+        from google.api_core import exceptions as gexc
+
+        snap = ref.get()
+        if not snap.exists or not check(snap.to_dict()):
+            return None
+        try:
+            ref.update(fields, option=self._db.write_option(last_update_time=snap.update_time))
+        except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
+            return None
+        return snap.to_dict()
+
+    def waiting_tasks(self, farm: str, limit: int,
+                      order: str = "rank") -> list[tuple[str, str, Task]]:
+        """(sid, eid, task) of the ``limit`` waiting tasks first by ``order`` (the
+        dispatch order, "rank", or the virtual time, "tag")."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        if order not in ("rank", "tag"):
+            raise ValueError(f"order: {order!r}")
+        query = self._db.collection_group("tasks").where(
+            filter=FieldFilter("queue", "==", f"{farm}:waiting")).order_by(order).limit(limit)
+        with translated("farm queue"):
+            found = []
+            for s in query.stream():
+                parts = s.reference.path.split("/")  # sessions/s/executions/e/tasks/t
+                found.append((parts[1], parts[3], task_from_doc(s.id, s.to_dict())))
+            return found
+
+    def count_out(self, farm: str) -> int:
+        """Tasks holding a slot of the farm (published, not finished)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection_group("tasks").where(
+            filter=FieldFilter("queue", "==", f"{farm}:out"))
+        with translated("farm slot count"):
+            return int(query.count(alias="n").get()[0][0].value)
+
+    def held_slots(self, farm: str) -> list[int]:
+        """The slot numbers the farm's tasks hold (a small farm's: the local stack's,
+        whose slots pick a worker's topic)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection_group("tasks").where(
+            filter=FieldFilter("queue", "==", f"{farm}:out")).select(["slot"])
+        with translated("farm slots"):
+            return sorted(int(s.get("slot") or 0) for s in query.stream())
+
+    def take_waiting(self, sid: str, eid: str, tid: str, farm: str, slot: int) -> bool:
+        """Waiting → out in ``slot``; False if the task was not waiting (taken already)."""
+        with translated("farm take"):
+            return self._swap(self._tasks(sid, eid).document(tid),
+                              lambda d: d.get("queue") == f"{farm}:waiting",
+                              {"queue": f"{farm}:out", "slot": slot}) is not None
+
+    def release_task(self, sid: str, eid: str, tid: str, farm: str) -> int | None:
+        """Out → released; the slot it held, or None if it held none."""
+        with translated("farm release"):
+            before = self._swap(self._tasks(sid, eid).document(tid),
+                                lambda d: d.get("queue") == f"{farm}:out", {"queue": None})
+        return None if before is None else int(before.get("slot") or 0)
+
+    def requeue_task(self, sid: str, eid: str, tid: str, farm: str) -> bool:
+        """A task that never started goes back to waiting (with its tag: it is at the
+        head of the queue). False if it started, finished, or has no tag."""
+        with translated("farm requeue"):
+            return self._swap(
+                self._tasks(sid, eid).document(tid),
+                lambda d: d.get("status") == "pending" and d.get("tag") is not None
+                and d.get("queue") != f"{farm}:waiting",
+                {"queue": f"{farm}:waiting", "slot": None}) is not None
+
+    def release_execution(self, sid: str, eid: str, farm: str) -> int:
+        """Take every task of an ended execution out of the farm's queue and slots;
+        returns how many held a slot."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        states = [f"{farm}:waiting", f"{farm}:out"]
+        query = self._tasks(sid, eid).where(filter=FieldFilter("queue", "in", states))
+        with translated("farm release"):
+            snaps = list(query.stream())
+            for start in range(0, len(snaps), BATCH):
+                batch = self._db.batch()
+                for s in snaps[start: start + BATCH]:
+                    batch.update(s.reference, {"queue": None})
+                batch.commit()
+        return sum(s.get("queue") == states[1] for s in snaps)
+
+    def reserve_share(self, farm: str, user: str,
+                      update: Callable[[dict | None], dict]) -> dict:
+        """Read-modify-write of the user's fair-share account, in one transaction;
+        returns the account written."""
+        from google.cloud import firestore
+
+        ref = self._farm_users(farm).document(hashlib.sha256(user.encode()).hexdigest()[:32])
+
+        @firestore.transactional
+        def run(tx):
+            snap = ref.get(transaction=tx)
+            account = {**update(snap.to_dict() if snap.exists else None), "user": user}
+            tx.set(ref, account)
+            return account
+
+        with translated("fair-share account"):
+            return run(self._db.transaction())
+
+    def latest_finish(self, farm: str) -> float | None:
+        """Where the account that ends last ends (the farm's virtual time when nothing
+        waits)."""
+        from google.cloud import firestore
+
+        query = self._farm_users(farm).order_by("finish", direction=firestore.Query.DESCENDING) \
+            .limit(1)
+        with translated("fair-share accounts"):
+            docs = list(query.stream())
+        return docs[0].get("finish") if docs else None

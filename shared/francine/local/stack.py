@@ -57,6 +57,9 @@ class StackOptions:
     min_backoff_s: int = topology.LOCAL_RETRY.min_backoff_s
     max_backoff_s: int = topology.LOCAL_RETRY.max_backoff_s
     max_delivery_attempts: int = topology.LOCAL_RETRY.max_delivery_attempts
+    #: Farm-wide admission (francine.farm): tasks in flight across executions at most
+    #: (None: FRANCINE_FARM_SLOTS of the caller, else off; the farm is ``workers``).
+    farm_slots: int | None = None
     #: Extra environment for every Francine process (e.g. FRANCINE_ADMISSION_LIMIT).
     extra_env: dict[str, str] = field(default_factory=dict)
     #: The watchdog's timer, and how long an execution may stand still before it is
@@ -96,6 +99,8 @@ class Stack:
                 events_topic=topology.name(o.prefix, "events"),
                 cache_dir=str(self.state_dir / "cache"),
                 watchdog_interval_s=o.watchdog_interval_s, stall_seconds=o.stall_s)
+            if o.farm_slots is not None:
+                settings = dataclasses.replace(settings, farm_slots=o.farm_slots)
             env = {**os.environ, **emulator_env, **settings.to_env(), **o.extra_env,
                    "PYTHONUNBUFFERED": "1"}
             self._create_topics_and_buckets(env, settings)
@@ -212,10 +217,11 @@ class Stack:
 
     def _serve_worker(self, index: int, env: dict) -> str:
         port = free_port()
-        # The same command as the container's: one process, one thread, no timeout.
+        # The container's command (one process, no timeout) with a second thread, which
+        # only ever answers 429 while the first renders: Cloud Run at max instances.
         child = self.processes.start(f"worker-{index}", [
             _bin("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", "1", "--worker-class", "gthread", "--timeout", "0", "main:app"],
+            "--threads", "2", "--worker-class", "gthread", "--timeout", "0", "main:app"],
             env=env, cwd=str(self.functions / "renderer"))
         url = f"http://127.0.0.1:{port}/"
         self.processes.wait_ready(child, lambda: http_ok(url + "health"), 60)

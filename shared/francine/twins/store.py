@@ -10,6 +10,7 @@ caller cannot change stored state by mutating what it got.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import threading
@@ -58,6 +59,13 @@ class StoreTwin:
         #: (sid, eid, kind) → [done tasks, sum of their work_s]: an aggregation's answer
         self._done_work: dict[tuple, list] = {}
         self._lock = threading.Lock()
+        #: the farm's queue, as its collection-group indexes give it: ("<farm>:waiting",
+        #: "rank" or "tag") → sorted (rank or tag, sid, eid, tid), "<farm>:out" →
+        #: {(sid, eid, tid)}
+        self._waiting: dict[tuple[str, str], list[tuple]] = {}
+        self._out: dict[str, set[tuple]] = {}
+        #: fair-share accounts: farm → user → account
+        self.accounts: dict[str, dict[str, dict]] = {}
 
     def _track(self, sid: str, eid: str, tid: str, doc: dict, before: tuple | None) -> None:
         """Keep the indexes current after ``doc`` changed from ``before`` (its status
@@ -157,6 +165,7 @@ class StoreTwin:
                 for tid, doc in docs[start: start + 500]:
                     if tid not in col:
                         col[tid] = doc
+                        self._queue_moved((sid, eid, tid), doc, None)
                         self._track(sid, eid, tid, doc, None)
                         self._children.setdefault((sid, eid, doc["parent"]), []).append(doc)
                         if self.meter.record_writes:
@@ -174,8 +183,10 @@ class StoreTwin:
             doc = self.tasks.get((sid, eid), {}).get(tid)
             if doc is None:
                 raise errors.NotFound(f"task update: {tid} not found")
+            queued = doc.get("queue")
             before = (doc.get("status"), doc.get("work_s"))
             doc.update(_copy(task_fields(fields)))
+            self._queue_moved((sid, eid, tid), doc, queued)
             if (doc.get("status"), doc.get("work_s")) != before:
                 self._track(sid, eid, tid, doc, before)
 
@@ -286,3 +297,102 @@ class StoreTwin:
         stats["first_started"] = min(started) if started else None
         stats["last_produced"] = max(finished) if finished else None
         return stats
+
+    # the farm's queue
+    def _queue_moved(self, key: tuple, doc: dict, before: str | None) -> None:
+        """Keep the queue's indexes in step with a task's ``queue`` field (under the
+        lock). A waiting task's tag does not change while it waits."""
+        after = doc.get("queue")
+        if before == after:
+            return
+        for state, add in ((before, False), (after, True)):
+            if state is None:
+                continue
+            if state.endswith(":waiting"):
+                for order in ("rank", "tag"):
+                    entries = self._waiting.setdefault((state, order), [])
+                    entry = (doc.get(order) or 0.0, *key)
+                    if add:
+                        bisect.insort(entries, entry)
+                    else:
+                        i = bisect.bisect_left(entries, entry)
+                        if i < len(entries) and entries[i] == entry:
+                            del entries[i]
+            elif add:
+                self._out.setdefault(state, set()).add(key)
+            else:
+                self._out.get(state, set()).discard(key)
+
+    def _swap(self, sid: str, eid: str, tid: str, check, fields: dict) -> dict | None:
+        self.meter.op("read")
+        with self._lock:
+            doc = self.tasks.get((sid, eid), {}).get(tid)
+            if doc is None or not check(doc):
+                return None
+            before = _copy(doc)
+            doc.update(fields)
+            self._queue_moved((sid, eid, tid), doc, before.get("queue"))
+        self.meter.op("write", self._path(sid, eid, tid))
+        return before
+
+    def waiting_tasks(self, farm: str, limit: int,
+                      order: str = "rank") -> list[tuple[str, str, Task]]:
+        if order not in ("rank", "tag"):
+            raise ValueError(f"order: {order!r}")
+        self.meter.op("query")
+        with self._lock:
+            entries = self._waiting.get((f"{farm}:waiting", order), [])[:limit]
+            return [(sid, eid, task_from_doc(tid, _copy(self.tasks[(sid, eid)][tid])))
+                    for _, sid, eid, tid in entries]
+
+    def count_out(self, farm: str) -> int:
+        self.meter.op("aggregate")
+        return len(self._out.get(f"{farm}:out", ()))
+
+    def held_slots(self, farm: str) -> list[int]:
+        self.meter.op("query")
+        with self._lock:
+            return sorted(int(self.tasks[(sid, eid)][tid].get("slot") or 0)
+                          for sid, eid, tid in self._out.get(f"{farm}:out", ()))
+
+    def take_waiting(self, sid: str, eid: str, tid: str, farm: str, slot: int) -> bool:
+        return self._swap(sid, eid, tid, lambda d: d.get("queue") == f"{farm}:waiting",
+                          {"queue": f"{farm}:out", "slot": slot}) is not None
+
+    def release_task(self, sid: str, eid: str, tid: str, farm: str) -> int | None:
+        before = self._swap(sid, eid, tid, lambda d: d.get("queue") == f"{farm}:out",
+                            {"queue": None})
+        return None if before is None else int(before.get("slot") or 0)
+
+    def requeue_task(self, sid: str, eid: str, tid: str, farm: str) -> bool:
+        return self._swap(
+            sid, eid, tid, lambda d: d.get("status") == "pending" and d.get("tag") is not None
+            and d.get("queue") != f"{farm}:waiting",
+            {"queue": f"{farm}:waiting", "slot": None}) is not None
+
+    def release_execution(self, sid: str, eid: str, farm: str) -> int:
+        self.meter.op("query")
+        states = (f"{farm}:waiting", f"{farm}:out")
+        held = 0
+        with self._lock:
+            for tid, doc in self.tasks.get((sid, eid), {}).items():
+                before = doc.get("queue")
+                if before in states:
+                    held += before == states[1]
+                    doc["queue"] = None
+                    self._queue_moved((sid, eid, tid), doc, before)
+        self.meter.op("batch")
+        return held
+
+    def reserve_share(self, farm: str, user: str, update) -> dict:
+        self.meter.op("transaction", f"farms/{farm}/users/{user}")
+        with self._lock:
+            users = self.accounts.setdefault(farm, {})
+            account = {**update(_copy(users.get(user))), "user": user}
+            users[user] = account
+            return _copy(account)
+
+    def latest_finish(self, farm: str) -> float | None:
+        self.meter.op("query")
+        finishes = [a["finish"] for a in self.accounts.get(farm, {}).values()]
+        return max(finishes) if finishes else None
