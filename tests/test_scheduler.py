@@ -137,7 +137,9 @@ def test_a_failed_pass_is_replaced_until_the_budget_of_ten_percent_is_spent():
     assert step(plan, PassFailed("p50", "boom"), seen) == [Replace("p50", "boom", 1)]
     # the same task failing again counts again
     seen = Observed(status=Status.RUNNING, failed=failed + (("p50", 1, "boom"),), generation=1)
-    actions = step(plan, PassFailed("p50", "boom"), seen)
+    # ...but not a copy of the pass already replaced, failing after it (generation 0)
+    assert step(plan, PassFailed("p50", "boom", 0), seen) == []
+    actions = step(plan, PassFailed("p50", "boom", 1), seen)
     assert actions[0] == MarkFailed("p50", "boom")
     assert actions[1].status == Status.FAILED
     assert "10 of 100 production tasks failed (the budget is 10)" in actions[1].error["message"]
@@ -457,7 +459,7 @@ class BrokenWorld(World):
     def carry_out(self, action, event):
         match action:
             case Produce(node=n) if n in self.failing and self.tasks[n]["generation"] == 0:
-                return PassFailed(n, "boom")
+                return PassFailed(n, "boom", self.tasks[n]["generation"])
             case Replace(node=n, generation=g):
                 self.tasks[n].update(status=Status.PENDING, owner=None, generation=g,
                                      failures=self.tasks[n]["failures"] + 1)

@@ -129,10 +129,13 @@ class TaskFailed:
 @dataclass(frozen=True)
 class PassFailed:
     """A production pass really failed: its render raised (not for a reason that no
-    retry can change: that is a permanent ``TaskFailed``)."""
+    retry can change: that is a permanent ``TaskFailed``). ``generation``: the one the
+    pass rendered; a copy that fails after its pass was already replaced (a later
+    generation is observed) is not counted twice."""
 
     node: str
     error: str
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -383,7 +386,9 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
             return [MarkFailed(node, error),
                     End(Status.FAILED, {"code": "render_failed",
                                         "message": f"task {node} failed: {error}"})]
-        case PassFailed(node=node, error=error):
+        case PassFailed(node=node, error=error, generation=generation):
+            if generation < seen.generation:
+                return []  # a copy of a pass that has been replaced already
             return pass_failed(plan, node, error, seen)
         case InputsLost(node=node, missing=missing):
             # Set the reduction back, then produce each lost input again: when the

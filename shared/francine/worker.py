@@ -86,8 +86,10 @@ class Worker:
 
         def observe(event) -> scheduler.Observed:
             if isinstance(event, scheduler.PassFailed):
+                # The task as it is now: a copy may have failed and replaced it already.
+                now = self.ad.store.get_task(sid, eid, tid) or held["task"]
                 return dataclasses.replace(seen, failed=recovery.failed_passes(self.ad, ex),
-                                           generation=held["task"].generation)
+                                           generation=now.generation)
             return seen
 
         def carry_out(action):
@@ -116,7 +118,7 @@ class Worker:
                     except RenderFailed as e:
                         log.warning("render of %s/%s/%s failed: %s", sid, eid, task.node, e)
                         outcome.append(f"failed: {e}")
-                        return scheduler.PassFailed(task.node, str(e))
+                        return scheduler.PassFailed(task.node, str(e), task.generation)
                     if task.status == Status.DONE:
                         outcome.append("dropped: another copy finished first")
                         return None
