@@ -65,8 +65,8 @@ def local_stack() -> dict:
     from francine.local.stack import Stack, StackOptions, create_user_in
 
     state = pathlib.Path(tempfile.mkdtemp(prefix="francine-fairness-"))
-    options = StackOptions(workers=WORKERS, farm_slots=WORKERS, state_dir=state,
-                           extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
+    options = StackOptions(workers=WORKERS, farm_slots=WORKERS, refuse_when_busy=True,
+                           state_dir=state, extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
     with Stack(options) as stack:
         with environment(stack.info["env"]):
             store = make_adapters(Settings.from_env()).store

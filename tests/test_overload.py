@@ -31,7 +31,7 @@ def farm_stack(request, tmp_path_factory):
     from francine.local.stack import Stack, StackOptions
 
     workers, slots = request.param
-    options = StackOptions(workers=workers, farm_slots=slots,
+    options = StackOptions(workers=workers, farm_slots=slots, refuse_when_busy=True,
                            state_dir=tmp_path_factory.mktemp(f"overload-{slots}"),
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})

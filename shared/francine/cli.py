@@ -70,7 +70,8 @@ def cmd_stack_up(args) -> int:
 
     stack = Stack(StackOptions(port=args.port, workers=args.workers,
                                state_dir=pathlib.Path(args.state_dir),
-                               farm_slots=args.farm_slots))
+                               farm_slots=args.farm_slots,
+                               refuse_when_busy=args.refuse_when_busy))
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -492,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--farm-slots", type=int, default=None,
                     help="farm-wide admission: tasks in flight across executions (e.g. "
                          "the number of workers; 0: off; default: FRANCINE_FARM_SLOTS)")
+    up.add_argument("--refuse-when-busy", action="store_true",
+                    help="workers answer 429 while rendering, as Cloud Run at max instances")
     command(stack, "status", "the running stack's address, process and logs", cmd_stack_status)
     down = command(stack, "down", "stop the running stack", cmd_stack_down)
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")

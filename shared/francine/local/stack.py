@@ -60,6 +60,9 @@ class StackOptions:
     #: Farm-wide admission (francine.farm): tasks in flight across executions at most
     #: (None: FRANCINE_FARM_SLOTS of the caller, else off; the farm is ``workers``).
     farm_slots: int | None = None
+    #: Workers answer 429 while they render (Cloud Run at max instances: the push is
+    #: retried with back-off). Off: a second request waits for the first, as before.
+    refuse_when_busy: bool = False
     #: Extra environment for every Francine process (e.g. FRANCINE_ADMISSION_LIMIT).
     extra_env: dict[str, str] = field(default_factory=dict)
     #: The watchdog's timer, and how long an execution may stand still before it is
@@ -217,11 +220,12 @@ class Stack:
 
     def _serve_worker(self, index: int, env: dict) -> str:
         port = free_port()
-        # The container's command (one process, no timeout) with a second thread, which
-        # only ever answers 429 while the first renders: Cloud Run at max instances.
+        # The container's command (one process, one thread, no timeout); refusing when
+        # busy, a second thread, which only ever answers 429 while the first renders.
+        threads = "2" if self.options.refuse_when_busy else "1"
         child = self.processes.start(f"worker-{index}", [
             _bin("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", "2", "--worker-class", "gthread", "--timeout", "0", "main:app"],
+            "--threads", threads, "--worker-class", "gthread", "--timeout", "0", "main:app"],
             env=env, cwd=str(self.functions / "renderer"))
         url = f"http://127.0.0.1:{port}/"
         self.processes.wait_ready(child, lambda: http_ok(url + "health"), 60)
