@@ -241,10 +241,13 @@ def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render
     assert step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), never_started) == [Requeue("p3")]
     reached = Observed(status=Status.RUNNING, task_status=Status.RUNNING)
     assert isinstance(step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), reached)[0], Replace)
-    # The event of a done task: its pixels exist, so it is re-driven, never failed.
+    # The event of a done task: its pixels exist, so it is re-driven, never counted
+    # against the task; only a reduction that keeps failing when re-driven fails.
     up = planning.parent(plan.shape, "p3")
-    done = Observed(status=Status.RUNNING, task_status=Status.DONE, redrives=REDRIVE_LIMIT + 5)
+    done = Observed(status=Status.RUNNING, task_status=Status.DONE, redrives=REDRIVE_LIMIT - 1)
     assert step(plan, DeadLettered(Kind.REDUCE, "p3", 5), done) == [Redrive(up, "p3")]
+    tired = dataclasses.replace(done, redrives=REDRIVE_LIMIT)
+    assert step(plan, DeadLettered(Kind.REDUCE, "p3", 5), tired)[-1].status == Status.FAILED
 
 
 def test_the_handlers_render_every_users_execution_through_the_farm_queue():

@@ -411,10 +411,10 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
                     up = planning.parent(plan.shape, node)
                 except ValueError:
                     up = None
-            # The event of a done task (its pixels exist) is re-driven for as long as
-            # it takes: an execution never fails for bookkeeping.
-            if up is not None and (seen.redrives < REDRIVE_LIMIT
-                                   or seen.task_status == Status.DONE):
+            # Re-driven (the parent finds its inputs, or has them produced again); a
+            # reduction that keeps failing after REDRIVE_LIMIT re-drives is broken
+            # itself (e.g. its bucket is gone), not its bookkeeping: the execution fails.
+            if up is not None and seen.redrives < REDRIVE_LIMIT:
                 return [Redrive(up, node)]
             return [End(Status.FAILED, {
                 "code": "task_failed",
