@@ -14,12 +14,13 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 
-from francine.adapters.bus import PRODUCE, TASK_DONE
+from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message
 from francine.twins import Meter
 
 PRODUCE_TOPIC = "produce"
 EVENTS_TOPIC = "events"
+STATUS_TOPIC = "execution-events"
 #: The most push requests the Pub/Sub emulator has in flight on one subscription
 #: (``max_in_flight`` of a twin subscription that stands for one on the emulator).
 EMULATOR_PUSH_CONCURRENCY = 2
@@ -107,3 +108,7 @@ class BusTwin:
     def publish_done(self, session_id: str, execution_id: str, node: str) -> None:
         self.publish(EVENTS_TOPIC, {"session_id": session_id, "execution_id": execution_id,
                                     "node": node}, type=TASK_DONE)
+
+    def publish_status(self, message: dict) -> None:
+        """An execution status for other systems (schema: francine.events)."""
+        self.publish(STATUS_TOPIC, message, type=EXECUTION_STATUS)
