@@ -176,19 +176,15 @@ class Worker:
             total = partial if total is None else imaging.combine([total, partial])
         work_s = time.perf_counter() - t0 - fetched
         cpu_s = time.process_time() - cpu0
-        now = self.ad.store.get_task(sid, eid, task.id)
-        if now is not None and now.status == Status.DONE:
-            task.status = Status.DONE  # the first result wins: drop this one
-            log.info("dropped %s/%s/%s: another copy finished first", sid, eid, task.node)
-            return
         t_up = time.perf_counter()
         if not self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(total)):
-            # Create-only: a copy stored it between the check and the upload (or a try
-            # of this task died before marking it done: then this one marks it done).
+            # Create-only: the partial exists. A copy finished first (the first result
+            # wins: drop this one), or a try of this task died before marking it done
+            # (then this one marks it done).
             now = self.ad.store.get_task(sid, eid, task.id)
             if now is not None and now.status == Status.DONE:
                 task.status = Status.DONE
-                log.info("dropped %s/%s/%s: another copy stored it first", sid, eid,
+                log.info("dropped %s/%s/%s: another copy finished first", sid, eid,
                          task.node)
                 return
         self.ad.store.update_task(sid, eid, task.id, {
