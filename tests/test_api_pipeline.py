@@ -128,7 +128,9 @@ def test_a_bad_update_is_rejected_and_changes_nothing(client, small_ao):
 
 
 def test_result_is_409_until_done_and_cancel_stops(client):
-    session = client.create_session("ao")  # the full 512×512 scene: seconds of work
+    # 512×512 at 4 × (1 + 16²) rays a pixel, 64 passes: a minute of work, so the cancel
+    # comes first (the default scene renders in tens of milliseconds).
+    session = client.create_session("ao", {"nsubsamples": 2, "nao_samples": 16})
     sid = session["id"]
     e = client.execute(sid, parallel=64, tile=128)
     resp = requests.get(f"{client.api_url}/v1/sessions/{sid}/executions/{e['id']}/result",

@@ -109,8 +109,12 @@ def test_sessions_and_executions_by_id(client, tmp_path):
 
 
 def test_ctrl_c_cancels_the_render(client, tmp_path):
-    p = subprocess.Popen([*FRANCINE, "render", "ao", "-o", str(tmp_path / "o.png"),
-                          "--parallel", "16", *api(client)],
+    # Seconds of work a pass (the default scene takes tens of milliseconds): the Ctrl-C
+    # comes while it renders.
+    scene = tmp_path / "slow.json"
+    scene.write_text(json.dumps({"nsubsamples": 2, "nao_samples": 16}))
+    p = subprocess.Popen([*FRANCINE, "render", str(scene), "--producer", "ao",
+                          "-o", str(tmp_path / "o.png"), "--parallel", "16", *api(client)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     sid, eid = line.split()[1], line.split()[3]

@@ -54,7 +54,8 @@ def test_event_stream_follows_a_render_to_the_end(client):
 
 
 def test_event_stream_ends_when_cancelled(client):
-    sid = client.create_session("ao")["id"]
+    # Seconds of work a pass, so the cancel comes before the image.
+    sid = client.create_session("ao", {"nsubsamples": 2, "nao_samples": 16})["id"]
     eid = client.execute(sid, parallel=4)["id"]
     client.request("POST", f"/v1/sessions/{sid}/executions/{eid}:cancel")
     events = read_events(client, sid, eid, timeout_s=30)

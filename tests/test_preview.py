@@ -102,7 +102,9 @@ def test_preview_before_any_task_finished_and_of_others(client, stack):
     from francine.client import Client
     from francine.local.stack import create_user_in
 
-    sid = client.create_session("ao")["id"]  # 512×512, 64 rays a pixel: seconds a task
+    # 512×512 at 16 × (1 + 32²) rays a pixel: seconds for its one task (the default
+    # scene renders in tens of milliseconds, before the first request could arrive).
+    sid = client.create_session("ao", {"nsubsamples": 4, "nao_samples": 32})["id"]
     eid = client.execute(sid, parallel=1)["id"]
     path = f"/v1/sessions/{sid}/executions/{eid}/preview"
     with pytest.raises(ApiError) as e:
