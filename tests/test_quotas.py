@@ -113,9 +113,12 @@ def test_stored_bytes_and_refused_uploads_leave_nothing(client, admin, adapters)
 
 
 def test_cancelled_execution_reports_true_figures(client):
-    sid = client.create_session("ao", {"width": 128, "height": 128})["id"]
+    # Seconds of work in all (the default scene takes tens of milliseconds): the cancel
+    # comes while tasks run.
+    sid = client.create_session("ao", {"width": 256, "height": 256, "nsubsamples": 2,
+                                       "nao_samples": 24})["id"]
     resp = call(client, "POST", f"/v1/sessions/{sid}/executions",
-                json={"parallel": 32, "tile": 32})
+                json={"parallel": 32, "tile": 64})
     eid = resp.json()["id"]
     import time
 
