@@ -55,7 +55,7 @@ from francine import errors, executions, planning, producers, scheduler, watchdo
 from francine import reducer as reducer_module
 from francine import worker as worker_module
 from francine.config import Settings
-from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message
+from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message, task_message
 from francine.twins import Meter, twin_adapters
 from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, BusTwin
 from francine.worker import Worker
@@ -166,6 +166,7 @@ class SimProducer:
     name = "sim"
     display = "linear"
     channels = 1
+    exact_tiles = True  # its pixels are the seed's alone: copies may be cut into bands
 
     def __init__(self, sim: Sim, platform: Platform, stats):
         self.sim, self.platform, self.stats = sim, platform, stats
@@ -278,18 +279,17 @@ class SimBus(BusTwin):
         self.deliveries = 0
 
     def publish_tasks(self, session_id: str, execution_id: str,
-                      tasks: list[tuple[int, str]]) -> None:
+                      tasks: list[tuple[int, str] | tuple[int, str, str]]) -> None:
         # The adapter publishes concurrently and the client batches up to 500 messages
         # per request: one round trip per 500.
         for start in range(0, len(tasks), 500):
             self.meter.op("publish")
-            for index, tid in tasks[start: start + 500]:
+            for index, tid, *piece in tasks[start: start + 500]:
                 # A speculative copy goes to another shard than its index (the
                 # simulation's own mark, read only by its accounting).
                 copy = {"sim_copy": "1"} \
                     if index != planning.parse_node(tid.partition("-")[2])[1] else {}
-                self.send(PRODUCE_TOPIC, {"session_id": session_id,
-                                          "execution_id": execution_id, "task_id": tid},
+                self.send(PRODUCE_TOPIC, task_message(session_id, execution_id, tid, *piece),
                           type="produce", **copy)
 
     def publish(self, topic: str, payload: dict, **attributes: str) -> str:
@@ -408,13 +408,30 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
         bus.deliveries += 1
         sim.at(sim.now + platform.backoff(attempt), lambda: service.arrive(message, attempt + 1))
 
+    pieces_work: collections.Counter = collections.Counter()  # task id → its stored bands
+
     def rendered(message: Message, outcome: str) -> None:
         """Account a render by what the worker did with it: stored (useful work) or
-        dropped because another copy of the task stored its partial first (extra)."""
+        dropped because another copy of the task stored its partial first (extra). The
+        bands of a copy cut into pieces are useful if they assembled the partial."""
         d = producer.last.pop(greenlet.getcurrent(), None)
         copy = "sim_copy" in message.attributes
         stats["copies delivered"] += copy
         if d is None:
+            return
+        tid = message.payload["task_id"]
+        if "piece" in message.payload:
+            stats["copies rendered"] += 1
+            if outcome == "rendered":  # this band assembled the task's partial
+                stats["work"] += pieces_work.pop(tid, 0.0) + d
+                stats["renders"] += 1
+                stats["copies won"] += 1
+            elif outcome.startswith("stored piece"):
+                pieces_work[tid] += d
+            else:
+                stats["extra work"] += d
+                stats["extra renders"] += 1
+                stats["extra copy work"] += d
             return
         if outcome == "rendered":
             stats["work"] += d
@@ -475,6 +492,9 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
     wall0 = time.perf_counter()
     sim.run()
     wall = time.perf_counter() - wall0
+    # Bands of copies that never assembled (the original stored first): extra work.
+    stats["extra work"] += sum(pieces_work.values())
+    stats["extra copy work"] += sum(pieces_work.values())
 
     results = []
     for eid, (sid, sub) in started.items():

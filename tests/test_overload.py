@@ -86,9 +86,11 @@ def test_ten_times_the_farm_from_several_users_all_end_done(farm_stack):
     refused = refusals(stack)
     if stack.options.farm_slots:
         # Admission kept the farm's own deliveries within its size: every slot is
-        # freed before the next task is published to it.
+        # freed before the next task is published to it. Only what admission does not
+        # count (a duplicate, a speculative copy, a re-drive on a loaded machine) may
+        # find both workers busy: a few, against the dozens without admission.
         assert store.count_out(stack.test_adapters.settings.produce_topic) == 0
-        assert refused <= 2, refused
+        assert refused <= 5, refused
     else:
         assert refused > 0  # the overload was real: deliveries were refused
     print(f"\n{len(eids)} executions of {PARALLEL} tasks on {workers} workers: all done, "

@@ -192,8 +192,10 @@ def test_the_end_game_copies_the_longest_lagging_task_on_a_finished_task():
                ("p4", lag - 1, False), ("r1.0", 1e6, False))
     endgame = Observed(status=Status.RUNNING, done_siblings=1, unstarted=0,
                        mean_done_s=10.0, running=running)
-    # one copy per finished task: the longest-running one not copied yet
-    assert step(plan, TaskDone("p5", "m"), endgame) == [Speculate("p1")]
+    # one copy per finished task, of a lagging one not copied yet; completions that
+    # ask at once spread over them by their index (p6: the longest-running, p5: next)
+    assert step(plan, TaskDone("p6", "m"), endgame)[0] == Speculate("p1")
+    assert step(plan, TaskDone("p5", "m"), endgame) == [Speculate("p3")]
     # with production tasks still unstarted (or not observed), the slot is theirs
     for unstarted in (3, None):
         seen = Observed(status=Status.RUNNING, done_siblings=1, unstarted=unstarted,
@@ -212,7 +214,7 @@ def test_the_end_game_copies_the_longest_lagging_task_on_a_finished_task():
     full = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=10.0, running=running,
                     done_siblings=len(planning.children(plan.shape, up)))
     assert step(plan, TaskDone("p5", "m"), full) == [
-        Speculate("p1"), ClaimTask(up, Kind.REDUCE, "m", REDUCE_LEASE_S)]
+        Speculate("p3"), ClaimTask(up, Kind.REDUCE, "m", REDUCE_LEASE_S)]
     # tasks of milliseconds: never a copy before SPECULATE_MIN_S
     tiny = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=0.01,
                     running=(("p1", SPECULATE_MIN_S - 1, False),))

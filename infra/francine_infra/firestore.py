@@ -23,7 +23,8 @@ group ``executions`` where ``status ==``                    collection-group fie
 group ``executions`` where ``user ==`` and ``status ==``     collection-group (user, status)
 group ``executions`` where ``user ==`` and ``finished >=``   collection-group (user, finished)
 group ``resources`` where ``sha256 ==``                     collection-group field (sha256)
-``tasks`` where ``status ==`` order by ``started`` limit k    composite (status, started)
+``tasks`` where ``status ==``, ``speculated ==``            composite (status, speculated,
+order by ``started`` (asc or desc) limit k                   started), one per direction
 ``tasks`` (group) where ``queue ==`` order by ``rank``       group composite (queue, rank)
 ``tasks`` (group) where ``queue ==`` order by ``tag``        group composite (queue, tag)
 ``tasks`` (group) where ``queue ==``, count                  group single-field (queue)
@@ -73,8 +74,12 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ),
     # task_stats: the last production task to finish
     ("tasks", (("kind", "ASCENDING"), ("finished", "DESCENDING"))),
-    # longest_running: the end game's candidates for a backup copy
-    ("tasks", (("status", "ASCENDING"), ("started", "ASCENDING"))),
+    # longest_running: the end game's candidates for a backup copy (none yet), those
+    # that started first and those that started last
+    ("tasks", (("status", "ASCENDING"), ("speculated", "ASCENDING"),
+               ("started", "ASCENDING"))),
+    ("tasks", (("status", "ASCENDING"), ("speculated", "ASCENDING"),
+               ("started", "DESCENDING"))),
 )
 
 # The same across every parent (collection-group queries): never automatic.

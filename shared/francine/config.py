@@ -75,6 +75,12 @@ class Settings:
     render_service: str = ""
     max_render_instances: int = 100
     warm_threshold: int = 50
+    #: A speculative copy of a production task is cut into this many bands of rows
+    #: that as many instances render at once (1: whole copies), when the producer's
+    #: pixels do not depend on how a tile is cut; the end game then also copies tasks
+    #: that started late (francine.scheduler). Worth it where the farm has idle
+    #: instances at the end of a render, i.e. one much larger than this.
+    copy_pieces: int = 8
     #: Farm-wide admission (francine.dispatch): production tasks published and not yet
     #: finished, across every execution, at most about this many (the render service's
     #: max instances × its concurrency); the rest wait in Firestore, taken in fair-share

@@ -52,6 +52,16 @@ def decode(envelope: object) -> Message:
     return Message(message_id, payload, dict(attributes))
 
 
+def task_message(session_id: str, execution_id: str, task_id: str,
+                 piece: str | None = None) -> dict:
+    """The payload of a production task's message; ``piece`` ("piece/pieces") names a
+    band of a speculative copy cut into pieces."""
+    payload = {"session_id": session_id, "execution_id": execution_id, "task_id": task_id}
+    if piece is not None:
+        payload["piece"] = piece
+    return payload
+
+
 def require(payload: dict, *fields: str) -> list[str]:
     values = []
     for f in fields:

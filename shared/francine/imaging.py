@@ -55,13 +55,35 @@ class Partial:
         return self.sum / counts
 
 
-def from_pass(tile: Tile, grid: int, pixels: np.ndarray) -> Partial:
-    """The partial of one production task: one pass over one tile."""
+def checked_pass(tile: Tile, pixels: np.ndarray) -> np.ndarray:
+    """A producer's pixels for ``tile`` as float32 (height, width, channels)."""
     if pixels.ndim != 3 or pixels.shape[:2] != (tile.height, tile.width):
         raise ValueError(f"producer returned {pixels.shape}, expected "
                          f"({tile.height}, {tile.width}, channels)")
-    count = np.ones((-(-tile.height // grid), -(-tile.width // grid)), np.float32)
-    return Partial(tile.x0, tile.y0, grid, np.ascontiguousarray(pixels, np.float32), count)
+    return np.ascontiguousarray(pixels, np.float32)
+
+
+def tile_partial(tile: Tile, grid: int, pixel_sum: np.ndarray, passes: int = 1) -> Partial:
+    """The partial of one production task: the sum of ``passes`` passes over one tile."""
+    pixel_sum = checked_pass(tile, pixel_sum)
+    count = np.full((-(-tile.height // grid), -(-tile.width // grid)), passes, np.float32)
+    return Partial(tile.x0, tile.y0, grid, pixel_sum, count)
+
+
+def from_pass(tile: Tile, grid: int, pixels: np.ndarray) -> Partial:
+    """The partial of one production task: one pass over one tile."""
+    return tile_partial(tile, grid, pixels, 1)
+
+
+def dump_band(pixels: np.ndarray) -> bytes:
+    """A band of a tile's pixel sums (a piece of a speculative copy), as stored."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(pixels, np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_band(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def combine(partials) -> Partial:

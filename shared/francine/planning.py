@@ -157,6 +157,23 @@ def tile_of(shape: Shape, production_index: int) -> Tile:
     return Tile(x0, y0, min(shape.tile, shape.width - x0), min(shape.tile, shape.height - y0))
 
 
+def band(tile: Tile, piece: int, pieces: int) -> Tile:
+    """Band ``piece`` of ``pieces`` of ``tile``: its rows cut into nearly equal bands
+    (a speculative copy cut into pieces renders one band each)."""
+    if not 0 <= piece < pieces <= tile.height:
+        raise ValueError(f"no band {piece} of {pieces} in a tile of {tile.height} rows")
+    top = tile.y0 + tile.height * piece // pieces
+    bottom = tile.y0 + tile.height * (piece + 1) // pieces
+    return Tile(tile.x0, top, tile.width, bottom - top)
+
+
+def band_name(node: str, piece: int, pieces: int, generation: int = 0) -> str:
+    """The name a band's pixels are stored under, beside the task's partial (a
+    replaced task's bands, rendered with fresh seeds, have names of their own)."""
+    suffix = f"~{generation}" if generation else ""
+    return f"{node}.band{piece}of{pieces}{suffix}"
+
+
 def pass_of(shape: Shape, production_index: int) -> int:
     """The first pass that production task renders."""
     return production_index % shape.tasks_per_tile * shape.fold

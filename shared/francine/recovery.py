@@ -7,9 +7,19 @@ the task documents and publishes.
 
 from __future__ import annotations
 
-from francine import farm, planning, scheduler
+from francine import farm, planning, producers, scheduler
 from francine.clients import Adapters
 from francine.records import Execution, Kind, Status, Task
+
+
+def plan(ad: Adapters, ex: Execution, **options) -> scheduler.Plan:
+    """The scheduler's static facts of ``ex``: its shape, its admission limit, and
+    into how many pieces a speculative copy is cut (the settings' ``copy_pieces`` if
+    the producer's pixels do not depend on how a tile is cut, else 1)."""
+    exact = getattr(producers.get(ex.producer), "exact_tiles", False)
+    pieces = min(max(1, ad.settings.copy_pieces), scheduler.MAX_COPY_PIECES) if exact else 1
+    return scheduler.Plan(planning.Shape.from_dict(ex.shape), ex.admission_limit or 0,
+                          copy_pieces=pieces, **options)
 
 
 def failed_passes(ad: Adapters, ex: Execution) -> tuple[tuple[str, int, str], ...]:
@@ -60,11 +70,17 @@ def carry_out(ad: Adapters, ex: Execution, shape: planning.Shape, action,
             t = record(node)
             ad.store.update_task(sid, eid, t.id, {"status": Status.FAILED, "error": error,
                                                   "failures": t.failures + 1})
-        case scheduler.Speculate(node=node):
+        case scheduler.Speculate(node=node, pieces=pieces):
             # Conditional: of callers asking at once, one starts the task's only copy.
             if ad.store.mark_speculated(sid, eid, planning.task_id(eid, node)):
-                publish_productions(ad, ex, [scheduler.production_index(node)],
-                                    shard_offset=1)
+                index = scheduler.production_index(node)
+                pieces = min(pieces, planning.tile_of(shape, index).height)
+                if pieces <= 1:
+                    publish_productions(ad, ex, [index], shard_offset=1)
+                else:  # one band each, on other shards than the task's own
+                    tid = planning.task_id(eid, node)
+                    ad.bus.publish_tasks(sid, eid, [(index + 1 + j, tid, f"{j}/{pieces}")
+                                                    for j in range(pieces)])
         case scheduler.Publish(indices=indices):
             publish_productions(ad, ex, indices)
         case scheduler.Redrive(node=node, child=child):

@@ -67,7 +67,7 @@ class Reducer:
 
     def advance(self, ex: Execution, node: str, owner: str) -> str:
         sid, eid = ex.session_id, ex.id
-        plan = scheduler.Plan(planning.Shape.from_dict(ex.shape), ex.admission_limit)
+        plan = recovery.plan(self.ad, ex)
         reduced: list[str] = []
 
         def observe(event) -> scheduler.Observed:
@@ -169,10 +169,14 @@ class Reducer:
         sid, eid = payload.get("session_id"), payload.get("execution_id")
         if not (isinstance(sid, str) and isinstance(eid, str)):
             return "ignored: dead letter without execution"
+        if message.type == PRODUCE and "piece" in payload:
+            # Its deliveries ran out (refused: no idle instance); the task's own render
+            # and the watchdog look after the task.
+            return "ignored: a piece of a speculative copy"
         ex = self.ad.store.execution(sid, eid)
         if ex is None or ex.final:
             return "execution already ended"
-        plan = scheduler.Plan(planning.Shape.from_dict(ex.shape), ex.admission_limit)
+        plan = recovery.plan(self.ad, ex)
         tid = payload.get("task_id")
         task, failed, redrives = None, (), 0
         if message.type == PRODUCE and isinstance(tid, str):

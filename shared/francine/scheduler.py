@@ -31,7 +31,11 @@ Policies for a farm that is always partly broken (the original Francine's):
   ``TaskDone`` starts a copy of the longest-running uncopied task if that one has run
   longer than ``ENDGAME_FACTOR`` × the finished mean, without waiting for the next
   tick. One copy per finished task at most, each task copied once: the extra renders
-  are bounded by the tasks that really lag;
+  are bounded by the tasks that really lag. Where the producer allows it
+  (``Plan.copy_pieces``), a copy is cut into bands of rows that several instances
+  render at once, so a copy started late still ends a fraction of a task later (the
+  pieces add up to the same pixels as the task's own render), and a task that started
+  late (less than ``LATE_FRACTION`` of the mean ago) is copied too;
 - *nothing hangs*: on a ``Tick``, an execution with unfinished work and no progress
   for ``Plan.stall_s`` has its production tasks published again and its ready
   reductions re-driven (``Redrive``); a dead-lettered task event is re-driven up to
@@ -72,6 +76,12 @@ SPECULATE_MIN_S = 10.0
 ENDGAME_FACTOR = 1.25
 #: ...chosen among this many of the longest-running tasks (a bounded query).
 ENDGAME_CANDIDATES = 4
+#: ...or, when copies are cut into pieces, one that has run less than this share of
+#: the mean (it started late: a copy in pieces ends well before it)...
+LATE_FRACTION = 0.5
+#: The most pieces a copy is cut into (``Plan.copy_pieces``, from the settings'
+#: ``copy_pieces``), and a worker accepts in a message.
+MAX_COPY_PIECES = 64
 #: An execution with pending work and no progress for this long is re-driven.
 STALL_S = 300.0
 #: A reduction whose task event was dead-lettered is re-driven this many times at most.
@@ -91,6 +101,16 @@ class TaskDelivered:
 
     node: str
     owner: str  # the delivery's message id: a redelivery of it may take the task again
+
+
+@dataclass(frozen=True)
+class PieceDelivered:
+    """A piece of a speculative copy (band ``piece`` of ``pieces``) reached a render
+    worker. Pieces take no claim: the task stays with its running render."""
+
+    node: str
+    piece: int
+    pieces: int
 
 
 @dataclass(frozen=True)
@@ -165,7 +185,7 @@ class Cancelled:
     """The user cancelled the execution (or deleted its session)."""
 
 
-Event = (ExecutionCreated | TaskDelivered | TaskClaimed | TaskProduced | TaskDone
+Event = (ExecutionCreated | TaskDelivered | PieceDelivered | TaskClaimed | TaskProduced | TaskDone
          | TaskFailed | PassFailed | InputsLost | DeadLettered | Tick | Cancelled)
 
 
@@ -179,7 +199,7 @@ class Observed:
     published: bool = False
     #: TaskDone: how many children of the node's parent are done
     done_siblings: int = 0
-    #: DeadLettered: the task's status, if it has a document
+    #: DeadLettered, PieceDelivered: the task's status, if it has a document
     task_status: Status | None = None
     #: PassFailed, DeadLettered: the passes that failed before, (node, failures, error)
     failed: tuple[tuple[str, int, str], ...] = ()
@@ -207,6 +227,9 @@ class Plan:
     shape: planning.Shape
     admission_limit: int = 0
     stall_s: float = STALL_S
+    #: Into how many pieces a speculative copy is cut (1: a whole copy): bands of the
+    #: tile's rows, where the producer's pixels do not depend on how a tile is cut.
+    copy_pieces: int = 1
 
 
 # --- actions --------------------------------------------------------------------------
@@ -242,6 +265,17 @@ class Produce:
     raised otherwise)."""
 
     node: str
+
+
+@dataclass(frozen=True)
+class ProducePiece:
+    """Render band ``piece`` of ``pieces`` of the production task ``node`` and store
+    it; the caller that then finds every band stored assembles the task's partial and
+    stores it as ``Produce`` does: yields ``TaskProduced`` then, nothing otherwise."""
+
+    node: str
+    piece: int
+    pieces: int
 
 
 @dataclass(frozen=True)
@@ -285,9 +319,12 @@ class Replace:
 
 @dataclass(frozen=True)
 class Speculate:
-    """Publish a copy of the running production task ``node`` (once per task)."""
+    """Publish a copy of the running production task ``node`` (once per task), cut
+    into ``pieces`` bands of rows that as many instances render at once; the last
+    piece stored assembles the task's partial."""
 
     node: str
+    pieces: int = 1
 
 
 @dataclass(frozen=True)
@@ -330,8 +367,8 @@ class Retry:
     reason: str
 
 
-Action = (WriteTasks | Publish | ClaimTask | Produce | Announce | Reduce | Advance | MarkFailed
-          | Replace | Speculate | Redrive | Reproduce | Requeue | End | Retry)
+Action = (WriteTasks | Publish | ClaimTask | Produce | ProducePiece | Announce | Reduce | Advance
+          | MarkFailed | Replace | Speculate | Redrive | Reproduce | Requeue | End | Retry)
 
 
 def production_index(node: str) -> int | None:
@@ -358,7 +395,7 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
         case Tick():
             if not seen.published:
                 return start_actions(plan, seen) if seen.now_s >= STALLED_S else []
-            return speculations(seen) + redrives(plan, seen)
+            return speculations(plan, seen) + redrives(plan, seen)
         case Cancelled():
             return [End(Status.CANCELLED)]
         case TaskDelivered(node=node, owner=owner):
@@ -367,6 +404,12 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
             # A running task is taken again (lease 0): its holder may be dead, and the
             # same bytes land on the same object.
             return [ClaimTask(node, Kind.PRODUCE, owner, 0.0)]
+        case PieceDelivered(node=node, piece=piece, pieces=pieces):
+            # Only while the task is unfinished (observed: ``task_status``).
+            if production_index(node) is None \
+                    or seen.task_status not in (Status.PENDING, Status.RUNNING):
+                return []
+            return [ProducePiece(node, piece, pieces)]
         case TaskClaimed(node=node, outcome=outcome):
             production = production_index(node) is not None
             if outcome == Claim.WON:
@@ -471,11 +514,11 @@ def pass_failed(plan: Plan, node: str, error: str, seen: Observed) -> list[Actio
                    f"(the budget is {budget(plan)}): production task {listed}{more}"})]
 
 
-def speculations(seen: Observed) -> list[Action]:
+def speculations(plan: Plan, seen: Observed) -> list[Action]:
     """A copy of each running production task that runs far longer than its peers."""
     limit = SPECULATE_FIRST_S if seen.mean_done_s is None \
         else max(SPECULATE_MIN_S, SPECULATE_FACTOR * seen.mean_done_s)
-    return [Speculate(node) for node, running_s, copied in seen.running
+    return [Speculate(node, plan.copy_pieces) for node, running_s, copied in seen.running
             if not copied and production_index(node) is not None and running_s > limit]
 
 
@@ -490,15 +533,27 @@ def in_endgame(plan: Plan, node: str, seen: Observed) -> bool:
 
 
 def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
-    """A backup copy of the longest-running task that lags, on the instance that
-    ``node``'s completion freed (at most one per completion)."""
+    """A backup copy of a task that lags, on the instance that ``node``'s completion
+    freed (at most one per completion). A task lags if it has run longer than
+    ``ENDGAME_FACTOR`` × the finished mean (it straggles), or, when copies are cut into
+    pieces, if it started so late that a copy in pieces ends well before it (it has run
+    less than ``LATE_FRACTION`` of the mean: its instance crashed and it started again,
+    or it waited for a cold start). Stragglers first, the longest-running first; the
+    completions that ask at once spread over the candidates, not all on the first."""
     if not in_endgame(plan, node, seen):
         return []
-    limit = max(SPECULATE_MIN_S, ENDGAME_FACTOR * seen.mean_done_s)
-    lagging = [(running_s, n) for n, running_s, copied in seen.running
-               if not copied and n != node and production_index(n) is not None
-               and running_s > limit]
-    return [Speculate(max(lagging)[1])] if lagging else []
+    mean = seen.mean_done_s
+    limit = max(SPECULATE_MIN_S, ENDGAME_FACTOR * mean)
+    candidates = sorted({(running_s, n) for n, running_s, copied in seen.running
+                         if not copied and n != node and production_index(n) is not None},
+                        reverse=True)
+    lagging = [n for running_s, n in candidates if running_s > limit]
+    if not lagging and plan.copy_pieces > 1:
+        lagging = [n for running_s, n in reversed(candidates)
+                   if running_s < LATE_FRACTION * mean]
+    if not lagging:
+        return []
+    return [Speculate(lagging[production_index(node) % len(lagging)], plan.copy_pieces)]
 
 
 def redrives(plan: Plan, seen: Observed) -> list[Action]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from francine import executions, farm, logs, planning, recovery, scheduler
+from francine import executions, farm, logs, recovery, scheduler
 from francine.clients import Adapters
 from francine.records import Execution, Kind, Status
 
@@ -52,8 +52,10 @@ def observe_endgame(ad: Adapters, ex: Execution, node: str,
                     seen: scheduler.Observed) -> scheduler.Observed:
     """What the ``TaskDone`` of a production task needs for the end game: how many
     production tasks never started (a count) and, when none is left, the mean time of
-    the finished ones (an aggregation) and the longest-running tasks (a query limited
-    to ``ENDGAME_CANDIDATES``): three bounded queries, whatever the execution's size."""
+    the finished ones (an aggregation), the longest-running tasks without a copy and,
+    when there are more, the ones that started last (queries limited to
+    ``ENDGAME_CANDIDATES``): at most four bounded queries, whatever the execution's
+    size."""
     if scheduler.production_index(node) is None:
         return seen
     sid, eid = ex.session_id, ex.id
@@ -61,24 +63,26 @@ def observe_endgame(ad: Adapters, ex: Execution, node: str,
     if unstarted:
         return dataclasses.replace(seen, unstarted=unstarted)
     now = ad.clock()
+    k = scheduler.ENDGAME_CANDIDATES
+    found = ad.store.longest_running(sid, eid, k)
+    if len(found) == k:  # more are running: the ones that started last too
+        found += ad.store.longest_running(sid, eid, k, newest=True)
     running = tuple((t.node, (now - t.started).total_seconds(), t.speculated)
-                    for t in ad.store.longest_running(sid, eid, scheduler.ENDGAME_CANDIDATES)
-                    if t.kind == Kind.PRODUCE and t.started is not None)
+                    for t in found if t.kind == Kind.PRODUCE and t.started is not None)
     return dataclasses.replace(seen, unstarted=0, running=running,
                                mean_done_s=ad.store.mean_work(sid, eid))
 
 
 def tick(ad: Adapters, ex: Execution, stall_s: float) -> list[scheduler.Action]:
     """Step one execution's ``Tick`` and carry out its actions; returns them."""
-    shape = planning.Shape.from_dict(ex.shape)
-    plan = scheduler.Plan(shape, ex.admission_limit, stall_s=stall_s)
+    plan = recovery.plan(ad, ex, stall_s=stall_s)
     if not ex.published:  # the api's resumption: writes the tasks, publishes
         current = ad.store.execution(ex.session_id, ex.id)
         return executions.carry_out_start(ad, current, scheduler.Tick()).actions \
             if current else []
 
     def carry_out(action):
-        recovery.carry_out(ad, ex, shape, action)
+        recovery.carry_out(ad, ex, plan.shape, action)
         log.info("watchdog %s/%s: %s", ex.session_id, ex.id, action)
 
     return scheduler.drive(plan, [scheduler.Tick()], lambda _e: observe(ad, ex),

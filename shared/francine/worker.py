@@ -16,6 +16,8 @@ import logging
 import pathlib
 import time
 
+import numpy as np
+
 from francine import errors, executions, imaging, planning, producers, recovery, scheduler
 from francine.cache import ResourceCache
 from francine.clients import Adapters
@@ -31,6 +33,18 @@ log = logging.getLogger("francine.worker")
 #: Firestore round trip each. 0 by default: API.md promises that tasks not yet started
 #: when a render is cancelled never run.
 EXECUTION_TTL_S = 0.0
+
+
+def parse_piece(value) -> tuple[int, int] | None:
+    """(piece, pieces) of a copy's piece, given as "piece/pieces"; None if malformed."""
+    if not isinstance(value, str):
+        return None
+    piece, _, pieces = value.partition("/")
+    if not (piece.isdigit() and pieces.isdigit()):
+        return None
+    if not 0 <= int(piece) < int(pieces) <= scheduler.MAX_COPY_PIECES:
+        return None
+    return int(piece), int(pieces)
 
 
 class RenderFailed(Exception):
@@ -79,12 +93,23 @@ class Worker:
                 return "skipped: not a production task"
         except ValueError:
             return "skipped: no such task"
-        plan = scheduler.Plan(planning.Shape.from_dict(ex.shape), ex.admission_limit)
+        piece = message.payload.get("piece")
+        if piece is None:
+            first = scheduler.TaskDelivered(node, message.id)
+        elif (band := parse_piece(piece)) is None:
+            return f"skipped: malformed piece {piece!r}"
+        else:
+            first = scheduler.PieceDelivered(node, *band)
+        plan = recovery.plan(self.ad, ex)
         seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published)
         held: dict = {}
         outcome: list[str] = []
 
         def observe(event) -> scheduler.Observed:
+            if isinstance(event, scheduler.PieceDelivered):
+                held["task"] = self.ad.store.get_task(sid, eid, tid)
+                return dataclasses.replace(
+                    seen, task_status=held["task"].status if held["task"] else None)
             if isinstance(event, scheduler.PassFailed):
                 # The task as it is now: a copy may have failed and replaced it already.
                 now = self.ad.store.get_task(sid, eid, tid) or held["task"]
@@ -124,6 +149,22 @@ class Worker:
                         return None
                     outcome.append("rendered")
                     return scheduler.TaskProduced(task.node)
+                case scheduler.ProducePiece(node=n, piece=j, pieces=k):
+                    task = held["task"]
+                    try:
+                        stored = self.produce_piece(ex, plan.shape, task, j, k)
+                    except (ValueError, RenderFailed) as e:
+                        # A copy's piece: the task's own render decides its fate.
+                        log.warning("piece %d of %d of %s/%s/%s failed: %s", j, k, sid,
+                                    eid, n, e)
+                        outcome.append(f"failed: piece {j} of {k}: {e}")
+                        return None
+                    if stored:
+                        outcome.append("rendered")
+                        return scheduler.TaskProduced(n)
+                    outcome.append("dropped: another copy finished first"
+                                   if task.status == Status.DONE else f"stored piece {j} of {k}")
+                    return None
                 case scheduler.Announce(node=n):
                     if held["task"].status == Status.FAILED:
                         outcome.append("skipped: task failed")
@@ -138,46 +179,92 @@ class Worker:
                     recovery.carry_out(self.ad, ex, plan.shape, action, held.get("task"))
             return None
 
-        scheduler.drive(plan, [scheduler.TaskDelivered(node, message.id)], observe, carry_out)
+        scheduler.drive(plan, [first], observe, carry_out)
         return outcome[0] if outcome else "nothing to do"
 
-    def produce(self, ex: Execution, shape: planning.Shape, task: Task, fetch_s: float) -> None:
-        """Render the task's passes, store its partial, then mark it done (in that
-        order: done means the partial exists). If the task is done by the time the
-        render ends (a copy won), nothing is written and ``task.status`` says so."""
-        sid, eid = ex.session_id, ex.id
-        fetched = 0.0
+    def resources(self, ex: Execution) -> tuple[Resources, list[float]]:
+        """The execution's resources, fetched on first use; the list collects the
+        seconds spent fetching (not rendering)."""
+        fetched = [0.0]
 
         def timed_fetch(info: ResourceInfo) -> pathlib.Path:
-            nonlocal fetched
             t = time.perf_counter()
             try:
                 return self.fetch(info)
             finally:
-                fetched += time.perf_counter() - t
+                fetched[0] += time.perf_counter() - t
 
         infos = {n: ResourceInfo(n, r["sha256"], r["size"]) for n, r in ex.resources.items()}
-        resources = Resources(infos, timed_fetch, self.memo)
-        tile = Tile(*task.tile)
+        return Resources(infos, timed_fetch, self.memo), fetched
+
+    def render(self, ex: Execution, task: Task, tile: Tile, resources: Resources) -> np.ndarray:
+        """The sum of the task's passes over ``tile`` (the task's tile or a band of
+        it), added pass after pass: a pixel's value is the same whatever the cut."""
         producer = producers.get(ex.producer)
-        cpu0, t0 = time.process_time(), time.perf_counter()
         total = None
         for p in range(task.pass_index, task.pass_index + task.passes):
             # Every pass keeps its own seed, whatever the folding; a replacement
             # (generation > 0) renders fresh ones.
-            seed = planning.seed_for(eid, p, task.generation)
+            seed = planning.seed_for(ex.id, p, task.generation)
             try:
                 pixels = producer.render(ex.scene, tile, seed, resources)
             except (ValueError, errors.FrancineError):
                 raise  # a scene error (permanent) or the platform's (retried)
             except Exception as e:
                 raise RenderFailed(f"{type(e).__name__}: {e}") from e
-            partial = imaging.from_pass(tile, shape.tile, pixels)
-            total = partial if total is None else imaging.combine([total, partial])
-        work_s = time.perf_counter() - t0 - fetched
-        cpu_s = time.process_time() - cpu0
+            pixels = imaging.checked_pass(tile, pixels)
+            total = pixels if total is None else total + pixels
+        return total
+
+    def produce(self, ex: Execution, shape: planning.Shape, task: Task, fetch_s: float) -> None:
+        """Render the task's passes, store its partial, then mark it done (in that
+        order: done means the partial exists). If the task is done by the time the
+        render ends (a copy won), nothing is written and ``task.status`` says so."""
+        resources, fetched = self.resources(ex)
+        tile = Tile(*task.tile)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        total = self.render(ex, task, tile, resources)
+        work_s = time.perf_counter() - t0 - fetched[0]
+        self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
+                   {"fetch_s": fetch_s + fetched[0], "work_s": work_s,
+                    "cpu_s": time.process_time() - cpu0})
+
+    def produce_piece(self, ex: Execution, shape: planning.Shape, task: Task, piece: int,
+                      pieces: int) -> bool:
+        """Render band ``piece`` of ``pieces`` of a speculative copy of ``task`` and
+        store it; the caller that then finds every band stored assembles the task's
+        partial (the same pixels as the task's own render) and stores it as
+        ``produce`` does. True if this call stored the task's partial."""
+        sid, eid = ex.session_id, ex.id
+        resources, fetched = self.resources(ex)
+        tile = Tile(*task.tile)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        pixels = self.render(ex, task, planning.band(tile, piece, pieces), resources)
+        work_s = time.perf_counter() - t0 - fetched[0]
+        name = planning.band_name(task.node, piece, pieces, task.generation)
+        self.ad.blobs.put_partial(sid, eid, name, imaging.dump_band(pixels))
+        bands = []
+        for k in range(pieces):  # in order: the last band stored finds all of them
+            try:
+                bands.append(imaging.load_band(self.ad.blobs.get_partial(
+                    sid, eid, planning.band_name(task.node, k, pieces, task.generation))))
+            except errors.NotFound:
+                log.info("stored band %d of %d of %s/%s/%s", piece, pieces, sid, eid,
+                         task.node)
+                return False
+        total = np.concatenate(bands, axis=0)
+        # The task's time as this band measured it (its mean guides speculation).
+        self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
+                   {"fetch_s": fetched[0], "work_s": work_s * pieces,
+                    "cpu_s": (time.process_time() - cpu0) * pieces})
+        return task.status != Status.DONE
+
+    def store(self, ex: Execution, task: Task, partial: imaging.Partial, times: dict) -> None:
+        """Create the task's partial and mark the task done with its ``times``; if a
+        copy stored the partial first, only note that in ``task.status``."""
+        sid, eid = ex.session_id, ex.id
         t_up = time.perf_counter()
-        if not self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(total)):
+        if not self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(partial)):
             # Create-only: the partial exists. A copy finished first (the first result
             # wins: drop this one), or a try of this task died before marking it done
             # (then this one marks it done).
@@ -187,7 +274,7 @@ class Worker:
                 log.info("dropped %s/%s/%s: another copy finished first", sid, eid,
                          task.node)
                 return
+        times = {**times, "work_s": times["work_s"] + (time.perf_counter() - t_up)}
         self.ad.store.update_task(sid, eid, task.id, {
-            "status": Status.DONE, "finished": self.ad.clock(), "fetch_s": fetch_s + fetched,
-            "work_s": work_s + (time.perf_counter() - t_up), "cpu_s": cpu_s})
-        log.info("rendered %s/%s/%s in %.3f s", sid, eid, task.node, work_s)
+            "status": Status.DONE, "finished": self.ad.clock(), **times})
+        log.info("rendered %s/%s/%s in %.3f s", sid, eid, task.node, times["work_s"])

@@ -24,6 +24,19 @@ def test_tasks_and_events_carry_references_and_their_type(backend, unique):
     assert attrs["type"] == "task_done"
 
 
+def test_a_piece_of_a_copy_carries_its_band_and_goes_to_the_shard_asked(backend, unique):
+    pubsub = backend.pubsub
+    subs = [pubsub.subscribe(t, f"{unique}-{i}") for i, t in enumerate(backend.produce_topics)]
+    backend.bus.publish_tasks(unique, "e1", [(1, "t0", "0/2"), (2, "t0", "1/2")])
+    got = [(i, json.loads(data)) for i, s in enumerate(subs) for _, data, _, _ in pubsub.pull(s)]
+    shards = len(subs)
+    assert sorted(got, key=lambda x: x[1]["piece"]) == [
+        (1 % shards, {"session_id": unique, "execution_id": "e1", "task_id": "t0",
+                      "piece": "0/2"}),
+        (2 % shards, {"session_id": unique, "execution_id": "e1", "task_id": "t0",
+                      "piece": "1/2"})]
+
+
 def test_unacknowledged_messages_come_back_then_go_to_the_dead_letter_topic(backend, unique):
     pubsub = backend.pubsub
     topic, dead = pubsub.topic(f"{unique}-t"), pubsub.topic(f"{unique}-dead")

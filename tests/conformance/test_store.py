@@ -226,9 +226,12 @@ def test_end_game_queries(backend, unique):
     assert store.count_tasks(unique, "e1", "pending", kind="produce") == 0
     assert [t.node for t in store.longest_running(unique, "e1", 4)] == ["p1", "p0"]
     assert [t.node for t in store.longest_running(unique, "e1", 1)] == ["p1"]
+    assert [t.node for t in store.longest_running(unique, "e1", 4, newest=True)] == ["p0", "p1"]
+    assert [t.node for t in store.longest_running(unique, "e1", 1, newest=True)] == ["p0"]
     time.sleep(0.01)
     store.claim_task(unique, "e1", "a-p1", "m3", 0.0)  # taken again: it started later
     assert [t.node for t in store.longest_running(unique, "e1", 4)] == ["p0", "p1"]
+    assert [t.node for t in store.longest_running(unique, "e1", 1, newest=True)] == ["p1"]
     # a done task has its three times, as the worker and the reducer write them
     times = {"fetch_s": 0.1, "cpu_s": 1.0}
     store.update_task(unique, "e1", "a-p0", {"status": Status.DONE, "work_s": 2.0, **times})
@@ -252,3 +255,5 @@ def test_end_game_queries(backend, unique):
     assert store.get_task(unique, "e1", "a-p1").speculated is True
     assert store.mark_speculated(unique, "e1", "a-p1") is False
     assert store.mark_speculated(unique, "e1", "a-nope") is False
+    # a task with its copy is no candidate for another
+    assert store.longest_running(unique, "e1", 4) == []

@@ -11,6 +11,7 @@ import json
 
 from francine.adapters import translated
 from francine.config import Settings
+from francine.envelope import task_message
 
 PRODUCE = "produce"
 TASK_DONE = "task_done"
@@ -62,13 +63,13 @@ class Bus:
                 f.result(timeout=60)
 
     def publish_tasks(self, session_id: str, execution_id: str,
-                      tasks: list[tuple[int, str]]) -> None:
-        """Publish production tasks given as (production index, task id)."""
+                      tasks: list[tuple[int, str] | tuple[int, str, str]]) -> None:
+        """Publish production tasks given as (shard index, task id) or, for a piece
+        of a speculative copy, (shard index, task id, "piece/pieces")."""
         shards = self._produce
         self._publish(PRODUCE, [
-            (shards[index % len(shards)],
-             {"session_id": session_id, "execution_id": execution_id, "task_id": tid})
-            for index, tid in tasks])
+            (shards[t[0] % len(shards)], task_message(session_id, execution_id, *t[1:]))
+            for t in tasks])
 
     def publish_done(self, session_id: str, execution_id: str, node: str) -> None:
         self._publish(TASK_DONE, [(self._events, {

@@ -44,9 +44,9 @@ _TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "own
 def task_to_doc(task: Task) -> dict:
     doc = {"node": task.node, "kind": str(task.kind), "parent": task.parent,
            "status": str(task.status), "children": task.children, "attempts": task.attempts}
-    if task.tile is not None:
+    if task.tile is not None:  # a production task (the end game queries ``speculated``)
         doc.update(tile=list(task.tile), pass_index=task.pass_index, seed=task.seed,
-                   passes=task.passes)
+                   passes=task.passes, speculated=task.speculated)
     for name in ("owner", "started", "finished", "error", "fetch_s", "work_s", "cpu_s",
                  "queue", "tag", "rank"):
         if getattr(task, name) is not None:
@@ -446,13 +446,18 @@ class Store:
             return int(query.count(alias="n").get()[0][0].value)
 
     # --- the end game: backup copies of the tasks that lag -------------------------------
-    def longest_running(self, sid: str, eid: str, limit: int) -> list[Task]:
-        """The ``limit`` running tasks that started first (a bounded query: the end
-        game asks it on every finished task)."""
+    def longest_running(self, sid: str, eid: str, limit: int,
+                        newest: bool = False) -> list[Task]:
+        """The ``limit`` running production tasks without a copy that started first
+        (``newest``: last). Bounded queries: the end game asks them on every finished
+        task."""
+        from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter
 
+        order = firestore.Query.DESCENDING if newest else firestore.Query.ASCENDING
         query = self._tasks(sid, eid).where(filter=FieldFilter("status", "==", "running")) \
-            .order_by("started").limit(limit)
+            .where(filter=FieldFilter("speculated", "==", False)) \
+            .order_by("started", direction=order).limit(limit)
         with translated("longest-running tasks"):
             return [task_from_doc(s.id, s.to_dict()) for s in query.stream()]
 

@@ -60,6 +60,9 @@ class StackOptions:
     #: Farm-wide admission (francine.farm): tasks in flight across executions at most
     #: (None: FRANCINE_FARM_SLOTS of the caller, else off; the farm is ``workers``).
     farm_slots: int | None = None
+    #: Pieces a speculative copy is cut into (None: a quarter of the workers, at most
+    #: the settings' ``copy_pieces``: the pieces need idle workers).
+    copy_pieces: int | None = None
     #: Workers answer 429 while they render (Cloud Run at max instances: the push is
     #: retried with back-off). Off: a second request waits for the first, as before.
     refuse_when_busy: bool = False
@@ -104,6 +107,8 @@ class Stack:
                 watchdog_interval_s=o.watchdog_interval_s, stall_seconds=o.stall_s)
             if o.farm_slots is not None:
                 settings = dataclasses.replace(settings, farm_slots=o.farm_slots)
+            settings = dataclasses.replace(settings, copy_pieces=o.copy_pieces or max(
+                1, min(settings.copy_pieces, o.workers // 4)))
             env = {**os.environ, **emulator_env, **settings.to_env(), **o.extra_env,
                    "PYTHONUNBUFFERED": "1"}
             self._create_topics_and_buckets(env, settings)

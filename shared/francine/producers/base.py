@@ -84,6 +84,10 @@ class Producer(Protocol):
     display: str
     #: Number of channels in a partial image (1 for gray, 3 for RGB).
     channels: int
+    #: Whether a pixel's value is bit for bit the same however its tile is cut (each
+    #: pixel's random stream starts from the seed and the pixel alone): then a
+    #: speculative copy may be cut into bands that several instances render at once.
+    exact_tiles: bool
 
     def default_scene(self) -> dict[str, Any]:
         """The scene used when a session gives none."""

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
-from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message
+from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message, task_message
 from francine.twins import Meter
 
 PRODUCE_TOPIC = "produce"
@@ -99,10 +99,9 @@ class BusTwin:
 
     # the Bus port
     def publish_tasks(self, session_id: str, execution_id: str,
-                      tasks: list[tuple[int, str]]) -> None:
-        for _, tid in tasks:
-            self.publish(PRODUCE_TOPIC, {"session_id": session_id,
-                                         "execution_id": execution_id, "task_id": tid},
+                      tasks: list[tuple[int, str] | tuple[int, str, str]]) -> None:
+        for t in tasks:
+            self.publish(PRODUCE_TOPIC, task_message(session_id, execution_id, *t[1:]),
                          type=PRODUCE)
 
     def publish_done(self, session_id: str, execution_id: str, node: str) -> None:

@@ -224,13 +224,17 @@ class StoreTwin:
         kinds = [kind] if kind is not None else ["produce", "reduce"]
         return sum(len(self._by_status.get((sid, eid, status, k), ())) for k in kinds)
 
-    def longest_running(self, sid: str, eid: str, limit: int) -> list[Task]:
+    def longest_running(self, sid: str, eid: str, limit: int,
+                        newest: bool = False) -> list[Task]:
         self.meter.op("query")
-        with self._lock:
-            running = [list(itertools.islice(
-                self._by_status.get((sid, eid, "running", k), {}).items(), limit))
-                for k in ("produce", "reduce")]
-        first = heapq.nsmallest(limit, itertools.chain(*running), key=lambda i: i[1]["started"])
+        with self._lock:  # production tasks without a copy, in the order they started
+            tasks = self._by_status.get((sid, eid, "running", "produce"), {}).items()
+            running = list(itertools.islice(
+                (i for i in (reversed(tasks) if newest else tasks)
+                 if not i[1].get("speculated")), limit))
+        key = lambda i: i[1]["started"]  # noqa: E731
+        first = heapq.nlargest(limit, running, key=key) if newest \
+            else heapq.nsmallest(limit, running, key=key)
         return [task_from_doc(tid, _copy(d)) for tid, d in first]
 
     def mean_work(self, sid: str, eid: str, kind: str = "produce") -> float | None:

@@ -21,6 +21,7 @@ MASK64 = (1 << 64) - 1
 class AoProducer:
     name = "ao"
     display = "linear"
+    exact_tiles = True
     channels = 1
 
     def default_scene(self) -> dict[str, Any]:

@@ -21,6 +21,9 @@ from francine.records import Execution
 class Blender:
     name = "blender"
     display = "srgb"
+    #: Cycles renders a border to within ~1e-5 of the full frame, not bit for bit, and
+    #: every render pays the scene's sync: a speculative copy stays whole.
+    exact_tiles = False
     #: RGBA; a denoised render's partials also carry albedo and normal (10 channels).
     channels = 4
 

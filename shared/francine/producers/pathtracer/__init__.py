@@ -23,6 +23,7 @@ EXAMPLES = pathlib.Path(__file__).parent / "examples"
 class PathTracer:
     name = "pathtracer"
     display = "srgb"
+    exact_tiles = True
     channels = 3
 
     def default_scene(self) -> dict[str, Any]:
