@@ -361,18 +361,18 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
     submission's task count, as ``francine.warmup.after_start`` does through the Cloud
     Run Admin API (``min_instance_count``); None: a cold farm that scales on demand.
     """
-    saved = (scheduler.ENDGAME_FACTOR, scheduler.SPECULATE_FACTOR,
-             scheduler.SPECULATE_FIRST_S, worker_module.time, reducer_module.time)
+    saved = (scheduler.endgame, scheduler.speculations, worker_module.time,
+             reducer_module.time)
     try:
         if speculation is not True:  # False: none; "watchdog": the watchdog's only
-            scheduler.ENDGAME_FACTOR = math.inf
+            scheduler.endgame = lambda plan, node, seen: []
         if speculation is False:
-            scheduler.SPECULATE_FACTOR = scheduler.SPECULATE_FIRST_S = math.inf
+            scheduler.speculations = lambda plan, seen: []
         return _simulate(submissions, workers, seed, reducers, platform_options,
                          watchdog_s, warm, settings_options)
     finally:
-        (scheduler.ENDGAME_FACTOR, scheduler.SPECULATE_FACTOR, scheduler.SPECULATE_FIRST_S,
-         worker_module.time, reducer_module.time) = saved
+        (scheduler.endgame, scheduler.speculations, worker_module.time,
+         reducer_module.time) = saved
 
 
 def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s, warm,
