@@ -36,9 +36,9 @@ from francine.worker import Worker
 
 EXECUTIONS = 20
 PARALLEL = 4
-# Small images, but 144 × (1 + n²) rays a pixel: a tenth of a second or more a render,
-# so that the kills come while the farm is at work (a default 32×32 renders in 0.1 ms).
-SCENES = [{"width": 32, "height": 32, "nsubsamples": 12, "nao_samples": n}
+# Small images, but 100 × (1 + n²) rays a pixel: a tenth of a second a render, so
+# that the kills come while the farm is at work (a default 32×32 renders in 0.1 ms).
+SCENES = [{"width": 32, "height": 32, "nsubsamples": 10, "nao_samples": n}
           for n in (28, 30, 32, 34)]
 KILLED = ("worker-0", "reducer")
 

@@ -258,8 +258,8 @@ def test_a_copy_in_pieces_beats_its_slow_original_on_the_emulators(three_workers
     stack, ad = three_workers, three_workers.test_adapters
     client = Client(stack.info["api_url"],
                     create_user_in(stack.info["env"], stack.info["project"], "pieces"))
-    # 128×128 at 64 × (1 + 48²) rays a pixel: seconds on one thread.
-    scene = {"width": 128, "height": 128, "nsubsamples": 8, "nao_samples": 48}
+    # 128×128 at 64 × (1 + 36²) rays a pixel: seconds on one thread.
+    scene = {"width": 128, "height": 128, "nsubsamples": 8, "nao_samples": 36}
     sid = client.create_session("ao", scene)["id"]
     eid = client.execute(sid, parallel=1)["id"]
     tid = planning.task_id(eid, "p0")
