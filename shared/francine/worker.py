@@ -241,18 +241,15 @@ class Worker:
         cpu0, t0 = time.process_time(), time.perf_counter()
         pixels = self.render(ex, task, planning.band(tile, piece, pieces), resources)
         work_s = time.perf_counter() - t0 - fetched[0]
-        name = planning.band_name(task.node, piece, pieces, task.generation)
-        self.ad.blobs.put_partial(sid, eid, name, imaging.dump_band(pixels))
-        bands = []
-        for k in range(pieces):  # in order: the last band stored finds all of them
-            try:
-                bands.append(imaging.load_band(self.ad.blobs.get_partial(
-                    sid, eid, planning.band_name(task.node, k, pieces, task.generation))))
-            except errors.NotFound:
-                log.info("stored band %d of %d of %s/%s/%s", piece, pieces, sid, eid,
-                         task.node)
-                return False
-        total = np.concatenate(bands, axis=0)
+        names = [planning.band_name(task.node, k, pieces, task.generation)
+                 for k in range(pieces)]
+        self.ad.blobs.put_partial(sid, eid, names[piece], imaging.dump_band(pixels))
+        try:  # the last band stored finds all of them
+            bands = self.ad.blobs.get_partials(sid, eid, names)
+        except errors.NotFound:
+            log.info("stored band %d of %d of %s/%s/%s", piece, pieces, sid, eid, task.node)
+            return False
+        total = np.concatenate([imaging.load_band(b) for b in bands], axis=0)
         # The task's time as this band measured it (its mean guides speculation).
         self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
                    {"fetch_s": fetched[0], "work_s": work_s * pieces,
@@ -274,7 +271,7 @@ class Worker:
                 log.info("dropped %s/%s/%s: another copy finished first", sid, eid,
                          task.node)
                 return
-        times = {**times, "work_s": times["work_s"] + (time.perf_counter() - t_up)}
         self.ad.store.update_task(sid, eid, task.id, {
-            "status": Status.DONE, "finished": self.ad.clock(), **times})
+            "status": Status.DONE, "finished": self.ad.clock(), **times,
+            "work_s": times["work_s"] + (time.perf_counter() - t_up)})
         log.info("rendered %s/%s/%s in %.3f s", sid, eid, task.node, times["work_s"])

@@ -11,7 +11,6 @@ caller cannot change stored state by mutating what it got.
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
 import threading
 from collections.abc import Callable, Iterable
@@ -232,10 +231,8 @@ class StoreTwin:
             running = list(itertools.islice(
                 (i for i in (reversed(tasks) if newest else tasks)
                  if not i[1].get("speculated")), limit))
-        key = lambda i: i[1]["started"]  # noqa: E731
-        first = heapq.nlargest(limit, running, key=key) if newest \
-            else heapq.nsmallest(limit, running, key=key)
-        return [task_from_doc(tid, _copy(d)) for tid, d in first]
+        running.sort(key=lambda i: i[1]["started"], reverse=newest)
+        return [task_from_doc(tid, _copy(d)) for tid, d in running]
 
     def mean_work(self, sid: str, eid: str, kind: str = "produce") -> float | None:
         self.meter.op("aggregate")
