@@ -175,6 +175,8 @@ def test_the_end_game_copies_a_late_starter_only_when_copies_are_cut():
                                        ("p3", 2.0, False)))
     cut, whole = scheduler.Plan(shape, copy_pieces=8), scheduler.Plan(shape)
     assert scheduler.step(cut, scheduler.TaskDone("p0"), seen)[0] == scheduler.Speculate("p1", 8)
+    # ...and stragglers do not starve the late starters: the completions share them.
+    assert scheduler.step(cut, scheduler.TaskDone("p5"), seen)[0] == scheduler.Speculate("p3", 8)
     no_straggler = dataclasses.replace(seen, running=seen.running[1:])
     assert scheduler.step(cut, scheduler.TaskDone("p0"), no_straggler)[0] == \
         scheduler.Speculate("p3", 8)

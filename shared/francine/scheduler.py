@@ -538,8 +538,9 @@ def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
     ``ENDGAME_FACTOR`` × the finished mean (it straggles), or, when copies are cut into
     pieces, if it started so late that a copy in pieces ends well before it (it has run
     less than ``LATE_FRACTION`` of the mean: its instance crashed and it started again,
-    or it waited for a cold start). Stragglers first, the longest-running first; the
-    completions that ask at once spread over the candidates, not all on the first."""
+    or it waited for a cold start). The completions that ask at once spread over the
+    candidates (stragglers, the longest-running first, then late starters, the latest
+    first), so that neither kind starves the other."""
     if not in_endgame(plan, node, seen):
         return []
     mean = seen.mean_done_s
@@ -548,9 +549,9 @@ def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
                          if not copied and n != node and production_index(n) is not None},
                         reverse=True)
     lagging = [n for running_s, n in candidates if running_s > limit]
-    if not lagging and plan.copy_pieces > 1:
-        lagging = [n for running_s, n in reversed(candidates)
-                   if running_s < LATE_FRACTION * mean]
+    if plan.copy_pieces > 1:  # late starters too, the latest first
+        lagging += [n for running_s, n in reversed(candidates)
+                    if running_s < LATE_FRACTION * mean]
     if not lagging:
         return []
     return [Speculate(lagging[production_index(node) % len(lagging)], plan.copy_pieces)]
