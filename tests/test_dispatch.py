@@ -232,6 +232,7 @@ def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render
         Plan,
         Redrive,
         Replace,
+        Reproduce,
         Requeue,
         step,
     )
@@ -239,15 +240,21 @@ def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render
     plan = Plan(planning.make_shape(64, 64, 4, 32))
     never_started = Observed(status=Status.RUNNING, task_status=Status.PENDING)
     assert step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), never_started) == [Requeue("p3")]
-    reached = Observed(status=Status.RUNNING, task_status=Status.RUNNING)
-    assert isinstance(step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), reached)[0], Replace)
+    # one delivery reached a render and its worker died, the other nine were refused:
+    # produced again, not counted; deliveries that reached renders again and again count
+    reached = Observed(status=Status.RUNNING, task_status=Status.RUNNING, attempts=1)
+    assert step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), reached) == [Reproduce("p3")]
+    again = dataclasses.replace(reached, attempts=2)
+    assert isinstance(step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), again)[0], Replace)
     # The event of a done task: its pixels exist, so it is re-driven, never counted
     # against the task; only a reduction that keeps failing when re-driven fails.
     up = planning.parent(plan.shape, "p3")
     done = Observed(status=Status.RUNNING, task_status=Status.DONE, redrives=REDRIVE_LIMIT - 1)
     assert step(plan, DeadLettered(Kind.REDUCE, "p3", 5), done) == [Redrive(up, "p3")]
-    tired = dataclasses.replace(done, redrives=REDRIVE_LIMIT)
+    tired = dataclasses.replace(done, redrives=REDRIVE_LIMIT, parent_status=Status.RUNNING)
     assert step(plan, DeadLettered(Kind.REDUCE, "p3", 5), tired)[-1].status == Status.FAILED
+    untaken = dataclasses.replace(tired, parent_status=Status.PENDING)
+    assert step(plan, DeadLettered(Kind.REDUCE, "p3", 5), untaken) == [Redrive(up, "p3")]
 
 
 def test_the_handlers_render_every_users_execution_through_the_farm_queue():

@@ -35,6 +35,7 @@ class FlakyAO:
         self.ao = producers.get("ao")
         self.display, self.channels = self.ao.display, self.ao.channels
         self.fails = lambda seed: False
+        self.error = None  # the same error from every failing render (a poison scene)
         self.slow_seed, self.gate = None, threading.Event()
         self.renders = 0
 
@@ -44,7 +45,7 @@ class FlakyAO:
     def render(self, scene, tile, seed, resources):
         self.renders += 1
         if self.fails(seed):
-            raise RuntimeError(f"cosmic ray at seed {seed}")
+            raise RuntimeError(self.error or f"cosmic ray at seed {seed}")
         if seed == self.slow_seed:
             self.slow_seed = None  # only the first render of it straggles
             assert self.gate.wait(60)
@@ -168,7 +169,7 @@ def test_failures_reaching_ten_percent_fail_the_execution_and_nothing_runs_after
     assert farm.deliver(sid, eid, "p4").startswith("failed: RuntimeError")
     assert not farm.ad.store.execution(sid, eid).final
     outcome = farm.deliver(sid, eid, "p11")
-    assert outcome.startswith("failed: 2 of 20 production tasks failed (the budget is 2)")
+    assert outcome.startswith("failed: 2 failures of 20 passes (the budget is 2)")
     status = client.execution(sid, eid)
     assert status["status"] == "failed" and status["error"]["code"] == "task_failed"
     assert "p11: RuntimeError: cosmic ray" in status["error"]["message"]
@@ -194,7 +195,23 @@ def test_a_poison_scene_fails_at_the_budget_not_after_the_retry_schedule(farm, u
     assert ex.status == "failed"
     assert time.monotonic() - t0 < 60
     assert farm.producer.renders == 4  # the budget, then nothing more runs
-    assert ex.error["message"].startswith("4 of 40 production tasks failed")
+    assert ex.error["message"].startswith("4 failures of 40 passes (the budget is 4)")
+
+
+def test_a_poison_scene_fails_without_spending_a_large_budget(farm, user, client):
+    sid, eid = farm.start(user, parallel=100)  # budget 10
+    farm.producer.fails = lambda seed: True
+    farm.producer.error = "the scene divides by zero"
+    for node in ("p0", "p1", "p2"):  # one flaky instance could do this: replaced
+        assert farm.deliver(sid, eid, node).startswith("failed: RuntimeError")
+    assert not farm.ad.store.execution(sid, eid).final
+    # p0 again, with its fresh seed: the same error, so it is the scene
+    assert farm.deliver(sid, eid, "p0").startswith("failed: 3 tasks failed with the same")
+    ex = farm.ad.store.execution(sid, eid)
+    assert ex.status == "failed" and "the scene divides by zero" in ex.error["message"]
+    assert farm.producer.renders == 4
+    farm.run(sid, eid, rounds=1)  # nothing runs after
+    assert farm.producer.renders == 4
 
 
 def test_a_straggler_gets_a_copy_and_the_first_result_wins(farm, user, client, stack):

@@ -4,6 +4,7 @@ order, duplicated, dropped and redelivered, and kills invocations after their cl
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -116,17 +117,22 @@ def test_failures_and_dead_letters():
     done = Observed(status=Status.RUNNING, task_status=Status.DONE)
     assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), done) == []
     # a worker that died on every delivery: the pass is replaced while within budget...
-    running = Observed(status=Status.RUNNING, task_status=Status.RUNNING, generation=2)
+    running = Observed(status=Status.RUNNING, task_status=Status.RUNNING, generation=2,
+                       attempts=3)
     assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), running) == [
-        Replace("p1", "undeliverable after 5 delivery attempts", 3)]
+        Replace("p1", "undeliverable after 5 delivery attempts (3 reached a render)", 3)]
+    # one delivery reached a render (its worker died), the others were refused for
+    # capacity: produced again, never counted
+    once = dataclasses.replace(running, attempts=1)
+    assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), once) == [Reproduce("p1")]
     # ...and fails the execution, naming the tasks, once it is spent
-    spent = Observed(status=Status.RUNNING, task_status=Status.RUNNING,
+    spent = Observed(status=Status.RUNNING, task_status=Status.RUNNING, attempts=2,
                      failed=(("p7", 1, "boom"),))
     actions = step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), spent)
     assert isinstance(actions[0], MarkFailed) and actions[1].error["code"] == "task_failed"
     message = actions[1].error["message"]
     assert "5 delivery attempts" in message and "p7: boom" in message
-    assert message.startswith("2 of 16 production tasks failed")
+    assert message.startswith("2 failures of 16 passes (the budget is 2)")
 
 
 def test_a_failed_pass_is_replaced_until_the_budget_of_ten_percent_is_spent():
@@ -142,21 +148,60 @@ def test_a_failed_pass_is_replaced_until_the_budget_of_ten_percent_is_spent():
     actions = step(plan, PassFailed("p50", "boom", 1), seen)
     assert actions[0] == MarkFailed("p50", "boom")
     assert actions[1].status == Status.FAILED
-    assert "10 of 100 production tasks failed (the budget is 10)" in actions[1].error["message"]
+    assert "10 failures of 100 passes (the budget is 10)" in actions[1].error["message"]
     assert "(and 4 more)" in actions[1].error["message"]
     # a single-task execution fails at its first failed pass
     single = plan_of(passes=1, tile=64)
     assert isinstance(step(single, PassFailed("p0", "boom"), RUNNING)[-1], End)
 
 
+def test_the_budget_counts_passes_however_many_a_task_folds():
+    # 20 passes of one tile folded into a single task: a budget of 2 failures, so its
+    # first failure is replaced, not fatal
+    folded = Plan(planning.make_shape(64, 64, 20, None, fold=20))
+    assert folded.shape.productions == 1 and budget(folded) == 2
+    assert step(folded, PassFailed("p0", "boom"), RUNNING) == [Replace("p0", "boom", 1)]
+    seen = Observed(status=Status.RUNNING, failed=(("p0", 1, "boom"),), generation=1)
+    assert step(folded, PassFailed("p0", "boom", 1), seen)[-1].status == Status.FAILED
+    # 4 tiles × 5 passes: 20 passes, whatever the tiling
+    assert budget(plan_of(passes=5, tile=32)) == 2
+
+
+def test_a_poison_scene_fails_without_spending_the_budget():
+    plan = plan_of(w=64, h=64, passes=25, tile=32)  # 100 passes: a budget of 10
+    error = "ZeroDivisionError: division by zero"
+    # three tasks failing once with one error may be one flaky instance: replaced
+    twice = (("p1", 1, error), ("p2", 1, error))
+    seen = Observed(status=Status.RUNNING, failed=twice)
+    assert step(plan, PassFailed("p3", error), seen) == [Replace("p3", error, 1)]
+    # one of them failing again with it after its fresh seed: poison, the execution fails
+    seen = Observed(status=Status.RUNNING, failed=twice + (("p3", 1, error),), generation=1)
+    actions = step(plan, PassFailed("p1", error, 1), seen)
+    assert actions[0] == MarkFailed("p1", error)
+    message = actions[1].error["message"]
+    assert message.startswith("3 tasks failed with the same error") and error in message
+    # failing again with errors of their own is not poison: replaced within the budget
+    mixed = (("p1", 1, "A"), ("p2", 1, "B"), ("p3", 1, "C"))
+    seen = Observed(status=Status.RUNNING, failed=mixed, generation=1)
+    assert step(plan, PassFailed("p1", "A", 1), seen) == [Replace("p1", "A", 2)]
+    # an error as long as a traceback is clipped in the execution's message
+    long = Observed(status=Status.RUNNING, failed=(("p7", 9, "x" * 5000),))
+    message = step(plan, PassFailed("p1", "y"), long)[-1].error["message"]
+    assert "p7: " + "x" * 100 in message and len(message) < 1500
+
+
 def test_a_dead_lettered_reduction_is_re_driven_then_fails():
     plan = plan_of()
     up = planning.parent(plan.shape, "p5")
     assert step(plan, DeadLettered(Kind.REDUCE, "p5", 5), RUNNING) == [Redrive(up, "p5")]
-    tired = Observed(status=Status.RUNNING, redrives=REDRIVE_LIMIT)
+    # a reduction that a reducer took and that keeps failing is broken: it fails...
+    tired = Observed(status=Status.RUNNING, redrives=REDRIVE_LIMIT, parent_status=Status.RUNNING)
     actions = step(plan, DeadLettered(Kind.REDUCE, "p5", 5), tired)
     assert [type(a) for a in actions] == [End]
     assert "reduction after task p5" in actions[0].error["message"]
+    # ...but one that no reducer took (the reducer was down) is re-driven however often
+    down = dataclasses.replace(tired, parent_status=Status.PENDING, redrives=10 * REDRIVE_LIMIT)
+    assert step(plan, DeadLettered(Kind.REDUCE, "p5", 5), down) == [Redrive(up, "p5")]
     assert [type(a) for a in step(plan, DeadLettered(Kind.REDUCE, None, 5), RUNNING)] == [End]
 
 
@@ -248,6 +293,21 @@ def test_an_execution_that_stopped_moving_is_re_driven():
     seen = Observed(status=Status.RUNNING, published=True, unfinished=(), idle_s=61)
     assert step(plan, Tick(), seen) == [
         Redrive(shape.root, planning.children(shape, shape.root)[-1])]
+
+
+def test_with_farm_admission_only_the_tasks_holding_a_slot_are_published_again():
+    plan = Plan(plan_of().shape, stall_s=60.0)  # farm admission: no per-execution limit
+    shape = plan.shape
+    # p1 and p2 hold the farm's slots but their deliveries were lost; p3..p5 wait in the
+    # farm's queue (its dispatch starts them): queued work does not hide the stall
+    unfinished = ("p1", "p2", "p3", "p4", "p5", "r1.0", "r1.1", shape.root)
+    seen = Observed(status=Status.RUNNING, published=True, unfinished=unfinished,
+                    waiting=("p3", "p4", "p5"), idle_s=60.0)
+    assert step(plan, Tick(), seen) == [Publish((1, 2))]
+    # all of it waiting: nothing to publish, nothing re-driven
+    seen = Observed(status=Status.RUNNING, published=True, unfinished=unfinished[2:],
+                    waiting=("p3", "p4", "p5"), idle_s=600.0)
+    assert step(plan, Tick(), seen) == []
 
 
 @pytest.mark.parametrize("status", [Status.DONE, Status.FAILED, Status.CANCELLED])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 
 from francine import errors
@@ -62,11 +63,20 @@ def task_message(session_id: str, execution_id: str, task_id: str,
     return payload
 
 
+#: What an id in a message may be: a document id of the store and a part of an object
+#: name (no "/", no "." or "..", no reserved "__...__"), as every id Francine makes is.
+ID = re.compile(r"(?!\.\.?$)(?!__.*__$)[A-Za-z0-9._-]{1,128}")
+
+
 def require(payload: dict, *fields: str) -> list[str]:
+    """The id ``fields`` of a message; BadRequest (acknowledged, logged, never retried)
+    if one is missing or could not be an id."""
     values = []
     for f in fields:
         v = payload.get(f)
         if not isinstance(v, str) or not v:
             raise errors.BadRequest(f"message lacks {f!r}", "bad_envelope")
+        if not ID.fullmatch(v):
+            raise errors.BadRequest(f"message's {f!r} is not an id: {v[:80]!r}", "bad_envelope")
         values.append(v)
     return values

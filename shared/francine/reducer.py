@@ -33,7 +33,7 @@ from francine import (
 )
 from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.clients import Adapters
-from francine.envelope import Message, require
+from francine.envelope import ID, Message, require
 from francine.records import Execution, Kind, Status
 
 log = logging.getLogger("francine.reducer")
@@ -167,7 +167,8 @@ class Reducer:
     def dead_letter(self, message: Message) -> str:
         payload = message.payload
         sid, eid = payload.get("session_id"), payload.get("execution_id")
-        if not (isinstance(sid, str) and isinstance(eid, str)):
+        if not (isinstance(sid, str) and isinstance(eid, str)
+                and ID.fullmatch(sid) and ID.fullmatch(eid)):
             return "ignored: dead letter without execution"
         if message.type == PRODUCE and "piece" in payload:
             # Its deliveries ran out (refused: no idle instance); the task's own render
@@ -178,8 +179,8 @@ class Reducer:
             return "execution already ended"
         plan = recovery.plan(self.ad, ex)
         tid = payload.get("task_id")
-        task, failed, redrives = None, (), 0
-        if message.type == PRODUCE and isinstance(tid, str):
+        task, failed, up = None, (), None
+        if message.type == PRODUCE and isinstance(tid, str) and ID.fullmatch(tid):
             task = self.ad.store.get_task(sid, eid, tid)
             event = scheduler.DeadLettered(Kind.PRODUCE, task.node if task else tid,
                                            message.delivery_attempts)
@@ -189,13 +190,14 @@ class Reducer:
             node = payload.get("node")
             event = scheduler.DeadLettered(Kind.REDUCE, node, message.delivery_attempts)
             up = self.parent_task(ex, plan, node)
-            redrives = up.redrives if up else 0
             if isinstance(node, str) and up is not None:  # done: its pixels exist
                 task = self.ad.store.get_task(sid, eid, planning.task_id(eid, node))
         seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published,
                                   task_status=task.status if task else None, failed=failed,
                                   generation=task.generation if task else 0,
-                                  redrives=redrives)
+                                  attempts=task.attempts if task else 0,
+                                  redrives=up.redrives if up else 0,
+                                  parent_status=up.status if up else None)
         ended = []
 
         def carry_out(action):

@@ -19,8 +19,10 @@ Policies for a farm that is always partly broken (the original Francine's):
 - *failure budget*: a production pass that really fails (its render raised, or its
   deliveries ran out: the worker died again and again) is replaced by a new pass of the
   same task with a fresh seed (``Replace``), so the image keeps its full weight; when
-  the failed passes reach ``FAILURE_BUDGET`` of the passes (at least 1) the execution
-  fails, naming the tasks and their errors;
+  the failures reach ``FAILURE_BUDGET`` of the passes (tiles × passes, however many a
+  task folds; at least 1) the execution fails, naming the tasks and their errors; a
+  poison scene (``POISON_TASKS`` tasks failing with one and the same error, a fresh
+  seed not curing it) fails it without spending the rest of the budget;
 - *stragglers*: on a ``Tick`` (the watchdog), a task running longer than
   ``SPECULATE_FACTOR`` × the mean of the execution's finished tasks
   (``SPECULATE_FIRST_S`` before any finished) gets one speculative copy
@@ -38,10 +40,10 @@ Policies for a farm that is always partly broken (the original Francine's):
   late (less than ``LATE_FRACTION`` of the mean ago) is copied too;
 - *nothing hangs*: on a ``Tick``, an execution with unfinished work and no progress
   for ``Plan.stall_s`` has its production tasks published again and its ready
-  reductions re-driven (``Redrive``); a dead-lettered task event is re-driven up to
-  ``REDRIVE_LIMIT`` times, and a reduction that finds an input lost has it produced
-  again (``InputsLost``), so an execution whose pixels exist never fails for
-  bookkeeping.
+  reductions re-driven (``Redrive``); a dead-lettered task event is re-driven (up to
+  ``REDRIVE_LIMIT`` times once its reduction ran and failed), and a reduction that
+  finds an input lost has it produced again (``InputsLost``), so an execution whose
+  pixels exist never fails for bookkeeping.
 
 Exactly-once reduction rests on two facts the store guarantees: a task is done only
 after its output is stored, and only one caller wins a claim. Duplicated, reordered or
@@ -65,6 +67,9 @@ STALLED_S = 30.0
 REDUCE_LEASE_S = 900.0
 #: The share of an execution's passes that may fail (each replaced) before it fails.
 FAILURE_BUDGET = 0.10
+#: This many tasks failing with the same error, one of them again after its fresh seed,
+#: make a poison scene: the execution fails without spending the rest of its budget.
+POISON_TASKS = 3
 #: A task running longer than this many times its execution's mean gets a copy...
 SPECULATE_FACTOR = 2.0
 #: ...or longer than this before any task of its execution has finished...
@@ -84,7 +89,8 @@ LATE_FRACTION = 0.5
 MAX_COPY_PIECES = 64
 #: An execution with pending work and no progress for this long is re-driven.
 STALL_S = 300.0
-#: A reduction whose task event was dead-lettered is re-driven this many times at most.
+#: A reduction that ran and failed (its task event dead-lettered) is re-driven this many
+#: times at most; one that no reducer took yet (the reducer was down) always is.
 REDRIVE_LIMIT = 3
 
 
@@ -205,8 +211,12 @@ class Observed:
     failed: tuple[tuple[str, int, str], ...] = ()
     #: PassFailed, DeadLettered: the task's generation (how often it was replaced)
     generation: int = 0
-    #: DeadLettered (reduce): how often the parent's reduction was re-driven
+    #: DeadLettered (produce): deliveries that reached a render (the task's attempts)
+    attempts: int = 0
+    #: DeadLettered (reduce): how often the parent's reduction was re-driven, and its
+    #: status (running: a reducer took it and did not finish it)
     redrives: int = 0
+    parent_status: Status | None = None
     #: Tick: running production tasks, (node, seconds running, already copied); TaskDone
     #: of a production task in the end game: the longest-running ones
     running: tuple[tuple[str, float, bool], ...] = ()
@@ -215,8 +225,11 @@ class Observed:
     #: TaskDone of a production task: how many production tasks never started (None:
     #: not observed, so no end game)
     unstarted: int | None = None
-    #: Tick: nodes not done yet (pending or running), and seconds since any progress
+    #: Tick: nodes not done yet (pending or running), those of them waiting in the
+    #: farm's queue (not published: the farm's dispatch starts them), and seconds since
+    #: any progress
     unfinished: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
     idle_s: float = 0.0
 
 
@@ -445,19 +458,26 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
                 # never counts against the task.
                 return [Requeue(node)]
             if kind == Kind.PRODUCE and node is not None and seen.task_status is not None:
-                # Its worker died, or failed, on every delivery.
+                if seen.attempts < 2:
+                    # One delivery reached a render whose worker died; the others were
+                    # refused for capacity: produced again, never counted.
+                    return [Reproduce(node)]
+                # Its worker died, or failed, on delivery after delivery.
                 return pass_failed(plan, node, f"undeliverable after {attempts} delivery "
-                                   "attempts", seen)
+                                   f"attempts ({seen.attempts} reached a render)", seen)
             up = None
             if node is not None:
                 try:
                     up = planning.parent(plan.shape, node)
                 except ValueError:
                     up = None
-            # Re-driven (the parent finds its inputs, or has them produced again); a
-            # reduction that keeps failing after REDRIVE_LIMIT re-drives is broken
-            # itself (e.g. its bucket is gone), not its bookkeeping: the execution fails.
-            if up is not None and seen.redrives < REDRIVE_LIMIT:
+            # Re-driven (the parent finds its inputs, or has them produced again). A
+            # reduction that a reducer took and that keeps failing after REDRIVE_LIMIT
+            # re-drives is broken itself (e.g. its bucket is gone), not its
+            # bookkeeping: the execution fails. One that no reducer took (the events
+            # found no reducer) is re-driven for as long as it takes.
+            ran = seen.parent_status == Status.RUNNING
+            if up is not None and (not ran or seen.redrives < REDRIVE_LIMIT):
                 return [Redrive(up, node)]
             return [End(Status.FAILED, {
                 "code": "task_failed",
@@ -495,23 +515,40 @@ def done_actions(plan: Plan, node: str, owner: str, done_siblings: int) -> list[
     return actions
 
 
+def passes(shape: planning.Shape) -> int:
+    """The execution's passes, counted per tile: what its image is the mean of."""
+    return shape.passes * shape.tiles
+
+
+def clip(text: str, limit: int = 500) -> str:
+    """An error as an execution's message quotes it: a traceback stays readable."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def budget(plan: Plan) -> int:
-    """How many failed passes fail the execution: 10% of its passes, at least 1."""
-    return max(1, math.ceil(FAILURE_BUDGET * plan.shape.productions))
+    """How many failures fail the execution: 10% of its passes, at least 1."""
+    return max(1, math.ceil(FAILURE_BUDGET * passes(plan.shape)))
 
 
 def pass_failed(plan: Plan, node: str, error: str, seen: Observed) -> list[Action]:
-    """Replace the failed pass, or fail the execution once the budget is spent."""
+    """Replace the failed pass, or fail the execution once the budget is spent or the
+    same error has failed ``POISON_TASKS`` tasks (a poison scene)."""
     failures = sum(n for _, n, _ in seen.failed) + 1
-    if failures < budget(plan):
+    # Poison: the same error from POISON_TASKS tasks, one of them failing with it again
+    # after its fresh seed (a flaky instance does not hit the same task twice).
+    alike = {n: k for n, k, e in seen.failed if e == error}
+    alike[node] = alike.get(node, 0) + 1
+    poison = len(alike) >= POISON_TASKS and max(alike.values()) >= 2
+    if failures < budget(plan) and not poison:
         return [Replace(node, error, seen.generation + 1)]
     named = [(node, error)] + [(n, e) for n, _, e in seen.failed if n != node]
-    listed = "; ".join(f"{n}: {e}" for n, e in named[:5])
+    listed = "; ".join(f"{n}: {clip(e)}" for n, e in named[:5])
     more = f" (and {len(named) - 5} more)" if len(named) > 5 else ""
+    why = (f"{len(alike)} tasks failed with the same error" if poison and failures < budget(plan)
+           else f"{failures} failures of {passes(plan.shape)} passes (the budget is "
+                f"{budget(plan)})")
     return [MarkFailed(node, error), End(Status.FAILED, {
-        "code": "task_failed",
-        "message": f"{failures} of {plan.shape.productions} production tasks failed "
-                   f"(the budget is {budget(plan)}): production task {listed}{more}"})]
+        "code": "task_failed", "message": f"{why}: production task {listed}{more}"})]
 
 
 def speculations(plan: Plan, seen: Observed) -> list[Action]:
@@ -559,17 +596,20 @@ def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
 
 def redrives(plan: Plan, seen: Observed) -> list[Action]:
     """For an execution that stopped moving: publish its unfinished production tasks
-    again (no more than its admission limit allows in flight) and re-drive each
-    unfinished reduction whose children are all done. With every task done, the
-    reducer that stored the image died before it ended the execution: the root is
-    re-driven (its reducer finds it done and ends the execution)."""
+    again (no more than its admission limit allows in flight; none of those waiting in
+    the farm's queue, only those holding a slot) and re-drive each unfinished reduction
+    whose children are all done. With every task done, the reducer that stored the
+    image died before it ended the execution: the root is re-driven (its reducer finds
+    it done and ends the execution)."""
     if seen.idle_s < plan.stall_s:
         return []
     if not seen.unfinished:
         root = plan.shape.root
         return [Redrive(root, planning.children(plan.shape, root)[-1])]
     waiting = set(seen.unfinished)
-    productions = sorted(i for i in map(production_index, waiting) if i is not None)
+    queued = set(seen.waiting)
+    productions = sorted(i for n in waiting - queued
+                         if (i := production_index(n)) is not None)
     if plan.admission_limit:
         productions = productions[:plan.admission_limit]
     actions: list[Action] = [Publish(tuple(productions))] if productions else []

@@ -39,12 +39,12 @@ def observe(ad: Adapters, ex: Execution) -> scheduler.Observed:
     stats = ad.store.task_stats(sid, eid)["produce"]
     mean = stats["work"] / stats["n"] if stats.get("n") else None
     last = ad.store.last_progress(sid, eid) or ex.created
-    if any(t.queue and t.queue.endswith(":waiting") for t in open_tasks):
-        last = now  # queued behind other work in the farm: waiting, not stalled
     return scheduler.Observed(
         status=ex.status, planned=ex.planned, published=ex.published,
         now_s=seen.now_s, running=running, mean_done_s=mean,
         unfinished=tuple(t.node for t in open_tasks),
+        # queued behind other work in the farm: the farm's dispatch starts them
+        waiting=tuple(t.node for t in open_tasks if t.queue and t.queue.endswith(":waiting")),
         idle_s=(now - max(last, ex.created)).total_seconds())
 
 
