@@ -92,8 +92,10 @@ def test_stack_up_render_status_and_down(tmp_path):
         api_log = (state / "logs" / "api.log").read_text()
         assert "previous stack" not in api_log
         assert "previous stack" in (state / "logs.previous" / "api.log").read_text()
-        requests_logged = [json.loads(line.split("francine.requests: ", 1)[1])
-                           for line in api_log.splitlines() if "francine.requests: " in line]
+        # every line is a Cloud Logging JSON entry; the request log's have httpRequest
+        lines = [json.loads(line) for line in api_log.splitlines() if line.strip()]
+        assert lines and all({"severity", "message"} <= line.keys() for line in lines)
+        requests_logged = [line for line in lines if line.get("logger") == "francine.requests"]
         posts = [r for r in requests_logged if r["httpRequest"]["requestMethod"] == "POST"]
         assert posts and all(r["user"] for r in posts)
         assert {r["httpRequest"]["status"] for r in posts} <= {201, 202}

@@ -3,6 +3,7 @@ retried into the dead-letter topic) and logged."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import pathlib
@@ -29,10 +30,49 @@ def test_a_line_is_json_with_severity_labels_and_trace():
     assert logs.LABELS_KEY not in plain and logs.TRACE_KEY not in plain
 
 
+def test_the_request_log_is_one_json_entry_with_http_request_and_trace():
+    from francine.api import requestlog
+
+    class Request:
+        method, path = "POST", "/v1/sessions"
+        headers = {"X-Cloud-Trace-Context": "cafe/9;o=1"}
+        environ = {requestlog.USER: "u1"}
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    keep = Keep()
+    requestlog.log.addHandler(keep)
+    try:
+        requestlog.log_request(Request(), 503, 0.25)
+    finally:
+        requestlog.log.removeHandler(keep)
+    line = json.loads(logs.CloudFormatter("proj").format(records[-1]))
+    assert line["severity"] == "WARNING" and line["message"] == "POST /v1/sessions 503 250.0 ms"
+    assert line["httpRequest"] == {"requestMethod": "POST", "requestUrl": "/v1/sessions",
+                                   "status": 503, "latency": "0.250000s"}
+    assert line["user"] == "u1"
+
+
+def test_a_trace_is_read_from_either_header():
+    assert logs.trace_of({"X-Cloud-Trace-Context": "abc/1;o=1"}) == "abc"
+    w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert logs.trace_of({"traceparent": w3c}) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert logs.trace_of({"traceparent": "garbage"}) is None and logs.trace_of({}) is None
+
+
 def test_ids_are_taken_from_what_a_payload_names():
     assert logs.ids_of({"session_id": "s", "execution_id": "e", "x": 1, "node": 3}) == {
         "session_id": "s", "execution_id": "e"}
     assert logs.ids_of("not a dict") == {}
+
+
+def push_body(payload: dict) -> bytes:
+    data = base64.b64encode(json.dumps(payload).encode()).decode()
+    return json.dumps({"message": {"data": data, "messageId": "m2"}}).encode()
 
 
 def log_lines(stack, name: str) -> list[dict]:
@@ -42,8 +82,12 @@ def log_lines(stack, name: str) -> list[dict]:
 
 def test_malformed_pushes_are_acknowledged_and_logged(stack):
     worker = stack.info["workers"][0]
+    # ids that could not be ids (a "/" would be read as a path in the store)
+    poison = [push_body({"session_id": "a/b", "execution_id": "e", "task_id": "t-p0"}),
+              push_body({"session_id": "s", "execution_id": "..", "task_id": "t-p0"})]
     for body in (b"not json", json.dumps({"message": {"data": "%%%"}}).encode(),
-                 json.dumps({"message": {"data": "e30=", "messageId": "m1"}}).encode()):
+                 json.dumps({"message": {"data": "e30=", "messageId": "m1"}}).encode(),
+                 *poison):
         resp = requests.post(worker, data=body, headers={
             "Content-Type": "application/json", "X-Cloud-Trace-Context": "feed/1;o=1"},
             timeout=30)
@@ -54,14 +98,24 @@ def test_malformed_pushes_are_acknowledged_and_logged(stack):
         "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
         "ce-source": "//pubsub.googleapis.com/projects/p/topics/t"}, timeout=30)
     assert resp.status_code == 200, resp.text
+    event = {"message": {"data": base64.b64encode(json.dumps(
+        {"session_id": "a/b", "execution_id": "e", "node": "p0"}).encode()).decode(),
+        "attributes": {"type": "task_done"}, "messageId": "x2"}}
+    resp = requests.post(stack.info["reducer_url"], json=event, headers={
+        "X-Cloud-Trace-Context": "beef/2;o=1", "ce-id": "x2", "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": "//pubsub.googleapis.com/projects/p/topics/t"}, timeout=30)
+    assert resp.status_code == 200, resp.text
     deadline = time.time() + 10
     while time.time() < deadline:
         worker_errors = [line for line in log_lines(stack, "worker-0")
                          if line["severity"] == "ERROR" and "acknowledged" in line["message"]]
         reducer_errors = [line for line in log_lines(stack, "reducer")
-                          if "malformed event x1" in line["message"]]
-        if len(worker_errors) >= 3 and reducer_errors:
+                          if "malformed event x1" in line["message"]
+                          or "dropped event x2" in line["message"]]
+        if len(worker_errors) >= 5 and len(reducer_errors) >= 2:
             break
         time.sleep(0.2)
-    assert len(worker_errors) >= 3 and reducer_errors
+    assert len(worker_errors) >= 5 and len(reducer_errors) >= 2
     assert any(line.get(logs.TRACE_KEY, "").endswith("/traces/feed") for line in worker_errors)
+    assert any(line.get(logs.TRACE_KEY, "").endswith("/traces/beef") for line in reducer_errors)

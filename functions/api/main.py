@@ -4,12 +4,13 @@ waits for renders without holding a thread; ``api``: the same routes as an HTTP 
 Function (functions-framework, one thread per request)."""
 
 import functools
-import logging
 import time
 
 import functions_framework
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from francine import logs
+
+logs.setup()
 
 
 @functools.cache

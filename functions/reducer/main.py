@@ -3,6 +3,7 @@
 import functools
 import logging
 
+import flask
 import functions_framework
 
 from francine import errors, logs
@@ -22,12 +23,14 @@ def _reducer():
 
 @functions_framework.cloud_event
 def reducer(event):
+    trace = logs.trace_of(flask.request.headers) if flask.has_request_context() else None
     try:
         message = decode(event.data)
     except errors.BadRequest as e:
-        log.error("malformed event %s, acknowledged: %s", event["id"], e)
+        with logs.context(trace=trace):
+            log.error("malformed event %s, acknowledged: %s", event["id"], e)
         return
-    with logs.context(**logs.ids_of(message.payload)):
+    with logs.context(trace=trace, **logs.ids_of(message.payload)):
         try:
             chaos = _chaos()
             point = chaos.point()

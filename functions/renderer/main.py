@@ -54,7 +54,7 @@ def push():
 
 
 def _push():
-    trace = logs.trace_id(request.headers.get("X-Cloud-Trace-Context"))
+    trace = logs.trace_of(request.headers)
     try:
         message = decode(request.get_json(silent=True))
     except errors.BadRequest as e:

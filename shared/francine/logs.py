@@ -36,6 +36,9 @@ class CloudFormatter(logging.Formatter):
                  + f".{int(record.msecs):03d}Z"}
         if record.exc_info:
             entry["message"] += "\n" + self.formatException(record.exc_info)
+        # Structured fields of the line itself (``extra={"json_fields": {...}}``, as
+        # google-cloud-logging names them), e.g. a request's ``httpRequest``.
+        entry.update(getattr(record, "json_fields", None) or {})
         current = dict(_LABELS.get())
         labels = {k: v for k, v in current.items() if k != "trace" and v}
         if labels:
@@ -47,12 +50,23 @@ class CloudFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+#: Loggers that servers give handlers of their own: their lines go through ours.
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error",
+                  "gunicorn.access")
+
+
 def setup(level: int = logging.INFO) -> None:
+    """Every line of this process as JSON on stderr: ours, the servers', warnings."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(CloudFormatter(os.environ.get("GOOGLE_CLOUD_PROJECT")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in SERVER_LOGGERS:
+        server = logging.getLogger(name)
+        server.handlers[:] = []
+        server.propagate = True
+    logging.captureWarnings(True)
 
 
 def trace_id(header: str | None) -> str | None:
@@ -61,6 +75,16 @@ def trace_id(header: str | None) -> str | None:
         return None
     trace = header.split("/", 1)[0].strip()
     return trace or None
+
+
+def trace_of(headers) -> str | None:
+    """The trace id of a request: ``X-Cloud-Trace-Context``, else W3C ``traceparent``
+    (``00-TRACE-SPAN-FLAGS``, what Eventarc's CloudEvents carry)."""
+    trace = trace_id(headers.get("X-Cloud-Trace-Context"))
+    if trace:
+        return trace
+    parts = (headers.get("traceparent") or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
 def ids_of(payload: object) -> dict:

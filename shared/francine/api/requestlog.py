@@ -8,8 +8,9 @@ response (events) the duration is the time to the start of the stream.
 
 from __future__ import annotations
 
-import json
 import logging
+
+from francine import logs
 
 log = logging.getLogger("francine.requests")
 
@@ -28,4 +29,10 @@ def entry(request, status: int, seconds: float) -> dict:
 
 
 def log_request(request, status: int, seconds: float) -> None:
-    log.info("%s", json.dumps(entry(request, status, seconds)))
+    """One line (``logs.setup()`` writes it as JSON), with the request's trace."""
+    line = entry(request, status, seconds)
+    fields = {"httpRequest": line["httpRequest"], "user": line["user"]}
+    trace = logs.trace_id(request.headers.get("X-Cloud-Trace-Context"))
+    with logs.context(trace=trace):
+        log.log(logging.WARNING if status >= 500 else logging.INFO, "%s", line["message"],
+                extra={"json_fields": fields})

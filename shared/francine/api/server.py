@@ -219,6 +219,8 @@ class _Logged:
     def __init__(self, scope, response: Response):
         self.method, self.path = scope["method"], scope["path"]
         self.environ = {requestlog.USER: getattr(response, "francine_user", None)}
+        trace = dict(scope.get("headers") or ()).get(b"x-cloud-trace-context")
+        self.headers = {"X-Cloud-Trace-Context": trace.decode("latin-1")} if trace else {}
 
 
 class _AuthOnly:
