@@ -112,3 +112,64 @@ def test_a_failed_look_at_the_farm_is_logged_and_never_fails_the_execution(caplo
     warmup.after_start(ad, big)  # returns: nothing sent, nothing raised
     warmup.after_end(ad, big)
     assert caplog.text.count("the store is unavailable") == 2
+
+
+class FakeServices:
+    """Stands in for ``run_v2.ServicesClient`` (there is no Cloud Run emulator): keeps
+    what it was asked, answers with a service at ``minimum``, or fails."""
+
+    def __init__(self, minimum: int = 0, fail: bool = False):
+        self.minimum, self.fail, self.updates, self.reads = minimum, fail, [], []
+
+    def update_service(self, request):
+        if self.fail:
+            raise RuntimeError("403 the caller lacks run.services.update")
+        self.updates.append(request)
+        self.minimum = request.service.scaling.min_instance_count
+
+    def get_service(self, name):
+        self.reads.append(name)
+        return run_v2.Service(name=name, scaling=run_v2.ServiceScaling(
+            min_instance_count=self.minimum))
+
+
+def test_starting_and_ending_executions_call_cloud_run(monkeypatch):
+    services = FakeServices()
+    monkeypatch.setattr(warmup, "_services_client", lambda: services)
+    ad = farm(max_instances=100)
+    warm(ad)
+    small = start(ad, 4)  # through executions.start: its hook sends nothing
+    assert services.updates == []
+    big = start(ad, 64)
+    assert [minimum(r) for r in services.updates] == [68]
+    executions.end(ad, ad.store.execution("s", big.id), "done")
+    assert [minimum(r) for r in services.updates] == [68, 0]
+    executions.end(ad, ad.store.execution("s", small.id), "done")  # small: no call
+    assert len(services.updates) == 2 and services.minimum == 0
+
+
+def test_a_refused_call_is_logged_and_the_watchdog_makes_it_good(monkeypatch, caplog):
+    from francine import watchdog
+
+    services = FakeServices(fail=True)
+    monkeypatch.setattr(warmup, "_services_client", lambda: services)
+    ad = farm(max_instances=100)
+    warm(ad)
+    big = start(ad, 64)  # the call fails: logged, the execution is not touched
+    assert "lacks run.services.update" in caplog.text
+    assert ad.store.execution("s", big.id).status == "queued"
+    services.fail, services.minimum = False, 0
+    # the watchdog's sweep sets what the running work needs...
+    assert watchdog.sweep(ad)["min_instances"] == 64
+    assert [minimum(r) for r in services.updates] == [64]
+    assert watchdog.sweep(ad)["min_instances"] == 64 and len(services.updates) == 1
+    # ...and, once the last execution has ended and its call failed, lets the farm cool
+    services.fail = True
+    executions.end(ad, ad.store.execution("s", big.id), "done")
+    assert services.minimum == 64
+    services.fail = False
+    assert watchdog.sweep(ad)["min_instances"] == 0 and services.minimum == 0
+    # without a render service (the local stack) nothing is read or sent
+    ad.settings = dataclasses.replace(ad.settings, render_service="")
+    reads = len(services.reads)
+    assert watchdog.sweep(ad)["min_instances"] is None and len(services.reads) == reads

@@ -13,7 +13,8 @@ for them.
 hooks of ``francine.executions``: they act only for executions of at least
 ``Policy.threshold`` production tasks (small ones never pay for a call) and only where
 ``FRANCINE_RENDER_SERVICE`` names the service (never in the local stack). A failed call
-is logged, never raised: warming is an optimisation, not part of an execution.
+is logged, never raised: warming is an optimisation, not part of an execution; the
+watchdog's ``reconcile`` makes good a call that failed, every sweep.
 """
 
 from __future__ import annotations
@@ -114,6 +115,26 @@ def send(request) -> None:
         return
     log.info("render service %s: min instances → %d", request.service.name,
              request.service.scaling.min_instance_count)
+
+
+def reconcile(ad) -> int | None:
+    """The watchdog's look, every sweep: set the render service's minimum to what the
+    running executions need if it is not that already (a call that failed when the
+    last large execution ended would otherwise keep the farm warm). Returns the
+    minimum wanted, None without a render service or when the service could not be
+    read (logged)."""
+    s = ad.settings
+    if not s.render_service:
+        return None
+    try:
+        want = plan(policy_of(s), pending_tasks(ad))
+        have = _services_client().get_service(name=s.render_service).scaling.min_instance_count
+    except Exception as e:  # noqa: BLE001 - the next sweep looks again
+        log.warning("warm-up: could not read %s: %s", s.render_service, e)
+        return None
+    if have != want:
+        send(update_request(s.render_service, want))
+    return want
 
 
 def after_start(ad, ex: Execution) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from francine import executions, farm, logs, recovery, scheduler
+from francine import executions, farm, logs, recovery, scheduler, warmup
 from francine.clients import Adapters
 from francine.records import Execution, Kind, Status
 
@@ -119,4 +119,5 @@ def sweep(ad: Adapters, stall_s: float | None = None) -> dict:
     except Exception:
         log.exception("watchdog: farm dispatch")
         report["errors"] += 1
+    report["min_instances"] = warmup.reconcile(ad)  # logs its own failures
     return report
