@@ -46,8 +46,7 @@ def collect(ad: Adapters, partials_after_s: float = 600.0, results_after_days: f
                     ex.final and ex.finished is not None
                     and (t - ex.finished).total_seconds() >= partials_after_s)
             if finals[key]:
-                blob.delete()
-                out.partials += 1
+                out.partials += delete(blob)
         sessions: dict[str, bool] = {}
         for blob in client.list_blobs(s.results_bucket, prefix="results/"):
             sid = blob.name.split("/")[1] if blob.name.count("/") >= 2 else ""
@@ -56,8 +55,7 @@ def collect(ad: Adapters, partials_after_s: float = 600.0, results_after_days: f
             old = blob.time_created and t - blob.time_created > dt.timedelta(
                 days=results_after_days)
             if old or not sessions[sid]:
-                blob.delete()
-                out.results += 1
+                out.results += delete(blob)
         # Every session's resource records (the store's Firestore client, read only).
         referenced = {snap.to_dict().get("sha256") for snap in ad.store._db.collection_group(
             "resources").select(["sha256"]).stream()}
@@ -65,6 +63,17 @@ def collect(ad: Adapters, partials_after_s: float = 600.0, results_after_days: f
             sha = blob.name.removeprefix("resources/")
             young = blob.time_created and (t - blob.time_created).total_seconds() < grace_s
             if sha not in referenced and not young:
-                blob.delete()
-                out.resources += 1
+                out.resources += delete(blob)
     return out
+
+
+def delete(blob) -> bool:
+    """Delete ``blob``; False if it was gone already (a session's deletion or another
+    collection took it between the listing and now: what was wanted)."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        blob.delete()
+    except gexc.NotFound:
+        return False
+    return True
