@@ -1,6 +1,6 @@
 """``francine``: the local stack, users, sessions, executions and renders.
 
-    francine stack up [--port P] [--workers N] [--farm-slots K]
+    francine stack up [--port P] [--workers N] [--farm-slots K] [--refuse-when-busy]
                                                    run the pipeline here until Ctrl-C
     francine stack status | down                   the running stack: address, logs; stop it
     francine users create NAME [--bucket B ...]    a new user's API key
@@ -68,10 +68,15 @@ def _client(args) -> Client:
 def cmd_stack_up(args) -> int:
     from francine.local.stack import Stack, StackOptions, wait_forever
 
+    farm_slots = args.farm_slots
+    if farm_slots is None and not os.environ.get("FRANCINE_FARM_SLOTS"):
+        farm_slots = 2 * args.workers  # fair share on, as in the cloud (one queued each)
     stack = Stack(StackOptions(port=args.port, workers=args.workers,
                                state_dir=pathlib.Path(args.state_dir),
-                               farm_slots=args.farm_slots,
-                               refuse_when_busy=args.refuse_when_busy))
+                               farm_slots=farm_slots,
+                               refuse_when_busy=args.refuse_when_busy,
+                               watchdog_interval_s=args.watchdog_interval,
+                               stall_s=args.stall_seconds))
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -491,10 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=None, help="api port (None: a free one)")
     up.add_argument("--workers", type=positive, default=2, help="render worker processes")
     up.add_argument("--farm-slots", type=int, default=None,
-                    help="farm-wide admission: tasks in flight across executions (e.g. "
-                         "the number of workers; 0: off; default: FRANCINE_FARM_SLOTS)")
+                    help="farm-wide admission with fair share across users: production "
+                         "tasks in flight across executions (0: off; default: "
+                         "FRANCINE_FARM_SLOTS if set, else twice the workers)")
     up.add_argument("--refuse-when-busy", action="store_true",
                     help="workers answer 429 while rendering, as Cloud Run at max instances")
+    up.add_argument("--watchdog-interval", type=float, default=None, metavar="S",
+                    help="seconds between the watchdog's sweeps (default: "
+                         "FRANCINE_WATCHDOG_INTERVAL_S if set, else 10)")
+    up.add_argument("--stall-seconds", type=float, default=None, metavar="S",
+                    help="an execution standing still this long is re-driven (default: "
+                         "FRANCINE_STALL_SECONDS if set, else 60)")
     command(stack, "status", "the running stack's address, process and logs", cmd_stack_status)
     down = command(stack, "down", "stop the running stack", cmd_stack_down)
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")

@@ -69,9 +69,23 @@ class StackOptions:
     #: Extra environment for every Francine process (e.g. FRANCINE_ADMISSION_LIMIT).
     extra_env: dict[str, str] = field(default_factory=dict)
     #: The watchdog's timer, and how long an execution may stand still before it is
-    #: re-driven (shorter than the cloud's 60 s and 300 s: everything here is small).
-    watchdog_interval_s: float = 10.0
-    stall_s: float = 60.0
+    #: re-driven (None: FRANCINE_WATCHDOG_INTERVAL_S and FRANCINE_STALL_SECONDS of the
+    #: caller, else 10 s and 60 s, shorter than the cloud's 60 s and 300 s: everything
+    #: here is small).
+    watchdog_interval_s: float | None = None
+    stall_s: float | None = None
+
+
+#: The local stack's watchdog timer and stall time unless told otherwise.
+LOCAL_WATCHDOG_INTERVAL_S = 10.0
+LOCAL_STALL_S = 60.0
+
+
+def _told(option, variable: str, configured, local):
+    """An option given, else the caller's environment variable, else the local default."""
+    if option is not None:
+        return option
+    return configured if variable in os.environ else local
 
 
 def _bin(name: str) -> str:
@@ -103,8 +117,14 @@ class Stack:
                 Settings.from_env(), project=o.project, produce_shards=max(1, o.workers),
                 produce_topic=topology.name(o.prefix, "produce"),
                 events_topic=topology.name(o.prefix, "events"),
-                cache_dir=str(self.state_dir / "cache"),
-                watchdog_interval_s=o.watchdog_interval_s, stall_seconds=o.stall_s)
+                cache_dir=str(self.state_dir / "cache"))
+            settings = dataclasses.replace(
+                settings,
+                watchdog_interval_s=_told(o.watchdog_interval_s, "FRANCINE_WATCHDOG_INTERVAL_S",
+                                          settings.watchdog_interval_s,
+                                          LOCAL_WATCHDOG_INTERVAL_S),
+                stall_seconds=_told(o.stall_s, "FRANCINE_STALL_SECONDS",
+                                    settings.stall_seconds, LOCAL_STALL_S))
             if o.farm_slots is not None:
                 settings = dataclasses.replace(settings, farm_slots=o.farm_slots)
             settings = dataclasses.replace(settings, copy_pieces=o.copy_pieces or max(
