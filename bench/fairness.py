@@ -6,9 +6,11 @@ the simulator.
    then A's again with B's submitted while it runs. Prints B's latency against B's
    latency on the idle farm (target ≤ 2×) and A's slowdown.
 2. Simulator (``bench/scale_sim.py``: the real handlers over the twins, simulated time):
-   1,000 workers, 99 users with a backlog of 128 tasks each and user B, whose 4 tasks
-   come a minute later; B alone on the same farm for the baseline; with fair share,
-   and without farm admission (everything published at once, served in arrival order).
+   1,000 workers, 100 users: A's 256 tasks among 98 users' backlogs of 64 tasks (the
+   farm is full), and user B, whose 4 tasks come a minute later; B alone on the same
+   farm for the baseline; with fair share, and without farm admission (everything
+   published at once, served in arrival order); A's slowdown against the same run
+   without B.
 3. Simulator, overload: 10× the farm at once from 100 users, the render service
    refusing pushes (429) when every instance is busy, each refusal a delivery attempt;
    with and without farm admission: every execution must end done.
@@ -105,14 +107,23 @@ def local_stack() -> dict:
 
 # --- the simulator ----------------------------------------------------------------------
 
+def makespan_of(run: dict, user: str) -> float:
+    (r,) = [r for r in run["results"] if r["user"] == user]
+    return r["makespan"]
+
+
 def b_latency(run: dict, at: float) -> float:
     (b,) = [r for r in run["results"] if r["submitted"] == at]
     return b["makespan"]
 
 
 def simulated_fairness(workers: int, users: int, seed: int) -> dict:
+    """The local stack's scenario on a farm of ``workers``: user A's 256-task render
+    runs among ``users - 2`` others (a backlog of 64 tasks each, so that the farm is
+    full) when user B submits 4 tasks, a minute later."""
     b_at, pass_s, backlog = 60.0, 30.0, 64
-    crowd = [Submission(0.0, f"u{u}", 32, 32, backlog, pass_s) for u in range(users - 1)]
+    crowd = [Submission(0.0, f"u{u}", 32, 32, backlog, pass_s) for u in range(users - 2)]
+    a = Submission(0.0, "a", 32, 32, A_TASKS, pass_s)
     b = Submission(b_at, "b", 32, 32, B_TASKS, pass_s)
     farm = {"farm_slots": workers}
     figures = {}
@@ -120,11 +131,15 @@ def simulated_fairness(workers: int, users: int, seed: int) -> dict:
     figures["idle"] = statistics.mean(
         b_latency(simulate([b], workers, s, settings_options=farm), b_at)
         for s in range(seed, seed + 5))
+    figures["a without b"] = makespan_of(
+        simulate([*crowd, a], workers, seed, settings_options=farm), "a")
     for name, options in (("fair share", farm), ("no admission", {})):
-        run = simulate([*crowd, b], workers, seed, settings_options=options)
-        report(f"fairness, {name}: {users - 1} users × {backlog} tasks of {pass_s:.0f} s "
-               f"and B's {B_TASKS} a minute later, {workers} workers", run, workers)
+        run = simulate([*crowd, a, b], workers, seed, settings_options=options)
+        report(f"fairness, {name}: A's {A_TASKS} tasks of {pass_s:.0f} s among "
+               f"{users - 2} users × {backlog}, and B's {B_TASKS} a minute later, "
+               f"{workers} workers", run, workers)
         figures[name] = b_latency(run, b_at)
+        figures[f"{name} a"] = makespan_of(run, "a")
         others = [r["makespan"] for r in run["results"] if r["submitted"] != b_at]
         figures[f"{name} crowd"] = statistics.median(others)
     return figures
@@ -165,7 +180,9 @@ def main(argv=None) -> None:
               f"({fair['fair share'] / fair['idle']:.2f}×); without admission "
               f"{fair['no admission']:.1f} s ({fair['no admission'] / fair['idle']:.2f}×); "
               f"the others' median latency {fair['fair share crowd']:.0f} s with fair share, "
-              f"{fair['no admission crowd']:.0f} s without")
+              f"{fair['no admission crowd']:.0f} s without; A's slowdown with fair share "
+              f"{fair['fair share a'] / fair['a without b']:.3f}× "
+              f"({fair['a without b']:.1f} → {fair['fair share a']:.1f} s)")
     if not (args.skip_sim or args.skip_overload_sim):
         over = simulated_overload(args.sim_workers, args.sim_users, args.seed)
         for name, (done, total, refused, dead, copies) in over.items():

@@ -506,7 +506,7 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
         finished = doc.get("finished")
         shape = doc["shape"]
         results.append({
-            "eid": eid, "status": doc["status"], "submitted": sub.at,
+            "eid": eid, "user": sub.user, "status": doc["status"], "submitted": sub.at,
             "makespan": (finished - doc["created"]).total_seconds() if finished else math.inf,
             "tail": (finished - last_produced).total_seconds() if finished else math.inf,
             "tasks": len(tasks), "depth": depth(shape), "work": sub.passes * sub.pass_seconds,
