@@ -5,7 +5,10 @@ starts it again (as Cloud Run would), and the watchdog re-drives what the Pub/Su
 emulator abandoned meanwhile: every execution ends ``done``, with the right image.
 
 A stack of its own: its watchdog runs every second and re-drives after 5 s without
-progress, which the shared stack of the other tests must not do."""
+progress, which the shared stack of the other tests must not do. Its farm admits 4
+tasks at once (fair share on, as ``francine stack up`` has it): most of an execution
+waits in the farm's queue when a service dies, and the deliveries lost with it hold
+slots until the watchdog publishes them again."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ def own_stack(tmp_path_factory):
     from francine.local.stack import Stack, StackOptions
 
     options = StackOptions(workers=2, state_dir=tmp_path_factory.mktemp("kill-stack"),
+                           farm_slots=4,
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            watchdog_interval_s=1.0, stall_s=5.0,
                            extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
