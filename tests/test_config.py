@@ -26,3 +26,14 @@ def test_the_names_the_deployment_sets_are_read():
     s = Settings.from_env(env)
     assert (s.resources_bucket, s.partials_bucket, s.results_bucket, s.events_topic,
             s.max_upload_bytes, s.block_timeout_s) == ("r", "pa", "re", "e", 9, 60.0)
+
+
+def test_the_local_stack_takes_the_callers_stall_and_timer_unless_told(monkeypatch):
+    from francine.local.stack import LOCAL_STALL_S, _told
+
+    monkeypatch.delenv("FRANCINE_STALL_SECONDS", raising=False)
+    assert _told(None, "FRANCINE_STALL_SECONDS", 300.0, LOCAL_STALL_S) == LOCAL_STALL_S
+    monkeypatch.setenv("FRANCINE_STALL_SECONDS", "42")
+    stall = Settings.from_env().stall_seconds
+    assert _told(None, "FRANCINE_STALL_SECONDS", stall, LOCAL_STALL_S) == 42.0
+    assert _told(5.0, "FRANCINE_STALL_SECONDS", stall, LOCAL_STALL_S) == 5.0  # an option wins

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from francine import topology, users
-from francine.config import Settings
+from francine.config import ENV, Settings
 from francine.local.emulators import Emulators
 from francine.local.processes import ProcessGroup, environment, free_port, http_ok
 
@@ -120,11 +120,11 @@ class Stack:
                 cache_dir=str(self.state_dir / "cache"))
             settings = dataclasses.replace(
                 settings,
-                watchdog_interval_s=_told(o.watchdog_interval_s, "FRANCINE_WATCHDOG_INTERVAL_S",
+                watchdog_interval_s=_told(o.watchdog_interval_s, ENV["watchdog_interval_s"],
                                           settings.watchdog_interval_s,
                                           LOCAL_WATCHDOG_INTERVAL_S),
-                stall_seconds=_told(o.stall_s, "FRANCINE_STALL_SECONDS",
-                                    settings.stall_seconds, LOCAL_STALL_S))
+                stall_seconds=_told(o.stall_s, ENV["stall_seconds"], settings.stall_seconds,
+                                    LOCAL_STALL_S))
             if o.farm_slots is not None:
                 settings = dataclasses.replace(settings, farm_slots=o.farm_slots)
             settings = dataclasses.replace(settings, copy_pieces=o.copy_pieces or max(
