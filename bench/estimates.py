@@ -24,6 +24,7 @@ import os
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import tempfile  # noqa: E402
@@ -32,6 +33,7 @@ import time  # noqa: E402
 from francine import estimates, planning, producers  # noqa: E402
 from francine.producers.base import ResourceInfo, Resources  # noqa: E402
 from francine.producers.pathtracer import shapes  # noqa: E402
+from francine.records import Execution, Status  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUNNY_OBJ = ROOT.parent / "shared" / "data" / "bunny.obj"
@@ -137,10 +139,13 @@ def main() -> None:
                 corrected_ratios.append(c_ratio)
                 corrected = f"{c_ratio:9.2f}"
             else:
-                history[key] = {"status": "done", "producer": name, "scene": valid,
-                                "shape": {"width": shape.width, "height": shape.height,
-                                          "passes": 1},
-                                "summary": {"time": {"producing": sum(cpu)}}}
+                history[key] = Execution(
+                    id="measured", session_id="bench", user="bench",
+                    created=dt.datetime.now(dt.UTC), producer=name, format="png",
+                    display="", channels=producer.channels, scene=valid,
+                    shape={"width": shape.width, "height": shape.height, "passes": 1},
+                    parallel=1, status=Status.DONE,
+                    summary={"time": {"producing": sum(cpu)}})
             print(f"{label:<28} {shape.tiles:>5} {task_estimate:>10.3f} "
                   f"{task_measured:>10.3f} {ratio:>8.2f} {corrected:>9}")
     print(f"estimate/measured: min {min(ratios):.2f}, max {max(ratios):.2f}; "

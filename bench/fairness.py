@@ -60,7 +60,7 @@ def timed_render(client, store, sid: str, parallel: int) -> tuple[str, float]:
     return eid, latency(store, sid, eid)
 
 
-def local_stack() -> dict:
+def local_stack(farm_slots: int, refuse_when_busy: bool) -> dict:
     from francine.client import Client
     from francine.clients import make_adapters
     from francine.config import Settings
@@ -68,7 +68,8 @@ def local_stack() -> dict:
     from francine.local.stack import Stack, StackOptions, create_user_in
 
     state = pathlib.Path(tempfile.mkdtemp(prefix="francine-fairness-"))
-    options = StackOptions(workers=WORKERS, farm_slots=WORKERS, refuse_when_busy=True,
+    options = StackOptions(workers=WORKERS, farm_slots=farm_slots,
+                           refuse_when_busy=refuse_when_busy,
                            state_dir=state, extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
     with Stack(options) as stack:
         with environment(stack.info["env"]):
@@ -167,6 +168,10 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--skip-fairness-sim", action="store_true")
     ap.add_argument("--skip-overload-sim", action="store_true")
+    ap.add_argument("--farm-slots", type=int, default=2 * WORKERS,
+                    help="the local stack's farm admission (default: as francine stack up)")
+    ap.add_argument("--refuse-when-busy", action="store_true",
+                    help="the local stack's workers answer 429 while they render")
     ap.add_argument("--sim-workers", type=int, default=1000)
     ap.add_argument("--sim-users", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
@@ -190,7 +195,7 @@ def main(argv=None) -> None:
                   f"{refused} deliveries refused or failed, {dead} dead-lettered, "
                   f"{copies} speculative copies (published outside the farm's queue)")
     if not args.skip_stack:
-        figures = local_stack()
+        figures = local_stack(args.farm_slots, args.refuse_when_busy)
         print(f"\nlocal stack, {WORKERS} workers: B ({B_TASKS} tasks, median) idle "
               f"{figures['b_idle']:.2f} s, while A's {A_TASKS} tasks run "
               f"{figures['b_busy']:.2f} s; A alone {figures['a_alone']:.1f} s, with B "

@@ -6,7 +6,8 @@ push subscriptions, retry and dead-letter policies, all read from ``francine.top
 Two things differ, both because of the Pub/Sub emulator: retries back off 1–10 s instead
 of 10–600 s (``topology.LOCAL_RETRY``, so that failure tests finish), and production is
 sharded over one topic per worker, because the emulator pushes at most 2 requests at a
-time per subscription whatever the endpoint can take.
+time per subscription whatever the endpoint can take; every shard pushes to one front
+end (``frontend.py``) that hands each push to an idle worker, as Cloud Run does.
 
 As Cloud Run and Cloud Scheduler would, a supervisor thread starts again any Francine
 process that dies (on the same port, so the push subscriptions find it) and calls the
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from francine import topology, users
 from francine.config import ENV, Settings
 from francine.local.emulators import Emulators
+from francine.local.frontend import FrontEnd
 from francine.local.processes import ProcessGroup, environment, free_port, http_ok
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -102,6 +104,7 @@ class Stack:
         self.info: dict = {}
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self.frontend: FrontEnd | None = None
 
     def start(self) -> dict:
         """Start everything; returns (and writes to state_dir/stack.json) the api URL,
@@ -136,7 +139,10 @@ class Stack:
             threads = max(1, (os.cpu_count() or 1) // max(1, o.workers))
             worker_urls = [self._serve_worker(i, {**env, "NUMBA_NUM_THREADS": str(threads)})
                            for i in range(o.workers)]
-            self._subscribe(env, settings, worker_urls, reducer_url)
+            # Every shard's pushes go to an idle worker, as Cloud Run's front end does.
+            self.frontend = FrontEnd(worker_urls, refuse_when_busy=o.refuse_when_busy)
+            render_url = self.frontend.start()
+            self._subscribe(env, settings, render_url, reducer_url)
             api_url = self._serve_api(env, port=o.port)
             key = create_user_in(env, o.project, "local")
             watchdog_url = self._serve_function("watchdog", "http", env, ready_path="/")
@@ -144,7 +150,8 @@ class Stack:
             self.stop()
             raise
         self.info = {"api_url": api_url, "api_key": key, "project": o.project,
-                     "workers": worker_urls, "reducer_url": reducer_url,
+                     "workers": worker_urls, "render_url": render_url,
+                     "reducer_url": reducer_url,
                      "watchdog_url": watchdog_url,
                      "emulators": emulator_env, "env": {**emulator_env, **settings.to_env()},
                      "logs": str(self.state_dir / "logs"), "pid": os.getpid()}
@@ -183,6 +190,8 @@ class Stack:
             self._supervisor.join(5)
         # Signal every process at once; then wait for each (and kill what lingers).
         self.processes.terminate_all()
+        if self.frontend is not None:
+            self.frontend.stop()
         self.emulators.terminate()
         self.processes.stop_all()
         self.emulators.stop()
@@ -256,7 +265,7 @@ class Stack:
         self.processes.wait_ready(child, lambda: http_ok(url + "health"), 60)
         return url
 
-    def _subscribe(self, env: dict, settings: Settings, worker_urls: list[str],
+    def _subscribe(self, env: dict, settings: Settings, render_url: str,
                    reducer_url: str) -> None:
         from google.cloud import pubsub_v1
         from google.protobuf import duration_pb2
@@ -275,7 +284,7 @@ class Stack:
                 for index, topic in enumerate(topics[route.topic]):
                     topic_path = pub.topic_path(p, topic)
                     if route.endpoint == topology.RENDERER:
-                        endpoint = worker_urls[index]
+                        endpoint = render_url
                     else:  # as in the cloud: the topic path names the source
                         endpoint = f"{reducer_url}/{topic_path}"
                     key = route.key if len(topics[route.topic]) == 1 else f"{route.key}-{index}"
