@@ -118,6 +118,8 @@ def test_a_worker_that_is_not_listening_is_skipped_and_none_is_503(workers):
             assert requests.post(url, data=b"x", timeout=20).text == "w0"
         answer = requests.post(none_url, data=b"x", timeout=20)
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "unavailable"
+        health = requests.get(url + "health", timeout=5).json()  # its own, never waits
+        assert health == {"status": "ok", "workers": 2, "busy": 0, "refused": 0}
     finally:
         f.stop()
         g.stop()

@@ -133,8 +133,16 @@ class FrontEnd:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.answer("POST", self.rfile.read(length))
 
-            def do_GET(self):  # noqa: N802 - /health, as the workers answer it
-                self.answer("GET", b"")
+            def do_GET(self):  # noqa: N802 - the front end's own health, never waits
+                with front.lock:
+                    busy = sum(front.busy)
+                out = json.dumps({"status": "ok", "workers": len(front.workers),
+                                  "busy": busy, "refused": front.refused}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
 
             def answer(self, method: str, body: bytes) -> None:
                 headers = {h: self.headers[h] for h in FORWARDED if self.headers.get(h)}
