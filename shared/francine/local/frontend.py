@@ -94,10 +94,9 @@ class FrontEnd:
             i = self.take(tried)
             if i is None:
                 with self.lock:
-                    working = any(self.busy)
-                if working:  # Cloud Run at max instances
-                    with self.lock:
-                        self.refused += 1
+                    working = any(self.busy)  # Cloud Run at max instances: 429
+                    self.refused += working
+                if working:
                     log.info("refused: every render worker is busy (429)")
                     return error(429, "busy", "every render worker is busy")
                 return error(503, "unavailable", "no render worker answers")
