@@ -40,7 +40,7 @@ def test_undeliverable_production_task_fails_the_execution(stack, adapters, clie
     assert status["status"] == "failed"
     assert status["error"]["code"] == "task_failed"
     assert "production task p0" in status["error"]["message"]
-    assert "5 delivery attempts" in status["error"]["message"]
+    assert "every delivery that reached a render failed" in status["error"]["message"]
     assert status["time"]["finished"]
     task = adapters.store.get_task(sid, e["id"], planning.task_id(e["id"], "p0"))
     assert task.status == "failed" and task.attempts >= 5

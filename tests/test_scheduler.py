@@ -20,6 +20,7 @@ from francine.scheduler import (
     SPECULATE_FIRST_S,
     SPECULATE_MIN_S,
     STALLED_S,
+    UNTAKEN_REDRIVE_LIMIT,
     Advance,
     Announce,
     Cancelled,
@@ -120,7 +121,7 @@ def test_failures_and_dead_letters():
     running = Observed(status=Status.RUNNING, task_status=Status.RUNNING, generation=2,
                        attempts=3)
     assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), running) == [
-        Replace("p1", "undeliverable after 5 delivery attempts (3 reached a render)", 3)]
+        Replace("p1", "undeliverable: every delivery that reached a render failed", 3)]
     # one delivery reached a render (its worker died), the others were refused for
     # capacity: produced again, never counted
     once = dataclasses.replace(running, attempts=1)
@@ -131,7 +132,7 @@ def test_failures_and_dead_letters():
     actions = step(plan, DeadLettered(Kind.PRODUCE, "p1", 5), spent)
     assert isinstance(actions[0], MarkFailed) and actions[1].error["code"] == "task_failed"
     message = actions[1].error["message"]
-    assert "5 delivery attempts" in message and "p7: boom" in message
+    assert "every delivery that reached a render failed" in message and "p7: boom" in message
     assert message.startswith("2 failures of 16 passes (the budget is 2)")
 
 
@@ -184,6 +185,16 @@ def test_a_poison_scene_fails_without_spending_the_budget():
     mixed = (("p1", 1, "A"), ("p2", 1, "B"), ("p3", 1, "C"))
     seen = Observed(status=Status.RUNNING, failed=mixed, generation=1)
     assert step(plan, PassFailed("p1", "A", 1), seen) == [Replace("p1", "A", 2)]
+    # a worker dying on every delivery of three tasks, one of them again: poison too
+    died = "undeliverable: every delivery that reached a render failed"
+    dying = Observed(status=Status.RUNNING, task_status=Status.RUNNING, attempts=9,
+                     failed=(("p1", 1, died), ("p2", 1, died), ("p3", 1, died)))
+    assert step(plan, DeadLettered(Kind.PRODUCE, "p1", 10), dying)[-1].status == Status.FAILED
+    # an execution of one task (its passes folded): that task failing twice alike
+    folded = Plan(planning.make_shape(64, 64, 100, None, fold=100))
+    seen = Observed(status=Status.RUNNING, failed=(("p0", 1, error),), generation=1)
+    assert budget(folded) == 10
+    assert step(folded, PassFailed("p0", error, 1), seen)[-1].status == Status.FAILED
     # an error as long as a traceback is clipped in the execution's message
     long = Observed(status=Status.RUNNING, failed=(("p7", 9, "x" * 5000),))
     message = step(plan, PassFailed("p1", "y"), long)[-1].error["message"]
@@ -199,9 +210,13 @@ def test_a_dead_lettered_reduction_is_re_driven_then_fails():
     actions = step(plan, DeadLettered(Kind.REDUCE, "p5", 5), tired)
     assert [type(a) for a in actions] == [End]
     assert "reduction after task p5" in actions[0].error["message"]
-    # ...but one that no reducer took (the reducer was down) is re-driven however often
-    down = dataclasses.replace(tired, parent_status=Status.PENDING, redrives=10 * REDRIVE_LIMIT)
+    # ...but one that no reducer took (the reducer was down) ten times as often, and
+    # still ends once a reducer failing before its claim has been re-driven that often
+    down = dataclasses.replace(tired, parent_status=Status.PENDING,
+                               redrives=UNTAKEN_REDRIVE_LIMIT - 1)
     assert step(plan, DeadLettered(Kind.REDUCE, "p5", 5), down) == [Redrive(up, "p5")]
+    never = dataclasses.replace(down, redrives=UNTAKEN_REDRIVE_LIMIT)
+    assert step(plan, DeadLettered(Kind.REDUCE, "p5", 5), never)[-1].status == Status.FAILED
     assert [type(a) for a in step(plan, DeadLettered(Kind.REDUCE, None, 5), RUNNING)] == [End]
 
 

@@ -169,6 +169,11 @@ def test_a_refused_call_is_logged_and_the_watchdog_makes_it_good(monkeypatch, ca
     assert services.minimum == 64
     services.fail = False
     assert watchdog.sweep(ad)["min_instances"] == 0 and services.minimum == 0
+    # small executions, however many, never warm the farm (as the hooks would not)
+    smalls = [start(ad, 10) for _ in range(6)]  # 60 tasks in all, none of them large
+    assert watchdog.sweep(ad)["min_instances"] == 0 and services.minimum == 0
+    for ex in smalls:
+        ad.store.finish_execution("s", ex.id, {"status": "done"})
     # without a render service (the local stack) nothing is read or sent
     ad.settings = dataclasses.replace(ad.settings, render_service="")
     reads = len(services.reads)

@@ -41,9 +41,10 @@ Policies for a farm that is always partly broken (the original Francine's):
 - *nothing hangs*: on a ``Tick``, an execution with unfinished work and no progress
   for ``Plan.stall_s`` has its production tasks published again and its ready
   reductions re-driven (``Redrive``); a dead-lettered task event is re-driven (up to
-  ``REDRIVE_LIMIT`` times once its reduction ran and failed), and a reduction that
-  finds an input lost has it produced again (``InputsLost``), so an execution whose
-  pixels exist never fails for bookkeeping.
+  ``REDRIVE_LIMIT`` times once its reduction ran and failed, ``UNTAKEN_REDRIVE_LIMIT``
+  while no reducer took it), and a reduction that finds an input lost has it produced
+  again (``InputsLost``), so an execution whose pixels exist never fails for
+  bookkeeping.
 
 Exactly-once reduction rests on two facts the store guarantees: a task is done only
 after its output is stored, and only one caller wins a claim. Duplicated, reordered or
@@ -90,8 +91,11 @@ MAX_COPY_PIECES = 64
 #: An execution with pending work and no progress for this long is re-driven.
 STALL_S = 300.0
 #: A reduction that ran and failed (its task event dead-lettered) is re-driven this many
-#: times at most; one that no reducer took yet (the reducer was down) always is.
+#: times at most; one that no reducer took yet (the reducer was down: each re-drive
+#: waits out a whole retry schedule, over an hour in the cloud) ten times as often,
+#: so that a reducer failing before its claim, every time, still ends the execution.
 REDRIVE_LIMIT = 3
+UNTAKEN_REDRIVE_LIMIT = 10 * REDRIVE_LIMIT
 
 
 # --- events ---------------------------------------------------------------------------
@@ -463,8 +467,9 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
                     # refused for capacity: produced again, never counted.
                     return [Reproduce(node)]
                 # Its worker died, or failed, on delivery after delivery.
-                return pass_failed(plan, node, f"undeliverable after {attempts} delivery "
-                                   f"attempts ({seen.attempts} reached a render)", seen)
+                # (One error text for all such deaths: the poison rule compares them.)
+                return pass_failed(plan, node, "undeliverable: every delivery that reached "
+                                   "a render failed", seen)
             up = None
             if node is not None:
                 try:
@@ -477,7 +482,8 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
             # bookkeeping: the execution fails. One that no reducer took (the events
             # found no reducer) is re-driven for as long as it takes.
             ran = seen.parent_status == Status.RUNNING
-            if up is not None and (not ran or seen.redrives < REDRIVE_LIMIT):
+            limit = REDRIVE_LIMIT if ran else UNTAKEN_REDRIVE_LIMIT
+            if up is not None and seen.redrives < limit:
                 return [Redrive(up, node)]
             return [End(Status.FAILED, {
                 "code": "task_failed",
@@ -538,7 +544,9 @@ def pass_failed(plan: Plan, node: str, error: str, seen: Observed) -> list[Actio
     # after its fresh seed (a flaky instance does not hit the same task twice).
     alike = {n: k for n, k, e in seen.failed if e == error}
     alike[node] = alike.get(node, 0) + 1
-    poison = len(alike) >= POISON_TASKS and max(alike.values()) >= 2
+    # (an execution of fewer tasks: every one of them)
+    poison = len(alike) >= min(POISON_TASKS, plan.shape.productions) \
+        and max(alike.values()) >= 2
     if failures < budget(plan) and not poison:
         return [Replace(node, error, seen.generation + 1)]
     named = [(node, error)] + [(n, e) for n, _, e in seen.failed if n != node]

@@ -120,14 +120,18 @@ def send(request) -> None:
 def reconcile(ad) -> int | None:
     """The watchdog's look, every sweep: set the render service's minimum to what the
     running executions need if it is not that already (a call that failed when the
-    last large execution ended would otherwise keep the farm warm). Returns the
+    last large execution ended would otherwise keep the farm warm): what the hooks
+    would have set, so 0 while no large execution runs, however many small ones. The
+    service-level minimum is the warm-up's own (Pulumi leaves it alone). Returns the
     minimum wanted, None without a render service or when the service could not be
     read (logged)."""
     s = ad.settings
     if not s.render_service:
         return None
     try:
-        want = plan(policy_of(s), pending_tasks(ad))
+        sizes = [productions(ex) for ex in ad.store.active_executions()]
+        large = any(n >= s.warm_threshold for n in sizes)
+        want = plan(policy_of(s), sum(sizes)) if large else 0
         have = _services_client().get_service(name=s.render_service).scaling.min_instance_count
     except Exception as e:  # noqa: BLE001 - the next sweep looks again
         log.warning("warm-up: could not read %s: %s", s.render_service, e)

@@ -102,6 +102,7 @@ class FrontEnd:
                 return error(503, "unavailable", "no render worker answers")
             tried.add(i)
             w = self.workers[i]
+            down = True
             try:
                 conn = http.client.HTTPConnection(w.hostname, w.port, timeout=None)
                 try:
@@ -110,15 +111,15 @@ class FrontEnd:
                     out = resp.status, resp.getheader("Content-Type", ""), resp.read()
                 finally:
                     conn.close()
+                down = False
             except ConnectionRefusedError:
-                self.release(i, down=True)  # not listening: try another worker
-                continue
+                continue  # not listening: try another worker
             except (OSError, http.client.HTTPException):
                 # It died with the request (a SIGKILL): as Cloud Run, a 503; Pub/Sub
                 # delivers the message again.
-                self.release(i, down=True)
                 return error(503, "unavailable", "the render worker died")
-            self.release(i)
+            finally:  # whatever happened, the worker is not left marked busy
+                self.release(i, down=down)
             return out
 
     # --- serving -----------------------------------------------------------------------
