@@ -40,7 +40,11 @@ def test_stack_up_render_status_and_down(tmp_path):
     (state / "logs").mkdir(parents=True)
     (state / "logs" / "api.log").write_text("a line of the previous stack\n")
     port = free_port()
-    env = {**os.environ, "FRANCINE_ADMISSION_LIMIT": "2", "PYTHONUNBUFFERED": "1"}
+    # Only the variables of this test (the session's stack exports its own settings):
+    # farm admission off by its variable, so the per-execution limit carries over.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FRANCINE_")},
+           "FRANCINE_ADMISSION_LIMIT": "2", "FRANCINE_FARM_SLOTS": "0",
+           "PYTHONUNBUFFERED": "1"}
     up = subprocess.Popen([*FRANCINE, "--state-dir", str(state), "stack", "up", "--workers",
                            "1", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -132,3 +136,12 @@ def test_stack_up_without_the_emulators_says_what_to_install(tmp_path):
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "gcloud is not on PATH" in r.stderr
+
+
+def test_stack_up_turns_fair_share_on_unless_told():
+    from francine.cli import farm_slots_of
+
+    assert farm_slots_of(None, 3, {}) == 6  # twice the workers
+    assert farm_slots_of(0, 3, {}) == 0 and farm_slots_of(5, 3, {}) == 5  # the option
+    # the caller's variable (0 too): the stack's settings read it
+    assert farm_slots_of(None, 3, {"FRANCINE_FARM_SLOTS": "0"}) is None

@@ -1,9 +1,10 @@
 """The render service: Pub/Sub push requests in, one production task per request.
 
 Run with one worker and one thread (concurrency 1: rendering is CPU-bound and the
-kernel uses every core itself). A request that arrives while one is being served is
-refused with 429, as Cloud Run refuses pushes when every instance is busy at its max
-instances: the local stack serves each worker with a second thread for that answer.
+kernel uses every core itself). Cloud Run, and the local stack's front end, send an
+instance one request at a time and answer 429 themselves when every instance is busy;
+a request that still finds this one rendering (served by a second thread) is refused
+with 429 the same way.
 """
 
 import functools

@@ -32,6 +32,7 @@ import time
 import requests
 
 from francine.client import ApiError, Client, load_scene_file
+from francine.config import ENV
 from francine.records import FINAL
 
 #: Output formats by file extension.
@@ -65,15 +66,21 @@ def _client(args) -> Client:
 
 # --- the stack ---------------------------------------------------------------------------
 
+def farm_slots_of(option: int | None, workers: int, environ=os.environ) -> int | None:
+    """``stack up``'s farm admission: ``--farm-slots``, else FRANCINE_FARM_SLOTS (None:
+    the stack reads it), else twice the workers (fair share on, as in the cloud; one
+    task queued at each worker)."""
+    if option is not None or environ.get(ENV["farm_slots"]):
+        return option
+    return 2 * workers
+
+
 def cmd_stack_up(args) -> int:
     from francine.local.stack import Stack, StackOptions, wait_forever
 
-    farm_slots = args.farm_slots
-    if farm_slots is None and not os.environ.get("FRANCINE_FARM_SLOTS"):
-        farm_slots = 2 * args.workers  # fair share on, as in the cloud (one queued each)
     stack = Stack(StackOptions(port=args.port, workers=args.workers,
                                state_dir=pathlib.Path(args.state_dir),
-                               farm_slots=farm_slots,
+                               farm_slots=farm_slots_of(args.farm_slots, args.workers),
                                refuse_when_busy=args.refuse_when_busy,
                                watchdog_interval_s=args.watchdog_interval,
                                stall_s=args.stall_seconds))

@@ -480,7 +480,7 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
             # reduction that a reducer took and that keeps failing after REDRIVE_LIMIT
             # re-drives is broken itself (e.g. its bucket is gone), not its
             # bookkeeping: the execution fails. One that no reducer took (the events
-            # found no reducer) is re-driven for as long as it takes.
+            # found no reducer) is re-driven UNTAKEN_REDRIVE_LIMIT times.
             ran = seen.parent_status == Status.RUNNING
             limit = REDRIVE_LIMIT if ran else UNTAKEN_REDRIVE_LIMIT
             if up is not None and seen.redrives < limit:
@@ -614,17 +614,16 @@ def redrives(plan: Plan, seen: Observed) -> list[Action]:
     if not seen.unfinished:
         root = plan.shape.root
         return [Redrive(root, planning.children(plan.shape, root)[-1])]
-    waiting = set(seen.unfinished)
-    queued = set(seen.waiting)
-    productions = sorted(i for n in waiting - queued
+    unfinished = set(seen.unfinished)
+    productions = sorted(i for n in unfinished - set(seen.waiting)
                          if (i := production_index(n)) is not None)
     if plan.admission_limit:
         productions = productions[:plan.admission_limit]
     actions: list[Action] = [Publish(tuple(productions))] if productions else []
-    for node in sorted(waiting):
+    for node in sorted(unfinished):
         if production_index(node) is None:
             below = planning.children(plan.shape, node)
-            if not waiting.intersection(below):
+            if not unfinished.intersection(below):
                 actions.append(Redrive(node, below[-1]))
     return actions
 

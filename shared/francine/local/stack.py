@@ -254,12 +254,11 @@ class Stack:
 
     def _serve_worker(self, index: int, env: dict) -> str:
         port = free_port()
-        # The container's command (one process, one thread, no timeout); refusing when
-        # busy, a second thread, which only ever answers 429 while the first renders.
-        threads = "2" if self.options.refuse_when_busy else "1"
+        # The container's command (one process, one thread, no timeout); the front end
+        # sends it one push at a time, and answers 429 itself when every worker is busy.
         child = self.processes.start(f"worker-{index}", [
             _bin("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", threads, "--worker-class", "gthread", "--timeout", "0", "main:app"],
+            "--threads", "1", "--worker-class", "gthread", "--timeout", "0", "main:app"],
             env=env, cwd=str(self.functions / "renderer"))
         url = f"http://127.0.0.1:{port}/"
         self.processes.wait_ready(child, lambda: http_ok(url + "health"), 60)
