@@ -127,14 +127,29 @@ def test_resources_are_content_addressed_and_immutable(client):
 
 
 # Dot segments are percent-encoded: HTTP clients would resolve them before sending.
-@pytest.mark.parametrize("name", ["%2E%2E/escape", "a/%2E%2E/b", "a//b", "sp%20ace",
-                                  "a/%2E/b", "x" * 600, "semi;colon"])
-def test_bad_resource_names_are_400(client, name):
+@pytest.mark.parametrize("name,shown", [
+    ("%2E%2E/escape", "../escape"), ("a/%2E%2E/b", "a/../b"), ("a/%2E/b", "a/./b"),
+    ("x" * 600, "x" * 20), ("tab%09name.png", "tab\\tname.png"),
+    ("back%5Cslash.png", "back\\\\slash.png")])
+def test_bad_resource_names_are_400_naming_the_file(client, name, shown):
     sid = client.create_session("ao")["id"]
     resp = call(client, "PUT", f"/v1/sessions/{sid}/resources/{name}", data=b"x")
-    assert resp.status_code in (400, 404), resp.text  # 404: the router never matched it
-    assert "error" in resp.json()
+    assert_error(resp, 400, "invalid_name")
+    assert shown in resp.json()["error"]["message"]
     assert client.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"] == []
+
+
+@pytest.mark.parametrize("name", [
+    "Golden Palace 2, Old Bagan-1k.exr", "textures/basic_file_ñønæščii.blend",
+    "semi;colon & 100% #1?.png", "日本語/テクスチャ.png"])
+def test_resource_names_are_the_users_file_names(client, name):
+    """Spaces, commas, any letter, URL-special characters: quoted by the client, the
+    same name comes back."""
+    sid = client.create_session("ao")["id"]
+    record = client.put_resource(sid, name, b"bytes")
+    assert record["name"] == name
+    listed = client.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"]
+    assert [r["name"] for r in listed] == [name]
 
 
 @pytest.mark.parametrize("body,field", [

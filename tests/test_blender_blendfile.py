@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from francine.producers.base import ResourceInfo, SceneError
-from francine.producers.blender import blendfile, scene
+from francine.producers.blender import blendfile, deps, scene
 
 bpy = pytest.importorskip("bpy")
 
@@ -59,18 +59,18 @@ def test_inspector_reads_what_blender_wrote(files, name):
     close = info.scene("Close-up")
     assert (close.width, close.height, close.camera) == (32, 16, "Side")
     assert info.cameras == ["Camera", "Side"]
-    external = {(e.kind, e.path, e.packed) for e in info.external}
-    assert ("image", "//../textures/checker.png", False) in external
-    assert ("library", "//../lib/props.blend", False) in external
-    assert any(e.kind == "image" and e.packed for e in info.external)
+    external = {(e.kind, e.path) for e in deps.of_file(files / "shots" / name)}
+    # The packed image is inside the file: no dependency.
+    assert external == {("image", "//../textures/checker.png"),
+                        ("library", "//../lib/props.blend")}
     assert info.polygons > 500 and info.objects == 7
 
 
 def test_relative_paths_resolve_to_resource_names():
-    assert blendfile.resolve("shots/a.blend", "//../textures/x.png") == "textures/x.png"
-    assert blendfile.resolve("a.blend", "//textures\\x.png") == "textures/x.png"
-    assert blendfile.resolve("a.blend", "//../x.png") is None  # outside the session
-    assert blendfile.resolve("a.blend", "/home/me/x.png") is None
+    assert deps.resolve("shots/a.blend", "//../textures/x.png") == "textures/x.png"
+    assert deps.resolve("a.blend", "//textures\\x.png") == "textures/x.png"
+    assert deps.resolve("a.blend", "//../x.png") is None  # outside the session
+    assert deps.resolve("a.blend", "/home/me/x.png") is None
 
 
 @pytest.mark.parametrize("data,words", [
@@ -145,8 +145,9 @@ def test_missing_dependency_is_named(files, missing, words):
     assert e.value.field == "blend" and f"attach it as resource {words!r}" in e.value.message
 
 
-def test_dependencies_of_a_linked_library_are_checked(files, tmp_path):
-    """The library links nothing itself; a library that reads a texture must have it."""
+def test_a_linked_library_must_be_attached_but_not_all_it_reads(files, tmp_path):
+    """A library is read whole, so it must be there; the files it reads are needed only
+    if what is linked from it uses them, which the worker checks when it renders."""
     from francine.producers import blender
     from francine.producers.blender import examples
 
@@ -154,10 +155,9 @@ def test_dependencies_of_a_linked_library_are_checked(files, tmp_path):
     examples.checker_png(tmp_path / "lib" / "wood.png")
     examples.build(tmp_path / "lib" / "props.blend", texture="wood.png")
     infos = resources(files, ["shots/a.blend", "textures/checker.png"])
+    with pytest.raises(SceneError, match="'lib/props.blend'"):
+        scene.validate({"blend": "shots/a.blend"}, infos)
     infos["lib/props.blend"] = ResourceInfo(
         "lib/props.blend", "1" * 64, 1,
         blender.PRODUCER.inspect_resource("lib/props.blend", tmp_path / "lib" / "props.blend"))
-    with pytest.raises(SceneError, match="'lib/wood.png'"):
-        scene.validate({"blend": "shots/a.blend"}, infos)
-    infos["lib/wood.png"] = ResourceInfo("lib/wood.png", "2" * 64, 1)
     assert scene.validate({"blend": "shots/a.blend"}, infos)["scene"] == "Shot"

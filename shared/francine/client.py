@@ -6,6 +6,7 @@ import json
 import pathlib
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import requests
 
@@ -80,7 +81,9 @@ class Client:
                     name, data = None, []
 
     def put_resource(self, sid: str, name: str, data: bytes) -> dict:
-        return self.request("PUT", f"/v1/sessions/{sid}/resources/{name}", data=data).json()
+        # A resource name is the user's file name (spaces, commas, any letter): quoted.
+        path = f"/v1/sessions/{sid}/resources/{quote(name, safe='/')}"
+        return self.request("PUT", path, data=data).json()
 
     def execute(self, sid: str, parallel: int = 1, update: dict | None = None,
                 tile: int | None = None, idempotency_key: str | None = None) -> dict:

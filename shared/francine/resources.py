@@ -19,16 +19,46 @@ from francine import errors, producers
 from francine.clients import Adapters
 from francine.producers.base import SceneError
 
-NAME = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+#: A resource name is the user's own relative file name: any UTF-8 text but control
+#: characters, backslashes and a leading or doubled ``/``, so that Blender's
+#: ``//textures/Golden Palace 2, Old Bagan-1k.exr`` can be its own name. The OpenAPI
+#: document publishes this pattern; ``check_name`` adds what a pattern cannot say.
+NAME = re.compile(r"^[^/\\\x00-\x1f\x7f-\x9f]+(/[^/\\\x00-\x1f\x7f-\x9f]+)*$")
+#: In UTF-8 bytes, as file systems count (the worker writes each name as a path).
 MAX_NAME = 512
+MAX_SEGMENT = 255
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a resource, or None."""
+    if not name:
+        return "it is empty"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+        return f"it is longer than {MAX_NAME} bytes of UTF-8"
+    if "\\" in name:
+        return "it holds a backslash: separate folders with '/'"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
+        return "it holds a control character"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return "it is not valid UTF-8"
+    if name.startswith("/"):
+        return "it is absolute: name it relative to the session's folder"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "a folder in it is empty, '.' or '..'"
+    if any(len(part.encode()) > MAX_SEGMENT for part in parts):
+        return f"a folder or file name in it is longer than {MAX_SEGMENT} bytes"
+    return None
 
 
 def check_name(name: object) -> str:
-    if (not isinstance(name, str) or not NAME.match(name) or len(name) > MAX_NAME
-            or any(part in (".", "..") for part in name.split("/"))):
-        raise errors.BadRequest(
-            "resource name: a relative path of letters, digits and ._-/ without '..'",
-            "invalid_name")
+    """``name`` if it can name a resource; otherwise a 400 that quotes it and says why."""
+    problem = "it is not a string" if not isinstance(name, str) else name_problem(name)
+    if problem is not None:
+        shown = repr(name)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        raise errors.BadRequest(f"resource name {shown}: {problem}", "invalid_name")
     return name
 
 
@@ -44,7 +74,7 @@ def attach(ad: Adapters, sid: str, producer: str, name: str, chunks: Iterable[by
             for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
-                    raise errors.too_large("this resource", limit)
+                    raise errors.too_large(f"resource {name!r}", limit)
                 digest.update(chunk)
                 f.write(chunk)
         sha = digest.hexdigest()
@@ -80,4 +110,4 @@ def inspect(producer: str, name: str, path: pathlib.Path) -> dict:
     try:
         return check(name, path) or {}
     except SceneError as e:
-        raise errors.BadRequest(f"resource {name}: {e}", "invalid_resource") from e
+        raise errors.BadRequest(f"resource {name!r}: {e}", "invalid_resource") from e

@@ -283,7 +283,7 @@ class Api:
         s = self.ad.settings
         limit = min(s.max_upload_bytes, s.max_resource_bytes)
         if request.content_length is not None and request.content_length > limit:
-            raise upload_too_large(limit)
+            raise upload_too_large(limit, name)
         room = quotas.storage_room(self.ad, user)
         if request.content_length is not None and request.content_length > room:
             raise quotas.over_storage(quotas.limits(self.ad, user).quota_stored_bytes)
@@ -495,10 +495,10 @@ def over_quota_if(quota_binds: bool, ad: Adapters, user: str):
         raise
 
 
-def upload_too_large(limit: int) -> errors.PayloadTooLarge:
+def upload_too_large(limit: int, name: str) -> errors.PayloadTooLarge:
     return errors.PayloadTooLarge(
-        f"uploads are limited to {limit} bytes; attach larger files by gs:// URL "
-        "(POST /v1/sessions/{sid}/resources)")
+        f"resource {name!r}: uploads are limited to {limit} bytes; attach larger files by "
+        "gs:// URL (POST /v1/sessions/{sid}/resources)")
 
 
 def request_key(request) -> str:

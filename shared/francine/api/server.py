@@ -111,7 +111,7 @@ class AsgiApi:
         method, path = scope["method"], scope["path"]
         user = None
         try:
-            endpoint, _ = match(method, path)
+            endpoint, args = match(method, path)
             if endpoint == "health":
                 return json_response({"status": "ok"}), False
             api = self.api() if self._api is not None else await self.run(self.api)
@@ -126,7 +126,7 @@ class AsgiApi:
                 if not (length.isascii() and length.isdigit()):
                     raise errors.BadRequest("Content-Length: not a number", "invalid_header")
                 if int(length) > limit:
-                    raise (upload_too_large(limit) if endpoint == "resource"
+                    raise (upload_too_large(limit, args.get("name", "")) if endpoint == "resource"
                            else errors.too_large("this request body", limit))
             body = await _read_body(receive, limit)
         except errors.FrancineError as e:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from francine.producers.base import Resources, SceneError, Tile
-from francine.producers.blender import blendfile, cost
+from francine.producers.blender import blendfile, cost, deps
 from francine.producers.blender import scene as _scene
 from francine.records import Execution
 
@@ -59,9 +59,14 @@ class Blender:
         if not name.lower().endswith(".blend") and head != b"BLENDER":
             return {}
         try:
-            return _scene.meta_of(blendfile.inspect(path))
+            info = blendfile.inspect(path)
         except blendfile.BlendError as e:
             raise SceneError("", str(e)) from e
+        try:
+            external = deps.of_file(path)
+        except Exception as e:  # noqa: BLE001 (a file our reader took and BAT cannot)
+            raise SceneError("", f"cannot trace the files it reads: {e}") from e
+        return _scene.meta_of(info, external)
 
     def partial_channels(self, scene: dict[str, Any]) -> int:
         """RGBA (4), plus the denoising albedo (3) and normal (3) when denoised."""

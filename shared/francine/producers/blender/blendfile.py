@@ -5,7 +5,7 @@ hundreds of MB, which an api instance must not pay). A ``.blend`` file is a head
 a sequence of blocks; each block header carries a code, a length, the block's old
 memory address, the index of its struct in the file's own type catalogue (SDNA, the
 ``DNA1`` block) and a count. The catalogue gives every struct's fields with their types
-and array sizes, so the offset of ``Scene.r.sfra`` or ``Image.filepath`` is computed
+and array sizes, so the offset of ``Scene.r.sfra`` or ``Object.type`` is computed
 from the file itself and not hard-coded for one Blender version.
 
 Headers (``BLO_core_blend_header.hh`` / ``BLO_core_bhead.hh`` in Blender's sources):
@@ -20,18 +20,12 @@ from __future__ import annotations
 import gzip
 import io
 import pathlib
-import posixpath
 import re
 import struct
 from dataclasses import dataclass
 
 #: Object types (DNA_object_types.h): the camera.
 OB_CAMERA = 11
-#: Image sources (DNA_image_types.h) that read a file from disk.
-IMAGE_FILE_SOURCES = {1, 2, 3, 6}  # file, sequence, movie, tiled (UDIM)
-#: Block codes of ID types whose data may come from an external file.
-EXTERNAL_CODES = {b"IM": "image", b"LI": "library", b"SO": "sound", b"VF": "font",
-                  b"MC": "movie clip", b"CF": "cache file", b"VO": "volume"}
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -39,14 +33,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 class BlendError(ValueError):
     """Not a readable ``.blend`` file."""
-
-
-@dataclass
-class ExternalFile:
-    kind: str  # "image", "library", ...
-    id_name: str  # the data-block's name, without its two-letter code
-    path: str  # as stored: "//textures/wood.png" (relative) or an absolute path
-    packed: bool
 
 
 @dataclass
@@ -67,7 +53,6 @@ class BlendInfo:
     scenes: list[SceneInfo]
     active_scene: str | None
     cameras: list[str]  # camera objects in the file
-    external: list[ExternalFile]
     polygons: int = 0  # faces of all meshes (a measure of complexity)
     objects: int = 0
 
@@ -309,11 +294,12 @@ def _id_name(r: Reader) -> str:
     return (r.get("id.name") or "")[2:]
 
 
-WANTED = {b"SC", b"OB", b"GLOB", b"ME", b"DATA"} | set(EXTERNAL_CODES)
+WANTED = {b"SC", b"OB", b"GLOB", b"ME", b"DATA"}
 
 
 def inspect(path: str | pathlib.Path) -> BlendInfo:
-    """Scenes, cameras, frame ranges, resolutions and external files of a ``.blend``."""
+    """Scenes, cameras, frame ranges and resolutions of a ``.blend`` (the files it reads
+    are traced by ``deps``)."""
     path = pathlib.Path(path)
     version, blocks, cat = read_blocks(path, keep=lambda c: c in WANTED)
 
@@ -352,41 +338,11 @@ def inspect(path: str | pathlib.Path) -> BlendInfo:
             if sc is not None and sc.code == b"SC":
                 active = _id_name(Reader(cat, "Scene", sc.data))
 
-    external = []
-    for b in blocks:
-        kind = EXTERNAL_CODES.get(b.code)
-        if kind is None:
-            continue
-        s = struct_of(b)
-        r = Reader(cat, s, b.data)
-        filepath = r.get("filepath") if cat.has(s, "filepath") else r.get("name")
-        if not filepath or not isinstance(filepath, str):
-            continue
-        if b.code == b"IM" and r.get("source", 1) not in IMAGE_FILE_SOURCES:
-            continue
-        packed = bool(r.get("packedfile") or r.get("packedfiles.first"))
-        external.append(ExternalFile(kind, _id_name(r), filepath, packed))
-
     polygons = 0
     for b in blocks:
         if b.code == b"ME" and struct_of(b) == "Mesh":
             r = Reader(cat, "Mesh", b.data)
             polygons += max(0, r.get("faces_num", r.get("totpoly", 0)) or 0)
 
-    return BlendInfo(version, scenes, active, cameras, external, polygons, len(objects))
+    return BlendInfo(version, scenes, active, cameras, polygons, len(objects))
 
-
-def resolve(blend_name: str, stored: str) -> str | None:
-    """The session resource name that a path stored in the file refers to, or None if
-    it is not a relative (``//``) path or climbs out of the session's resources.
-
-    ``scenes/shot.blend`` with ``//../textures/wood.png`` → ``textures/wood.png``.
-    """
-    if not stored.startswith("//"):
-        return None
-    rel = stored[2:].replace("\\", "/")
-    base = posixpath.dirname(blend_name)
-    joined = posixpath.normpath(posixpath.join(base, rel)) if base else posixpath.normpath(rel)
-    if joined.startswith("../") or joined == ".." or joined.startswith("/") or joined == ".":
-        return None
-    return joined

@@ -1,10 +1,10 @@
 """The ``blender`` scene: its JSON schema and its validation against the ``.blend`` file.
 
 Validation runs in the api and needs no Blender: when a ``.blend`` resource is attached,
-``blendfile.inspect`` reads its scenes, cameras, frame ranges, resolutions and external
-files into the resource's record (``meta``); creating an execution checks the scene
-against that record, and every file the ``.blend`` references by relative path (and
-every file those reference, for linked libraries) against the session's resources.
+``blendfile.inspect`` reads its scenes, cameras, frame ranges and resolutions, and
+``deps.of_file`` the files it reads, into the resource's record (``meta``); creating an
+execution checks the scene against that record, and every file the ``.blend`` reads
+(and every file those read, for linked libraries) against the session's resources.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from francine.producers.base import ResourceInfo, SceneError
-from francine.producers.blender import blendfile
+from francine.producers.blender import blendfile, deps
 
 MAX_SAMPLES = 65_536
 MAX_EDGE = 16_384
@@ -125,8 +125,13 @@ def validate(scene: Any, resources: Mapping[str, ResourceInfo] | None) -> dict[s
 
 
 def check_dependencies(blend: str, resources: Mapping[str, ResourceInfo]) -> None:
-    """Every file that ``blend`` (or a library it links) reads must be packed or be a
-    session resource under its relative path."""
+    """Every file that ``blend`` reads must be a session resource under its relative
+    path (packed files are in the ``.blend``): one file, or at least one of a
+    sequence's (its frames, UDIM tiles or cache folder; Blender fills an empty
+    simulation cache itself). Linked libraries must be resources too, recursively; the
+    other files a library reads are needed only if the data linked from it uses them,
+    which only Blender knows, so the worker checks those (and which frame of a sequence
+    a render reads) before it renders."""
     seen, todo = set(), [blend]
     while todo:
         current = todo.pop()
@@ -135,14 +140,22 @@ def check_dependencies(blend: str, resources: Mapping[str, ResourceInfo]) -> Non
         seen.add(current)
         info = (resources[current].meta or {}).get(META_KEY) or {}
         for ext in info.get("external", []):
-            if ext["packed"]:
+            if current != blend and ext["kind"] != "library":
                 continue
             what = f"{ext['kind']} {ext['id_name']!r} of {current}"
-            target = blendfile.resolve(current, ext["path"])
+            target = deps.resolve(current, ext["path"])
             if target is None:
                 raise SceneError("blend", f"{what} reads {ext['path']!r}, which is not a "
                                           "path relative to the .blend inside the session's "
-                                          "resources: make paths relative or pack the file")
+                                          "resources: upload with `francine render`, which "
+                                          "remaps it, make paths relative or pack the file")
+            if ext.get("sequence"):
+                pattern = deps.sequence_pattern(target)
+                if (not deps.matching(pattern, resources)
+                        and ext["kind"] not in deps.OPTIONAL_WHEN_EMPTY):
+                    raise SceneError("blend", f"{what} reads {ext['path']!r}: attach its files "
+                                              f"as resources matching {pattern!r}")
+                continue
             if target not in resources:
                 raise SceneError("blend", f"{what} reads {ext['path']!r}: attach it as "
                                           f"resource {target!r}")
@@ -150,8 +163,9 @@ def check_dependencies(blend: str, resources: Mapping[str, ResourceInfo]) -> Non
                 todo.append(target)
 
 
-def meta_of(info: blendfile.BlendInfo) -> dict[str, Any]:
-    """What the api records about a ``.blend`` resource (small: it goes into Firestore)."""
+def meta_of(info: blendfile.BlendInfo, external: list[deps.Dependency]) -> dict[str, Any]:
+    """What the api records about a ``.blend`` resource (small: it goes into Firestore):
+    the file's scenes and cameras (``blendfile``) and the files it reads (``deps``)."""
     return {META_KEY: {
         "version": info.version,
         "active_scene": info.active_scene,
@@ -159,7 +173,7 @@ def meta_of(info: blendfile.BlendInfo) -> dict[str, Any]:
                     "frame_current": s.frame_current, "width": s.width, "height": s.height,
                     "camera": s.camera} for s in info.scenes[:100]],
         "cameras": info.cameras[:1000],
-        "external": [{"kind": e.kind, "id_name": e.id_name, "path": e.path,
-                      "packed": e.packed} for e in info.external[:1000]],
+        "external": [{"kind": e.kind, "id_name": e.owner, "path": e.path,
+                      "sequence": e.sequence} for e in external[:1000]],
         "polygons": info.polygons, "objects": info.objects,
     }}
