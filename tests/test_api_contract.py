@@ -1,4 +1,4 @@
-"""The REST contract of ../shared/API.md: authentication, isolation, resources and the
+"""The REST contract (docs/api.md): authentication, isolation, resources and the
 error cases, against the api running on the emulators."""
 
 from __future__ import annotations

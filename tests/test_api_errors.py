@@ -1,5 +1,5 @@
 """No request content makes a 5xx: every answer to odd paths, methods, bodies, numbers,
-strings and URLs is a 4xx with the JSON error body of API.md."""
+strings and URLs is a 4xx with the JSON error body of docs/api.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Quotas per user (API.md "Quotas") on the local stack: over one, a 429 with
+"""Quotas per user (docs/api.md, "Quotas") on the local stack: over one, a 429 with
 Retry-After; a render whose estimate alone is over a budget, a 400 that says so; a
 refused upload leaves no object behind. Each test gives its own user small figures
 (what 'francine users set-quota' does), so the stack's defaults stay for other tests."""

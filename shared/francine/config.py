@@ -32,7 +32,7 @@ class Settings:
     notify_insecure_hosts: str = ""
     #: Production topics: 1 in the cloud; the local stack uses one per worker.
     produce_shards: int = 1
-    #: Upper bounds of request bodies (API.md: 1 MiB JSON, 512 MiB uploads; the cloud
+    #: Upper bounds of request bodies (docs/api.md: 1 MiB JSON, 512 MiB uploads; the cloud
     #: deployment lowers uploads to Cloud Run's 32 MiB request limit) and of any resource
     #: (a file attached by URL is not a request body).
     max_json_bytes: int = 1 << 20
@@ -95,7 +95,7 @@ class Settings:
     block_timeout_s: float = 300.0
     #: Directory where a worker keeps fetched resources between tasks.
     cache_dir: str = "/tmp/francine-cache"
-    #: Quotas per user (API.md "Quotas"); over one, a 429 with Retry-After. See quotas.py
+    #: Quotas per user (docs/api.md, "Quotas"); over one, a 429 with Retry-After. See quotas.py
     #: for why each default is what it is.
     quota_executions_in_flight: int = 20
     quota_tasks_in_flight: int = 5_000

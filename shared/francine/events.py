@@ -14,7 +14,7 @@ and the client reconnects (``EventSource`` does so by itself).
 **Topic** (``Settings.status_topic``, ``francine-execution-events`` by default): a message when
 an execution is created and when it ends, with the attribute ``type`` =
 ``execution_status`` and the JSON body ``STATUS_MESSAGE_SCHEMA`` (the status of
-API.md plus the owner's user id and the schema version).
+docs/api.md plus the owner's user id and the schema version).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The REST API of ../shared/API.md, as one WSGI-agnostic request handler."""
+"""The REST API (docs/api.md), as one WSGI-agnostic request handler."""

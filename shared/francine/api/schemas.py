@@ -54,8 +54,8 @@ class ExecutionRequest(Strict):
 
 
 class AttachRequest(Strict):
-    name: str = Field(description="resource name: a relative path of letters, digits and "
-                      "._-/ without '..'", max_length=512)
+    name: str = Field(description="resource name: the file's relative path, any UTF-8 but "
+                      "control characters, backslashes and '.'/'..' segments", max_length=512)
     url: str = Field(description="gs://bucket/object (a bucket an administrator allowed "
                      "for you) or https://host/path (public addresses only; no redirects)",
                      max_length=2048)

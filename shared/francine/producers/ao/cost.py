@@ -4,7 +4,7 @@ Every pixel casts ``nsubsamples²`` primary rays; each one that hits casts
 ``nao_samples²`` ambient-occlusion rays. Every ray is tested against every sphere and
 the plane (no acceleration structure: the scenes are a handful of objects), so a ray
 costs a fixed part (sampling, shading, the random numbers) plus a part per object.
-Calibrated by ``bench/estimates.py`` (the README's table), then taken ``SAFETY`` times
+Calibrated by ``bench/estimates.py`` (docs/performance.md), then taken ``SAFETY`` times
 over, because the planner must not cut tasks that outlast Pub/Sub's deadline.
 """
 

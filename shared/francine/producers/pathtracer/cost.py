@@ -8,7 +8,7 @@ every sphere (they are few and huge: walls of radius 1e3), then the BVH of each 
 instance it enters: logarithmic in the mesh's triangles. Picking the light is a search
 in the cumulative power of the emitters (logarithmic in their number).
 
-The constants come from ``bench/estimates.py`` (the README's table), taken ``SAFETY``
+The constants come from ``bench/estimates.py`` (docs/performance.md), taken ``SAFETY``
 times over: the planner must not cut a task that outlasts Pub/Sub's deadline.
 """
 
