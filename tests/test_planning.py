@@ -155,6 +155,19 @@ def test_passes_are_folded_up_to_the_minimum_task_time_and_within_the_bound():
     assert planning.passes_per_task(0.5, 100, 0.25, 30) == 1  # a pass is long enough
     assert planning.passes_per_task(0.03, 100, 0, 30) == 1  # folding off
     assert planning.passes_per_task(0.03, 4096, 10.0, 0.3) == 10  # the bound wins
+
+
+def test_folding_amortises_a_tasks_fixed_cost():
+    # 0.2 s passes, 0.3 s of fixed cost per task: 6 passes keep it at 20% (0.3 / 1.5).
+    assert planning.passes_per_task(0.2, 64, 0, 30, overhead_s=0.3) == 6
+    assert planning.passes_per_task(0.2, 4, 0, 30, overhead_s=0.3) == 4  # all there are
+    assert planning.passes_per_task(0.2, 64, 0, 0.5, overhead_s=0.3) == 2  # the bound wins
+    assert planning.passes_per_task(5.0, 64, 0, 30, overhead_s=0.3) == 1  # long enough
+    # ... but never fewer tasks than instances, while there are enough tile-passes:
+    # 4 tiles × 4 passes on 2 instances may fold all 4; on 8 instances, 2 per task.
+    assert planning.passes_per_task(0.2, 4, 0, 30, overhead_s=1, tiles=4, instances=2) == 4
+    assert planning.passes_per_task(0.2, 4, 0, 30, overhead_s=1, tiles=4, instances=8) == 2
+    assert planning.passes_per_task(0.2, 4, 0, 30, overhead_s=1, tiles=4, instances=64) == 1
     # issue's case: 512² ao at parallel 4096 becomes 456 tasks, not 4096
     shape = planning.make_shape(512, 512, 4096, None, 9)
     assert shape.productions == 456

@@ -17,12 +17,10 @@ from francine.local.processes import environment
 
 @pytest.fixture
 def admin(stack):
-    from google.cloud import firestore
-
-    from francine.adapters.store import Store
+    from francine.adapters.cloud import firestore_store
 
     with environment(stack.info["env"]):
-        yield Store(firestore.Client(project=stack.info["project"]))
+        yield firestore_store(stack.info["project"])
 
 
 def user_id(admin, client) -> str:

@@ -24,13 +24,11 @@ def test_collect_removes_what_nothing_needs(client, adapters):
                         data=data).status_code == 201
     e = client.execute(sid, parallel=2, tile=8)
     assert client.wait(sid, e["id"], timeout_s=120)["status"] == "done"
-    partials = list(adapters.blobs.client.list_blobs(
-        adapters.settings.partials_bucket, prefix=f"partials/{sid}/"))
+    partials = list(adapters.blobs.list_objects("partials", f"partials/{sid}/"))
     assert partials  # the reducer's inputs are still there
     done = retention.collect(adapters, partials_after_s=0, grace_s=0)
     assert done.partials >= len(partials)
-    assert not list(adapters.blobs.client.list_blobs(
-        adapters.settings.partials_bucket, prefix=f"partials/{sid}/"))
+    assert not list(adapters.blobs.list_objects("partials", f"partials/{sid}/"))
     assert adapters.blobs.has_resource(hashlib.sha256(alone).hexdigest())  # still named
 
     assert call(client, "DELETE", f"/v1/sessions/{sid}").status_code == 204

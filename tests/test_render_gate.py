@@ -3,7 +3,8 @@
 In the cloud the produce topic's push subscription is created with the render service,
 on the second ``pulumi up``; until then a published task would be dropped (a topic
 without subscriptions keeps nothing). On the local stack's Pub/Sub emulator: an api
-process whose produce topic nobody subscribes to, and the gate itself with a clock.
+process whose produce topic nobody subscribes to, and the gate itself with a clock,
+asking the bus adapter (``Bus.subscribed``) about topics made here.
 """
 
 from __future__ import annotations
@@ -63,11 +64,11 @@ def test_an_api_without_a_render_subscription_refuses_renders_and_loses_nothing(
     requests.delete(f"{url}/v1/sessions/{sid}", headers=auth, timeout=30)
 
 
-def test_the_gate_opens_when_a_subscription_appears_and_stays_open(stack):
+def test_the_gate_opens_when_a_subscription_appears_and_stays_open(stack, adapters):
     publisher, subscriber = pubsub_clients(stack)
     topic = new_topic(stack, publisher)
     now = [1000.0]
-    gate = RenderGate(publisher, [topic], recheck_s=30, clock=lambda: now[0])
+    gate = RenderGate(adapters.bus.subscribed, [topic], recheck_s=30, clock=lambda: now[0])
     with pytest.raises(RenderServiceMissing) as refused:
         gate.check()
     assert (refused.value.status, refused.value.headers) == (503, {"Retry-After": "30"})
@@ -84,15 +85,33 @@ def test_the_gate_opens_when_a_subscription_appears_and_stays_open(stack):
     gate.check()  # a yes is kept: the render service is not removed while the api runs
 
 
-def test_every_shard_needs_a_subscription_and_a_missing_topic_is_not_ready(stack):
+def test_every_shard_needs_a_subscription_and_a_missing_topic_is_not_ready(stack, adapters):
     publisher, subscriber = pubsub_clients(stack)
     subscribed, bare = new_topic(stack, publisher), new_topic(stack, publisher)
     subscriber.create_subscription(
         name=subscriber.subscription_path(stack.info["project"], f"gate-{uuid.uuid4().hex[:8]}"),
         topic=subscribed)
     with pytest.raises(RenderServiceMissing, match=bare.rsplit("/", 1)[1]):
-        RenderGate(publisher, [subscribed, bare]).check()
-    RenderGate(publisher, [subscribed]).check()
+        RenderGate(adapters.bus.subscribed, [subscribed, bare]).check()
+    RenderGate(adapters.bus.subscribed, [subscribed]).check()
     missing = publisher.topic_path(stack.info["project"], "francine-never-created")
     with pytest.raises(RenderServiceMissing, match="francine-never-created"):
-        RenderGate(publisher, [missing]).check()
+        RenderGate(adapters.bus.subscribed, [missing]).check()
+
+
+def test_a_deployment_that_may_not_ask_is_not_refused(caplog):
+    """Without the grant to list subscriptions (the bus answers Forbidden) the gate
+    opens, as before the check existed, and says why; a missing topic keeps it shut."""
+    from francine import errors
+
+    def forbidden(topic: str) -> bool:
+        raise errors.Forbidden(f"list the subscriptions of {topic}: 403")
+
+    RenderGate(forbidden, ["projects/p/topics/produce"]).check()
+    assert "cannot list the subscriptions of projects/p/topics/produce" in caplog.text
+
+    def missing(topic: str) -> bool:
+        raise errors.NotFound(f"{topic}: not found")
+
+    with pytest.raises(RenderServiceMissing, match="produce"):
+        RenderGate(missing, ["projects/p/topics/produce"]).check()

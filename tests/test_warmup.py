@@ -1,6 +1,8 @@
-"""Warm before the rush: the policy, and the Cloud Run Admin API requests that executions
-starting and ending build (real ``google.cloud.run_v2`` request objects; there is no
-Cloud Run emulator, so nothing is sent: the requests are checked field by field)."""
+"""Warm before the rush: the policy, the scaling that executions starting and ending
+ask for, and the Cloud Run Admin API request that applies it (a real
+``google.cloud.run_v2`` request object; there is no Cloud Run emulator, so nothing is
+sent: the request is checked field by field, and the ``Services`` port is stood in for
+where the hooks send)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import dataclasses
 from google.cloud import run_v2
 
 from francine import errors, executions, warmup
+from francine.adapters import run
 from francine.config import Settings
 from francine.records import Execution, Session
 from francine.twins import twin_adapters
@@ -26,7 +29,7 @@ def test_the_policy_warms_large_executions_only_up_to_the_maximum():
 
 
 def test_the_request_sets_only_the_service_level_minimum():
-    request = warmup.update_request(SERVICE, 42)
+    request = run.update_request(SERVICE, 42)
     assert isinstance(request, run_v2.UpdateServiceRequest)
     assert request.service.name == SERVICE
     assert request.service.scaling.min_instance_count == 42
@@ -55,10 +58,9 @@ def warm(ad) -> None:
     ad.settings = dataclasses.replace(ad.settings, render_service=SERVICE)
 
 
-def minimum(request) -> int:
-    assert request.service.name == SERVICE
-    assert list(request.update_mask.paths) == ["scaling.min_instance_count"]
-    return request.service.scaling.min_instance_count
+def minimum(request: warmup.Scaling) -> int:
+    assert request.service == SERVICE
+    return request.min_instances
 
 
 def test_large_executions_raise_the_minimum_and_the_last_one_lets_it_fall_to_zero():
@@ -115,27 +117,28 @@ def test_a_failed_look_at_the_farm_is_logged_and_never_fails_the_execution(caplo
 
 
 class FakeServices:
-    """Stands in for ``run_v2.ServicesClient`` (there is no Cloud Run emulator): keeps
-    what it was asked, answers with a service at ``minimum``, or fails."""
+    """Stands in for the ``Services`` port (there is no Cloud Run emulator): keeps what
+    it was asked, answers with a service at ``minimum``, or fails."""
 
     def __init__(self, minimum: int = 0, fail: bool = False):
-        self.minimum, self.fail, self.updates, self.reads = minimum, fail, [], []
+        self.minimum, self.fail = minimum, fail
+        self.updates: list[warmup.Scaling] = []
+        self.reads: list[str] = []
 
-    def update_service(self, request):
+    def set_min_instances(self, service: str, count: int) -> None:
         if self.fail:
             raise RuntimeError("403 the caller lacks run.services.update")
-        self.updates.append(request)
-        self.minimum = request.service.scaling.min_instance_count
+        self.updates.append(warmup.Scaling(service, count))
+        self.minimum = count
 
-    def get_service(self, name):
-        self.reads.append(name)
-        return run_v2.Service(name=name, scaling=run_v2.ServiceScaling(
-            min_instance_count=self.minimum))
+    def min_instances(self, service: str) -> int:
+        self.reads.append(service)
+        return self.minimum
 
 
 def test_starting_and_ending_executions_call_cloud_run(monkeypatch):
     services = FakeServices()
-    monkeypatch.setattr(warmup, "_services_client", lambda: services)
+    monkeypatch.setattr(warmup, "_services", lambda: services)
     ad = farm(max_instances=100)
     warm(ad)
     small = start(ad, 4)  # through executions.start: its hook sends nothing
@@ -152,7 +155,7 @@ def test_a_refused_call_is_logged_and_the_watchdog_makes_it_good(monkeypatch, ca
     from francine import watchdog
 
     services = FakeServices(fail=True)
-    monkeypatch.setattr(warmup, "_services_client", lambda: services)
+    monkeypatch.setattr(warmup, "_services", lambda: services)
     ad = farm(max_instances=100)
     warm(ad)
     big = start(ad, 64)  # the call fails: logged, the execution is not touched

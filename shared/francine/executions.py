@@ -81,11 +81,14 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         bound = ad.settings.max_task_seconds
         edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
         # Tiny passes are folded: several passes of a tile per task, up to the minimum
-        # task time, never past a quarter of the bound.
-        one_pass = planning.task_seconds(planning.make_shape(width, height, 1, edge),
-                                         pixel_seconds)
-        fold = planning.passes_per_task(one_pass, parallel, ad.settings.min_task_seconds,
-                                        bound / 4)
+        # task time and so that the producer's fixed cost per task is worth paying,
+        # never past a quarter of the bound, never leaving instances idle.
+        single = planning.make_shape(width, height, 1, edge)
+        fold = planning.passes_per_task(
+            planning.task_seconds(single, pixel_seconds), parallel,
+            ad.settings.min_task_seconds, bound / 4,
+            overhead_s=getattr(producer, "task_overhead_s", 0.0), tiles=single.tiles,
+            instances=ad.settings.max_render_instances)
         shape = planning.make_shape(width, height, parallel, edge, fold)
         estimate = planning.task_seconds(shape, pixel_seconds)
         if estimate > bound:
@@ -231,7 +234,8 @@ def summarize(ex: Execution, stats: dict, finished: dt.datetime | None,
 
 
 def view(ad: Adapters, ex: Execution) -> dict:
-    """The execution status of API.md: the one place an execution becomes REST JSON."""
+    """The execution status of the REST contract (docs/api.md): the one place an
+    execution becomes REST JSON."""
     summary = ex.summary
     if summary is None:
         stats = ad.store.task_stats(ex.session_id, ex.id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from francine.producers.base import Tile
 
@@ -70,11 +71,11 @@ class Shape:
     def total_tasks(self) -> int:
         return sum(self.level_sizes())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Shape:
+    def from_dict(cls, d: dict[str, Any]) -> Shape:
         return cls(**{k: int(d[k]) for k in ("width", "height", "passes", "tile", "fan_in")},
                    fold=int(d.get("fold", 1)))
 
@@ -95,15 +96,33 @@ def task_seconds(shape: Shape, pixel_seconds: float) -> float:
         * shape.fold
 
 
+#: A task's fixed cost (``overhead_s``: the producer's per-task setup, the handler's
+#: round trips) is kept under this share of the task by folding passes.
+OVERHEAD_SHARE = 0.2
+
+
 def passes_per_task(pass_seconds: float, passes: int, min_task_s: float,
-                    max_task_s: float) -> int:
+                    max_task_s: float, overhead_s: float = 0.0, tiles: int = 1,
+                    instances: int = 0) -> int:
     """How many passes of a tile one task renders: enough to reach ``min_task_s`` when
-    one pass is shorter, never more than fit in ``max_task_s``, never more than exist."""
-    if min_task_s <= 0 or pass_seconds >= min_task_s:
-        return 1
-    wanted = math.ceil(min_task_s / pass_seconds) if pass_seconds > 0 else passes
-    fit = int(max_task_s // pass_seconds) if pass_seconds > 0 else passes
-    return max(1, min(passes, wanted, fit))
+    one pass is shorter, and enough that the task's fixed cost ``overhead_s`` stays
+    under ``OVERHEAD_SHARE`` of it; never more than fit in ``max_task_s``, never more
+    than exist, and never so many that fewer tasks than the farm's ``instances`` remain
+    (when there are that many tile-passes): an idle instance costs more than overhead."""
+    if pass_seconds <= 0:
+        return max(1, passes) if min_task_s > 0 or overhead_s > 0 else 1
+    wanted = 1
+    if min_task_s > 0 and pass_seconds < min_task_s:
+        wanted = math.ceil(min_task_s / pass_seconds)
+    if overhead_s > 0:
+        share = overhead_s / OVERHEAD_SHARE - overhead_s  # render time that makes it the share
+        wanted = max(wanted, math.ceil(share / pass_seconds))
+    fold = max(1, min(passes, wanted, int(max_task_s // pass_seconds)))
+    floor = min(instances, tiles * passes)
+    while fold > 1 and tiles * -(-passes // fold) < floor:
+        fold -= 1
+    # As many tasks per tile, evened out: 4 passes are 2 + 2, not 3 + 1.
+    return -(-passes // -(-passes // fold))
 
 
 def make_shape(width: int, height: int, passes: int, tile: int | None,

@@ -1,4 +1,4 @@
-"""Quotas per user (API.md "Quotas"): executions in flight, tasks in flight, bytes of
+"""Quotas per user (docs/api.md, "Quotas"): executions in flight, tasks in flight, bytes of
 stored resources, render CPU-seconds per day. Over one, a ``429`` with ``Retry-After``;
 a render whose estimate alone exceeds a budget is a ``400`` that says so. Nothing
 already accepted is dropped: the checks run only before something new is accepted.
@@ -19,8 +19,9 @@ The defaults (``Settings``, FRANCINE_QUOTA_*) and why:
 An administrator may give one user other figures (``francine users set-quota``): the
 user document's ``quotas`` map overrides these defaults.
 
-The counts come from Firestore queries over the user's documents (collection-group
-queries on ``executions``), so that they stay right whatever process ends an execution.
+The counts come from the store's queries over the user's executions (in Firestore,
+collection-group queries on ``executions``), so that they stay right whatever process
+ends an execution.
 """
 
 from __future__ import annotations
@@ -30,41 +31,23 @@ import datetime as dt
 from collections.abc import Callable
 
 from francine import errors
-from francine.adapters import translated
 from francine.adapters.store import now
 from francine.clients import Adapters
+from francine.ports import ExecutionUsage
 
 DAY = dt.timedelta(days=1)
-IN_FLIGHT = "queued"  # the stored status of every execution not final yet
 
 
 def cpu_estimate(width: int, height: int, passes: int, pixel_seconds: float) -> float:
     return float(width) * height * passes * pixel_seconds
 
 
-def _executions(ad: Adapters):
-    # The store's Firestore client: quotas only read.
-    return ad.store._db.collection_group("executions")
+def in_flight(ad: Adapters, user: str) -> list[ExecutionUsage]:
+    return ad.store.executions_in_flight(user)
 
 
-def in_flight(ad: Adapters, user: str) -> list[dict]:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    with translated("quota lookup"):
-        query = (_executions(ad).where(filter=FieldFilter("user", "==", user))
-                 .where(filter=FieldFilter("status", "==", IN_FLIGHT))
-                 .select(["shape", "cpu_estimate"]))
-        return [s.to_dict() for s in query.stream()]
-
-
-def finished_today(ad: Adapters, user: str) -> list[dict]:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    with translated("quota lookup"):
-        query = (_executions(ad).where(filter=FieldFilter("user", "==", user))
-                 .where(filter=FieldFilter("finished", ">=", now() - DAY))
-                 .select(["finished", "summary", "cpu_estimate"]))
-        return [s.to_dict() for s in query.stream()]
+def finished_today(ad: Adapters, user: str) -> list[ExecutionUsage]:
+    return ad.store.executions_finished_since(user, now() - DAY)
 
 
 NAMES = ("executions_in_flight", "tasks_in_flight", "stored_bytes", "cpu_seconds_per_day")
@@ -80,12 +63,8 @@ class Limits:
 
 def limits(ad: Adapters, user: str) -> Limits:
     """The deployment's quotas with the user's own overrides."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    with translated("quota lookup"):
-        docs = list(ad.store._db.collection("users").where(
-            filter=FieldFilter("id", "==", user)).limit(1).stream())
-    own = (docs[0].to_dict().get("quotas") or {}) if docs else {}
+    docs = ad.store.users_by("id", user, limit=1)
+    own = (docs[0][1].get("quotas") or {}) if docs else {}
     values = {}
     for f in dataclasses.fields(Limits):
         default = getattr(ad.settings, f.name)
@@ -134,13 +113,13 @@ def admission(ad: Adapters, user: str) -> Callable:
     return admit
 
 
-def _total_tasks(doc: dict) -> int:
+def _total_tasks(doc: ExecutionUsage) -> int:
     from francine import planning
 
     return planning.Shape.from_dict(doc["shape"]).total_tasks if doc.get("shape") else 0
 
 
-def _cpu(doc: dict) -> float:
+def _cpu(doc: ExecutionUsage) -> float:
     cpu = ((doc.get("summary") or {}).get("time") or {}).get("cpu")
     return float(cpu) if cpu is not None else float(doc.get("cpu_estimate") or 0)
 

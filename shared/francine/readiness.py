@@ -6,6 +6,9 @@ subscription, only once its image exists (the second ``pulumi up``, infra/README
 until then the api must refuse renders instead of losing them. It asks Pub/Sub whether
 every production topic has a subscription: a yes is kept for the life of the process,
 a no is asked again after ``recheck_s``, and the caller is told to retry after that.
+
+The question itself is the bus adapter's (``subscribed``): the gate holds the policy
+only, so the twin's bus has the same gate over its own subscriptions.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from francine import errors
-from francine.adapters import translated
+from francine.ports import Bus, Gate
 
 log = logging.getLogger("francine.readiness")
 
@@ -34,28 +37,26 @@ class RenderServiceMissing(errors.TransientError):
 
 
 class RenderGate:
-    def __init__(self, publisher, topics: list[str], recheck_s: int = RETRY_AFTER_S,
-                 clock: Callable[[], float] = time.monotonic):
-        self._publisher = publisher
+    """``subscribed(topic)``: whether a topic has a subscription; NotFound when the
+    topic does not exist, Forbidden when the deployment may not ask."""
+
+    def __init__(self, subscribed: Callable[[str], bool], topics: list[str],
+                 recheck_s: int = RETRY_AFTER_S, clock: Callable[[], float] = time.monotonic):
+        self._ask = subscribed
         self._topics = list(topics)
         self._recheck_s = recheck_s
         self._clock = clock
         self._lock = threading.Lock()
         self._ready = False
         self._checked_at: float | None = None
+        self._missing: list[str] = []
 
     def _subscribed(self, topic: str) -> bool:
         try:
-            with translated(f"list the subscriptions of {topic}"):
-                return any(True for _ in self._publisher.list_topic_subscriptions(
-                    request={"topic": topic}))
+            return self._ask(topic)
         except errors.NotFound:  # no topic yet: nothing is deployed
             return False
-        except errors.TransientError as e:
-            from google.api_core import exceptions as gexc
-
-            if not isinstance(e.__cause__, gexc.PermissionDenied):
-                raise
+        except errors.Forbidden as e:
             # A deployment without the grant (roles/pubsub.viewer on the topic) must not
             # refuse every render: it publishes as it did before the check existed.
             log.warning("cannot list the subscriptions of %s (%s): not checked", topic, e)
@@ -81,14 +82,6 @@ class RenderGate:
             f"accepted; retry in {self._recheck_s} s", self._recheck_s)
 
 
-class _Open:
-    """The gate of a bus that cannot tell (always open)."""
-
-    def check(self) -> None:
-        return None
-
-
-def for_bus(bus) -> RenderGate | _Open:
-    """The gate of ``bus`` (``Bus.render_gate``), or an open one if it has none."""
-    make = getattr(bus, "render_gate", None)
-    return make() if make is not None else _Open()
+def for_bus(bus: Bus) -> Gate:
+    """The gate of ``bus`` (``Bus.render_gate``)."""
+    return bus.render_gate()

@@ -106,15 +106,15 @@ class Execution:
     shape: dict[str, int]
     parallel: int
     tile: int | None = None
-    update: dict | None = None
-    resources: dict[str, dict] = field(default_factory=dict)
+    update: dict[str, Any] | None = None
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: Status = Status.QUEUED
     admission_limit: int = 0
     planned: bool = False
     published: bool = False
     finished: dt.datetime | None = None
-    error: dict | None = None
-    summary: dict | None = None
+    error: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
     result: str | None = None
     notify_url: str | None = None  # where the final status is POSTed (a webhook)
     cpu_estimate: float | None = None  # reserved against the owner's daily budget

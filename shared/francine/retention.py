@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from francine.adapters import translated
 from francine.adapters.store import now
 from francine.clients import Adapters
 
@@ -29,51 +28,36 @@ class Collected:
 
 def collect(ad: Adapters, partials_after_s: float = 600.0, results_after_days: float = 30.0,
             grace_s: float = 3600.0) -> Collected:
+    """Delete what nothing needs any more; an object that another deletion took between
+    the listing and its own is not counted (it is gone, as wanted)."""
     out = Collected()
     t = now()
-    s = ad.settings
-    client = ad.blobs.client
-    with translated("garbage collection"):
-        finals: dict[tuple[str, str], bool] = {}
-        for blob in client.list_blobs(s.partials_bucket, prefix="partials/"):
-            parts = blob.name.split("/")
-            if len(parts) < 4:
-                continue
-            key = (parts[1], parts[2])
-            if key not in finals:
-                ex = ad.store.execution(*key)
-                finals[key] = ex is None or (
-                    ex.final and ex.finished is not None
-                    and (t - ex.finished).total_seconds() >= partials_after_s)
-            if finals[key]:
-                out.partials += delete(blob)
-        sessions: dict[str, bool] = {}
-        for blob in client.list_blobs(s.results_bucket, prefix="results/"):
-            sid = blob.name.split("/")[1] if blob.name.count("/") >= 2 else ""
-            if sid not in sessions:
-                sessions[sid] = ad.store.get_session(sid) is not None
-            old = blob.time_created and t - blob.time_created > dt.timedelta(
-                days=results_after_days)
-            if old or not sessions[sid]:
-                out.results += delete(blob)
-        # Every session's resource records (the store's Firestore client, read only).
-        referenced = {snap.to_dict().get("sha256") for snap in ad.store._db.collection_group(
-            "resources").select(["sha256"]).stream()}
-        for blob in client.list_blobs(s.resources_bucket, prefix="resources/"):
-            sha = blob.name.removeprefix("resources/")
-            young = blob.time_created and (t - blob.time_created).total_seconds() < grace_s
-            if sha not in referenced and not young:
-                out.resources += delete(blob)
+    blobs = ad.blobs
+    finals: dict[tuple[str, str], bool] = {}
+    for obj in blobs.list_objects("partials", "partials/"):
+        parts = obj.name.split("/")
+        if len(parts) < 4:
+            continue
+        key = (parts[1], parts[2])
+        if key not in finals:
+            ex = ad.store.execution(*key)
+            finals[key] = ex is None or (
+                ex.final and ex.finished is not None
+                and (t - ex.finished).total_seconds() >= partials_after_s)
+        if finals[key]:
+            out.partials += blobs.delete_object("partials", obj.name)
+    sessions: dict[str, bool] = {}
+    for obj in blobs.list_objects("results", "results/"):
+        sid = obj.name.split("/")[1] if obj.name.count("/") >= 2 else ""
+        if sid not in sessions:
+            sessions[sid] = ad.store.get_session(sid) is not None
+        old = obj.created and t - obj.created > dt.timedelta(days=results_after_days)
+        if old or not sessions[sid]:
+            out.results += blobs.delete_object("results", obj.name)
+    referenced = ad.store.referenced_resources()  # every session's resource records
+    for obj in blobs.list_objects("resources", "resources/"):
+        sha = obj.name.removeprefix("resources/")
+        young = obj.created and (t - obj.created).total_seconds() < grace_s
+        if sha not in referenced and not young:
+            out.resources += blobs.delete_object("resources", obj.name)
     return out
-
-
-def delete(blob) -> bool:
-    """Delete ``blob``; False if it was gone already (a session's deletion or another
-    collection took it between the listing and now: what was wanted)."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        blob.delete()
-    except gexc.NotFound:
-        return False
-    return True

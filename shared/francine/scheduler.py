@@ -57,6 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from francine import planning
 from francine.records import FINAL, Claim, Kind, Status
@@ -374,7 +375,7 @@ class End:
     """Move the execution to a final status (first caller wins)."""
 
     status: Status
-    error: dict | None = None
+    error: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -453,7 +454,7 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
         case InputsLost(node=node, missing=missing):
             # Set the reduction back, then produce each lost input again: when the
             # last one is done its event claims the reduction as any other would.
-            return [Reproduce(node)] + [Reproduce(m) for m in missing]
+            return [Reproduce(n) for n in (node, *missing)]
         case DeadLettered(kind=kind, node=node, attempts=attempts):
             if kind == Kind.PRODUCE and seen.task_status == Status.DONE:
                 return []  # the task is done: its acknowledgement was lost
@@ -483,7 +484,7 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
             # found no reducer) is re-driven UNTAKEN_REDRIVE_LIMIT times.
             ran = seen.parent_status == Status.RUNNING
             limit = REDRIVE_LIMIT if ran else UNTAKEN_REDRIVE_LIMIT
-            if up is not None and seen.redrives < limit:
+            if up is not None and node is not None and seen.redrives < limit:
                 return [Redrive(up, node)]
             return [End(Status.FAILED, {
                 "code": "task_failed",
@@ -586,9 +587,9 @@ def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
     or it waited for a cold start). The completions that ask at once spread over the
     candidates (stragglers, the longest-running first, then late starters, the latest
     first), so that neither kind starves the other."""
-    if not in_endgame(plan, node, seen):
+    mean, index = seen.mean_done_s, production_index(node)
+    if not in_endgame(plan, node, seen) or mean is None or index is None:
         return []
-    mean = seen.mean_done_s
     limit = max(SPECULATE_MIN_S, ENDGAME_FACTOR * mean)
     candidates = sorted({(running_s, n) for n, running_s, copied in seen.running
                          if not copied and n != node and production_index(n) is not None},
@@ -599,7 +600,7 @@ def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
                     if running_s < LATE_FRACTION * mean]
     if not lagging:
         return []
-    return [Speculate(lagging[production_index(node) % len(lagging)], plan.copy_pieces)]
+    return [Speculate(lagging[index % len(lagging)], plan.copy_pieces)]
 
 
 def redrives(plan: Plan, seen: Observed) -> list[Action]:

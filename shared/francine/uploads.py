@@ -15,6 +15,9 @@ Cloud Run and 2nd-gen functions cap request and response bodies at 32 MiB, while
   15 minutes in the cloud (signed through IAM ``signBlob`` with the service's own
   account, which needs the Service Account Token Creator role on itself), and the
   storage emulator's download URL on the local stack.
+
+The storage side of both (upload sessions, staged objects, result URLs) is the blobs
+port's (``francine.ports.UploadBlobs``, ``ResultBlobs``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import pathlib
 import re
 import tempfile
 import uuid
-from urllib.parse import quote
 
 from francine import errors, resources
 from francine.clients import Adapters
@@ -61,10 +63,7 @@ def start(ad: Adapters, sid: str, body: dict, origin: str | None = None) -> dict
     """Open an upload session for one file; answers where to send the bytes."""
     name, size, sha = declared(ad, body)
     upload_id = uuid.uuid4().hex
-    blob = ad.blobs.client.bucket(ad.settings.resources_bucket).blob(
-        staging_name(sid, upload_id))
-    url = blob.create_resumable_upload_session(
-        size=size, content_type="application/octet-stream", origin=origin)
+    url = ad.blobs.start_upload(staging_name(sid, upload_id), size, origin)
     return {"id": upload_id, "name": name, "size": size, "sha256": sha,
             "upload_url": url, "method": "PUT",
             "finish": f"/v1/sessions/{sid}/uploads/{upload_id}:finish"}
@@ -76,16 +75,13 @@ def finish(ad: Adapters, sid: str, producer: str, upload_id: str,
     if not UPLOAD_ID.match(upload_id):
         raise errors.NotFound("no such upload")
     name, size, sha = declared(ad, body)
-    blob = ad.blobs.client.bucket(ad.settings.resources_bucket).blob(
-        staging_name(sid, upload_id))
-    from google.api_core import exceptions as gexc
-
+    staged = staging_name(sid, upload_id)
     fd, tmp = tempfile.mkstemp(prefix="francine-upload-")
     os.close(fd)
     try:
         try:
-            blob.download_to_filename(tmp)
-        except gexc.NotFound:
+            ad.blobs.fetch_upload(staged, pathlib.Path(tmp))
+        except errors.NotFound:
             raise errors.NotFound(f"upload {upload_id}: nothing was uploaded (or it was "
                                   "finished already)") from None
         path = pathlib.Path(tmp)
@@ -107,33 +103,16 @@ def finish(ad: Adapters, sid: str, producer: str, upload_id: str,
         # The storage client removes its destination file when a download fails.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        with contextlib.suppress(gexc.NotFound):
-            blob.delete()
+        ad.blobs.delete_object("resources", staged)
 
 
 def result_size(ad: Adapters, name: str) -> int | None:
-    blob = ad.blobs.client.bucket(ad.settings.results_bucket).get_blob(name)
-    return None if blob is None else blob.size
+    return ad.blobs.result_size(name)
 
 
 def result_url(ad: Adapters, name: str) -> str:
     """A short-lived URL that serves the result object without the api."""
-    bucket = ad.settings.results_bucket
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-    if emulator:
-        return f"{emulator.rstrip('/')}/download/storage/v1/b/{bucket}/o/{quote(name, safe='')}" \
-               "?alt=media"
-    import google.auth
-    from google.auth.transport.requests import Request
-
-    credentials, _ = google.auth.default()
-    credentials.refresh(Request())
-    # No private key on Cloud Run: the signature comes from IAM signBlob, with the
-    # access token of the service's own account.
-    return ad.blobs.client.bucket(bucket).blob(name).generate_signed_url(
-        version="v4", expiration=SIGNED_URL_TTL, method="GET",
-        service_account_email=credentials.service_account_email,
-        access_token=credentials.token)
+    return ad.blobs.result_url(name, SIGNED_URL_TTL)
 
 
 def attach_file(client, sid: str, name: str, path: pathlib.Path,

@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Iterable
+
+from francine.ports import Fields, UserStore
 
 KEY_PREFIX = "fr_"
 
@@ -24,7 +27,8 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def create_user(store, name: str, buckets: list[str] | None = None) -> tuple[str, str]:
+def create_user(store: UserStore, name: str,
+                buckets: list[str] | None = None) -> tuple[str, str]:
     """Create a user; returns (user id, api key). The key is not stored anywhere."""
     key = new_key()
     user_id = uuid.uuid4().hex
@@ -33,68 +37,62 @@ def create_user(store, name: str, buckets: list[str] | None = None) -> tuple[str
     return user_id, key
 
 
-def allowed_buckets(store, key: str) -> frozenset[str]:
+def allowed_buckets(store: UserStore, key: str) -> frozenset[str]:
     user = store.get_user(key_hash(key)) or {}
     return frozenset(user.get("buckets") or ())
 
 
-# --- administration (``francine users ...``, straight to Firestore) -----------------------
+# --- administration (``francine users ...``, straight to the store) -----------------------
 
-def _users(store):
-    return store._db.collection("users")  # the store's Firestore client
-
-
-def _docs_of(store, user: str) -> list:
-    """The key documents of a user, found by user id or by name."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    by_id = list(_users(store).where(filter=FieldFilter("id", "==", user)).stream())
-    return by_id or list(_users(store).where(filter=FieldFilter("name", "==", user)).stream())
+def _docs_of(store: UserStore, user: str) -> list[tuple[str, Fields]]:
+    """(key hash, document) of each key of a user, found by user id or by name."""
+    return store.users_by("id", user) or store.users_by("name", user)
 
 
-def list_users(store) -> list[dict]:
+def list_users(store: UserStore) -> list[Fields]:
     out = [{"id": d.get("id"), "name": d.get("name"), "buckets": d.get("buckets") or [],
-            "created": d.get("created")} for d in (s.to_dict() for s in _users(store).stream())]
+            "created": d.get("created")} for d in store.list_users()]
     return sorted(out, key=lambda u: (str(u["name"]), str(u["id"])))
 
 
-def revoke(store, user: str) -> int:
+def revoke(store: UserStore, user: str) -> int:
     """Delete every key of ``user`` (id or name): the next request with one is a 401.
     The user's sessions stay (a new key for the same id reaches them again: rotate)."""
     docs = _docs_of(store, user)
-    for snap in docs:
-        snap.reference.delete()
+    for key, _ in docs:
+        store.delete_user(key)
     return len(docs)
 
 
-def rotate(store, user: str) -> str:
+def rotate(store: UserStore, user: str) -> str:
     """A new key for ``user`` (id or name); the old keys stop working at once."""
     docs = _docs_of(store, user)
     if not docs:
         raise KeyError(user)
-    if len({d.get("id") for d in docs}) > 1:
+    if len({d.get("id") for _, d in docs}) > 1:
         raise ValueError(f"{user!r} names more than one user: give the user id")
-    doc = docs[0].to_dict()
+    doc = dict(docs[0][1])
     doc.pop("created", None)
     key = new_key()
     store.create_user(key_hash(key), doc)
-    for snap in docs:
-        snap.reference.delete()
+    for old, _ in docs:
+        store.delete_user(old)
     return key
 
 
-def set_buckets(store, user: str, add: list[str] = (), remove: list[str] = ()) -> list[str]:
+def set_buckets(store: UserStore, user: str, add: Iterable[str] = (),
+                remove: Iterable[str] = ()) -> list[str]:
     """Change the buckets ``user`` may attach gs:// objects from; returns the new list."""
     docs = _docs_of(store, user)
     if not docs:
         raise KeyError(user)
-    buckets = sorted((set(docs[0].to_dict().get("buckets") or []) | set(add)) - set(remove))
-    for snap in docs:
-        snap.reference.update({"buckets": buckets})
+    buckets = sorted((set(docs[0][1].get("buckets") or []) | set(add)) - set(remove))
+    for key, _ in docs:
+        store.update_user(key, {"buckets": buckets})
     return buckets
 
 
-def set_quota(store, user: str, name: str, value: float | None) -> dict:
+def set_quota(store: UserStore, user: str, name: str, value: float | None) -> Fields:
     """Give ``user`` its own figure for quota ``name`` (quotas.NAMES); None: the
     deployment's default again. Returns the user's overrides."""
     from francine.quotas import NAMES
@@ -104,11 +102,11 @@ def set_quota(store, user: str, name: str, value: float | None) -> dict:
     docs = _docs_of(store, user)
     if not docs:
         raise KeyError(user)
-    own = dict(docs[0].to_dict().get("quotas") or {})
+    own = dict(docs[0][1].get("quotas") or {})
     if value is None:
         own.pop(name, None)
     else:
         own[name] = value
-    for snap in docs:
-        snap.reference.update({"quotas": own})
+    for key, _ in docs:
+        store.update_user(key, {"quotas": own})
     return own

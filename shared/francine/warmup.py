@@ -8,28 +8,28 @@ execution starts asks Cloud Run to start them at once, while the api still write
 publishes the tasks; setting it back when the last large execution ends stops paying
 for them.
 
-``plan`` is the policy; ``update_request`` builds the Cloud Run Admin API request
-(``google.cloud.run_v2``) that applies it. ``after_start`` and ``after_end`` are the
-hooks of ``francine.executions``: they act only for executions of at least
-``Policy.threshold`` production tasks (small ones never pay for a call) and only where
-``FRANCINE_RENDER_SERVICE`` names the service (never in the local stack). A failed call
-is logged, never raised: warming is an optimisation, not part of an execution; the
-watchdog's ``reconcile`` makes good a call that failed, every sweep.
+``plan`` is the policy; ``Scaling`` is what applies it, sent through the ``Services``
+port (``francine.ports``; the Cloud Run Admin API in ``francine.adapters.run``).
+``after_start`` and ``after_end`` are the hooks of ``francine.executions``: they act
+only for executions of at least ``Policy.threshold`` production tasks (small ones never
+pay for a call) and only where ``FRANCINE_RENDER_SERVICE`` names the service (never in
+the local stack). A failed call is logged, never raised: warming is an optimisation,
+not part of an execution; the watchdog's ``reconcile`` makes good a call that failed,
+every sweep.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from francine import planning
+from francine import clients, planning, ports
+from francine.clients import Adapters
+from francine.config import Settings
 from francine.records import Execution
 
 log = logging.getLogger("francine.warmup")
-
-#: The one field an update touches (service-level scaling: no new revision).
-FIELD = "scaling.min_instance_count"
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,15 @@ def plan(policy: Policy, pending_tasks: int) -> int:
     return min(policy.max_instances, max(1, round(pending_tasks * policy.fraction)))
 
 
-def update_request(service: str, count: int):
-    """The Admin API request that sets ``service``'s minimum instances to ``count``."""
-    from google.cloud import run_v2
-    from google.protobuf import field_mask_pb2
+@dataclass(frozen=True)
+class Scaling:
+    """Set ``service``'s (service-level) minimum instances to ``min_instances``."""
 
-    return run_v2.UpdateServiceRequest(
-        service=run_v2.Service(name=service,
-                               scaling=run_v2.ServiceScaling(min_instance_count=count)),
-        update_mask=field_mask_pb2.FieldMask(paths=[FIELD]))
+    service: str
+    min_instances: int
 
 
-def policy_of(settings) -> Policy:
+def policy_of(settings: Settings) -> Policy:
     return Policy(max_instances=settings.max_render_instances,
                   threshold=settings.warm_threshold)
 
@@ -72,52 +69,49 @@ def productions(ex: Execution) -> int:
     return planning.Shape.from_dict(ex.shape).productions
 
 
-def pending_tasks(ad, leaving: str | None = None) -> int:
+def pending_tasks(ad: Adapters, leaving: str | None = None) -> int:
     """Production tasks of the running executions (all of each one's passes: an upper
     bound that costs one query, not one per execution), less the execution ``leaving``."""
     return sum(productions(ex) for ex in ad.store.active_executions() if ex.id != leaving)
 
 
-def request_after_start(ad, ex: Execution):
+def request_after_start(ad: Adapters, ex: Execution) -> Scaling | None:
     """The request to send when ``ex`` was just created, or None: a small execution,
     or no render service to warm (the local stack)."""
     s = ad.settings
     if not s.render_service or productions(ex) < s.warm_threshold:
         return None
     pending = pending_tasks(ad, leaving=ex.id) + productions(ex)
-    return update_request(s.render_service, plan(policy_of(s), pending))
+    return Scaling(s.render_service, plan(policy_of(s), pending))
 
 
-def request_after_end(ad, ex: Execution):
+def request_after_end(ad: Adapters, ex: Execution) -> Scaling | None:
     """The request to send when ``ex`` has just ended: what the executions still
     running need, 0 when none; None after a small execution (it never raised
     anything) or without a render service."""
     s = ad.settings
     if not s.render_service or productions(ex) < s.warm_threshold:
         return None
-    return update_request(s.render_service, plan(policy_of(s), pending_tasks(ad, ex.id)))
+    return Scaling(s.render_service, plan(policy_of(s), pending_tasks(ad, ex.id)))
 
 
-@functools.cache
-def _services_client():
-    from google.cloud import run_v2
-
-    return run_v2.ServicesClient()
+def _services() -> ports.Services:
+    """Cloud Run's services (the tests put a stand-in here: Cloud Run has no emulator)."""
+    return clients.run_services()
 
 
-def send(request) -> None:
-    """Start the update (the long-running operation is not awaited: the instances come
-    up while the tasks are published); a failure is logged."""
+def send(request: Scaling) -> None:
+    """Start the update (the instances come up while the tasks are published); a
+    failure is logged."""
     try:
-        _services_client().update_service(request=request)
+        _services().set_min_instances(request.service, request.min_instances)
     except Exception as e:  # noqa: BLE001 - an optimisation must not fail a render
-        log.warning("could not set %s of %s: %s", FIELD, request.service.name, e)
+        log.warning("could not set the minimum instances of %s: %s", request.service, e)
         return
-    log.info("render service %s: min instances → %d", request.service.name,
-             request.service.scaling.min_instance_count)
+    log.info("render service %s: min instances → %d", request.service, request.min_instances)
 
 
-def reconcile(ad) -> int | None:
+def reconcile(ad: Adapters) -> int | None:
     """The watchdog's look, every sweep: set the render service's minimum to what the
     running executions need if it is not that already (a call that failed when the
     last large execution ended would otherwise keep the farm warm): what the hooks
@@ -132,24 +126,25 @@ def reconcile(ad) -> int | None:
         sizes = [productions(ex) for ex in ad.store.active_executions()]
         large = any(n >= s.warm_threshold for n in sizes)
         want = plan(policy_of(s), sum(sizes)) if large else 0
-        have = _services_client().get_service(name=s.render_service).scaling.min_instance_count
+        have = _services().min_instances(s.render_service)
     except Exception as e:  # noqa: BLE001 - the next sweep looks again
         log.warning("warm-up: could not read %s: %s", s.render_service, e)
         return None
     if have != want:
-        send(update_request(s.render_service, want))
+        send(Scaling(s.render_service, want))
     return want
 
 
-def after_start(ad, ex: Execution) -> None:
+def after_start(ad: Adapters, ex: Execution) -> None:
     _settle(request_after_start, ad, ex)
 
 
-def after_end(ad, ex: Execution) -> None:
+def after_end(ad: Adapters, ex: Execution) -> None:
     _settle(request_after_end, ad, ex)
 
 
-def _settle(build, ad, ex) -> None:
+def _settle(build: Callable[[Adapters, Execution], Scaling | None], ad: Adapters,
+            ex: Execution) -> None:
     try:
         request = build(ad, ex)
     except Exception as e:  # noqa: BLE001 - the query failed: the next one settles it

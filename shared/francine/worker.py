@@ -30,8 +30,8 @@ log = logging.getLogger("francine.worker")
 #: An instance reads an execution at most this often (0: before every task). Only its
 #: status changes after creation, so a cancelled or failed execution stops reaching this
 #: instance's tasks within this time, and back-to-back tasks of one execution save a
-#: Firestore round trip each. 0 by default: API.md promises that tasks not yet started
-#: when a render is cancelled never run.
+#: Firestore round trip each. 0 by default: the REST contract (docs/api.md) promises
+#: that tasks not yet started when a render is cancelled never run.
 EXECUTION_TTL_S = 0.0
 
 

@@ -4,6 +4,7 @@ adapters (the local stack's Firestore, Pub/Sub and Cloud Storage emulators)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -160,26 +161,47 @@ class TwinPubSub:
         self.bus.nack(ack_id)
 
 
+def http_get(url: str) -> bytes:
+    import requests
+
+    response = requests.get(url, timeout=30)
+    response.raise_for_status()
+    return response.content
+
+
+def http_put(url: str, data: bytes) -> None:
+    """As a client sends a file to an upload URL (``francine.uploads.attach_file``)."""
+    import requests
+
+    requests.put(url, data=data, timeout=30,
+                 headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+
+
 @dataclass
 class Backend:
     name: str
-    store: object
-    bus: object  # the Bus port
+    store: object  # the ports: Store, Bus, Blobs
+    bus: object
     blobs: object
     pubsub: object  # raw topics and subscriptions
     produce_topics: list[str]
     events_topic: str
+    status_topic: str
+    #: What a client does with a result URL (GET) and an upload URL (PUT the bytes).
+    download: Callable[[str], bytes]
+    upload: Callable[[str, bytes], None]
 
 
 @pytest.fixture(params=["twin", "emulator"])
 def backend(request) -> Backend:
     if request.param == "twin":
         from francine.twins import twin_adapters
-        from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC
+        from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, STATUS_TOPIC
 
         ad = twin_adapters()
         return Backend("twin", ad.store, ad.bus, ad.blobs, TwinPubSub(ad.bus),
-                       [PRODUCE_TOPIC], EVENTS_TOPIC)
+                       [PRODUCE_TOPIC], EVENTS_TOPIC, STATUS_TOPIC, ad.blobs.serve,
+                       ad.blobs.receive)
     from francine.adapters.bus import produce_topics
 
     stack = request.getfixturevalue("stack")
@@ -187,7 +209,8 @@ def backend(request) -> Backend:
     with environment(stack.info["env"]):
         pubsub = EmulatorPubSub(ad.settings.project)
     return Backend("emulator", ad.store, ad.bus, ad.blobs, pubsub,
-                   produce_topics(ad.settings), ad.settings.events_topic)
+                   produce_topics(ad.settings), ad.settings.events_topic,
+                   ad.settings.status_topic, http_get, http_put)
 
 
 @pytest.fixture

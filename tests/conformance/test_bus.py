@@ -78,3 +78,22 @@ def test_a_push_subscription_has_at_most_two_requests_in_flight(backend, unique)
     pubsub = backend.pubsub
     topic = pubsub.topic(f"{unique}-t")
     assert pubsub.push_concurrency(topic, f"{unique}-push", messages=8, hold_s=0.4) == 2
+
+
+def test_a_status_carries_its_type(backend, unique):
+    pubsub = backend.pubsub
+    sub = pubsub.subscribe(backend.status_topic, f"{unique}-status")
+    message = {"session_id": unique, "execution_id": "e1", "status": "done"}
+    backend.bus.publish_status(message)
+    got = [(json.loads(data), attrs["type"]) for _, data, attrs, _ in pubsub.pull(sub)]
+    # (on the stack, another test's execution may end meanwhile: only ours is looked at)
+    assert [g for g in got if g[0].get("session_id") == unique] == [
+        (message, "execution_status")]
+
+
+def test_the_render_gate_is_open_while_production_has_a_subscriber(backend):
+    """The pipeline's production topics have their subscriptions (the render service's
+    push subscription; the twin's ``render``): renders are taken."""
+    gate = backend.bus.render_gate()
+    gate.check()
+    gate.check()

@@ -257,3 +257,96 @@ def test_end_game_queries(backend, unique):
     assert store.mark_speculated(unique, "e1", "a-nope") is False
     # a task with its copy is no candidate for another
     assert store.longest_running(unique, "e1", 4) == []
+
+
+def test_an_execution_is_updated_in_place(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    backend.store.update_execution(unique, "e1", {"planned": True, "published": True})
+    ex = backend.store.execution(unique, "e1")
+    assert ex.planned and ex.published and ex.user == "conformance"
+    with pytest.raises(errors.NotFound):
+        backend.store.update_execution(unique, "missing", {"planned": True})
+
+
+def test_the_done_nodes_are_listed(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    store = backend.store
+    store.write_tasks(unique, "e1", tasks())
+    assert store.done_nodes(unique, "e1") == []
+    store.claim_task(unique, "e1", "a-p1", "m", 0.0)  # running: not done
+    store.update_task(unique, "e1", "a-p0", {"status": Status.DONE})
+    store.update_task(unique, "e1", "a-r1.0", {"status": Status.DONE})
+    assert sorted(store.done_nodes(unique, "e1")) == ["p0", "r1.0"]
+    assert store.done_nodes(unique, "e2") == []
+
+
+def test_a_users_sessions_are_listed_oldest_first(backend, unique):
+    store = backend.store
+    t = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for sid, user, offset in ((f"{unique}-b", unique, 1), (f"{unique}-a", unique, 0),
+                              (f"{unique}-x", f"{unique}-other", 0)):
+        store.create_session(Session(sid, user, "ao", "png", {"width": 8},
+                                     created=t + dt.timedelta(seconds=offset)))
+    with pytest.raises(errors.Conflict):
+        store.create_session(Session(f"{unique}-a", unique, "ao", "png", {}, created=t))
+    listed = store.list_sessions(unique)
+    assert [s.id for s in listed] == [f"{unique}-a", f"{unique}-b"]
+    assert listed[0] == Session(f"{unique}-a", unique, "ao", "png", {"width": 8}, created=t)
+    assert store.list_sessions(f"{unique}-none") == []
+
+
+def test_a_session_being_deleted_and_then_deleted_with_all_below(backend, unique):
+    """Its executions, tasks and resource records go with it, and its tasks leave the
+    farm's queue (a collection-group query does not find them any more)."""
+    store = backend.store
+    t = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for sid in (unique, f"{unique}-kept"):
+        store.create_session(Session(sid, unique, "ao", "png", {}, created=t))
+        execution(backend, sid, "e1")
+        store.write_tasks(sid, "e1", [dataclasses.replace(
+            tasks()[0], queue=f"{unique}:waiting", tag=1.0, rank=1.0)])
+        store.attach_resource(sid, {"name": "a.png", "sha256": "0" * 64, "size": 3})
+    store.mark_session_deleting(unique)
+    assert store.get_session(unique).deleting is True
+    assert store.get_session(f"{unique}-kept").deleting is False
+    with pytest.raises(errors.NotFound):
+        store.mark_session_deleting(f"{unique}-none")
+    assert len(store.waiting_tasks(unique, 10)) == 2
+
+    store.delete_session(unique)
+    assert store.get_session(unique) is None
+    assert store.execution(unique, "e1") is None and store.list_executions(unique) == []
+    assert store.get_task(unique, "e1", "a-p0") is None
+    assert store.list_resources(unique) == []
+    assert [(sid, eid) for sid, eid, _ in store.waiting_tasks(unique, 10)] == [
+        (f"{unique}-kept", "e1")]
+    assert [s.id for s in store.list_sessions(unique)] == [f"{unique}-kept"]
+    assert store.get_task(f"{unique}-kept", "e1", "a-p0") is not None
+    store.delete_session(unique)  # gone already: nothing to do
+
+
+def test_resources_are_recorded_once_and_immutable(backend, unique):
+    import hashlib
+
+    session(backend, unique)
+    store = backend.store
+    sha_a, sha_b = (hashlib.sha256(f"{unique}-{n}".encode()).hexdigest() for n in "ab")
+    a = {"name": "a.png", "sha256": sha_a, "size": 3, "meta": {"width": 1}}
+    assert store.attach_resource(unique, a) is True
+    assert store.attach_resource(unique, dict(a)) is False  # the same bytes again
+    with pytest.raises(errors.Conflict) as refused:
+        store.attach_resource(unique, {**a, "sha256": sha_b})
+    assert refused.value.code == "resource_immutable"
+    assert store.attach_resource(unique, {"name": "b/c.obj", "sha256": sha_b, "size": 4,
+                                          "meta": {}}) is True
+    listed = store.list_resources(unique)
+    assert [(r["name"], r["sha256"], r["size"], r["meta"]) for r in listed] == [
+        ("a.png", sha_a, 3, {"width": 1}), ("b/c.obj", sha_b, 4, {})]
+    assert all(r["created"] is not None for r in listed)
+    assert store.list_resources(f"{unique}-none") == []
+    # what retention keeps: every hash that a session's record names
+    assert {sha_a, sha_b} <= store.referenced_resources()
+    store.delete_session(unique)
+    assert not {sha_a, sha_b} & store.referenced_resources()

@@ -4,18 +4,28 @@ Every object is written once under a name that only one task produces: partials 
 created with a create-only precondition (``if_generation_match=0``), so a retry or a
 speculative copy that finds its partial stored writes nothing (and no object sees more
 than one write, far within the one-write-per-second-per-object limit).
+
+Uploads larger than a request are staged in the resources bucket (``uploads/...``) and
+read back by the api; results larger than a response are served by URL
+(``francine.uploads``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import os
 import pathlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
 
+from francine import errors
 from francine.adapters import translated
 from francine.concurrency import fetched_in_order
 from francine.config import Settings
+from francine.ports import Area, StoredObject
 
 #: Concurrent downloads of a reduction's inputs: they are on the critical path from the
 #: last task to the image, and each object is a round trip.
@@ -23,11 +33,15 @@ FETCHERS = 8
 
 
 class Blobs:
+    """The blobs port (``francine.ports.Blobs``) over Cloud Storage."""
+
     def __init__(self, client, settings: Settings):
         self.client = client  # also reads external gs:// resources
         self._resources = client.bucket(settings.resources_bucket)
         self._partials = client.bucket(settings.partials_bucket)
         self._results = client.bucket(settings.results_bucket)
+        self._areas = {"resources": self._resources, "partials": self._partials,
+                       "results": self._results}
 
     def ensure_buckets(self) -> None:
         """Create the buckets where they do not exist (the local stack; in the cloud
@@ -108,6 +122,47 @@ class Blobs:
         with translated("result download"):
             return self._results.blob(name).download_as_bytes()
 
+    def result_size(self, name: str) -> int | None:
+        with translated("result lookup"):
+            blob = self._results.get_blob(name)
+        return None if blob is None else blob.size
+
+    def result_url(self, name: str, ttl: dt.timedelta) -> str:
+        """A URL that serves the result without the api: on the storage emulator its
+        download URL; in the cloud a V4 signed URL valid ``ttl``, signed through IAM
+        ``signBlob`` (there is no private key on Cloud Run) with the access token of
+        the service's own account, which needs the Service Account Token Creator role
+        on itself."""
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator:
+            return f"{emulator.rstrip('/')}/download/storage/v1/b/{self._results.name}/o/" \
+                   f"{quote(name, safe='')}?alt=media"
+        import google.auth
+        from google.auth.transport.requests import Request
+
+        with translated("result URL"):
+            # The default credentials: a service account's (the api's own, on Cloud Run).
+            credentials: Any = google.auth.default()[0]
+            credentials.refresh(Request())
+            return self._results.blob(name).generate_signed_url(
+                version="v4", expiration=ttl, method="GET",
+                service_account_email=credentials.service_account_email,
+                access_token=credentials.token)
+
+    # uploads: staged in the resources bucket, read back once the client says it is done
+    def start_upload(self, name: str, size: int, origin: str | None) -> str:
+        """Open a resumable upload session for object ``name``; returns its URL, where
+        the client sends the bytes (one PUT, or chunks by the resumable protocol)."""
+        with translated("upload session"):
+            return self._resources.blob(name).create_resumable_upload_session(
+                size=size, content_type="application/octet-stream", origin=origin)
+
+    def fetch_upload(self, name: str, dest: pathlib.Path) -> None:
+        """Download the staged object to ``dest``; NotFound if nothing was uploaded
+        (the storage client removes ``dest`` when a download fails)."""
+        with translated(f"upload {name}"):
+            self._resources.blob(name).download_to_filename(str(dest))
+
     def delete_session(self, session_id: str) -> int:
         """Delete a session's partials and results; resources stay (they are shared by
         content hash with other sessions)."""
@@ -119,3 +174,19 @@ class Blobs:
                     blob.delete()
                     deleted += 1
         return deleted
+
+    def list_objects(self, area: Area, prefix: str) -> Iterator[StoredObject]:
+        """The objects of ``area`` whose names start with ``prefix``, page by page as
+        they are listed (a caller may delete while it iterates)."""
+        with translated(f"{area} listing"):
+            for blob in self.client.list_blobs(self._areas[area], prefix=prefix):
+                yield StoredObject(blob.name, blob.time_created)
+
+    def delete_object(self, area: Area, name: str) -> bool:
+        """Delete an object; False if it was gone already."""
+        try:
+            with translated(f"{area} deletion"):
+                self._areas[area].blob(name).delete()
+        except errors.NotFound:
+            return False
+        return True

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
+from francine import errors
 from francine.adapters import translated
 from francine.config import Settings
 from francine.envelope import task_message
+from francine.ports import Fields, Gate
 
 PRODUCE = "produce"
 TASK_DONE = "task_done"
@@ -29,6 +31,8 @@ def produce_topics(settings: Settings) -> list[str]:
 
 
 class Bus:
+    """The bus port (``francine.ports.Bus``) over Pub/Sub."""
+
     def __init__(self, publisher, settings: Settings):
         self._publisher = publisher
         self._produce = [publisher.topic_path(settings.project, t)
@@ -36,11 +40,24 @@ class Bus:
         self._events = publisher.topic_path(settings.project, settings.events_topic)
         self._status = publisher.topic_path(settings.project, settings.status_topic)
 
-    def render_gate(self):
+    def render_gate(self) -> Gate:
         """Whether production tasks would reach a subscriber (``francine.readiness``)."""
         from francine.readiness import RenderGate
 
-        return RenderGate(self._publisher, self._produce)
+        return RenderGate(self.subscribed, self._produce)
+
+    def subscribed(self, topic: str) -> bool:
+        """Whether the topic (a full path) has a subscription. NotFound if there is no
+        such topic; Forbidden without the grant to list them (roles/pubsub.viewer)."""
+        from google.api_core import exceptions as gexc
+
+        with translated(f"list the subscriptions of {topic}"):
+            try:
+                return any(True for _ in self._publisher.list_topic_subscriptions(
+                    request={"topic": topic}))
+            except gexc.PermissionDenied as e:
+                raise errors.Forbidden(f"list the subscriptions of {topic}: {e.message}",
+                                       "permission_denied") from e
 
     def _publish(self, kind: str, messages: list[tuple[str, dict]]) -> None:
         if len(messages) == 1:
@@ -75,6 +92,6 @@ class Bus:
         self._publish(TASK_DONE, [(self._events, {
             "session_id": session_id, "execution_id": execution_id, "node": node})])
 
-    def publish_status(self, message: dict) -> None:
+    def publish_status(self, message: Fields) -> None:
         """An execution status for other systems (schema: francine.events)."""
         self._publish(EXECUTION_STATUS, [(self._status, message)])

@@ -72,7 +72,9 @@ def parse(url: object) -> Url:
     if scheme == "gs":
         bucket, _, name = rest.partition("/")
         return _parse_gs(bucket, name)
-    authority, path = re.match(r"^([^/?#]*)(.*)$", rest, re.S).groups()
+    parts = re.match(r"^([^/?#]*)(.*)$", rest, re.S)
+    assert parts is not None  # the pattern matches every string
+    authority, path = parts.groups()
     if "@" in authority:
         raise bad_url("credentials (user names and passwords) in URLs are not accepted")
     host, port = _split_host_port(authority)
@@ -165,7 +167,7 @@ def resolve_public(host: str, port: int) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as e:
         raise errors.BadRequest(f"url: cannot resolve {host}", "fetch_failed") from e
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses or not all(is_public(a) for a in addresses):
         raise errors.BadRequest(f"url: {host} is not a public address", "fetch_failed")
     return str(addresses[0])

@@ -20,10 +20,12 @@ import datetime as dt
 import hashlib
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from francine import errors
 from francine.adapters import translated
+from francine.ports import ExecutionUsage, Fields, RecoveryCounts, TaskStats
 from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Session, Status, Task
 
 BATCH = 500  # Firestore's limit of writes per batch
@@ -42,8 +44,9 @@ _TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "own
 
 
 def task_to_doc(task: Task) -> dict:
-    doc = {"node": task.node, "kind": str(task.kind), "parent": task.parent,
-           "status": str(task.status), "children": task.children, "attempts": task.attempts}
+    doc: Fields = {"node": task.node, "kind": str(task.kind), "parent": task.parent,
+                   "status": str(task.status), "children": task.children,
+                   "attempts": task.attempts}
     if task.tile is not None:  # a production task (the end game queries ``speculated``)
         doc.update(tile=list(task.tile), pass_index=task.pass_index, seed=task.seed,
                    passes=task.passes, speculated=task.speculated)
@@ -103,7 +106,7 @@ def session_to_doc(session: Session) -> dict:
 
 
 def recovery_counts(again: list[dict], replaced: int, speculative: int,
-                    redriven: int) -> dict:
+                    redriven: int) -> RecoveryCounts:
     """``again``: the tasks taken more than once. Every take of a task after its first
     is a retry, unless it was a replacement or a speculative copy."""
     retries = sum(max(0, d["attempts"] - 1 - (d.get("generation") or 0)
@@ -113,6 +116,8 @@ def recovery_counts(again: list[dict], replaced: int, speculative: int,
 
 
 class Store:
+    """The store port (``francine.ports.Store``) over Firestore."""
+
     def __init__(self, db):
         self._db = db
         #: The task snapshot read with the last ``execution(..., with_task=)``, for the
@@ -129,15 +134,68 @@ class Store:
     def _tasks(self, sid: str, eid: str):
         return self._execution(sid, eid).collection("tasks")
 
-    # --- users ---------------------------------------------------------------------------
-    def create_user(self, key_hash: str, doc: dict) -> None:
-        with translated("user creation"):
-            self._db.collection("users").document(key_hash).create({**doc, "created": now()})
+    # --- users and their accounts --------------------------------------------------------
+    def _users(self):
+        return self._db.collection("users")
 
-    def get_user(self, key_hash: str) -> dict | None:
+    def create_user(self, key_hash: str, doc: Fields) -> None:
+        with translated("user creation"):
+            self._users().document(key_hash).create({**doc, "created": now()})
+
+    def get_user(self, key_hash: str) -> Fields | None:
         with translated("user lookup"):
-            snap = self._db.collection("users").document(key_hash).get()
+            snap = self._users().document(key_hash).get()
         return snap.to_dict() if snap.exists else None
+
+    def list_users(self) -> list[Fields]:
+        with translated("user listing"):
+            return [s.to_dict() for s in self._users().stream()]
+
+    def users_by(self, field: str, value: str,
+                 limit: int | None = None) -> list[tuple[str, Fields]]:
+        """(key hash, document) of the keys whose ``field`` (the user's id or name) is
+        ``value``: a user has one document per key."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._users().where(filter=FieldFilter(field, "==", value))
+        if limit is not None:
+            query = query.limit(limit)
+        with translated("user lookup"):
+            return [(s.id, s.to_dict()) for s in query.stream()]
+
+    def update_user(self, key_hash: str, fields: Fields) -> None:
+        with translated("user update"):
+            self._users().document(key_hash).update(fields)
+
+    def delete_user(self, key_hash: str) -> None:
+        with translated("user deletion"):
+            self._users().document(key_hash).delete()
+
+    def _usage(self, user: str, field: str, op: str, value: object,
+               fields: list[str]) -> list[ExecutionUsage]:
+        """``fields`` of the user's executions whose ``field`` ``op`` ``value``: a
+        collection-group query over every session's executions, so that the counts stay
+        right whatever process ended an execution."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._db.collection_group("executions") \
+            .where(filter=FieldFilter("user", "==", user)) \
+            .where(filter=FieldFilter(field, op, value)).select(fields)
+        with translated("quota lookup"):
+            return [s.to_dict() for s in query.stream()]
+
+    def executions_in_flight(self, user: str) -> list[ExecutionUsage]:
+        """Shape and CPU estimate of the user's executions not final yet (their stored
+        status stays ``queued`` until the end)."""
+        return self._usage(user, "status", "==", str(Status.QUEUED),
+                           ["shape", "cpu_estimate"])
+
+    def executions_finished_since(self, user: str,
+                                  since: dt.datetime) -> list[ExecutionUsage]:
+        """End, summary and CPU estimate of the user's executions that ended since
+        ``since``."""
+        return self._usage(user, "finished", ">=", since,
+                           ["finished", "summary", "cpu_estimate"])
 
     # --- sessions ------------------------------------------------------------------------
     def create_session(self, session: Session) -> None:
@@ -167,7 +225,7 @@ class Store:
             self._db.recursive_delete(self._session(sid))
 
     # --- resources -----------------------------------------------------------------------
-    def attach_resource(self, sid: str, record: dict) -> bool:
+    def attach_resource(self, sid: str, record: Fields) -> bool:
         """Record a resource; True if new, False if the same bytes were already there.
         Another content under the same name is a Conflict: resources are immutable."""
         from google.api_core import exceptions as gexc
@@ -191,14 +249,21 @@ class Store:
             col = self._session(sid).collection("resources")
             return int(col.count(alias="n").get()[0][0].value)
 
-    def list_resources(self, sid: str) -> list[dict]:
+    def list_resources(self, sid: str) -> list[Fields]:
         with translated("resource listing"):
             docs = [s.to_dict() for s in self._session(sid).collection("resources").stream()]
         return sorted(docs, key=lambda d: d["name"])
 
+    def referenced_resources(self) -> set[str]:
+        """The sha256 of every session's resource records (a collection-group query):
+        an object that none names is garbage (``francine.retention``)."""
+        query = self._db.collection_group("resources").select(["sha256"])
+        with translated("resource references"):
+            return {s.to_dict().get("sha256") for s in query.stream()}
+
     # --- executions ----------------------------------------------------------------------
     def create_execution(self, sid: str, eid: str,
-                         build: Callable[[Session], tuple[dict, Execution]]
+                         build: Callable[[Session], tuple[Fields, Execution]]
                          ) -> tuple[Execution, bool]:
         """Create execution ``eid`` in one transaction with the session's scene update.
 
@@ -247,11 +312,11 @@ class Store:
             query = self._session(sid).collection("executions").order_by("created")
             return [execution_from_doc(s.to_dict()) for s in query.stream()]
 
-    def update_execution(self, sid: str, eid: str, fields: dict) -> None:
+    def update_execution(self, sid: str, eid: str, fields: Fields) -> None:
         with translated("execution update"):
             self._execution(sid, eid).update(fields)
 
-    def finish_execution(self, sid: str, eid: str, fields: dict) -> bool:
+    def finish_execution(self, sid: str, eid: str, fields: Fields) -> bool:
         """Move an execution to a final state unless it is in one already (first wins)."""
         from google.cloud import firestore
 
@@ -274,11 +339,11 @@ class Store:
         concurrent planning step must never reset a task that a worker has taken."""
         from google.api_core import exceptions as gexc
 
-        tasks = [(t.id, task_to_doc(t)) for t in tasks]
+        docs = [(t.id, task_to_doc(t)) for t in tasks]
         col = self._tasks(sid, eid)
         with translated("task creation"):
-            for start in range(0, len(tasks), BATCH):
-                chunk = tasks[start: start + BATCH]
+            for start in range(0, len(docs), BATCH):
+                chunk = docs[start: start + BATCH]
                 batch = self._db.batch()
                 for tid, doc in chunk:
                     batch.create(col.document(tid), doc)
@@ -295,7 +360,7 @@ class Store:
             snap = self._tasks(sid, eid).document(tid).get()
         return task_from_doc(tid, snap.to_dict()) if snap.exists else None
 
-    def update_task(self, sid: str, eid: str, tid: str, fields: dict) -> None:
+    def update_task(self, sid: str, eid: str, tid: str, fields: Fields) -> None:
         with translated("task update"):
             self._tasks(sid, eid).document(tid).update(task_fields(fields))
 
@@ -328,8 +393,8 @@ class Store:
                 if task.status == Status.RUNNING and task.owner != owner and task.started \
                         and (now() - task.started).total_seconds() < lease_s:
                     return Claim.HELD, None
-                fields = {"status": "running", "owner": owner, "started": now(),
-                          "attempts": task.attempts + 1}
+                fields: Fields = {"status": "running", "owner": owner, "started": now(),
+                                  "attempts": task.attempts + 1}
                 try:
                     ref.update(fields, option=self._db.write_option(
                         last_update_time=snap.update_time))
@@ -379,7 +444,7 @@ class Store:
             tasks = [task_from_doc(s.id, s.to_dict()) for s in query.stream()]
         return sorted(tasks, key=lambda t: t.node)
 
-    def recovery_stats(self, sid: str, eid: str) -> dict:
+    def recovery_stats(self, sid: str, eid: str) -> RecoveryCounts:
         """Deliveries taken again, replaced passes, speculative copies and re-driven
         reductions. Read from the few tasks concerned (the emulator cannot sum integer
         fields), never from all of them."""
@@ -492,7 +557,7 @@ class Store:
                 return False
         return True
 
-    def task_stats(self, sid: str, eid: str) -> dict:
+    def task_stats(self, sid: str, eid: str) -> TaskStats:
         """Counts by status and time sums by kind, by aggregation queries. The six
         queries run at once: every status read pays for them, and the end of an
         execution waits for them before its status turns final."""
@@ -512,16 +577,18 @@ class Store:
             return {a.alias: float(a.value or 0.0) for a in agg}
 
         with translated("task statistics"), ThreadPoolExecutor(max_workers=6) as pool:
-            jobs = {"failed": pool.submit(count, "failed"),
-                    "running": pool.submit(count, "running"),
-                    "produce": pool.submit(sums, "produce"),
-                    "reduce": pool.submit(sums, "reduce"),
-                    "first_started": pool.submit(self._edge, tasks, "started", True),
-                    "last_produced": pool.submit(self._edge, tasks, "finished", False,
-                                                 "produce")}
-            stats = {key: job.result() for key, job in jobs.items()}
-        stats["done"] = int(stats["produce"]["n"] + stats["reduce"]["n"])
-        return stats
+            jobs: dict[str, Future[Any]] = {
+                "failed": pool.submit(count, "failed"),
+                "running": pool.submit(count, "running"),
+                "produce": pool.submit(sums, "produce"),
+                "reduce": pool.submit(sums, "reduce"),
+                "first_started": pool.submit(self._edge, tasks, "started", True),
+                "last_produced": pool.submit(self._edge, tasks, "finished", False, "produce")}
+            got = {key: job.result() for key, job in jobs.items()}
+        return TaskStats(failed=got["failed"], running=got["running"], produce=got["produce"],
+                         reduce=got["reduce"], first_started=got["first_started"],
+                         last_produced=got["last_produced"],
+                         done=int(got["produce"]["n"] + got["reduce"]["n"]))
 
     @staticmethod
     def _edge(tasks, field: str, ascending: bool, kind: str | None = None):
@@ -631,7 +698,7 @@ class Store:
         return sum(s.get("queue") == states[1] for s in snaps)
 
     def reserve_share(self, farm: str, user: str,
-                      update: Callable[[dict | None], dict]) -> dict:
+                      update: Callable[[Fields | None], Fields]) -> Fields:
         """Read-modify-write of the user's fair-share account, in one transaction;
         returns the account written."""
         from google.cloud import firestore

@@ -118,6 +118,7 @@ class Stack:
             # FRANCINE_* variables of the caller (an admission limit, say) carry over.
             settings = dataclasses.replace(
                 Settings.from_env(), project=o.project, produce_shards=max(1, o.workers),
+                max_render_instances=max(1, o.workers),  # the local farm's instances
                 produce_topic=topology.name(o.prefix, "produce"),
                 events_topic=topology.name(o.prefix, "events"),
                 cache_dir=str(self.state_dir / "cache"))
@@ -219,15 +220,14 @@ class Stack:
 
     def _create_topics_and_buckets(self, env: dict, settings: Settings) -> None:
         from francine.adapters.blobs import Blobs
-        from francine.clients import make_clients
+        from francine.adapters.cloud import PubSubAdmin, make_clients
 
         with environment(env):
-            clients = make_clients(settings)
+            admin = PubSubAdmin(settings.project)
             for ids in self._topics(settings).values():
                 for topic in ids:
-                    clients.publisher.create_topic(
-                        name=clients.publisher.topic_path(settings.project, topic))
-            Blobs(clients.storage, settings).ensure_buckets()
+                    admin.create_topic(topic)
+            Blobs(make_clients(settings).storage, settings).ensure_buckets()
 
     def _serve_function(self, name: str, signature: str, env: dict, port: int | None = None,
                         ready_path: str = "/") -> str:
@@ -266,41 +266,29 @@ class Stack:
 
     def _subscribe(self, env: dict, settings: Settings, render_url: str,
                    reducer_url: str) -> None:
-        from google.cloud import pubsub_v1
-        from google.protobuf import duration_pb2
+        from francine.adapters.cloud import PubSubAdmin
 
         o = self.options
-        retry = pubsub_v1.types.RetryPolicy(
-            minimum_backoff=duration_pb2.Duration(seconds=o.min_backoff_s),
-            maximum_backoff=duration_pb2.Duration(seconds=o.max_backoff_s))
         topics = self._topics(settings)
         with environment(env):
-            sub = pubsub_v1.SubscriberClient()
-            pub = pubsub_v1.PublisherClient()
-            p = settings.project
+            admin = PubSubAdmin(settings.project)
             for route in topology.ROUTES:
                 (dead_letter,) = topics[route.dead_letter]
                 for index, topic in enumerate(topics[route.topic]):
-                    topic_path = pub.topic_path(p, topic)
                     if route.endpoint == topology.RENDERER:
                         endpoint = render_url
                     else:  # as in the cloud: the topic path names the source
-                        endpoint = f"{reducer_url}/{topic_path}"
+                        endpoint = f"{reducer_url}/{admin.topic_path(topic)}"
                     key = route.key if len(topics[route.topic]) == 1 else f"{route.key}-{index}"
-                    sub.create_subscription(request={
-                        "name": sub.subscription_path(p, topology.name(o.prefix, key)),
-                        "topic": topic_path,
-                        "push_config": {"push_endpoint": endpoint},
-                        "ack_deadline_seconds": 600, "retry_policy": retry,
-                        "dead_letter_policy": {
-                            "dead_letter_topic": pub.topic_path(p, dead_letter),
-                            "max_delivery_attempts": o.max_delivery_attempts}})
+                    admin.create_push_subscription(
+                        topology.name(o.prefix, key), topic, endpoint, ack_deadline_s=600,
+                        min_backoff_s=o.min_backoff_s, max_backoff_s=o.max_backoff_s,
+                        dead_letter_topic=dead_letter,
+                        max_delivery_attempts=o.max_delivery_attempts)
             hold = topology.HOLD
             (held,) = topics[hold.topic]
-            sub.create_subscription(request={
-                "name": sub.subscription_path(p, topology.name(o.prefix, hold.key)),
-                "topic": pub.topic_path(p, held),
-                "message_retention_duration": duration_pb2.Duration(seconds=hold.retention_s)})
+            admin.create_held_subscription(topology.name(o.prefix, hold.key), held,
+                                           hold.retention_s)
 
 
 def rotate_logs(logs: pathlib.Path) -> None:
@@ -314,12 +302,10 @@ def rotate_logs(logs: pathlib.Path) -> None:
 
 def create_user_in(env: dict, project: str, name: str) -> str:
     """Create a user in the Firestore that ``env`` points to; returns the API key."""
-    from google.cloud import firestore
-
-    from francine.adapters.store import Store
+    from francine.adapters.cloud import firestore_store
 
     with environment(env):
-        _, key = users.create_user(Store(firestore.Client(project=project)), name)
+        _, key = users.create_user(firestore_store(project), name)
     return key
 
 

@@ -10,6 +10,7 @@ import sys
 
 from francine import users
 from francine.local.processes import environment
+from francine.ports import UserStore
 
 
 def add_parsers(sub, func) -> None:
@@ -39,15 +40,13 @@ def add_parsers(sub, func) -> None:
     p.set_defaults(func=func)
 
 
-def _store(args: argparse.Namespace, info: dict | None):
-    from google.cloud import firestore
-
-    from francine.adapters.store import Store
+def _store(args: argparse.Namespace, info: dict | None) -> UserStore:
+    from francine.adapters.cloud import firestore_store
 
     if info is None:
-        return Store(firestore.Client(project=args.project, database=args.database))
+        return firestore_store(args.project, args.database)
     with environment(info["env"]):
-        return Store(firestore.Client(project=info["project"]))
+        return firestore_store(info["project"])
 
 
 def run_users(args: argparse.Namespace, info: dict | None) -> int:

@@ -13,8 +13,13 @@ import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from francine.adapters.store import now
+
+if TYPE_CHECKING:
+    from francine.clients import Adapters
+    from francine.config import Settings
 
 
 @dataclass
@@ -37,7 +42,8 @@ class Meter:
             self.writes[written].append(self.clock().timestamp())
 
 
-def twin_adapters(settings=None, meter: Meter | None = None, dead_letter_attempts: int = 5):
+def twin_adapters(settings: Settings | None = None, meter: Meter | None = None,
+                  dead_letter_attempts: int = 5) -> Adapters:
     """Adapters over fresh twins, with the subscriptions of the pipeline: ``render``
     on the production topic, ``reduce`` on the task events, both dead-lettering to
     ``dead-letters`` (read by the reducer too, as in the deployment)."""

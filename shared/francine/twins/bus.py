@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
 from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message, task_message
+from francine.ports import Fields, Gate
 from francine.twins import Meter
 
 PRODUCE_TOPIC = "produce"
@@ -44,6 +45,9 @@ class Delivery:
 
 
 class BusTwin:
+    """The bus port (``francine.ports.Bus``) in memory, with the topics and
+    subscriptions that Pub/Sub would hold."""
+
     def __init__(self, meter: Meter | None = None):
         self.meter = meter or Meter()
         self.topics: dict[str, list[Subscription]] = {}
@@ -68,7 +72,7 @@ class BusTwin:
 
     def pull(self, subscription: str, max_messages: int = 1) -> list[Delivery]:
         sub = self.subscriptions[subscription]
-        out = []
+        out: list[Delivery] = []
         while sub.queue and len(out) < max_messages and (
                 sub.max_in_flight is None or len(sub.in_flight) < sub.max_in_flight):
             message, attempt = sub.queue.popleft()
@@ -108,6 +112,15 @@ class BusTwin:
         self.publish(EVENTS_TOPIC, {"session_id": session_id, "execution_id": execution_id,
                                     "node": node}, type=TASK_DONE)
 
-    def publish_status(self, message: dict) -> None:
+    def publish_status(self, message: Fields) -> None:
         """An execution status for other systems (schema: francine.events)."""
         self.publish(STATUS_TOPIC, message, type=EXECUTION_STATUS)
+
+    def render_gate(self) -> Gate:
+        """Open once the production topic has a subscription, as the adapter's."""
+        from francine.readiness import RenderGate
+
+        return RenderGate(self.subscribed, [PRODUCE_TOPIC])
+
+    def subscribed(self, topic: str) -> bool:
+        return bool(self.topics.get(topic))

@@ -5,15 +5,21 @@ existing execution returns it unchanged, task creation never overwrites, a claim
 conditional write (exactly one of concurrent claimants wins, a finished task is never
 taken again, a lease protects a running task), ``finish_execution`` is first-wins, and
 counts are aggregations over the task records. Documents are copied in and out, so a
-caller cannot change stored state by mutating what it got.
+caller cannot change stored state by mutating what it got. Users, sessions and
+resources are kept as Firestore keeps them too: a create of an existing user is a
+Conflict, a session's deletion takes everything below it (its tasks leave the farm's
+queue), a listing ordered by a field leaves out the documents without it.
 """
 
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import itertools
+import secrets
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from francine import errors
 from francine.adapters.store import (
@@ -26,6 +32,7 @@ from francine.adapters.store import (
     task_from_doc,
     task_to_doc,
 )
+from francine.ports import ExecutionUsage, Fields, RecoveryCounts, TaskStats, TimeSums
 from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Session, Status, Task
 from francine.twins import Meter
 
@@ -42,8 +49,13 @@ def _copy(value):
 
 
 class StoreTwin:
+    """The store port (``francine.ports.Store``) in memory."""
+
     def __init__(self, meter: Meter | None = None):
         self.meter = meter or Meter()
+        #: key hash → user document; user id → webhook secret
+        self.users: dict[str, dict] = {}
+        self.webhook_secrets: dict[str, str] = {}
         self.sessions: dict[str, dict] = {}
         self.resources: dict[str, list[dict]] = {}
         self.executions: dict[tuple[str, str], dict] = {}
@@ -84,7 +96,69 @@ class StoreTwin:
     def _path(self, sid: str, eid: str, tid: str | None = None) -> str:
         return f"sessions/{sid}/executions/{eid}" + (f"/tasks/{tid}" if tid else "")
 
-    # sessions and resources: what execution creation reads
+    # users and their accounts
+    def create_user(self, key_hash: str, doc: Fields) -> None:
+        self.meter.op("write", f"users/{key_hash}")
+        with self._lock:
+            if key_hash in self.users:
+                raise errors.Conflict("user creation: it exists")
+            self.users[key_hash] = {**_copy(doc), "created": self.meter.clock()}
+
+    def get_user(self, key_hash: str) -> Fields | None:
+        self.meter.op("read")
+        doc = self.users.get(key_hash)
+        return None if doc is None else _copy(doc)
+
+    def list_users(self) -> list[Fields]:
+        self.meter.op("query")
+        with self._lock:
+            return [_copy(d) for _, d in sorted(self.users.items())]
+
+    def users_by(self, field: str, value: str,
+                 limit: int | None = None) -> list[tuple[str, Fields]]:
+        self.meter.op("query")
+        with self._lock:
+            found = [(k, _copy(d)) for k, d in sorted(self.users.items())
+                     if d.get(field) == value]
+        return found if limit is None else found[:limit]
+
+    def update_user(self, key_hash: str, fields: Fields) -> None:
+        self.meter.op("write", f"users/{key_hash}")
+        with self._lock:
+            doc = self.users.get(key_hash)
+            if doc is None:
+                raise errors.NotFound("user update: not found")
+            doc.update(_copy(fields))
+
+    def delete_user(self, key_hash: str) -> None:
+        self.meter.op("write", f"users/{key_hash}")
+        with self._lock:
+            self.users.pop(key_hash, None)
+
+    def webhook_secret(self, user: str) -> str:
+        self.meter.op("read")
+        with self._lock:  # first writer wins
+            return self.webhook_secrets.setdefault(user, "whsec_" + secrets.token_urlsafe(32))
+
+    def _usage(self, user: str, match: Callable[[dict], bool],
+               fields: tuple[str, ...]) -> list[ExecutionUsage]:
+        """The projection on ``fields`` of the user's executions that ``match``."""
+        self.meter.op("query")
+        with self._lock:
+            docs = [d for d in self.executions.values() if d.get("user") == user and match(d)]
+            return [cast(ExecutionUsage, {f: _copy(d[f]) for f in fields if f in d})
+                    for d in docs]
+
+    def executions_in_flight(self, user: str) -> list[ExecutionUsage]:
+        return self._usage(user, lambda d: d.get("status") == str(Status.QUEUED),
+                           ("shape", "cpu_estimate"))
+
+    def executions_finished_since(self, user: str,
+                                  since: dt.datetime) -> list[ExecutionUsage]:
+        return self._usage(user, lambda d: d.get("finished") is not None
+                           and d["finished"] >= since, ("finished", "summary", "cpu_estimate"))
+
+    # sessions and resources
     def create_session(self, session: Session) -> None:
         sid = session.id
         self.meter.op("write", f"sessions/{sid}")
@@ -98,13 +172,65 @@ class StoreTwin:
         doc = self.sessions.get(sid)
         return None if doc is None else session_from_doc(sid, _copy(doc))
 
-    def list_resources(self, sid: str) -> list[dict]:
+    def list_sessions(self, user: str) -> list[Session]:
+        self.meter.op("query")
+        with self._lock:
+            mine = [(sid, _copy(d)) for sid, d in self.sessions.items()
+                    if d.get("user") == user and d.get("created") is not None]
+        return [session_from_doc(sid, d) for sid, d in sorted(mine, key=lambda i: i[1]["created"])]
+
+    def mark_session_deleting(self, sid: str) -> None:
+        self.meter.op("write", f"sessions/{sid}")
+        with self._lock:
+            if sid not in self.sessions:
+                raise errors.NotFound("session deletion: not found")
+            self.sessions[sid]["deleting"] = True
+
+    def delete_session(self, sid: str) -> None:
+        """The session with everything below it; its tasks leave every index (the
+        farm's queue included), as a recursive delete takes them out of Firestore's."""
+        self.meter.op("batch", f"sessions/{sid}")
+        with self._lock:
+            self.sessions.pop(sid, None)
+            self.resources.pop(sid, None)
+            for key in [k for k in self.executions if k[0] == sid]:
+                del self.executions[key]
+            for key in [k for k in self.tasks if k[0] == sid]:
+                for tid, doc in self.tasks.pop(key).items():
+                    before, doc["queue"] = doc.get("queue"), None
+                    self._queue_moved((*key, tid), doc, before)
+            indexes: tuple[dict[Any, Any], ...] = (
+                self._children, self._by_status, self._done_work)
+            for index in indexes:
+                for gone in [k for k in index if k[0] == sid]:
+                    del index[gone]
+
+    def attach_resource(self, sid: str, record: Fields) -> bool:
+        self.meter.op("write", f"sessions/{sid}/resources/{record['name']}")
+        with self._lock:
+            held = self.resources.setdefault(sid, [])
+            existing = next((d for d in held if d["name"] == record["name"]), None)
+            if existing is None:
+                held.append({**_copy(record), "created": self.meter.clock()})
+                return True
+        if existing["sha256"] != record["sha256"]:
+            raise errors.Conflict(
+                f"resource {record['name']!r} exists with other content "
+                f"(sha256 {existing['sha256']}); resources are immutable", "resource_immutable")
+        return False
+
+    def list_resources(self, sid: str) -> list[Fields]:
         self.meter.op("query")
         return sorted(_copy(self.resources.get(sid, [])), key=lambda d: d["name"])
 
+    def referenced_resources(self) -> set[str]:
+        self.meter.op("query")
+        with self._lock:
+            return {d["sha256"] for held in self.resources.values() for d in held}
+
     # executions
     def create_execution(self, sid: str, eid: str,
-                         build: Callable[[Session], tuple[dict, Execution]]
+                         build: Callable[[Session], tuple[Fields, Execution]]
                          ) -> tuple[Execution, bool]:
         self.meter.op("transaction", self._path(sid, eid))
         with self._lock:
@@ -136,7 +262,7 @@ class StoreTwin:
             mine = [_copy(d) for (s, _e), d in self.executions.items() if s == sid]
         return [execution_from_doc(d) for d in sorted(mine, key=lambda d: d["created"])]
 
-    def update_execution(self, sid: str, eid: str, fields: dict) -> None:
+    def update_execution(self, sid: str, eid: str, fields: Fields) -> None:
         self.meter.op("write", self._path(sid, eid))
         with self._lock:
             doc = self.executions.get((sid, eid))
@@ -144,7 +270,7 @@ class StoreTwin:
                 raise errors.NotFound("execution update: not found")
             doc.update(_copy(fields))
 
-    def finish_execution(self, sid: str, eid: str, fields: dict) -> bool:
+    def finish_execution(self, sid: str, eid: str, fields: Fields) -> bool:
         self.meter.op("transaction")
         with self._lock:
             doc = self.executions.get((sid, eid))
@@ -176,7 +302,7 @@ class StoreTwin:
         doc = self.tasks.get((sid, eid), {}).get(tid)
         return None if doc is None else task_from_doc(tid, _copy(doc))
 
-    def update_task(self, sid: str, eid: str, tid: str, fields: dict) -> None:
+    def update_task(self, sid: str, eid: str, tid: str, fields: Fields) -> None:
         self.meter.op("write", self._path(sid, eid, tid))
         with self._lock:
             doc = self.tasks.get((sid, eid), {}).get(tid)
@@ -217,6 +343,12 @@ class StoreTwin:
         self.meter.op("aggregate")
         return sum(1 for d in self._children.get((sid, eid, parent), ())
                    if d.get("status") == "done")
+
+    def done_nodes(self, sid: str, eid: str) -> list[str]:
+        self.meter.op("query")
+        with self._lock:
+            return [d["node"] for k in ("produce", "reduce")
+                    for d in self._by_status.get((sid, eid, "done", k), {}).values()]
 
     def count_tasks(self, sid: str, eid: str, status: str, kind: str | None = None) -> int:
         self.meter.op("aggregate")
@@ -262,7 +394,7 @@ class StoreTwin:
                  if (d.get("failures") or 0) > 0]
         return sorted(tasks, key=lambda t: t.node)
 
-    def recovery_stats(self, sid: str, eid: str) -> dict:
+    def recovery_stats(self, sid: str, eid: str) -> RecoveryCounts:
         self.meter.op("aggregate")
         docs = list(self.tasks.get((sid, eid), {}).values())
         return recovery_counts([d for d in docs if (d.get("attempts") or 0) > 1],
@@ -270,7 +402,7 @@ class StoreTwin:
                                sum(bool(d.get("speculated")) for d in docs),
                                sum(d.get("redrives") or 0 for d in docs))
 
-    def last_progress(self, sid: str, eid: str):
+    def last_progress(self, sid: str, eid: str) -> dt.datetime | None:
         self.meter.op("query")
         docs = list(self.tasks.get((sid, eid), {}).values())
         times = [d[k] for d in docs for k in ("started", "finished") if d.get(k) is not None]
@@ -281,23 +413,28 @@ class StoreTwin:
         return [execution_from_doc(_copy(d)) for d in list(self.executions.values())
                 if d.get("status") == "queued"]
 
-    def task_stats(self, sid: str, eid: str) -> dict:
+    def task_stats(self, sid: str, eid: str) -> TaskStats:
         self.meter.op("aggregate")
         docs = list(self.tasks.get((sid, eid), {}).values())
-        stats: dict = {s: sum(d.get("status") == s for d in docs) for s in ("failed", "running")}
-        for kind in ("produce", "reduce"):
+
+        def count(status: str) -> int:
+            return sum(d.get("status") == status for d in docs)
+
+        def sums(kind: str) -> TimeSums:
             done = [d for d in docs if d.get("kind") == kind and d.get("status") == "done"]
-            stats[kind] = {"fetch": float(sum(d.get("fetch_s") or 0 for d in done)),
-                           "work": float(sum(d.get("work_s") or 0 for d in done)),
-                           "cpu": float(sum(d.get("cpu_s") or 0 for d in done)),
-                           "n": float(len(done))}
-        stats["done"] = int(stats["produce"]["n"] + stats["reduce"]["n"])
+            return TimeSums(fetch=float(sum(d.get("fetch_s") or 0 for d in done)),
+                            work=float(sum(d.get("work_s") or 0 for d in done)),
+                            cpu=float(sum(d.get("cpu_s") or 0 for d in done)),
+                            n=float(len(done)))
+
+        produce, reduce = sums("produce"), sums("reduce")
         started = [d["started"] for d in docs if d.get("started") is not None]
         finished = [d["finished"] for d in docs
                     if d.get("kind") == "produce" and d.get("finished") is not None]
-        stats["first_started"] = min(started) if started else None
-        stats["last_produced"] = max(finished) if finished else None
-        return stats
+        return TaskStats(failed=count("failed"), running=count("running"), produce=produce,
+                         reduce=reduce, done=int(produce["n"] + reduce["n"]),
+                         first_started=min(started) if started else None,
+                         last_produced=max(finished) if finished else None)
 
     # the farm's queue
     def _queue_moved(self, key: tuple, doc: dict, before: str | None) -> None:
@@ -385,7 +522,8 @@ class StoreTwin:
         self.meter.op("batch")
         return held
 
-    def reserve_share(self, farm: str, user: str, update) -> dict:
+    def reserve_share(self, farm: str, user: str,
+                      update: Callable[[Fields | None], Fields]) -> Fields:
         self.meter.op("transaction", f"farms/{farm}/users/{user}")
         with self._lock:
             users = self.accounts.setdefault(farm, {})
