@@ -11,7 +11,8 @@
     francine sessions ls | show SID | rm SID
     francine executions ls SID | status|watch|cancel EID | result EID -o FILE
     francine render SCENE.blend -o out.exr --parallel N --samples S [--frames 1-24]
-                    [--denoise]                    (uploads what the file reads)
+                    [--denoise] [--scene S] [--camera C] [--size WxH]
+                    [--resolution-percentage P]    (uploads what the file reads)
     francine demo                                  stack up, render aobench, stack down
 
 An execution is named by its id (the CLI finds its session) or by SID/EID. Commands
@@ -40,7 +41,12 @@ EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".exr": "exr"}
 
 
 class CliError(Exception):
-    """An ordinary mistake: one line for the user, exit status 1."""
+    """An ordinary mistake: one line for the user, exit status 1 (unless told another:
+    130 after Ctrl-C, as shells report an interrupted command)."""
+
+    def __init__(self, message: str, exit_status: int = 1):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class Interrupted(CliError):
@@ -317,7 +323,25 @@ def _render_in(client: Client, sid: str, resources: dict, parallel: int, tile: i
     return status
 
 
+#: Options of ``render`` that only a .blend target reads, and those it does not.
+BLEND_ONLY = ("samples", "frames", "denoise", "scene", "camera", "size",
+              "resolution_percentage")
+NOT_FOR_BLEND = ("session", "producer", "resource")
+
+
+def check_options(args) -> None:
+    """An option the target does not read is a mistake, not something to ignore."""
+    blend = bool(args.target and args.target.endswith(".blend"))
+    ignored = NOT_FOR_BLEND if blend else BLEND_ONLY
+    given = [name for name in ignored if getattr(args, name) not in (None, False, [])]
+    if given:
+        option = "--" + given[0].replace("_", "-")
+        raise CliError(f"{option} does not apply to a .blend file" if blend else
+                       f"{option} is for .blend files only")
+
+
 def cmd_render(args) -> int:
+    check_options(args)
     client = _client(args)
     resources = {}
     for spec in args.resource:
@@ -330,11 +354,13 @@ def cmd_render(args) -> int:
     if args.target and args.target.endswith(".blend"):
         from francine.blender_cli import render_blend
 
-        status = render_blend(client, pathlib.Path(args.target), pathlib.Path(args.output),
-                              args.parallel, args.tile, args.format, args.samples,
-                              args.frames, args.denoise, args.scene, args.camera)[-1]
-        print(f"wrote {args.output}")
-        print(time_breakdown(status))
+        written = render_blend(client, pathlib.Path(args.target), pathlib.Path(args.output),
+                               args.parallel, args.tile, args.format, args.samples,
+                               args.frames, args.denoise, args.scene, args.camera,
+                               args.size, args.resolution_percentage)
+        print(f"wrote {', '.join(str(path) for path, _ in written)}")
+        if len(written) == 1:
+            print(time_breakdown(written[0][1]))
         return 0
     if args.target and args.target.endswith(".json") and not pathlib.Path(args.target).is_file():
         raise CliError(f"no such scene file: {args.target}")
@@ -541,10 +567,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--samples", type=positive, default=None,
                    help="Cycles samples per pass (None: the producer's default)")
     b.add_argument("--frames", default=None,
-                   help="a frame range, one image per frame: 1-24 → out_0001.exr …")
+                   help="frames of the scene's range, one image each (-o out.exr → "
+                        "out_0001.exr …): 5, 1-24, 1..24 or a list, 1-3,10")
     b.add_argument("--denoise", action="store_true", help="denoise the final image (OIDN)")
     b.add_argument("--scene", default=None, help="the Blender scene (None: the active one)")
     b.add_argument("--camera", default=None, help="the camera object (None: the scene's)")
+    b.add_argument("--size", default=None, metavar="WxH",
+                   help="image size in pixels, e.g. 1920x1080, each side 1 to 16384 "
+                        "(None: the scene's resolution)")
+    b.add_argument("--resolution-percentage", type=int, default=None, metavar="P",
+                   help="scale --size, or the scene's resolution in place of its own "
+                        "percentage, by P %% (1 to 1000; the result at most 16384 a side)")
 
     sessions = group("sessions", "your sessions")
     command(sessions, "ls", "list your sessions", cmd_sessions_ls, [api])
@@ -604,8 +637,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (CliError, ApiError, requests.RequestException, OSError, ValueError) as e:
         print(f"francine {args.command}: {explain(e, args)}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_status", 1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m francine.cli`` runs this file as __main__, a second copy of the module:
+    # run the one that blender_cli imports, so that main catches the CliError it raises.
+    from francine.cli import main as module_main
+
+    sys.exit(module_main())

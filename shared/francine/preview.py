@@ -78,25 +78,37 @@ def png_of_result(data: bytes, fmt: str, display: str) -> bytes:
     if fmt == "png":
         return data
     if fmt == "exr":
-        import tempfile
-
-        import OpenEXR
-
-        with tempfile.NamedTemporaryFile(suffix=".exr") as f:
-            f.write(data)
-            f.flush()
-            with OpenEXR.File(f.name) as exr:
-                layer = exr.channels()
-                pixels = layer["Y"].pixels if "Y" in layer else layer["RGB"].pixels
-        linear = np.asarray(pixels, np.float32)
-        if linear.ndim == 2:
-            linear = linear[:, :, None]
-        return imaging.encode(linear, "png", display)
+        return imaging.encode(exr_pixels(data), "png", display)
     from PIL import Image
 
     buf = io.BytesIO()
     Image.open(io.BytesIO(data)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def exr_pixels(data: bytes) -> np.ndarray:
+    """(h, w, 1 | 3 | 4) float32 linear pixels of an EXR result.
+
+    Channels are read one by one: grouped, the binding names them after what it found
+    ("RGBA", "RGB", or each apart when their pixel types differ, a half alpha beside
+    float colour), so reading by name is the one way that holds for every layout. Grey
+    with alpha becomes RGBA, the layout ``imaging.encode`` knows for alpha."""
+    import tempfile
+
+    import OpenEXR
+
+    # Read from a file: older bindings read files only.
+    with tempfile.NamedTemporaryFile(suffix=".exr") as f:
+        f.write(data)
+        f.flush()
+        with OpenEXR.File(f.name, separate_channels=True) as exr:
+            channels = {name: np.asarray(c.pixels, np.float32)
+                        for name, c in exr.channels().items()}
+    for names in (("R", "G", "B", "A"), ("R", "G", "B"), ("Y", "Y", "Y", "A"), ("Y",)):
+        if set(names) <= channels.keys():
+            return np.stack([channels[n] for n in names], axis=-1)
+    raise ValueError(f"EXR result with channels {sorted(channels)}: expected R, G, B "
+                     "(and A) or Y (and A)")
 
 
 class Previews:
