@@ -68,7 +68,7 @@ def main() -> int:
     a = p.parse_args()
 
     from francine import planning, producers
-    from francine.adapters.store import Store
+    from francine.adapters.cloud import firestore_store
     from francine.client import Client
     from francine.local.processes import environment
     from francine.local.stack import Stack, StackOptions
@@ -97,9 +97,7 @@ def main() -> int:
                                 (root / "textures" / "checker.png").read_bytes())
             resources = client.request("GET", f"/v1/sessions/{sid}/resources").json()
             with environment(stack.info["env"]):
-                from google.cloud import firestore
-
-                store = Store(firestore.Client(project=stack.info["project"]))
+                store = firestore_store(stack.info["project"])
                 records = store.list_resources(sid)
                 blender = producers.get("blender")
                 history: list = []

@@ -8,11 +8,26 @@ with 429 the same way.
 """
 
 import functools
+import importlib.util
 import logging
+import os
 import threading
 
 import cpu_levels
 
+
+def _pin_cpus() -> None:
+    """``FRANCINE_CPUS`` (e.g. "0" or "2,3"): the cores this instance may use. The local
+    stack gives each worker cores of its own, as Cloud Run gives each instance its own
+    vCPUs; thread pools that size themselves by the cores they see (Blender's TBB, numba)
+    then stay on them instead of spinning on the whole machine's."""
+    cpus = os.environ.get("FRANCINE_CPUS", "")
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+
+
+# First: the Blender processes and numba's threads inherit it.
+_pin_cpus()
 # Before anything imports numba: load the image's kernels built for this CPU's level.
 CPU_LEVEL = cpu_levels.apply()
 
@@ -27,6 +42,21 @@ app = Flask(__name__)
 BUSY = threading.Lock()
 if CPU_LEVEL:
     log.info("numba kernels for %s", CPU_LEVEL)
+
+
+def _warm_blender() -> None:
+    """Start a Blender process in the background now, so that the first Blender task
+    finds one that has imported ``bpy`` (the blender producer renders in processes of
+    its own; this one never imports ``bpy``). Only where Blender is installed: the other
+    producers never need it."""
+    if importlib.util.find_spec("bpy") is None:
+        return
+    from francine.producers.blender import isolation
+
+    isolation.warm()
+
+
+_warm_blender()
 
 
 @functools.cache

@@ -199,22 +199,36 @@ class Worker:
 
     def render(self, ex: Execution, task: Task, tile: Tile, resources: Resources) -> np.ndarray:
         """The sum of the task's passes over ``tile`` (the task's tile or a band of
-        it), added pass after pass: a pixel's value is the same whatever the cut."""
+        it), added pass after pass: a pixel's value is the same whatever the cut. A
+        producer that renders several passes in one call (``render_passes``: one
+        request to a Blender process) gets them all at once."""
         producer = producers.get(ex.producer)
-        total = None
-        for p in range(task.pass_index, task.pass_index + task.passes):
-            # Every pass keeps its own seed, whatever the folding; a replacement
-            # (generation > 0) renders fresh ones.
-            seed = planning.seed_for(ex.id, p, task.generation)
-            try:
-                pixels = producer.render(ex.scene, tile, seed, resources)
-            except (ValueError, errors.FrancineError):
-                raise  # a scene error (permanent) or the platform's (retried)
-            except Exception as e:
-                raise RenderFailed(f"{type(e).__name__}: {e}") from e
-            pixels = imaging.checked_pass(tile, pixels)
-            total = pixels if total is None else total + pixels
+        # Every pass keeps its own seed, whatever the folding; a replacement
+        # (generation > 0) renders fresh ones.
+        seeds = [planning.seed_for(ex.id, p, task.generation)
+                 for p in range(task.pass_index, task.pass_index + task.passes)]
+        several = getattr(producer, "render_passes", None)
+        try:
+            if several is not None:
+                passes = several(ex.scene, tile, seeds, resources)
+            else:
+                passes = (producer.render(ex.scene, tile, seed, resources) for seed in seeds)
+            total = None
+            for pixels in passes:
+                pixels = imaging.checked_pass(tile, pixels)
+                total = pixels if total is None else total + pixels
+        except (ValueError, errors.FrancineError):
+            raise  # a scene error (permanent) or the platform's (retried)
+        except Exception as e:
+            raise RenderFailed(f"{type(e).__name__}: {e}") from e
         return total
+
+    @staticmethod
+    def cpu_seconds(ex: Execution) -> float:
+        """CPU seconds used so far by this process and by the producer's own processes
+        (Blender renders in processes of its own): what a task's ``cpu_s`` counts."""
+        own = getattr(producers.get(ex.producer), "cpu_seconds", None)
+        return time.process_time() + (own() if own is not None else 0.0)
 
     def produce(self, ex: Execution, shape: planning.Shape, task: Task, fetch_s: float) -> None:
         """Render the task's passes, store its partial, then mark it done (in that
@@ -222,12 +236,12 @@ class Worker:
         render ends (a copy won), nothing is written and ``task.status`` says so."""
         resources, fetched = self.resources(ex)
         tile = Tile(*task.tile)
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        cpu0, t0 = self.cpu_seconds(ex), time.perf_counter()
         total = self.render(ex, task, tile, resources)
         work_s = time.perf_counter() - t0 - fetched[0]
         self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
                    {"fetch_s": fetch_s + fetched[0], "work_s": work_s,
-                    "cpu_s": time.process_time() - cpu0})
+                    "cpu_s": self.cpu_seconds(ex) - cpu0})
 
     def produce_piece(self, ex: Execution, shape: planning.Shape, task: Task, piece: int,
                       pieces: int) -> bool:
@@ -238,7 +252,7 @@ class Worker:
         sid, eid = ex.session_id, ex.id
         resources, fetched = self.resources(ex)
         tile = Tile(*task.tile)
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        cpu0, t0 = self.cpu_seconds(ex), time.perf_counter()
         pixels = self.render(ex, task, planning.band(tile, piece, pieces), resources)
         work_s = time.perf_counter() - t0 - fetched[0]
         names = [planning.band_name(task.node, k, pieces, task.generation)
@@ -253,7 +267,7 @@ class Worker:
         # The task's time as this band measured it (its mean guides speculation).
         self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
                    {"fetch_s": fetched[0], "work_s": work_s * pieces,
-                    "cpu_s": (time.process_time() - cpu0) * pieces})
+                    "cpu_s": (self.cpu_seconds(ex) - cpu0) * pieces})
         return task.status != Status.DONE
 
     def store(self, ex: Execution, task: Task, partial: imaging.Partial, times: dict) -> None:

@@ -38,6 +38,16 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 FUNCTIONS = REPO / "functions"
 
 
+def worker_cpus(index: int, workers: int) -> dict[str, str]:
+    """The cores of worker ``index`` of ``workers`` on this machine, as Cloud Run gives
+    each instance vCPUs of its own: the machine's cores shared out (the same one to
+    several workers when there are more workers than cores), and as many threads."""
+    cores = sorted(os.sched_getaffinity(0))
+    threads = max(1, len(cores) // max(1, workers))
+    mine = [cores[(index * threads + k) % len(cores)] for k in range(threads)]
+    return {"NUMBA_NUM_THREADS": str(threads), "FRANCINE_CPUS": ",".join(map(str, mine))}
+
+
 def functions_dir() -> pathlib.Path:
     """The entry points: beside the package in a checkout (an editable install), else
     in the current directory (a checkout that was ``pip install``ed normally)."""
@@ -137,8 +147,7 @@ class Stack:
                    "PYTHONUNBUFFERED": "1"}
             self._create_topics_and_buckets(env, settings)
             reducer_url = self._serve_function("reducer", "cloudevent", env)
-            threads = max(1, (os.cpu_count() or 1) // max(1, o.workers))
-            worker_urls = [self._serve_worker(i, {**env, "NUMBA_NUM_THREADS": str(threads)})
+            worker_urls = [self._serve_worker(i, {**env, **worker_cpus(i, o.workers)})
                            for i in range(o.workers)]
             # Every shard's pushes go to an idle worker, as Cloud Run's front end does.
             self.frontend = FrontEnd(worker_urls, refuse_when_busy=o.refuse_when_busy)

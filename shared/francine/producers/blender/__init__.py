@@ -26,6 +26,12 @@ class Blender:
     exact_tiles = False
     #: RGBA; a denoised render's partials also carry albedo and normal (10 channels).
     channels = 4
+    #: Seconds a task costs whatever it renders, beside the platform's own round trips:
+    #: the request to the Blender process, the frame and camera set, the files checked,
+    #: the tile's EXR written and read back (bench/blender_pipeline.py: 16 tasks of one
+    #: pass against 4 tasks of four, 0.05–0.1 s a task). The planner folds passes so
+    #: that it stays a small share of a task (``planning.passes_per_task``).
+    task_overhead_s = 0.1
 
     def default_scene(self) -> dict[str, Any]:
         return {"blend": "scene.blend"}
@@ -75,9 +81,25 @@ class Blender:
     def render(
         self, scene: dict[str, Any], tile: Tile, seed: int, resources: Resources
     ) -> np.ndarray:
-        from francine.producers.blender.render import render_tile
+        """One pass, rendered by the Blender process that has the file open (never in
+        this process: a file that crashes Blender must not take the worker along)."""
+        return self.render_passes(scene, tile, [seed], resources)[0]
 
-        return render_tile(scene, tile, seed, resources)
+    def render_passes(
+        self, scene: dict[str, Any], tile: Tile, seeds: list[int], resources: Resources
+    ) -> list[np.ndarray]:
+        """The passes of a folded task, one per seed, in one request to the Blender
+        process: the frame, camera and file check are set once for all of them."""
+        from francine.producers.blender import isolation
+
+        return isolation.render_passes(scene, tile, seeds, resources)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds this worker's Blender processes have used so far: the renders'
+        CPU, which the worker's own ``time.process_time()`` does not count."""
+        from francine.producers.blender import isolation
+
+        return isolation.cpu_seconds()
 
     def finish(self, scene: dict[str, Any], image: np.ndarray) -> np.ndarray:
         """The final image from the mean of all passes: denoised with Open Image Denoise

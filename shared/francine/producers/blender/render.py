@@ -1,36 +1,35 @@
-"""Rendering one tile of one pass with Cycles through ``bpy``; imported by workers only.
+"""Rendering passes of one tile with Cycles through ``bpy``; runs in a Blender process
+(``child``), never in the worker itself (``isolation`` says why).
 
-A worker instance keeps one ``.blend`` open: a task of the same file (same resources,
-by SHA-256) only sets the pass's seed, samples, frame, camera and render border and
+A Blender process keeps one ``.blend`` open: a task of the same file (same resources,
+by SHA-256) only sets the frame, camera, render border and each pass's seed and
 renders. The file is opened from a directory that mirrors the session's resources by
-name (symbolic links to the fetched files), so that its relative paths
-(``//textures/wood.png``) resolve to the session's resources and nothing else.
+name (symbolic links to the fetched files, made by the worker), so that its relative
+paths (``//textures/wood.png``) resolve to the session's resources and nothing else.
+Before the first render of a frame, every file Blender reads for that frame must be
+there (``external``): a missing one fails the task instead of rendering magenta.
 
 The tile is a render border cropped to it, rendered to an uncompressed float EXR that
 is read back: Cycles samples each pixel from its absolute position and the seed, so a
 pixel's value does not depend on the border. Settings that would make a pass depend on
 its neighbours or bias the mean of passes are turned off: adaptive sampling, per-pass
-denoising, the animated seed, compositing and the sequencer.
+denoising, the animated seed, compositing and the sequencer. Persistent data stays on:
+the scene's sync and BVH are paid once per file and frame, not once per pass.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
-import tempfile
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from francine.producers.base import Resources, SceneError, Tile
+from francine.producers.base import SceneError, Tile
+from francine.producers.blender import external
 
 #: Cycles' seed is a non-negative C int.
 SEED_MASK = 0x7FFFFFFF
-MEMO_KEY = "blender.open"
-#: bpy is one Blender: one file open and one render at a time per process.
-LOCK = threading.Lock()
 
 
 def threads() -> int:
@@ -47,50 +46,30 @@ class OpenFile:
     #: Camera transforms and actions as the file has them, restored before each task.
     matrices: dict = field(default_factory=dict)
     actions: dict = field(default_factory=dict)
-    opened: int = 0  # how many times this instance opened a file (for tests and logs)
+    #: Frames whose external files were found complete (the mirror does not change
+    #: under a key: its files are the session's, by content).
+    checked: set = field(default_factory=set)
 
 
-def mirror(resources: Resources) -> pathlib.Path:
-    """A directory holding every resource of the session under its name (symlinks to
-    the fetched files), named by the digest of the whole set."""
-    digest = hashlib.sha256("\n".join(
-        f"{n}\0{resources.sha256(n)}" for n in sorted(resources.infos)).encode()).hexdigest()
-    first = resources.path(next(iter(sorted(resources.infos))))
-    root = first.parent / "blender" / digest[:32]
-    if (root / ".complete").exists():
-        return root
-    for name in sorted(resources.infos):
-        target = resources.path(name)
-        link = root / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            tmp = link.with_name(f".{link.name}.{os.getpid()}")
-            if tmp.is_symlink():
-                tmp.unlink()
-            tmp.symlink_to(target)
-            os.replace(tmp, link)
-    (root / ".complete").touch()
-    return root
+#: The file this process has open.
+CURRENT: list[OpenFile] = []
 
 
-def open_file(resources: Resources, blend: str) -> OpenFile:
-    """The opened ``.blend`` of this session, opening it if another one is open."""
+def open_file(root: pathlib.Path, blend: str, key: str) -> OpenFile:
+    """The opened ``.blend`` of ``key``, opening it if another one (or none) is open."""
     import bpy
 
-    key = hashlib.sha256("\n".join(
-        [blend] + [f"{n}\0{resources.sha256(n)}" for n in sorted(resources.infos)]
-    ).encode()).hexdigest()
-    current: OpenFile | None = resources.memo.get(MEMO_KEY)
-    if current is not None and current.key == key and bpy.data.filepath == str(current.path):
-        return current
-    path = mirror(resources) / blend
+    path = root / blend
+    if CURRENT and CURRENT[0].key == key and CURRENT[0].path == path \
+            and bpy.data.filepath == str(path):
+        return CURRENT[0]
     bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
-    opened = OpenFile(key, path, opened=(current.opened if current else 0) + 1)
+    opened = OpenFile(key, path)
     for obj in bpy.data.objects:
         if obj.type == "CAMERA":
             opened.matrices[obj.name] = obj.matrix_world.copy()
             opened.actions[obj.name] = obj.animation_data.action if obj.animation_data else None
-    resources.memo[MEMO_KEY] = opened
+    CURRENT[:] = [opened]
     return opened
 
 
@@ -115,6 +94,9 @@ def set_camera(f: OpenFile, sc, scene: dict) -> None:
 
 
 def configure(sc, scene: dict, tile: Tile, seed: int, out: pathlib.Path) -> None:
+    """Every setting of a pass. All of them again for each pass: setting the seed alone
+    (an add-on property) does not tag the scene, and the render would keep the last
+    pass's seed; the render settings do."""
     r = sc.render
     r.engine = "CYCLES"
     c = sc.cycles
@@ -157,35 +139,39 @@ def configure(sc, scene: dict, tile: Tile, seed: int, out: pathlib.Path) -> None
     r.use_file_extension = False
 
 
-def render_tile(scene: dict, tile: Tile, seed: int, resources: Resources) -> np.ndarray:
-    """(tile.height, tile.width, 4) linear RGBA of one pass; with ``denoise`` 10 channels:
-    RGBA, then the denoising albedo (3) and normal (3), averaged over passes like colour
-    so that the root can denoise the mean."""
+def render_passes(root: pathlib.Path, key: str, scene: dict, tile: Tile, seeds: list[int],
+                  out: pathlib.Path) -> list[np.ndarray]:
+    """One (tile.height, tile.width, 4) linear RGBA array per seed; with ``denoise`` 10
+    channels: RGBA, then the denoising albedo (3) and normal (3), averaged over passes
+    like colour so that the root can denoise the mean. The passes of a folded task share
+    the frame, camera and file check, which are set once for all of them."""
     import bpy
 
-    with LOCK:
-        f = open_file(resources, scene["blend"])
-        sc = bpy.data.scenes.get(scene["scene"])
-        if sc is None:
-            raise SceneError("scene", f"no scene {scene['scene']!r}")
-        set_camera(f, sc, scene)
-        fd, tmp = tempfile.mkstemp(suffix=".exr", prefix="francine-tile-")
-        os.close(fd)
-        out = pathlib.Path(tmp)
-        try:
+    f = open_file(root, scene["blend"], key)
+    sc = bpy.data.scenes.get(scene["scene"])
+    if sc is None:
+        raise SceneError("scene", f"no scene {scene['scene']!r}")
+    set_camera(f, sc, scene)
+    if scene["frame"] not in f.checked:
+        external.check(root, scene["blend"], scene["frame"])
+        f.checked.add(scene["frame"])
+    passes = []
+    try:
+        for seed in seeds:
             configure(sc, scene, tile, seed, out)
             bpy.ops.render.render(write_still=True, scene=sc.name)
-            pixels = read_exr(out, bool(scene.get("denoise")))
-        except (RuntimeError, TypeError, AttributeError) as e:
-            # What Blender refuses (a setting, the render itself) fails the same way on
-            # every delivery: a ValueError ends the execution now, with Blender's reason.
-            raise ValueError(f"Blender: {e}") from e
-        finally:
-            out.unlink(missing_ok=True)
-    if pixels.shape[:2] != (tile.height, tile.width):
-        raise ValueError(f"Blender rendered {pixels.shape[1]}×{pixels.shape[0]} pixels for a "
-                         f"{tile.width}×{tile.height} tile")
-    return pixels
+            passes.append(read_exr(out, bool(scene.get("denoise"))))
+    except (RuntimeError, TypeError, AttributeError) as e:
+        # What Blender refuses (a setting, the render itself) fails the same way on
+        # every delivery: a ValueError ends the execution now, with Blender's reason.
+        raise ValueError(f"Blender: {e}") from e
+    finally:
+        out.unlink(missing_ok=True)
+    for pixels in passes:
+        if pixels.shape[:2] != (tile.height, tile.width):
+            raise ValueError(f"Blender rendered {pixels.shape[1]}×{pixels.shape[0]} pixels "
+                             f"for a {tile.width}×{tile.height} tile")
+    return passes
 
 
 def read_exr(path: pathlib.Path, denoise: bool) -> np.ndarray:
