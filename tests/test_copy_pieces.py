@@ -64,7 +64,9 @@ def test_a_piece_is_parsed_or_refused(value, parsed):
 
 
 def world(fold: int = 1):
-    settings = dataclasses.replace(Settings(), min_task_seconds=1e6 if fold > 1 else 0.0)
+    # A farm of 2 instances: folding may leave as few tasks.
+    settings = dataclasses.replace(Settings(), min_task_seconds=1e6 if fold > 1 else 0.0,
+                                   max_render_instances=2)
     ad = twin_adapters(settings)
     ad.store.create_session(Session("s", "u", "ao", "png", SCENE))
     ex, _ = executions.start(ad, "u", "s", {"parallel": 3, "tile": 16},

@@ -21,6 +21,18 @@ def _reducer():
     return Reducer(adapters_from_env())
 
 
+def _warm_reducer() -> None:
+    """Build the reducer (its clients, its imports) at module load, not in the first
+    event; where it cannot be built yet, the first event builds it and reports why."""
+    try:
+        _reducer()
+    except Exception as e:  # noqa: BLE001 (said again by the first event)
+        log.warning("reducer not built at start: %s", e)
+
+
+_warm_reducer()
+
+
 @functions_framework.cloud_event
 def reducer(event):
     trace = logs.trace_of(flask.request.headers) if flask.has_request_context() else None

@@ -67,6 +67,19 @@ def _worker():
     return Worker(adapters_from_env())
 
 
+def _warm_worker() -> None:
+    """Build the worker (its clients, its imports) at module load, where Cloud Run's
+    startup CPU boost applies, not in the first task. Where it cannot be built yet (no
+    configuration), the first request builds it and reports why."""
+    try:
+        _worker()
+    except Exception as e:  # noqa: BLE001 (said again by the first request)
+        log.warning("worker not built at start: %s", e)
+
+
+_warm_worker()
+
+
 @app.get("/health")
 def health():
     return {"status": "ok"}
