@@ -101,6 +101,7 @@ def main() -> int:
                 records = store.list_resources(sid)
                 blender = producers.get("blender")
                 history: list = []
+                efficiency: dict[str, float] = {}
                 for label in ("cold workers", "warm workers"):
                     scene = store.get_session(sid).scene
                     scene = blender.validate(scene, {
@@ -123,6 +124,12 @@ def main() -> int:
                           f"{min(shape.tile, shape.width)}x{min(shape.tile, shape.height)} px"
                           f" × {a.samples} samples on {a.workers} workers; efficiency "
                           f"{d['render'] / status['time']['total']:.2f} of the direct render")
+                    tm = status["time"]
+                    print(f"  first task after {tm['first_task_after']:.2f} s, image after the "
+                          f"last task {tm['image_after_last_task']:.2f} s; producing "
+                          f"{tm['producing']:.2f} s, reducing {tm['reducing']:.2f} s, "
+                          f"fetching {tm['fetching']:.2f} s, CPU {tm['cpu']:.2f} s in all")
+                    efficiency[label] = d["render"] / tm["total"]
                     print(f"  task producing: slowest {work[-1]:.2f} s, median "
                           f"{statistics.median(work):.2f} s, fastest {work[0]:.2f} s")
                     print(f"  estimate per task {estimated:.2f} vCPU-s, measured CPU per task "
@@ -130,10 +137,48 @@ def main() -> int:
                           f"{estimated / statistics.median(cpu):.2f}; "
                           f"{'from the file' if not history else 'corrected by history'})")
                     history = [store.execution(sid, eid)]
+                print(f"efficiency (direct render / pipeline): cold "
+                      f"{efficiency['cold workers']:.2f}, warm {efficiency['warm workers']:.2f}"
+                      f"; load average {os.getloadavg()[0]:.2f} at the end")
+                print(f"francine render → first preview: {first_preview(stack, root, a):.2f} s "
+                      "(checks, tracing, uploads, the first task, the preview)")
                 print(f"sample seconds per pixel (file estimate): "
                       f"{cost.sample_seconds(records[0].get('meta', {}).get('blend')):.2e}; "
                       f"resources {[r['name'] for r in resources['resources']]}")
     return 0
+
+
+def first_preview(stack, root: pathlib.Path, a) -> float:
+    """Seconds from starting ``francine render demo.blend`` (a new session) until the
+    api first answers a preview of its execution."""
+    import requests
+
+    from francine.client import Client
+
+    client = Client(stack.info["api_url"], stack.info["api_key"])
+    before = {s["id"] for s in client.request("GET", "/v1/sessions").json()["sessions"]}
+    t0 = time.perf_counter()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "francine.cli", "render", str(root / "demo.blend"), "-o",
+         str(root / "cli.png"), "--parallel", str(a.parallel), "--samples", str(a.samples),
+         "--tile", str(a.tile), "--api", stack.info["api_url"], "--key",
+         stack.info["api_key"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while cli.poll() is None or time.perf_counter() - t0 < 120:
+            for s in client.request("GET", "/v1/sessions").json()["sessions"]:
+                if s["id"] in before:
+                    continue
+                for e in client.request(
+                        "GET", f"/v1/sessions/{s['id']}/executions").json()["executions"]:
+                    r = requests.get(f"{client.api_url}/v1/sessions/{s['id']}/executions/"
+                                     f"{e['id']}/preview", headers=client.session.headers,
+                                     timeout=30)
+                    if r.status_code == 200:
+                        return time.perf_counter() - t0
+            time.sleep(0.02)
+        raise RuntimeError("no preview")
+    finally:
+        cli.wait(timeout=300)
 
 
 def _info(record: dict):
