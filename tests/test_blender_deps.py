@@ -227,3 +227,17 @@ def test_an_absolute_path_is_refused_by_the_api_with_the_fix(project):
     with pytest.raises(SceneError) as e:
         scene.validate({"blend": packed.blend}, infos)
     assert "decal.png" in e.value.message and "francine render" in e.value.message
+
+
+def test_the_sequencer_reads_nothing_the_farm_needs(tmp_path):
+    """The farm renders with the sequencer off: a strip's or a sound's missing file
+    neither is a dependency nor stops the upload."""
+    examples.build(tmp_path / "edit.blend")
+    editor = bpy.context.scene.sequence_editor_create()
+    editor.strips.new_image("Plate", str(tmp_path / "gone" / "plate_0001.png"), 1, 1)
+    bpy.data.sounds.load(str(tmp_path / "gone" / "music.wav"),
+                         check_existing=False).use_fake_user = True
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "edit.blend"))
+    assert deps.of_file(tmp_path / "edit.blend") == []
+    with deps.pack(tmp_path / "edit.blend") as packed:
+        assert set(packed.files) == {"edit.blend"}
