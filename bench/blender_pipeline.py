@@ -107,10 +107,10 @@ def main() -> int:
                     scene = blender.validate(scene, {
                         r["name"]: _info(r) for r in records})
                     estimate_px = blender.estimate_pixel_seconds(scene, records, history)
-                    t = time.perf_counter()
+                    t, busy0 = time.perf_counter(), machine_busy_s()
                     eid = client.execute(sid, parallel=a.parallel, tile=a.tile)["id"]
                     status = client.wait(sid, eid, timeout_s=900, poll_s=0.1)
-                    wall = time.perf_counter() - t
+                    wall, busy = time.perf_counter() - t, machine_busy_s() - busy0
                     assert status["status"] == "done", status
                     shape = planning.Shape.from_dict(store.execution(sid, eid).shape)
                     tasks = [store.get_task(sid, eid, planning.task_id(eid, f"p{i}"))
@@ -128,7 +128,8 @@ def main() -> int:
                     print(f"  first task after {tm['first_task_after']:.2f} s, image after the "
                           f"last task {tm['image_after_last_task']:.2f} s; producing "
                           f"{tm['producing']:.2f} s, reducing {tm['reducing']:.2f} s, "
-                          f"fetching {tm['fetching']:.2f} s, CPU {tm['cpu']:.2f} s in all")
+                          f"fetching {tm['fetching']:.2f} s, CPU {tm['cpu']:.2f} s in all; "
+                          f"the machine was busy {busy:.2f} CPU-s of {wall * cores:.2f}")
                     efficiency[label] = d["render"] / tm["total"]
                     print(f"  task producing: slowest {work[-1]:.2f} s, median "
                           f"{statistics.median(work):.2f} s, fastest {work[0]:.2f} s")
@@ -146,6 +147,14 @@ def main() -> int:
                       f"{cost.sample_seconds(records[0].get('meta', {}).get('blend')):.2e}; "
                       f"resources {[r['name'] for r in resources['resources']]}")
     return 0
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process: the renders, the
+    stack's emulators and services, anything else), from /proc/stat."""
+    fields = [int(v) for v in pathlib.Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def first_preview(stack, root: pathlib.Path, a) -> float:
