@@ -59,8 +59,8 @@ MIB = 1024.0  # ru_maxrss is in KiB on Linux
 
 def child_first_task() -> dict:
     """Time to the first finished 512×512 task, then the same task again."""
+    from francine.domain.producer import Tile
     from francine.producers.ao import PRODUCER
-    from francine.producers.base import Tile
 
     scene = PRODUCER.validate(JOB, None)
     tile = Tile(0, 0, JOB["width"], JOB["height"])
@@ -77,8 +77,8 @@ def child_speed(runs: int) -> dict:
     """1-thread render times of the default job (after one untimed render)."""
     import numba
 
+    from francine.domain.producer import Tile
     from francine.producers.ao import PRODUCER
-    from francine.producers.base import Tile
 
     scene = PRODUCER.validate(JOB, None)
     tile = Tile(0, 0, JOB["width"], JOB["height"])
@@ -149,8 +149,8 @@ def image_against_native(work: pathlib.Path, runs: int) -> float:
 
 def child_memory(image: int, tile: int, tiles: int) -> dict:
     """Peak RSS after rendering ``tiles`` tiles of ``tile`` pixels of an image×image job."""
+    from francine.domain.producer import Tile
     from francine.producers.ao import PRODUCER, kernel  # noqa: F401  (numba loaded)
-    from francine.producers.base import Tile
 
     scene = PRODUCER.validate({**JOB, "width": image, "height": image}, None)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -232,8 +232,8 @@ def cpu_model() -> str:
 def main(runs: int) -> None:
     import numba
 
+    from francine.domain.producer import Tile
     from francine.producers.ao import PRODUCER
-    from francine.producers.base import Tile
 
     cpus = len(os.sched_getaffinity(0))
     gcc_version = subprocess.run(

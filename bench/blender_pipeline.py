@@ -67,12 +67,13 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args()
 
-    from francine import planning, producers
+    from francine import producers
     from francine.adapters.cloud import firestore_store
-    from francine.client import Client
-    from francine.local.processes import environment
-    from francine.local.stack import Stack, StackOptions
+    from francine.domain import planning
     from francine.producers.blender import cost, examples
+    from francine.tools.client import Client
+    from francine.tools.local.processes import environment
+    from francine.tools.local.stack import Stack, StackOptions
 
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,13 +163,13 @@ def first_preview(stack, root: pathlib.Path, a) -> float:
     api first answers a preview of its execution."""
     import requests
 
-    from francine.client import Client
+    from francine.tools.client import Client
 
     client = Client(stack.info["api_url"], stack.info["api_key"])
     before = {s["id"] for s in client.request("GET", "/v1/sessions").json()["sessions"]}
     t0 = time.perf_counter()
     cli = subprocess.Popen(
-        [sys.executable, "-m", "francine.cli", "render", str(root / "demo.blend"), "-o",
+        [sys.executable, "-m", "francine.tools.cli", "render", str(root / "demo.blend"), "-o",
          str(root / "cli.png"), "--parallel", str(a.parallel), "--samples", str(a.samples),
          "--tile", str(a.tile), "--api", stack.info["api_url"], "--key",
          stack.info["api_key"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -191,7 +192,7 @@ def first_preview(stack, root: pathlib.Path, a) -> float:
 
 
 def _info(record: dict):
-    from francine.producers.base import ResourceInfo
+    from francine.domain.producer import ResourceInfo
 
     return ResourceInfo(record["name"], record["sha256"], record["size"], record.get("meta"))
 

@@ -30,10 +30,12 @@ import pathlib  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from francine import estimates, planning, producers  # noqa: E402
-from francine.producers.base import ResourceInfo, Resources  # noqa: E402
+from francine import producers
+from francine.domain import planning
+from francine.domain.producer import ResourceInfo, Resources  # noqa: E402
+from francine.domain.records import Execution, Status  # noqa: E402
 from francine.producers.pathtracer import shapes  # noqa: E402
-from francine.records import Execution, Status  # noqa: E402
+from francine.services import estimates  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUNNY_OBJ = ROOT.parent / "shared" / "data" / "bunny.obj"

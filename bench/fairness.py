@@ -36,7 +36,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from scale_sim import Submission, report, simulate  # noqa: E402
 
-from francine import executions  # noqa: E402
+from francine.domain import planning  # noqa: E402
 
 SCENE = {"width": 64, "height": 64, "nao_samples": 8}  # one task: about 0.2 s here
 A_TASKS, B_TASKS, WORKERS = 256, 4, 2
@@ -61,11 +61,11 @@ def timed_render(client, store, sid: str, parallel: int) -> tuple[str, float]:
 
 
 def local_stack(farm_slots: int, refuse_when_busy: bool) -> dict:
-    from francine.client import Client
-    from francine.clients import make_adapters
-    from francine.config import Settings
-    from francine.local.processes import environment
-    from francine.local.stack import Stack, StackOptions, create_user_in
+    from francine.base.config import Settings
+    from francine.tools.client import Client
+    from francine.tools.local.processes import environment
+    from francine.tools.local.stack import Stack, StackOptions, create_user_in
+    from francine.tools.wiring import make_adapters
 
     state = pathlib.Path(tempfile.mkdtemp(prefix="francine-fairness-"))
     options = StackOptions(workers=WORKERS, farm_slots=farm_slots,
@@ -176,7 +176,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sim-users", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    executions.MAX_PARALLEL = max(executions.MAX_PARALLEL, A_TASKS)
+    planning.MAX_PARALLEL = max(planning.MAX_PARALLEL, A_TASKS)
     fair = None
     if not (args.skip_sim or args.skip_fairness_sim):
         fair = simulated_fairness(args.sim_workers, args.sim_users, args.seed)

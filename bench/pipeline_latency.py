@@ -21,8 +21,8 @@ import time
 
 
 def main() -> int:
-    from francine.client import Client
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.client import Client
+    from francine.tools.local.stack import Stack, StackOptions
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=8)

@@ -16,7 +16,7 @@ CPU on one thread, calibrated here in CPU time), three ways, each warmed up and 
 Every process renders on one thread (2 processes on 2 cores in all three). Prints the
 three wall times, their ratios to the floor, the load average at the start of each, and
 the pipeline's overhead per task on the critical path with its parts: the stack runs
-with ``FRANCINE_TRACE_DIR`` (``francine.local.trace``), so every port operation,
+with ``FRANCINE_TRACE_DIR`` (``francine.tools.local.trace``), so every port operation,
 handler and render leaves a span, and the CPU each of the stack's processes spent
 during (a) is read from /proc. The last line is ``francine/floor R``.
 Needs the bench extra (``pip install -e '.[bench]'``) for Dask.
@@ -47,7 +47,7 @@ def scene_for(task_s: float) -> dict:
     import numba
 
     from francine import producers
-    from francine.producers.base import Tile
+    from francine.domain.producer import Tile
 
     numba.set_num_threads(1)
     ao = producers.get("ao")
@@ -70,8 +70,9 @@ def scene_for(task_s: float) -> dict:
 
 
 def render_pass(args) -> bytes:
-    from francine import imaging, planning, producers
-    from francine.producers.base import Tile
+    from francine import producers
+    from francine.domain import imaging, planning
+    from francine.domain.producer import Tile
 
     scene, eid, p = args
     ao = producers.get("ao")
@@ -82,7 +83,7 @@ def render_pass(args) -> bytes:
 
 
 def reduce_and_encode(partials: list[bytes]) -> bytes:
-    from francine import imaging
+    from francine.domain import imaging
 
     combined = imaging.combine(imaging.load_partial(b) for b in partials)
     return imaging.encode(combined.mean(), "png", "linear")
@@ -145,7 +146,7 @@ def wait_for_end(stack, sid: str, eid: str, timeout_s: float = 600.0) -> None:
     from google.cloud import firestore
 
     from francine.adapters.store import Store
-    from francine.local.processes import environment
+    from francine.tools.local.processes import environment
 
     with environment(stack.info["emulators"]):
         store = Store(firestore.Client(project=stack.info["project"]))
@@ -157,16 +158,16 @@ def wait_for_end(stack, sid: str, eid: str, timeout_s: float = 600.0) -> None:
 
 
 def francine(scene: dict, tasks: int) -> tuple[float, bytes, dict, dict]:
-    from francine.client import Client
-    from francine.local import trace
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.client import Client
+    from francine.tools.local import trace
+    from francine.tools.local.stack import Stack, StackOptions
 
     with tempfile.TemporaryDirectory() as state:
         spans_dir = pathlib.Path(state) / "trace"
         with Stack(StackOptions(
                 workers=WORKERS, state_dir=pathlib.Path(state),
                 extra_env={"FRANCINE_MIN_TASK_SECONDS": "0",
-                           trace.TRACE_ENV: str(spans_dir)})) as stack:
+                           **trace.environment(spans_dir)})) as stack:
             client = Client(stack.info["api_url"], stack.info["api_key"])
             sid = client.create_session("ao", scene)["id"]
             warm = client.execute(sid, parallel=WORKERS * 2)["id"]
@@ -193,7 +194,7 @@ def francine(scene: dict, tasks: int) -> tuple[float, bytes, dict, dict]:
 def report_profile(profile: dict, p_wall: float, f_wall: float, compute: float,
                    n: int, task_cpu: float) -> None:
     """The per-task overhead on the critical path, from the stack's spans and CPU."""
-    from francine.local import trace
+    from francine.tools.local import trace
 
     spans = profile["spans"]
     t0, t1 = profile["start"], profile["end"]

@@ -77,8 +77,8 @@ def timed_render(client, sid: str, body: dict, kind: str, counts: list[int]) -> 
 
 
 def main() -> int:
-    from francine.client import Client
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.client import Client
+    from francine.tools.local.stack import Stack, StackOptions
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)

@@ -4,7 +4,7 @@
 
 Writes the root's children as partial objects to a temporary directory (random pixels:
 the reducer's work does not depend on them), then, in a fresh process per case, runs
-what the reducer runs for the root (francine/reduction.py: children fetched two at a
+what the reducer runs for the root (francine/domain/reduction.py: children fetched two at a
 time (the one being added and the next) and added as they arrive without
 copying their pixels; the mean in place; PNG encoding in bands of rows) and
 prints the process's peak RSS, its RSS just before reducing (interpreter, NumPy, the Google
@@ -43,9 +43,9 @@ def child(directory: str, tile: int, mode: str) -> None:
     import google.cloud.firestore  # noqa: F401  (what a reducer instance has loaded)
     import google.cloud.storage  # noqa: F401
 
-    from francine import imaging, planning, reduction
-    from francine.concurrency import fetched_in_order
-    from francine.reducer import Reducer  # noqa: F401
+    from francine.base.concurrency import fetched_in_order
+    from francine.domain import imaging, planning, reduction
+    from francine.handlers.reducer import Reducer  # noqa: F401
 
     shape = planning.make_shape(SIZE, SIZE, PARALLEL, tile)
     folder = pathlib.Path(directory)
@@ -70,7 +70,7 @@ def child(directory: str, tile: int, mode: str) -> None:
 
 
 def write_children(folder: pathlib.Path, tile: int) -> None:
-    from francine import imaging, planning, reduction
+    from francine.domain import imaging, planning, reduction
 
     shape = planning.make_shape(SIZE, SIZE, PARALLEL, tile)
     rng = np.random.default_rng(0)

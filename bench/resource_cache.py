@@ -23,11 +23,11 @@ SCENE = ROOT / "shared" / "francine" / "producers" / "pathtracer" / "examples" /
 
 
 def main() -> int:
-    from francine import planning
     from francine.adapters.store import Store
-    from francine.client import Client
-    from francine.local.processes import environment
-    from francine.local.stack import Stack, StackOptions
+    from francine.domain import planning
+    from francine.tools.client import Client
+    from francine.tools.local.processes import environment
+    from francine.tools.local.stack import Stack, StackOptions
 
     if not BUNNY.exists():
         sys.exit(f"{BUNNY} not found")

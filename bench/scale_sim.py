@@ -22,7 +22,7 @@ backup copies, started when a task finishes. Scenarios: ``big`` (one execution o
 once), ``stragglers`` (one execution under a heavier straggler tail, run three times:
 without speculation, with the watchdog's copies only, with the end game's too) and
 ``warmup`` (one large execution on a cold farm, and with the render service's minimum
-instances raised for it, as ``francine.warmup`` does, at submission or 60 s before).
+instances raised for it, as ``francine.services.warmup`` does, at submission or 60 s before).
 Usage:
 
     .venv/bin/python bench/scale_sim.py                 # big and mixed
@@ -51,14 +51,18 @@ from dataclasses import dataclass
 import greenlet
 import numpy as np
 
-from francine import errors, executions, planning, producers, scheduler, watchdog
-from francine import reducer as reducer_module
-from francine import worker as worker_module
-from francine.config import Settings
-from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message, task_message
+from francine import producers
+from francine.base import errors
+from francine.base.config import Settings
+from francine.domain import planning, scheduler
+from francine.domain.envelope import DEAD_LETTER_ATTRIBUTE, Message, task_message
+from francine.handlers import reducer as reducer_module
+from francine.handlers import watchdog
+from francine.handlers import worker as worker_module
+from francine.handlers.worker import Worker
+from francine.services import executions
 from francine.twins import Meter, twin_adapters
 from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, BusTwin
-from francine.worker import Worker
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -358,7 +362,7 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
     game's (True), the watchdog's only ("watchdog"), or none (False: their thresholds
     are infinite). ``warm``: seconds before each submission
     (0: at it) when the render service's minimum instances are raised to the
-    submission's task count, as ``francine.warmup.after_start`` does through the Cloud
+    submission's task count, as ``francine.services.warmup.after_start`` does through the Cloud
     Run Admin API (``min_instance_count``); None: a cold farm that scales on demand.
     """
     saved = (scheduler.endgame, scheduler.speculations, worker_module.time,
@@ -471,7 +475,7 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
         ad.store.sessions[sid]["scene"] = {"width": sub.width, "height": sub.height,
                                            "pass_seconds": sub.pass_seconds}
         if warm is not None:
-            # francine.warmup: min instances for the execution's tasks (one per pass
+            # francine.services.warmup: min instances for the execution's tasks (one per pass
             # here, at most the farm), applied WARM_API_S after the request.
             sim.at(max(0.0, sub.at - warm) + WARM_API_S,
                    lambda n=sub.passes: render.keep_warm(render.instances + n))
@@ -517,7 +521,7 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
 
 
 def depth(shape: dict) -> int:
-    from francine.planning import Shape
+    from francine.domain.planning import Shape
 
     return len(Shape.from_dict(shape).level_sizes()) - 1
 
@@ -663,7 +667,7 @@ def speculation(args, workers: int, passes: int) -> None:
 
 def warmup(args, workers: int, passes: int) -> None:
     """One large execution on a cold farm, and with the render service's minimum
-    instances raised for it (``francine.warmup.after_start``) at submission, or when
+    instances raised for it (``francine.services.warmup.after_start``) at submission, or when
     its scene was uploaded 60 s before."""
     subs = [dataclasses.replace(s, at=60.0) for s in big(passes)]
     rows = []
@@ -696,7 +700,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     # The REST API caps ``parallel`` at 4096 per request; the scheduler has no such
     # limit, and the scenario asks for one execution of 10,000 passes.
-    executions.MAX_PARALLEL = max(executions.MAX_PARALLEL, args.passes)
+    planning.MAX_PARALLEL = max(planning.MAX_PARALLEL, args.passes)
     ratio = None
     if args.scenario == "stragglers":
         return speculation(args, args.workers, args.passes)

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from francine.client import Client
-from francine.local.processes import environment
+from francine.tools.client import Client
+from francine.tools.local.processes import environment
 
 UPLOAD_LIMIT = 8 << 20  # request bodies (Cloud Run caps them at 32 MiB in the cloud)
 RESOURCE_LIMIT_BYTES = 12 << 20  # any resource, attached by URL too
@@ -23,7 +23,7 @@ RESPONSE_LIMIT = 512 << 10  # larger results are redirected to a URL of their ow
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.local.stack import Stack, StackOptions
 
     # Short retry back-off so that failure paths reach the dead-letter topic in seconds.
     # Small upload and resource limits (defaults: 512 MiB, 1000) so that the paths that
@@ -46,8 +46,8 @@ def stack(tmp_path_factory):
 def adapters(stack):
     """Adapters of this test process, pointed at the stack's emulators (to look behind
     the API: documents, objects, messages)."""
-    from francine.clients import make_adapters
-    from francine.config import Settings
+    from francine.base.config import Settings
+    from francine.tools.wiring import make_adapters
 
     with environment(stack.info["env"]):
         yield make_adapters(Settings.from_env())
@@ -57,7 +57,7 @@ def adapters(stack):
 def client(stack):
     """A client with a fresh user of its own; its sessions are deleted afterwards
     (through the API, which also cancels what still runs and removes the images)."""
-    from francine.local.stack import create_user_in
+    from francine.tools.local.stack import create_user_in
 
     key = create_user_in(stack.info["env"], stack.info["project"], f"test-{uuid.uuid4().hex[:8]}")
     client = Client(stack.info["api_url"], key)

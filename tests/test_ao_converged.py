@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from francine.domain.producer import Tile
 from francine.producers.ao import PRODUCER
-from francine.producers.base import Tile
 
 SIZE = 64
 PASSES = 8

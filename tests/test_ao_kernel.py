@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from francine.domain.producer import SceneError, Tile
 from francine.producers import get
 from francine.producers.ao import PRODUCER, reference
-from francine.producers.base import SceneError, Tile
 
 SMALL = {"width": 24, "height": 16, "nsubsamples": 2, "nao_samples": 4}
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from francine.client import ApiError, Client
+from francine.tools.client import ApiError, Client
 
 
 def call(client: Client, method: str, path: str, **kwargs) -> requests.Response:
@@ -58,7 +58,7 @@ def test_keys_are_stored_only_as_hashes(client, adapters):
 
 
 def test_sessions_crud_and_isolation(client, stack):
-    from francine.local.stack import create_user_in
+    from francine.tools.local.stack import create_user_in
 
     other = Client(stack.info["api_url"],
                    create_user_in(stack.info["env"], stack.info["project"], "other"))

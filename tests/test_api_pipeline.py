@@ -11,8 +11,9 @@ import pytest
 import requests
 from PIL import Image
 
-from francine import imaging, planning, producers
-from francine.producers.base import Tile
+from francine import producers
+from francine.domain import imaging, planning
+from francine.domain.producer import Tile
 
 
 def reference_image(scene: dict, eid: str, passes: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from francine.local.processes import environment
+from francine.tools.local.processes import environment
 
 EXAMPLES = int(os.environ.get("FRANCINE_FUZZ_EXAMPLES", "25"))
 MIN_REQUESTS = 1000
@@ -43,9 +43,9 @@ def test_schemathesis_finds_nothing(stack, tmp_path):
 
     from google.cloud import firestore
 
-    from francine import users
     from francine.adapters.store import Store
-    from francine.client import Client
+    from francine.services import users
+    from francine.tools.client import Client
 
     with environment(stack.info["env"]):
         store = Store(firestore.Client(project=stack.info["project"]))

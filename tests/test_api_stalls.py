@@ -112,7 +112,7 @@ def test_blocking_waits_leave_other_routes_answering(stack, client):
     """50 blocking requests at once (one render, one idempotency key): up to the
     per-user cap they wait on the event loop, the rest get a 429 at once; /health and
     the other routes, of this user and of another, keep answering (5 samples each)."""
-    from francine.local.stack import create_user_in
+    from francine.tools.local.stack import create_user_in
 
     key = client.session.headers["Authorization"]
     other = {"Authorization": "Bearer " + create_user_in(

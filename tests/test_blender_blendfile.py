@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from francine.producers.base import ResourceInfo, SceneError
+from francine.domain.producer import ResourceInfo, SceneError
 from francine.producers.blender import blendfile, deps, scene
 
 bpy = pytest.importorskip("bpy")

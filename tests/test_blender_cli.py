@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from test_cli_commands import FRANCINE, api
 
-from francine import blender_cli, cli, quotas, users
+from francine.services import quotas, users
+from francine.tools import blender_cli, cli
 
 bpy = pytest.importorskip("bpy")
 
@@ -314,7 +315,7 @@ def test_files_from_anywhere_on_disk_render_as_blender_renders_them(client, caps
     and the image is what Blender renders of the file as the user has it."""
     from test_blender_pipeline import bpy_render
 
-    from francine import planning
+    from francine.domain import planning
     from francine.producers.blender import examples
 
     odd = "Golden Palace 2, Old Bagan-1k.png"

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from francine.domain.records import Execution, Status
 from francine.producers.blender import cost
-from francine.records import Execution, Status
 
 
 def done(cpu: float, width=100, height=50, passes=4, samples=8, status="done") -> Execution:

@@ -13,8 +13,8 @@ import pathlib
 
 import pytest
 
+from francine.domain.producer import ResourceInfo, SceneError
 from francine.producers import blender
-from francine.producers.base import ResourceInfo, SceneError
 from francine.producers.blender import deps, examples, scene
 
 bpy = pytest.importorskip("bpy")

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from francine.producers.base import ResourceInfo, Resources, Tile
+from francine.domain.producer import ResourceInfo, Resources, Tile
 
 bpy = pytest.importorskip("bpy")
 
@@ -93,7 +93,7 @@ def loaded(pid: int, library: str) -> bool:
 
 def test_a_file_that_crashes_blender_fails_only_its_own_task(src, tmp_path, host,
                                                             monkeypatch):
-    from francine import errors
+    from francine.base import errors
     from francine.producers import blender
     from francine.producers.blender import child, isolation
 

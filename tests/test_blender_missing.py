@@ -17,7 +17,7 @@ import shutil
 import numpy as np
 import pytest
 
-from francine.producers.base import ResourceInfo, Resources, SceneError, Tile
+from francine.domain.producer import ResourceInfo, Resources, SceneError, Tile
 
 bpy = pytest.importorskip("bpy")
 

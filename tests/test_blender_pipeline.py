@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from test_api_contract import assert_error, call
 
-from francine import imaging, planning, producers
+from francine import producers
+from francine.domain import imaging, planning
 
 bpy = pytest.importorskip("bpy")
 

@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from francine.producers.base import ResourceInfo, Resources, Tile
+from francine.domain.producer import ResourceInfo, Resources, Tile
 
 bpy = pytest.importorskip("bpy")
 

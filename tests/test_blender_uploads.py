@@ -11,7 +11,7 @@ import requests
 from conftest import RESPONSE_LIMIT, UPLOAD_LIMIT
 from test_api_contract import assert_error, call
 
-from francine import uploads
+from francine.tools.client import attach_file
 
 
 def test_a_file_above_the_upload_limit_goes_through_an_upload_session(client, tmp_path):
@@ -20,7 +20,7 @@ def test_a_file_above_the_upload_limit_goes_through_an_upload_session(client, tm
     path.write_bytes(data)
     sid = client.create_session("ao")["id"]
     assert_error(call(client, "PUT", f"/v1/sessions/{sid}/resources/big.bin", data=data), 413)
-    record = uploads.attach_file(client, sid, "textures/big.bin", path)
+    record = attach_file(client, sid, "textures/big.bin", path)
     assert record == {"name": "textures/big.bin", "sha256": hashlib.sha256(data).hexdigest(),
                       "size": len(data)}
     listed = client.request("GET", f"/v1/sessions/{sid}/resources").json()["resources"]

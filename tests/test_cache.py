@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from francine.cache import ResourceCache
+from francine.services.cache import ResourceCache
 
 
 def test_the_cache_keeps_within_its_bytes_and_drops_the_least_recently_used(tmp_path):

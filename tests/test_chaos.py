@@ -24,15 +24,16 @@ import uuid
 
 import pytest
 
-from francine import executions, planning
-from francine.client import Client
-from francine.clients import make_adapters
-from francine.config import Settings
-from francine.local.processes import environment
-from francine.records import Session
-from francine.reducer import Reducer
+from francine.base.config import Settings
+from francine.domain import planning
+from francine.domain.records import Session
+from francine.handlers.reducer import Reducer
+from francine.handlers.worker import Worker
+from francine.services import executions
+from francine.tools.client import Client
+from francine.tools.local.processes import environment
+from francine.tools.wiring import make_adapters
 from francine.twins import pump, twin_adapters
-from francine.worker import Worker
 
 EXECUTIONS = 20
 PARALLEL = 4
@@ -45,7 +46,7 @@ KILLED = ("worker-0", "reducer")
 
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory):
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.local.stack import Stack, StackOptions
 
     # Ten attempts: a message crashes all of them with probability 0.2^10.
     options = StackOptions(workers=2, state_dir=tmp_path_factory.mktemp("chaos"),
@@ -95,7 +96,7 @@ def kill(stack, name: str) -> tuple[int, dt.datetime]:
 
 def test_twenty_executions_under_crashes_duplicates_and_kills_end_done_and_identical(
         chaos_stack):
-    from francine.local.stack import create_user_in
+    from francine.tools.local.stack import create_user_in
 
     info = chaos_stack.info
     logs = pathlib.Path(info["logs"])

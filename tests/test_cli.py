@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
-from francine.local.processes import environment, free_port
+from francine.tools.local.processes import environment, free_port
 
-FRANCINE = [sys.executable, "-m", "francine.cli"]
+FRANCINE = [sys.executable, "-m", "francine.tools.cli"]
 
 
 def listening(host_port: str) -> bool:
@@ -139,7 +139,7 @@ def test_stack_up_without_the_emulators_says_what_to_install(tmp_path):
 
 
 def test_stack_up_turns_fair_share_on_unless_told():
-    from francine.cli import farm_slots_of
+    from francine.tools.cli import farm_slots_of
 
     assert farm_slots_of(None, 3, {}) == 6  # twice the workers
     assert farm_slots_of(0, 3, {}) == 0 and farm_slots_of(5, 3, {}) == 5  # the option

@@ -13,9 +13,9 @@ import time
 
 from PIL import Image
 
-from francine.local.processes import free_port
+from francine.tools.local.processes import free_port
 
-FRANCINE = [sys.executable, "-m", "francine.cli"]
+FRANCINE = [sys.executable, "-m", "francine.tools.cli"]
 SMALL = {"producer": "ao", "scene": {"width": 32, "height": 24, "nao_samples": 2}}
 
 
@@ -152,7 +152,7 @@ def test_help_names_every_default():
 
 
 def test_progress_says_workers_are_starting_then_an_eta():
-    from francine.cli import Progress
+    from francine.tools.cli import Progress
 
     def status(state, progress, running):
         return {"status": state, "progress": progress,

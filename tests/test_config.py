@@ -1,6 +1,6 @@
 """Settings come from the environment the Pulumi program and the local stack set."""
 
-from francine.config import Settings
+from francine.base.config import Settings
 
 
 def test_variables_set_the_settings_with_their_types():
@@ -29,7 +29,7 @@ def test_the_names_the_deployment_sets_are_read():
 
 
 def test_the_local_stack_takes_the_callers_stall_and_timer_unless_told(monkeypatch):
-    from francine.local.stack import LOCAL_STALL_S, _told
+    from francine.tools.local.stack import LOCAL_STALL_S, _told
 
     monkeypatch.delenv("FRANCINE_STALL_SECONDS", raising=False)
     assert _told(None, "FRANCINE_STALL_SECONDS", 300.0, LOCAL_STALL_S) == LOCAL_STALL_S

@@ -10,14 +10,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from francine import executions, imaging, planning, producers, recovery, scheduler
-from francine.config import Settings
-from francine.envelope import Message, task_message
-from francine.producers.base import Resources, Tile
-from francine.records import Claim, Session, Status
-from francine.reducer import Reducer
+from francine import producers
+from francine.base.config import Settings
+from francine.domain import imaging, planning, scheduler
+from francine.domain.envelope import Message, task_message
+from francine.domain.producer import Resources, Tile
+from francine.domain.records import Claim, Session, Status
+from francine.handlers.reducer import Reducer
+from francine.handlers.worker import Worker, parse_piece
+from francine.services import executions, recovery
 from francine.twins import pump, twin_adapters
-from francine.worker import Worker, parse_piece
 
 SCENE = {"width": 48, "height": 40, "nao_samples": 3}
 
@@ -207,7 +209,7 @@ def test_a_dead_lettered_piece_is_ignored_and_counts_against_nothing():
     ad.store.claim_task("s", ex.id, tid, "original", 0.0)
     dead = Message("d", task_message("s", ex.id, tid, "3/8"),
                    {"type": "produce", "CloudPubSubDeadLetterSourceDeliveryCount": "5"})
-    from francine.envelope import DEAD_LETTER_ATTRIBUTE
+    from francine.domain.envelope import DEAD_LETTER_ATTRIBUTE
 
     dead.attributes[DEAD_LETTER_ATTRIBUTE] = "render"
     assert Reducer(ad).handle(dead) == "ignored: a piece of a speculative copy"
@@ -236,9 +238,9 @@ def test_a_copy_is_published_once_in_pieces_no_more_than_the_tile_has_rows():
 
 @pytest.fixture(scope="module")
 def three_workers(tmp_path_factory):
-    from francine.clients import make_adapters
-    from francine.local.processes import environment
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.local.processes import environment
+    from francine.tools.local.stack import Stack, StackOptions
+    from francine.tools.wiring import make_adapters
 
     options = StackOptions(workers=3, copy_pieces=2, state_dir=tmp_path_factory.mktemp("pieces"),
                            extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
@@ -256,8 +258,8 @@ def test_a_copy_in_pieces_beats_its_slow_original_on_the_emulators(three_workers
 
     from test_api_pipeline import decode_png, reference_image
 
-    from francine.client import Client
-    from francine.local.stack import create_user_in
+    from francine.tools.client import Client
+    from francine.tools.local.stack import create_user_in
 
     stack, ad = three_workers, three_workers.test_adapters
     client = Client(stack.info["api_url"],

@@ -86,7 +86,7 @@ import cpu_levels
 level = cpu_levels.apply()
 from numba.core.dispatcher import Dispatcher
 from francine.producers.ao import PRODUCER, kernel
-from francine.producers.base import Tile
+from francine.domain.producer import Tile
 scene = PRODUCER.validate({{"width": 16, "height": 16, "nao_samples": 2}}, None)
 PRODUCER.render(scene, Tile(0, 0, 16, 16), 0, None)
 stats = [v.stats for v in vars(kernel).values() if isinstance(v, Dispatcher)]

@@ -1,5 +1,6 @@
-"""Farm-wide admission and fair share (francine.dispatch, carried out by francine.farm
-over the store twin, whose queue the conformance suite checks against Firestore).
+"""Farm-wide admission and fair share (francine.domain.fair_share, carried out by
+francine.services.farm over the store twin, whose queue the conformance suite checks
+against Firestore).
 
 Properties, over random farms, users, weights and interleavings of finished tasks
 (duplicated events, extra dispatches, requeues): dispatch never publishes a task twice
@@ -17,9 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from francine import dispatch, farm, planning
-from francine.config import Settings
-from francine.records import Kind, Task
+from francine.base.config import Settings
+from francine.domain import fair_share as dispatch
+from francine.domain import planning
+from francine.domain.records import Kind, Task
+from francine.services import farm
 from francine.twins import twin_adapters
 
 COST = 2.0  # estimated seconds of every task here
@@ -224,8 +227,8 @@ def test_backlogged_users_are_served_in_proportion_to_their_weights(
 # --- the scheduler's rules for refused deliveries ----------------------------------------
 
 def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render():
-    from francine.records import Status
-    from francine.scheduler import (
+    from francine.domain.records import Status
+    from francine.domain.scheduler import (
         REDRIVE_LIMIT,
         DeadLettered,
         Observed,
@@ -260,11 +263,11 @@ def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render
 def test_the_handlers_render_every_users_execution_through_the_farm_queue():
     """The api's start, the render worker and the reducer over the twins, with farm
     admission of 2: three users' executions all end done, each task published once."""
-    from francine import executions
-    from francine.records import Session
-    from francine.reducer import Reducer
+    from francine.domain.records import Session
+    from francine.handlers.reducer import Reducer
+    from francine.handlers.worker import Worker
+    from francine.services import executions
     from francine.twins import pump
-    from francine.worker import Worker
 
     ad = twin_adapters(dataclasses.replace(Settings(), farm_slots=2, min_task_seconds=0.0))
     published = []

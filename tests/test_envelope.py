@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from francine import errors
-from francine.envelope import decode, require
+from francine.base import errors
+from francine.domain.envelope import decode, require
 
 
 def envelope(payload, **attributes):

@@ -11,14 +11,15 @@ import math
 
 import pytest
 
-from francine import estimates, executions, producers
-from francine.config import Settings
+from francine import producers
+from francine.base.config import Settings
+from francine.domain.records import Execution, Session, Status
+from francine.handlers.reducer import Reducer
+from francine.handlers.worker import Worker
 from francine.producers.ao import cost as ao_cost
 from francine.producers.pathtracer import cost as pt_cost
-from francine.records import Execution, Session, Status
-from francine.reducer import Reducer
+from francine.services import estimates, executions
 from francine.twins import pump, twin_adapters
-from francine.worker import Worker
 
 AO = producers.get("ao")
 PT = producers.get("pathtracer")

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import requests
 
-from francine.events import STATUS_MESSAGE_SCHEMA
-from francine.local.processes import environment
+from francine.services.events import STATUS_MESSAGE_SCHEMA
+from francine.tools.local.processes import environment
 
 
 def read_events(client, sid: str, eid: str, timeout_s: float = 120) -> list[tuple[str, dict]]:
@@ -69,7 +69,7 @@ def test_event_stream_needs_the_owner(client, stack):
     assert requests.get(url, timeout=10).status_code == 401
     other = requests.get(url, timeout=10, headers={"Authorization": "Bearer fr_nobody"})
     assert other.status_code == 401
-    from francine.local.stack import create_user_in
+    from francine.tools.local.stack import create_user_in
 
     key = create_user_in(stack.info["env"], stack.info["project"], "stranger")
     resp = requests.get(url, timeout=10, headers={"Authorization": f"Bearer {key}"})
@@ -84,7 +84,7 @@ def status_subscription(stack):
 
     project = stack.info["project"]
     with environment(stack.info["env"]):
-        from francine.config import Settings
+        from francine.base.config import Settings
 
         topic_name = Settings.from_env().status_topic
         sub, pub = pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from francine.client import ApiError
+from francine.tools.client import ApiError
 
 
 @pytest.fixture

@@ -15,12 +15,16 @@ import uuid
 import numpy as np
 import pytest
 
-from francine import errors, executions, imaging, planning, producers, watchdog
-from francine.client import ApiError
-from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message
-from francine.local.processes import environment
-from francine.producers.base import Tile
-from francine.records import Session, Status
+from francine import producers
+from francine.base import errors
+from francine.domain import imaging, planning
+from francine.domain.envelope import DEAD_LETTER_ATTRIBUTE, Message
+from francine.domain.producer import Tile
+from francine.domain.records import Session, Status
+from francine.handlers import watchdog
+from francine.services import executions
+from francine.tools.client import ApiError
+from francine.tools.local.processes import environment
 
 SCENE = {"width": 32, "height": 32, "nao_samples": 2}
 
@@ -56,9 +60,9 @@ class Farm:
     """The pipeline with a hand-driven bus."""
 
     def __init__(self, stack, adapters):
-        from francine.clients import make_adapters
-        from francine.reducer import Reducer
-        from francine.worker import Worker
+        from francine.handlers.reducer import Reducer
+        from francine.handlers.worker import Worker
+        from francine.tools.wiring import make_adapters
 
         tag = uuid.uuid4().hex[:8]
         settings = dataclasses.replace(

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from francine import planning
-from francine.local.processes import environment
+from francine.domain import planning
+from francine.tools.local.processes import environment
 
 
 @contextlib.contextmanager
@@ -100,8 +100,8 @@ def finished_execution(client, adapters, parallel=4):
 
 def test_a_reducer_that_died_after_storing_the_image_is_finished_by_a_redelivery(
         client, adapters):
-    from francine.envelope import Message
-    from francine.reducer import Reducer
+    from francine.domain.envelope import Message
+    from francine.handlers.reducer import Reducer
 
     sid, eid, _ = finished_execution(client, adapters)
     # The crash window: the root task is done and the image stored, but the execution
@@ -118,7 +118,7 @@ def test_a_reducer_that_died_after_storing_the_image_is_finished_by_a_redelivery
 
 
 def test_planning_again_never_resets_a_task(client, adapters):
-    from francine import executions
+    from francine.services import executions
 
     sid, eid, ex = finished_execution(client, adapters)
     # a retried request that believes nothing was planned or published yet
@@ -131,8 +131,8 @@ def test_planning_again_never_resets_a_task(client, adapters):
 
 
 def test_a_delivery_for_a_task_of_another_kind_changes_nothing(client, adapters):
-    from francine.envelope import Message
-    from francine.worker import Worker
+    from francine.domain.envelope import Message
+    from francine.handlers.worker import Worker
 
     sid = client.create_session("ao", {"width": 16, "height": 16})["id"]
     eid = client.execute(sid, parallel=2)["id"]
@@ -154,8 +154,9 @@ def test_an_execution_whose_publishing_died_is_resumed_by_a_status_read(
     import dataclasses
     import datetime as dt
 
-    from francine import errors, executions
-    from francine.clients import make_adapters
+    from francine.base import errors
+    from francine.services import executions
+    from francine.tools.wiring import make_adapters
 
     sid = client.create_session("ao", {"width": 16, "height": 16})["id"]
     user = adapters.store.get_session(sid).user

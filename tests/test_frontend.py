@@ -1,4 +1,4 @@
-"""The local stack's front end for the render workers (francine/local/frontend.py): a
+"""The local stack's front end for the render workers (francine/tools/local/frontend.py): a
 push goes to an idle worker, waits for one or is refused with 429 when all are busy,
 and skips a worker that is not listening. Workers here are small HTTP servers that
 hold each request until the test lets it go."""
@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from francine.local.frontend import FrontEnd
-from francine.local.processes import free_port
+from francine.tools.local.frontend import FrontEnd
+from francine.tools.local.processes import free_port
 
 
 class Worker:

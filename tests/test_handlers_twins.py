@@ -10,12 +10,13 @@ import random
 
 import pytest
 
-from francine import executions, planning
-from francine.config import Settings
-from francine.records import Session
-from francine.reducer import Reducer
+from francine.base.config import Settings
+from francine.domain import planning
+from francine.domain.records import Session
+from francine.handlers.reducer import Reducer
+from francine.handlers.worker import Worker
+from francine.services import executions
 from francine.twins import pump, twin_adapters
-from francine.worker import Worker
 
 SCENE = {"width": 48, "height": 32, "nao_samples": 3}
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from francine import imaging, planning
-from francine.producers.base import Tile
+from francine.domain import imaging, planning
+from francine.domain.producer import Tile
 
 
 def passes_for(shape, rng):

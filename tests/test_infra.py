@@ -32,7 +32,7 @@ from francine_infra.mocks import (  # noqa: E402
     run_program,
 )
 
-from francine import topology  # noqa: E402
+from francine.domain import topology  # noqa: E402
 
 # pulumi_gcp's own deprecated alias, imported with its module: not ours to fix.
 pytestmark = pytest.mark.filterwarnings(
@@ -934,7 +934,7 @@ def test_the_wait_is_configurable_and_can_be_left_out():
 
 
 def test_the_program_builds_the_shared_topology():
-    from francine import topology
+    from francine.domain import topology
 
     topology.check()
     recording = run_program()

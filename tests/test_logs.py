@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from francine import logs
+from francine.base import logs
 
 
 def test_a_line_is_json_with_severity_labels_and_trace():
@@ -31,7 +31,7 @@ def test_a_line_is_json_with_severity_labels_and_trace():
 
 
 def test_the_request_log_is_one_json_entry_with_http_request_and_trace():
-    from francine.api import requestlog
+    from francine.handlers.api import requestlog
 
     class Request:
         method, path = "POST", "/v1/sessions"

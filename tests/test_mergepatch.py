@@ -2,7 +2,7 @@
 
 import pytest
 
-from francine.mergepatch import merge_patch
+from francine.domain.mergepatch import merge_patch
 
 RFC_CASES = [
     ({"a": "b"}, {"a": "c"}, {"a": "c"}),

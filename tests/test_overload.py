@@ -17,9 +17,9 @@ import uuid
 import numpy as np
 import pytest
 
-from francine import planning
-from francine.client import Client
-from francine.local.processes import environment
+from francine.domain import planning
+from francine.tools.client import Client
+from francine.tools.local.processes import environment
 
 SCENE = {"width": 64, "height": 32, "nao_samples": 6}
 PARALLEL = 5  # production tasks per execution; 2 executions per worker: 10× the farm
@@ -27,7 +27,7 @@ PARALLEL = 5  # production tasks per execution; 2 executions per worker: 10× th
 
 @pytest.fixture(scope="module", params=[(2, 2), (1, 0)], ids=["farm-admission", "no-admission"])
 def farm_stack(request, tmp_path_factory):
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.local.stack import Stack, StackOptions
 
     workers, slots = request.param
     options = StackOptions(workers=workers, farm_slots=slots, refuse_when_busy=True,
@@ -38,8 +38,8 @@ def farm_stack(request, tmp_path_factory):
                            extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
     with Stack(options) as s:
         with environment(s.info["env"]):
-            from francine.clients import make_adapters
-            from francine.config import Settings
+            from francine.base.config import Settings
+            from francine.tools.wiring import make_adapters
 
             s.test_adapters = make_adapters(Settings.from_env())
         yield s
@@ -53,7 +53,7 @@ def refusals(stack) -> int:
 def test_ten_times_the_farm_from_several_users_all_end_done(farm_stack):
     from test_api_pipeline import decode_png, reference_image
 
-    from francine.local.stack import create_user_in
+    from francine.tools.local.stack import create_user_in
 
     stack, store = farm_stack, farm_stack.test_adapters.store
     workers = stack.options.workers

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from francine.producers.base import SceneError
+from francine.domain.producer import SceneError
 from francine.producers.pathtracer import PRODUCER, shapes
 from francine.producers.pathtracer.obj import ObjError, _parse_lines, parse_obj
 

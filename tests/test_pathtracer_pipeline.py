@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from test_api_contract import assert_error, call
 
-from francine import planning, producers
-from francine.producers.base import ResourceInfo, Resources, Tile
+from francine import producers
+from francine.domain import planning
+from francine.domain.producer import ResourceInfo, Resources, Tile
 from francine.producers.pathtracer.shapes import cornell_box
 
 

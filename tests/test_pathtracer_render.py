@@ -12,7 +12,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from francine.producers.base import ResourceInfo, Resources, Tile
+from francine.domain.producer import ResourceInfo, Resources, Tile
 from francine.producers.pathtracer import PRODUCER, bvh, reference, rng, shapes
 from francine.producers.pathtracer.render import render_world, world_for
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from francine.producers.base import ResourceInfo, SceneError
+from francine.domain.producer import ResourceInfo, SceneError
 from francine.producers.pathtracer import EXAMPLES, PRODUCER
 
 BUNNY_INFO = {"bunny.obj": ResourceInfo("bunny.obj", "ab" * 32, 2373216)}

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from francine import planning
-from francine.scheduler import ClaimTask, End, Plan, Publish, done_actions
+from francine.domain import planning
+from francine.domain.scheduler import ClaimTask, End, Plan, Publish, done_actions
 
 
 @pytest.mark.parametrize("w,h,passes,tile", [

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from francine import imaging, planning
-from francine.client import ApiError
-from francine.preview import assemble, covering_nodes
-from francine.producers.base import Tile
+from francine.domain import imaging, planning
+from francine.domain.producer import Tile
+from francine.services.preview import assemble, covering_nodes
+from francine.tools.client import ApiError
 
 
 def test_covering_nodes_take_the_highest_finished_node_of_each_region():
@@ -99,8 +99,8 @@ def test_preview_of_jpeg_session_is_png(client):
 
 
 def test_preview_before_any_task_finished_and_of_others(client, stack):
-    from francine.client import Client
-    from francine.local.stack import create_user_in
+    from francine.tools.client import Client
+    from francine.tools.local.stack import create_user_in
 
     # 512×512 at 16 × (1 + 32²) rays a pixel: seconds for its one task (the default
     # scene renders in tens of milliseconds, before the first request could arrive).

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from francine import imaging
-from francine.preview import png_of_result
+from francine.domain import imaging
+from francine.services.preview import png_of_result
 
 #: Premultiplied linear RGBA, as Cycles writes it: opaque primaries and greys, a
 #: half-transparent pixel, an empty one (alpha 0), and a value above 1 that clips.

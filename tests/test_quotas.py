@@ -11,8 +11,8 @@ import time
 import pytest
 from test_api_contract import assert_error, call
 
-from francine import users
-from francine.local.processes import environment
+from francine.services import users
+from francine.tools.local.processes import environment
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 import pytest
 from test_api_contract import call
 
-from francine import retention
+from francine.services import retention
 
 
 def test_collect_removes_what_nothing_needs(client, adapters):
@@ -42,8 +42,8 @@ def test_collect_removes_what_nothing_needs(client, adapters):
 
 
 def test_failed_cli_render_leaves_no_session(client, tmp_path):
-    from francine.cli import render
-    from francine.client import ApiError
+    from francine.tools.cli import render
+    from francine.tools.client import ApiError
 
     with pytest.raises(ApiError):  # a tile below the minimum: refused after the session
         render(client, "ao", tmp_path / "x.png", parallel=1, tile=1, fmt=None)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_failure_budget import Farm, reference
 
-from francine import planning
-from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message
-from francine.local.processes import environment
+from francine.domain import planning
+from francine.domain.envelope import DEAD_LETTER_ATTRIBUTE, Message
+from francine.tools.local.processes import environment
 
 PARALLEL = 8  # 8 passes, fan-in 3: p0..p7 → r1.0, r1.1, r1.2 → r2.0
 

@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 from test_api_contract import assert_error, call
 
-from francine import errors, executions, imaging, planning, producers, reduction
-from francine.concurrency import fetched_in_order
-from francine.config import Settings
-from francine.producers.base import Tile
-from francine.records import Session
+from francine import producers
+from francine.base import errors
+from francine.base.concurrency import fetched_in_order
+from francine.base.config import Settings
+from francine.domain import imaging, planning, reduction
+from francine.domain.producer import Tile
+from francine.domain.records import Session
+from francine.services import executions
 from francine.twins import twin_adapters
 
 

@@ -15,9 +15,9 @@ import uuid
 import pytest
 import requests
 
-from francine.local.processes import environment
-from francine.local.stack import create_user_in
-from francine.readiness import RETRY_AFTER_S, RenderGate, RenderServiceMissing
+from francine.ports.readiness import RETRY_AFTER_S, RenderGate, RenderServiceMissing
+from francine.tools.local.processes import environment
+from francine.tools.local.stack import create_user_in
 
 
 def pubsub_clients(stack):
@@ -102,7 +102,7 @@ def test_every_shard_needs_a_subscription_and_a_missing_topic_is_not_ready(stack
 def test_a_deployment_that_may_not_ask_is_not_refused(caplog):
     """Without the grant to list subscriptions (the bus answers Forbidden) the gate
     opens, as before the check existed, and says why; a missing topic keeps it shut."""
-    from francine import errors
+    from francine.base import errors
 
     def forbidden(topic: str) -> bool:
         raise errors.Forbidden(f"list the subscriptions of {topic}: 403")

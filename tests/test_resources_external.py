@@ -9,15 +9,15 @@ import uuid
 import pytest
 from test_api_contract import assert_error, call
 
-from francine.local.processes import environment
+from francine.tools.local.processes import environment
 
 
 def allow_bucket(stack, client, bucket: str) -> None:
     """What an administrator does with 'francine users allow-bucket USER BUCKET'."""
     from google.cloud import firestore
 
-    from francine import users
     from francine.adapters.store import Store
+    from francine.services import users
 
     key = client.session.headers["Authorization"].split()[1]
     with environment(stack.info["env"]):
@@ -112,8 +112,8 @@ def test_files_too_large_to_upload_are_attached_by_url_up_to_the_resource_limit(
 
 def test_gs_buckets_only_from_the_users_allow_list(client, stack, external_object):
     """No confused deputy: user B cannot attach what user A's bucket lets Francine read."""
-    from francine.client import Client
-    from francine.local.stack import create_user_in
+    from francine.tools.client import Client
+    from francine.tools.local.stack import create_user_in
 
     url, _ = external_object  # allowed for `client` only
     other = Client(stack.info["api_url"],

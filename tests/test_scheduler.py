@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from francine import planning
-from francine.records import FINAL, Claim, Kind, Status
-from francine.scheduler import (
+from francine.domain import planning
+from francine.domain.records import FINAL, Claim, Kind, Status
+from francine.domain.scheduler import (
     ENDGAME_FACTOR,
     REDRIVE_LIMIT,
     REDUCE_LEASE_S,

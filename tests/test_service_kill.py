@@ -20,9 +20,9 @@ import uuid
 import numpy as np
 import pytest
 
-from francine import planning
-from francine.client import Client
-from francine.local.processes import environment
+from francine.domain import planning
+from francine.tools.client import Client
+from francine.tools.local.processes import environment
 
 SCENE = {"width": 128, "height": 64, "nao_samples": 4}
 PARALLEL = 12
@@ -30,7 +30,7 @@ PARALLEL = 12
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory):
-    from francine.local.stack import Stack, StackOptions
+    from francine.tools.local.stack import Stack, StackOptions
 
     options = StackOptions(workers=2, state_dir=tmp_path_factory.mktemp("kill-stack"),
                            farm_slots=4,
@@ -43,8 +43,8 @@ def own_stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def own_adapters(own_stack):
-    from francine.clients import make_adapters
-    from francine.config import Settings
+    from francine.base.config import Settings
+    from francine.tools.wiring import make_adapters
 
     with environment(own_stack.info["env"]):
         yield make_adapters(Settings.from_env())
@@ -63,7 +63,7 @@ def test_killing_a_whole_service_mid_execution_still_ends_done(own_stack, own_ad
                                                                 service):
     from test_api_pipeline import decode_png, reference_image
 
-    from francine.local.stack import create_user_in
+    from francine.tools.local.stack import create_user_in
 
     key = create_user_in(own_stack.info["env"], own_stack.info["project"],
                          f"kill-{uuid.uuid4().hex[:6]}")

@@ -12,8 +12,9 @@ import time
 import pytest
 from test_api_contract import assert_error, call
 
-from francine import errors
 from francine.adapters import external
+from francine.base import errors
+from francine.domain import urls
 
 
 class Listener:
@@ -130,11 +131,11 @@ def test_answer_does_not_tell_open_from_closed_ports(client, listener):
 
 
 def test_parse_reads_one_host():
-    u = external.parse("https://Example.COM:8443/a/b.obj?x=1#frag")
+    u = urls.parse("https://Example.COM:8443/a/b.obj?x=1#frag")
     assert (u.host, u.port, u.path) == ("example.com", 8443, "/a/b.obj?x=1")
-    assert external.parse("https://bücher.example/x").host == "xn--bcher-kva.example"
-    assert external.parse("https://[2001:db8::1]/x").host == "2001:db8::1"
-    assert external.parse("gs://my-bucket/dir/a.obj").path == "dir/a.obj"
+    assert urls.parse("https://bücher.example/x").host == "xn--bcher-kva.example"
+    assert urls.parse("https://[2001:db8::1]/x").host == "2001:db8::1"
+    assert urls.parse("gs://my-bucket/dir/a.obj").path == "dir/a.obj"
     for bad in ["https://a..b/x", "https://" + "a" * 64 + ".com/", "https://xn--/x",
                 "https://[::1/x", "https://[zz]/x", "https://a:99999/x", "https://a:0/x",
                 "https://a:-1/x", "https://a:/x", "gs://UPPER/x", "gs://a/x", "gs://bucket/",
@@ -142,7 +143,7 @@ def test_parse_reads_one_host():
                 "https://a.com/\u00e9", "file:///etc/passwd", "http://a.com/",
                 "https://a_b.com/x", "https://-a.com/x"]:
         with pytest.raises(errors.BadRequest):
-            external.parse(bad)
+            urls.parse(bad)
 
 
 def test_fetch_has_one_total_deadline(listener, monkeypatch):
@@ -154,6 +155,6 @@ def test_fetch_has_one_total_deadline(listener, monkeypatch):
         list(external.open_url(f"https://example.com:{listener.port}/a", None, 1 << 20,
                                deadline_s=1.0))
     elapsed = time.monotonic() - t0
-    assert info.value.code == "fetch_failed" and info.value.message == external.FETCH_FAILED
+    assert info.value.code == "fetch_failed" and info.value.message == urls.FETCH_FAILED
     assert listener.accepted == 1  # it did connect, to the pinned address
     assert elapsed < 3.0, elapsed

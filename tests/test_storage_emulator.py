@@ -10,7 +10,7 @@ from email.parser import BytesParser
 import pytest
 from google.cloud.storage._media._upload import construct_multipart_request
 
-from francine.local.storage_emulator import split_related
+from francine.tools.local.storage_emulator import split_related
 
 
 def emulator_parse(content_type: str, body: bytes) -> dict:

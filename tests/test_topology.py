@@ -1,10 +1,10 @@
-"""The local stack builds the topology of ``francine.topology``, as the Pulumi program
+"""The local stack builds the topology of ``francine.domain.topology``, as the Pulumi program
 does (tests/test_infra.py): the same routes, dead-letter topics and retry policy."""
 
 from __future__ import annotations
 
-from francine import topology
-from francine.local.processes import environment
+from francine.domain import topology
+from francine.tools.local.processes import environment
 
 
 def test_topology_is_consistent():

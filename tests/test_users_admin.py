@@ -9,7 +9,7 @@ import sys
 
 import requests
 
-FRANCINE = [sys.executable, "-m", "francine.cli"]
+FRANCINE = [sys.executable, "-m", "francine.tools.cli"]
 
 
 def francine(stack, tmp_path, *args) -> str:

@@ -10,10 +10,11 @@ import dataclasses
 
 from google.cloud import run_v2
 
-from francine import errors, executions, warmup
 from francine.adapters import run
-from francine.config import Settings
-from francine.records import Execution, Session
+from francine.base import errors
+from francine.base.config import Settings
+from francine.domain.records import Execution, Session
+from francine.services import executions, warmup
 from francine.twins import twin_adapters
 
 SERVICE = "projects/p/locations/europe-west1/services/francine-renderer"
@@ -138,8 +139,8 @@ class FakeServices:
 
 def test_starting_and_ending_executions_call_cloud_run(monkeypatch):
     services = FakeServices()
-    monkeypatch.setattr(warmup, "_services", lambda: services)
     ad = farm(max_instances=100)
+    ad.services = lambda: services  # Cloud Run has no emulator
     warm(ad)
     small = start(ad, 4)  # through executions.start: its hook sends nothing
     assert services.updates == []
@@ -152,11 +153,11 @@ def test_starting_and_ending_executions_call_cloud_run(monkeypatch):
 
 
 def test_a_refused_call_is_logged_and_the_watchdog_makes_it_good(monkeypatch, caplog):
-    from francine import watchdog
+    from francine.handlers import watchdog
 
     services = FakeServices(fail=True)
-    monkeypatch.setattr(warmup, "_services", lambda: services)
     ad = farm(max_instances=100)
+    ad.services = lambda: services  # Cloud Run has no emulator
     warm(ad)
     big = start(ad, 64)  # the call fails: logged, the execution is not touched
     assert "lacks run.services.update" in caplog.text

@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from francine import executions
-from francine.config import Settings
-from francine.records import Session, Status
+from francine.base.config import Settings
+from francine.domain.records import Session, Status
+from francine.handlers.worker import Worker
+from francine.services import executions
 from francine.twins import Meter, twin_adapters
-from francine.worker import Worker
 
 TTL_S = 1.0
 

@@ -10,12 +10,12 @@ nothing here runs, and pytest does not collect it.
 
 from __future__ import annotations
 
-from francine import ports
 from francine.adapters.blobs import Blobs
 from francine.adapters.bus import Bus
 from francine.adapters.run import CloudRunServices
 from francine.adapters.store import Store
-from francine.clients import Adapters
+from francine.ports import Adapters
+from francine.ports import protocols as ports
 from francine.twins.blobs import BlobsTwin
 from francine.twins.bus import BusTwin
 from francine.twins.store import StoreTwin

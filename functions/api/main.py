@@ -8,22 +8,22 @@ import time
 
 import functions_framework
 
-from francine import logs
+from francine.base import logs
 
 logs.setup()
 
 
 @functools.cache
 def _api():
-    from francine.api.app import Api
-    from francine.clients import adapters_from_env
+    from francine.handlers.api.app import Api
+    from francine.tools.wiring import adapters_from_env
 
     return Api(adapters_from_env())
 
 
 @functions_framework.http
 def api(request):
-    from francine.api.requestlog import log_request
+    from francine.handlers.api.requestlog import log_request
 
     t0 = time.perf_counter()
     response = _api().handle(request)
@@ -32,8 +32,8 @@ def api(request):
 
 
 def _asgi():
-    from francine.api.server import AsgiApi
-    from francine.config import Settings
+    from francine.base.config import Settings
+    from francine.handlers.api.server import AsgiApi
 
     return AsgiApi(_api, threads=Settings.from_env().api_threads)
 

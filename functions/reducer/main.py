@@ -6,8 +6,8 @@ import logging
 import flask
 import functions_framework
 
-from francine import errors, logs
-from francine.envelope import decode
+from francine.base import errors, logs
+from francine.domain.envelope import decode
 
 logs.setup()
 log = logging.getLogger("francine.reducer")
@@ -15,8 +15,8 @@ log = logging.getLogger("francine.reducer")
 
 @functools.cache
 def _reducer():
-    from francine.clients import adapters_from_env
-    from francine.reducer import Reducer
+    from francine.handlers.reducer import Reducer
+    from francine.tools.wiring import adapters_from_env
 
     return Reducer(adapters_from_env())
 
@@ -60,8 +60,8 @@ def reducer(event):
 
 @functools.cache
 def _chaos():
-    from francine.chaos import Chaos
-    from francine.config import Settings
+    from francine.base.config import Settings
+    from francine.services.chaos import Chaos
 
     return Chaos(Settings.from_env())
 

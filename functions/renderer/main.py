@@ -33,8 +33,8 @@ CPU_LEVEL = cpu_levels.apply()
 
 from flask import Flask, request  # noqa: E402
 
-from francine import errors, logs  # noqa: E402
-from francine.envelope import decode  # noqa: E402
+from francine.base import errors, logs  # noqa: E402
+from francine.domain.envelope import decode  # noqa: E402
 
 logs.setup()
 log = logging.getLogger("francine.renderer")
@@ -61,8 +61,8 @@ _warm_blender()
 
 @functools.cache
 def _worker():
-    from francine.clients import adapters_from_env
-    from francine.worker import Worker
+    from francine.handlers.worker import Worker
+    from francine.tools.wiring import adapters_from_env
 
     return Worker(adapters_from_env())
 
@@ -133,8 +133,8 @@ def handle(message):
 
 @functools.cache
 def _chaos():
-    from francine.chaos import Chaos
-    from francine.config import Settings
+    from francine.base.config import Settings
+    from francine.services.chaos import Chaos
 
     return Chaos(Settings.from_env())
 

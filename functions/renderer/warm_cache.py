@@ -43,7 +43,8 @@ def _cache_files(cache_dir: str | None) -> int:
 
 def warm(names: list[str] | None = None) -> list[str]:
     """Render a small tile of each producer's default scene; the names that failed."""
-    from francine.producers import base, get
+    from francine.domain import producer as base
+    from francine.producers import get
     from francine.producers import names as producer_names
 
     failed = []

@@ -8,7 +8,7 @@ import logging
 
 import functions_framework
 
-from francine import logs
+from francine.base import logs
 
 logs.setup()
 log = logging.getLogger("francine.watchdog")
@@ -16,7 +16,7 @@ log = logging.getLogger("francine.watchdog")
 
 @functools.cache
 def _adapters():
-    from francine.clients import adapters_from_env
+    from francine.tools.wiring import adapters_from_env
 
     return adapters_from_env()
 
@@ -27,7 +27,7 @@ def watchdog(request):
         return (json.dumps({"error": {"code": "method_not_allowed",
                                       "message": "POST to run a sweep"}}), 405,
                 {"Content-Type": "application/json"})
-    from francine.watchdog import sweep
+    from francine.handlers.watchdog import sweep
 
     report = sweep(_adapters())
     if any(report[k] for k in ("speculated", "republished", "redriven", "resumed", "errors")):

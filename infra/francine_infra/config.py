@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pulumi
 
-from francine import topology
+from francine.domain import topology
 
 # The repository root: the function archives and the Dockerfile are built from it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ class FrancineConfig:
     # Production tasks in flight per execution; None means "max_render_instances".
     admission_limit: int | None = None
     # Production tasks in flight across all executions (farm-wide admission with fair
-    # share, francine.farm; it replaces the per-execution limit); None means
+    # share, francine.services.farm; it replaces the per-execution limit); None means
     # "max_render_instances", 0 turns it off.
     farm_slots: int | None = None
     # Added to an endpoint's timeout to make its ack deadline: a cold start (the last of

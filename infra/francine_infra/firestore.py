@@ -41,7 +41,7 @@ on one field with an order on another needs a composite index, and so does a ``s
 under filters: Firestore computes it from index entries, so the summed fields must be in
 the index the filters use. A collection-group query needs collection-group indexes,
 which are never automatic, single-field ones included: those are declared as fields
-(``COLLECTION_GROUP_FIELDS``); the farm's queue (``francine.farm``) declares its own.
+(``COLLECTION_GROUP_FIELDS``); the farm's queue (``francine.services.farm``) declares its own.
 
 The emulator enforces no index at all: a query that works in the local stack can still
 fail in the cloud with ``FAILED_PRECONDITION: The query requires an index``. The error

@@ -1,6 +1,6 @@
 """Pub/Sub: the topics of the pipeline and the push subscriptions that drive it.
 
-The topology (topics, routes, dead letters, retry policy) is ``francine.topology``, the
+The topology (topics, routes, dead letters, retry policy) is ``francine.domain.topology``, the
 same table that ``francine stack up`` builds locally; this module only turns it into
 resources. Every push subscription authenticates with an OIDC token of the ``pusher``
 account, waits ``ack_deadline_seconds`` for an answer (the endpoint's timeout plus a
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from francine import topology
+from francine.domain import topology
 from francine_infra.options import child_options
 
 TOPICS = topology.TOPICS

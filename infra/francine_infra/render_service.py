@@ -39,7 +39,7 @@ class RenderServiceArgs:
     execution_environment: str  # EXECUTION_ENVIRONMENT_GEN1 or _GEN2
     # Members granted roles/run.invoker (the push account); nobody else may call it.
     invokers: list[pulumi.Input[str]] = field(default_factory=list)
-    # Members that set the service-level minimum instances (francine.warmup):
+    # Members that set the service-level minimum instances (francine.services.warmup):
     # roles/run.developer on this service only.
     scalers: list[pulumi.Input[str]] = field(default_factory=list)
 

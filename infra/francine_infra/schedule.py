@@ -1,6 +1,6 @@
 """Cloud Scheduler calls the watchdog function every minute.
 
-The watchdog (``functions/watchdog``, ``shared/francine/watchdog.py``) is an HTTP
+The watchdog (``functions/watchdog``, ``shared/francine/handlers/watchdog.py``) is an HTTP
 function that nobody else calls: private (``roles/run.invoker`` for the ``scheduler``
 account only), reached with an OIDC token whose audience is its run.app URI. A sweep
 that fails is not retried: the next one comes a minute later and is idempotent, and a

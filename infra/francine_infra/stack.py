@@ -24,7 +24,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time
 
-from francine import topology
+from francine.domain import topology
 from francine_infra.accounts import ServiceAccounts, ServiceAccountsArgs
 from francine_infra.apis import ProjectApis, ProjectApisArgs
 from francine_infra.config import FrancineConfig, memory_mib
@@ -67,7 +67,7 @@ def runtime_environment(
         "FRANCINE_ADMISSION_LIMIT": str(cfg.admission_limit),
         # The planner refuses images that the reducer could not hold.
         "FRANCINE_REDUCER_MEMORY_BYTES": str(memory_mib(cfg.reducer_memory) << 20),
-        # Warm-up (shared/francine/warmup.py): large executions raise the render
+        # Warm-up (shared/francine/services/warmup.py): large executions raise the render
         # service's minimum instances, up to its maximum.
         "FRANCINE_RENDER_SERVICE": f"projects/{cfg.project}/locations/{cfg.region}/services/"
         f"{render_service_name(cfg)}",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from francine.local.processes import environment
+from francine.tools.local.processes import environment
 
 
 class EmulatorPubSub:
@@ -170,7 +170,7 @@ def http_get(url: str) -> bytes:
 
 
 def http_put(url: str, data: bytes) -> None:
-    """As a client sends a file to an upload URL (``francine.uploads.attach_file``)."""
+    """As a client sends a file to an upload URL (``francine.tools.client.attach_file``)."""
     import requests
 
     requests.put(url, data=data, timeout=30,

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from francine import errors
+from francine.base import errors
 
 
 def test_partials_round_trip_in_order(backend, unique):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from francine.envelope import DEAD_LETTER_ATTRIBUTE
+from francine.domain.envelope import DEAD_LETTER_ATTRIBUTE
 
 
 def test_tasks_and_events_carry_references_and_their_type(backend, unique):

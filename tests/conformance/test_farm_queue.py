@@ -1,4 +1,4 @@
-"""The farm's queue and fair-share accounts (francine.farm) on the Firestore emulator and
+"""The farm's queue and fair-share accounts (francine.services.farm) on the Firestore emulator and
 on the twin: tasks across executions by tag, slots counted, conditional takes and
 releases, requeues, an ended execution's tasks out of the queue, accounts."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from francine.records import Kind, Status, Task
+from francine.domain.records import Kind, Status, Task
 
 from .test_store import execution, session
 

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from francine import errors
-from francine.records import Claim, Execution, Kind, Session, Status, Task
+from francine.base import errors
+from francine.domain.records import Claim, Execution, Kind, Session, Status, Task
 
 
 def session(backend, sid):

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from francine import errors
-from francine.records import Session, Status
+from francine.base import errors
+from francine.domain.records import Session, Status
 
 from .test_store import record
 

@@ -1,15 +1,15 @@
-"""Small adapters around the Google Cloud clients; SDK errors become francine.errors."""
+"""Small adapters around the Google Cloud clients; SDK errors become francine.base.errors."""
 
 from __future__ import annotations
 
 import contextlib
 
-from francine import errors
+from francine.base import errors
 
 
 @contextlib.contextmanager
 def translated(what: str):
-    """Map google.api_core exceptions raised inside to the francine.errors family."""
+    """Map google.api_core exceptions raised inside to the francine.base.errors family."""
     from google.api_core import exceptions as gexc
 
     try:

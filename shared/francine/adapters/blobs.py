@@ -7,7 +7,7 @@ than one write, far within the one-write-per-second-per-object limit).
 
 Uploads larger than a request are staged in the resources bucket (``uploads/...``) and
 read back by the api; results larger than a response are served by URL
-(``francine.uploads``).
+(``francine.services.uploads``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
-from francine import errors
 from francine.adapters import translated
-from francine.concurrency import fetched_in_order
-from francine.config import Settings
-from francine.ports import Area, StoredObject
+from francine.base import errors
+from francine.base.concurrency import fetched_in_order
+from francine.base.config import Settings
+from francine.ports import layout
+from francine.ports.protocols import Area, StoredObject
 
 #: Concurrent downloads of a reduction's inputs: they are on the critical path from the
 #: last task to the image, and each object is a round trip.
@@ -33,7 +34,7 @@ FETCHERS = 8
 
 
 class Blobs:
-    """The blobs port (``francine.ports.Blobs``) over Cloud Storage."""
+    """The blobs port (``francine.ports.protocols.Blobs``) over Cloud Storage."""
 
     def __init__(self, client, settings: Settings):
         self.client = client  # also reads external gs:// resources
@@ -53,9 +54,7 @@ class Blobs:
                 self.client.create_bucket(bucket.name)
 
     # resources: content-addressed, shared by all sessions that attach the same bytes
-    @staticmethod
-    def resource_name(sha256: str) -> str:
-        return f"resources/{sha256}"
+    resource_name = staticmethod(layout.resource_name)
 
     def has_resource(self, sha256: str) -> bool:
         with translated("resource lookup"):
@@ -76,9 +75,7 @@ class Blobs:
             self._resources.blob(self.resource_name(sha256)).download_to_filename(str(dest))
 
     # partials and results: one object per task, named after it
-    @staticmethod
-    def partial_name(session_id: str, execution_id: str, node: str) -> str:
-        return f"partials/{session_id}/{execution_id}/{node}.npz"
+    partial_name = staticmethod(layout.partial_name)
 
     def put_partial(self, session_id: str, execution_id: str, node: str, data: bytes) -> bool:
         """Create the partial; False if it exists already (another copy of the task, or
@@ -110,9 +107,7 @@ class Blobs:
         return fetched_in_order(lambda n: self.get_partial(session_id, execution_id, n),
                                 nodes, window)
 
-    @staticmethod
-    def result_name(session_id: str, execution_id: str, extension: str) -> str:
-        return f"results/{session_id}/{execution_id}.{extension}"
+    result_name = staticmethod(layout.result_name)
 
     def put_result(self, name: str, data: bytes, content_type: str) -> None:
         with translated("result upload"):

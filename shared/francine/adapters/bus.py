@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import json
 
-from francine import errors
 from francine.adapters import translated
-from francine.config import Settings
-from francine.envelope import task_message
-from francine.ports import Fields, Gate
-
-PRODUCE = "produce"
-TASK_DONE = "task_done"
-EXECUTION_STATUS = "execution_status"
+from francine.base import errors
+from francine.base.config import Settings
+from francine.domain.envelope import EXECUTION_STATUS, PRODUCE, TASK_DONE, task_message
+from francine.ports.protocols import Fields, Gate
 
 
 def produce_topics(settings: Settings) -> list[str]:
@@ -31,7 +27,7 @@ def produce_topics(settings: Settings) -> list[str]:
 
 
 class Bus:
-    """The bus port (``francine.ports.Bus``) over Pub/Sub."""
+    """The bus port (``francine.ports.protocols.Bus``) over Pub/Sub."""
 
     def __init__(self, publisher, settings: Settings):
         self._publisher = publisher
@@ -41,8 +37,8 @@ class Bus:
         self._status = publisher.topic_path(settings.project, settings.status_topic)
 
     def render_gate(self) -> Gate:
-        """Whether production tasks would reach a subscriber (``francine.readiness``)."""
-        from francine.readiness import RenderGate
+        """Whether production tasks would reach a subscriber (``francine.ports.readiness``)."""
+        from francine.ports.readiness import RenderGate
 
         return RenderGate(self.subscribed, self._produce)
 
@@ -93,5 +89,5 @@ class Bus:
             "session_id": session_id, "execution_id": execution_id, "node": node})])
 
     def publish_status(self, message: Fields) -> None:
-        """An execution status for other systems (schema: francine.events)."""
+        """An execution status for other systems (schema: francine.services.events)."""
         self._publish(EXECUTION_STATUS, [(self._status, message)])

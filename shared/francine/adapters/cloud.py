@@ -1,6 +1,6 @@
 """Making the Google Cloud clients, once per process and never at import time, and the
 adapters over them: the one module that knows how a client is built, here or against
-the emulators, so that the code that wires a process (``francine.clients``, the local
+the emulators, so that the code that wires a process (``francine.tools.wiring``, the local
 stack, ``francine users``) names no Google library.
 
 The client libraries find the emulators through FIRESTORE_EMULATOR_HOST,
@@ -16,8 +16,9 @@ from typing import Any
 
 from francine.adapters.blobs import Blobs
 from francine.adapters.bus import Bus
+from francine.adapters.external import Internet
 from francine.adapters.store import Store
-from francine.config import Settings
+from francine.base.config import Settings
 
 
 @dataclass
@@ -48,12 +49,12 @@ def make_clients(settings: Settings) -> Clients:
     )
 
 
-def google_adapters(settings: Settings) -> tuple[Store, Bus, Blobs]:
-    """The store, bus and blobs over fresh clients (which read the emulator hosts, if
-    any, from the environment now)."""
+def google_adapters(settings: Settings) -> tuple[Store, Bus, Blobs, Internet]:
+    """The store, bus, blobs and the outside world over fresh clients (which read the
+    emulator hosts, if any, from the environment now)."""
     clients = make_clients(settings)
     return (Store(clients.firestore), Bus(clients.publisher, settings),
-            Blobs(clients.storage, settings))
+            Blobs(clients.storage, settings), Internet(clients.storage))
 
 
 def firestore_store(project: str, database: str = "(default)") -> Store:
@@ -66,7 +67,7 @@ def firestore_store(project: str, database: str = "(default)") -> Store:
 
 class PubSubAdmin:
     """Topics and subscriptions, created as the local stack wires them (in the cloud the
-    Pulumi program does, with the same policies from ``francine.topology``)."""
+    Pulumi program does, with the same policies from ``francine.domain.topology``)."""
 
     def __init__(self, project: str):
         import google.cloud.pubsub_v1 as pubsub_v1

@@ -1,5 +1,6 @@
 """Cloud Run Admin API: the render service's service-level minimum instances, the one
-thing the warm-up sets (``francine.warmup``; the port is ``francine.ports.Services``).
+thing the warm-up sets (``francine.services.warmup``; the port is
+``francine.ports.protocols.Services``).
 
 An update touches ``scaling.min_instance_count`` of the service and nothing of its
 revision template: updating the template would roll out a new revision.

@@ -23,100 +23,35 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from francine import errors
 from francine.adapters import translated
-from francine.ports import ExecutionUsage, Fields, RecoveryCounts, TaskStats
-from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Session, Status, Task
+from francine.base import errors
+from francine.base.clock import now
+from francine.domain.records import (
+    FINAL,
+    TASK_FINAL,
+    Claim,
+    Execution,
+    Session,
+    Status,
+    Task,
+)
+from francine.ports.layout import (
+    execution_from_doc,
+    execution_to_doc,
+    recovery_counts,
+    session_from_doc,
+    session_to_doc,
+    task_fields,
+    task_from_doc,
+    task_to_doc,
+)
+from francine.ports.protocols import ExecutionUsage, Fields, RecoveryCounts, TaskStats
 
 BATCH = 500  # Firestore's limit of writes per batch
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-# --- records ⇄ documents (the only place that knows the document layout) ---------------
-
-_TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "owner",
-                "started", "finished", "error", "pass_index", "seed", "passes",
-                "fetch_s", "work_s", "cpu_s", "failures", "generation", "speculated",
-                "redrives", "queue", "tag", "rank", "slot")
-
-
-def task_to_doc(task: Task) -> dict:
-    doc: Fields = {"node": task.node, "kind": str(task.kind), "parent": task.parent,
-                   "status": str(task.status), "children": task.children,
-                   "attempts": task.attempts}
-    if task.tile is not None:  # a production task (the end game queries ``speculated``)
-        doc.update(tile=list(task.tile), pass_index=task.pass_index, seed=task.seed,
-                   passes=task.passes, speculated=task.speculated)
-    for name in ("owner", "started", "finished", "error", "fetch_s", "work_s", "cpu_s",
-                 "queue", "tag", "rank"):
-        if getattr(task, name) is not None:
-            doc[name] = getattr(task, name)
-    return doc
-
-
-def task_from_doc(tid: str, doc: dict) -> Task:
-    values = {k: doc[k] for k in _TASK_FIELDS if doc.get(k) is not None}
-    values["parent"] = doc.get("parent")
-    values["kind"] = Kind(values["kind"])
-    values["status"] = Status(values.get("status", "pending"))
-    tile = doc.get("tile")
-    return Task(id=tid, tile=tuple(tile) if tile else None, **values)
-
-
-def task_fields(fields: dict) -> dict:
-    """Field updates of a task, with enums as their strings."""
-    return {k: (str(v) if isinstance(v, Status) else v) for k, v in fields.items()}
-
-
-_EXECUTION_FIELDS = {f for f in Execution.__dataclass_fields__}
-
-
-def execution_from_doc(doc: dict) -> Execution:
-    values = {k: v for k, v in doc.items() if k in _EXECUTION_FIELDS}
-    values["session_id"] = doc["session_id"]
-    values["status"] = Status(doc.get("status", "queued"))
-    return Execution(**values)
-
-
-#: Fields a new execution's document leaves out while they are unset.
-_EXECUTION_LATER = ("summary", "result", "notify_url", "cpu_estimate", "task_seconds")
-
-
-def execution_to_doc(execution: Execution) -> dict:
-    doc = {f: getattr(execution, f) for f in _EXECUTION_FIELDS
-           if not (f in _EXECUTION_LATER and getattr(execution, f) is None)}
-    doc["status"] = str(execution.status)
-    return doc
-
-
-_SESSION_FIELDS = {f for f in Session.__dataclass_fields__} - {"id"}
-
-
-def session_from_doc(sid: str, doc: dict) -> Session:
-    return Session(id=sid, **{k: v for k, v in doc.items() if k in _SESSION_FIELDS})
-
-
-def session_to_doc(session: Session) -> dict:
-    """Unset times and a session not being deleted leave their fields out."""
-    return {f: v for f in _SESSION_FIELDS
-            if (v := getattr(session, f)) is not None and v is not False}
-
-
-def recovery_counts(again: list[dict], replaced: int, speculative: int,
-                    redriven: int) -> RecoveryCounts:
-    """``again``: the tasks taken more than once. Every take of a task after its first
-    is a retry, unless it was a replacement or a speculative copy."""
-    retries = sum(max(0, d["attempts"] - 1 - (d.get("generation") or 0)
-                      - bool(d.get("speculated"))) for d in again)
-    return {"retries": retries, "replaced": replaced, "speculative": speculative,
-            "redriven": redriven}
-
-
 class Store:
-    """The store port (``francine.ports.Store``) over Firestore."""
+    """The store port (``francine.ports.protocols.Store``) over Firestore."""
 
     def __init__(self, db):
         self._db = db
@@ -258,7 +193,7 @@ class Store:
 
     def referenced_resources(self) -> set[str]:
         """The sha256 of every session's resource records (a collection-group query):
-        an object that none names is garbage (``francine.retention``)."""
+        an object that none names is garbage (``francine.services.retention``)."""
         query = self._db.collection_group("resources").select(["sha256"])
         with translated("resource references"):
             return {s.to_dict().get("sha256") for s in query.stream()}
@@ -604,7 +539,7 @@ class Store:
         docs = list(q.order_by(field, direction=direction).limit(1).stream())
         return docs[0].get(field) if docs else None
 
-    # --- the farm's queue (francine.farm): across executions, so collection-group -----
+    # --- the farm's queue (francine.services.farm): across executions, so collection-group -----
     def _farm_users(self, farm: str):
         return self._db.collection("farms").document(farm).collection("users")
 

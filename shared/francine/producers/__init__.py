@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from francine.producers.base import Producer, SceneError
+from francine.domain.producer import Producer, SceneError
 
 # Imported lazily: a producer module pulls in numba, which the api does not always need.
 _MODULES = {

@@ -1,4 +1,4 @@
-"""In-memory twins of the store, bus and blob ports (``francine.ports``).
+"""In-memory twins of the store, bus and blob ports (``francine.ports.protocols``).
 
 They keep the semantics the scheduler depends on, checked by the same conformance
 suite as the emulator-backed adapters (``tests/conformance/``). Every operation goes
@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from francine.adapters.store import now
+from francine.base.clock import now
 
 if TYPE_CHECKING:
-    from francine.clients import Adapters
-    from francine.config import Settings
+    from francine.base.config import Settings
+    from francine.ports import Adapters
 
 
 @dataclass
@@ -47,8 +47,8 @@ def twin_adapters(settings: Settings | None = None, meter: Meter | None = None,
     """Adapters over fresh twins, with the subscriptions of the pipeline: ``render``
     on the production topic, ``reduce`` on the task events, both dead-lettering to
     ``dead-letters`` (read by the reducer too, as in the deployment)."""
-    from francine.clients import Adapters
-    from francine.config import Settings
+    from francine.base.config import Settings
+    from francine.ports import Adapters
     from francine.twins.blobs import BlobsTwin
     from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, BusTwin
     from francine.twins.store import StoreTwin
@@ -66,7 +66,7 @@ def pump(ad, worker, reducer, order=None, limit: int = 1_000_000) -> int:
     """Deliver the twins' pending messages to the worker and the reducer until none is
     left (``order(deliveries)`` may reorder each batch); a handler that raises leaves
     its message unacknowledged, so it is delivered again. Returns deliveries made."""
-    from francine import errors
+    from francine.base import errors
 
     bus = ad.bus
     made = 0

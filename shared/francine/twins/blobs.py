@@ -13,9 +13,9 @@ import datetime as dt
 import pathlib
 from collections.abc import Iterator
 
-from francine import errors
-from francine.adapters.blobs import Blobs
-from francine.ports import Area, StoredObject
+from francine.base import errors
+from francine.ports import layout
+from francine.ports.protocols import Area, StoredObject
 from francine.twins import Meter
 
 #: What the twin's upload and result URLs start with.
@@ -23,11 +23,11 @@ URL_PREFIX = "twin:"
 
 
 class BlobsTwin:
-    """The blobs port (``francine.ports.Blobs``) in memory."""
+    """The blobs port (``francine.ports.protocols.Blobs``) in memory."""
 
-    partial_name = staticmethod(Blobs.partial_name)
-    result_name = staticmethod(Blobs.result_name)
-    resource_name = staticmethod(Blobs.resource_name)
+    partial_name = staticmethod(layout.partial_name)
+    result_name = staticmethod(layout.result_name)
+    resource_name = staticmethod(layout.resource_name)
 
     def __init__(self, meter: Meter | None = None, keep_bytes: bool = True):
         self.meter = meter or Meter()

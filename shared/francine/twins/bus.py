@@ -14,9 +14,15 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 
-from francine.adapters.bus import EXECUTION_STATUS, PRODUCE, TASK_DONE
-from francine.envelope import DEAD_LETTER_ATTRIBUTE, Message, task_message
-from francine.ports import Fields, Gate
+from francine.domain.envelope import (
+    DEAD_LETTER_ATTRIBUTE,
+    EXECUTION_STATUS,
+    PRODUCE,
+    TASK_DONE,
+    Message,
+    task_message,
+)
+from francine.ports.protocols import Fields, Gate
 from francine.twins import Meter
 
 PRODUCE_TOPIC = "produce"
@@ -45,7 +51,7 @@ class Delivery:
 
 
 class BusTwin:
-    """The bus port (``francine.ports.Bus``) in memory, with the topics and
+    """The bus port (``francine.ports.protocols.Bus``) in memory, with the topics and
     subscriptions that Pub/Sub would hold."""
 
     def __init__(self, meter: Meter | None = None):
@@ -113,12 +119,12 @@ class BusTwin:
                                     "node": node}, type=TASK_DONE)
 
     def publish_status(self, message: Fields) -> None:
-        """An execution status for other systems (schema: francine.events)."""
+        """An execution status for other systems (schema: francine.services.events)."""
         self.publish(STATUS_TOPIC, message, type=EXECUTION_STATUS)
 
     def render_gate(self) -> Gate:
         """Open once the production topic has a subscription, as the adapter's."""
-        from francine.readiness import RenderGate
+        from francine.ports.readiness import RenderGate
 
         return RenderGate(self.subscribed, [PRODUCE_TOPIC])
 

@@ -21,8 +21,18 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from francine import errors
-from francine.adapters.store import (
+from francine.base import errors
+from francine.domain.records import (
+    FINAL,
+    TASK_FINAL,
+    Claim,
+    Execution,
+    Kind,
+    Session,
+    Status,
+    Task,
+)
+from francine.ports.layout import (
     execution_from_doc,
     execution_to_doc,
     recovery_counts,
@@ -32,8 +42,7 @@ from francine.adapters.store import (
     task_from_doc,
     task_to_doc,
 )
-from francine.ports import ExecutionUsage, Fields, RecoveryCounts, TaskStats, TimeSums
-from francine.records import FINAL, TASK_FINAL, Claim, Execution, Kind, Session, Status, Task
+from francine.ports.protocols import ExecutionUsage, Fields, RecoveryCounts, TaskStats, TimeSums
 from francine.twins import Meter
 
 
@@ -49,7 +58,7 @@ def _copy(value):
 
 
 class StoreTwin:
-    """The store port (``francine.ports.Store``) in memory."""
+    """The store port (``francine.ports.protocols.Store``) in memory."""
 
     def __init__(self, meter: Meter | None = None):
         self.meter = meter or Meter()

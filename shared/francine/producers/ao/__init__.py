@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from francine.domain.producer import ResourceInfo, Resources, SceneError, Tile
 from francine.producers.ao import cost
 from francine.producers.ao import scene as _scene
-from francine.producers.base import ResourceInfo, Resources, SceneError, Tile
 
 MASK64 = (1 << 64) - 1
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from francine.producers.base import SceneError
+from francine.domain.producer import SceneError
 
 MAX_SIZE = 16384
 MAX_SUBSAMPLES = 16

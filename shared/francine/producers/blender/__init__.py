@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from francine.producers.base import Resources, SceneError, Tile
+from francine.domain.producer import Resources, SceneError, Tile
+from francine.domain.records import Execution
 from francine.producers.blender import blendfile, cost, deps
 from francine.producers.blender import scene as _scene
-from francine.records import Execution
 
 
 class Blender:

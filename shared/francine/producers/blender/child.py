@@ -48,7 +48,7 @@ def line_buffered() -> None:
 def serve(request: dict, workdir: pathlib.Path):
     """The reply to one request: ("ok", passes) or ("error", kind, field, message) with
     kind "scene" (a SceneError), "value" (a ValueError) or "failed" (anything else)."""
-    from francine.producers.base import SceneError, Tile
+    from francine.domain.producer import SceneError, Tile
     from francine.producers.blender import render
 
     scene = request["scene"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from francine.records import Execution, Status
+from francine.domain.records import Execution, Status
 
 #: Seconds per sample per pixel on one vCPU for a trivial scene, and per doubling of the
 #: polygon count; calibrated on the demo scenes by bench/blender_pipeline.py

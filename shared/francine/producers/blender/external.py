@@ -29,7 +29,7 @@ import pathlib
 import re
 from collections.abc import Iterator
 
-from francine.producers.base import SceneError
+from francine.domain.producer import SceneError
 
 #: Image sources that read files, and those that read one file per frame or tile.
 FILE_SOURCES = {"FILE", "SEQUENCE", "MOVIE", "TILED"}

@@ -62,7 +62,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from francine.producers.base import Resources, SceneError, Tile
+from francine.domain.producer import Resources, SceneError, Tile
 
 log = logging.getLogger("francine.blender")
 MEMO_KEY = "blender.open"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from francine.producers.base import SceneError, Tile
+from francine.domain.producer import SceneError, Tile
 from francine.producers.blender import external
 
 #: Cycles' seed is a non-negative C int.

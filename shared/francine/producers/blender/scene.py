@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from francine.producers.base import ResourceInfo, SceneError
+from francine.domain.producer import ResourceInfo, SceneError
 from francine.producers.blender import blendfile, deps
 
 MAX_SAMPLES = 65_536

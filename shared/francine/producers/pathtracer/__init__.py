@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from francine.producers.base import ResourceInfo, Resources, SceneError, Tile
+from francine.domain.producer import ResourceInfo, Resources, SceneError, Tile
 from francine.producers.pathtracer import cost
 from francine.producers.pathtracer import scene as _scene
 

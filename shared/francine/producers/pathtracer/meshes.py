@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from francine.producers.base import Resources, SceneError
+from francine.domain.producer import Resources, SceneError
 from francine.producers.pathtracer import bvh
 from francine.producers.pathtracer.obj import ObjError, load_obj
 

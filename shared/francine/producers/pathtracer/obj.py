@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from francine.producers.base import SceneError
+from francine.domain.producer import SceneError
 
 # Statements of the OBJ format that carry nothing the path tracer uses. Anything not
 # listed here and not ``v``/``f`` is rejected: a file that is not an OBJ at all (an

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from francine.producers.base import ResourceInfo, Resources, Tile
+from francine.domain.producer import ResourceInfo, Resources, Tile
 from francine.producers.pathtracer import PRODUCER
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from francine.producers.base import ResourceInfo, Resources, Tile
+from francine.domain.producer import ResourceInfo, Resources, Tile
 from francine.producers.pathtracer import kernel
 from francine.producers.pathtracer.meshes import mesh_bvh
 from francine.producers.pathtracer.world import World, build_world

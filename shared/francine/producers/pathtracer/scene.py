@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from francine.producers.base import ResourceInfo, SceneError
+from francine.domain.producer import ResourceInfo, SceneError
 
 MAX_SIZE = 16384
 MAX_SAMPLES = 1 << 16

@@ -1,0 +1,246 @@
+"""Partial images, their reduction, tone mapping and encoding. Pure NumPy, no I/O.
+
+A partial covers a rectangle of the image that is a union of tiles. It holds the *sum*
+of the sample passes it has seen and, per tile cell, how many passes that is; so
+combining partials is addition, whatever mix of tiles and passes they hold, and the
+final image is sum / count. Counts per tile rather than per pixel keep a partial at the
+size of its pixels (a gray 512×512 pass is 1 MiB, not 2).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from francine.domain.producer import Tile
+
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "exr": "image/x-exr"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "exr": "exr"}
+
+
+@dataclass
+class Partial:
+    x0: int
+    y0: int
+    tile: int  # edge of the tile grid that counts refer to
+    sum: np.ndarray  # float32 (h, w, channels)
+    count: np.ndarray  # float32 (ceil(h / tile), ceil(w / tile)): passes per tile cell
+
+    @property
+    def width(self) -> int:
+        return self.sum.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.sum.shape[0]
+
+    def pixel_counts(self) -> np.ndarray:
+        """Counts expanded to pixels: (h, w, 1)."""
+        full = np.repeat(np.repeat(self.count, self.tile, axis=0), self.tile, axis=1)
+        return full[: self.height, : self.width, None]
+
+    def mean(self, in_place: bool = False) -> np.ndarray:
+        """sum / count; ``in_place`` divides the sum itself (no second image in memory)."""
+        counts = self.pixel_counts()
+        if np.any(counts == 0):
+            raise ValueError("partial has pixels that no pass has covered")
+        if in_place:
+            return np.divide(self.sum, counts, out=self.sum)
+        return self.sum / counts
+
+
+def checked_pass(tile: Tile, pixels: np.ndarray) -> np.ndarray:
+    """A producer's pixels for ``tile`` as float32 (height, width, channels)."""
+    if pixels.ndim != 3 or pixels.shape[:2] != (tile.height, tile.width):
+        raise ValueError(f"producer returned {pixels.shape}, expected "
+                         f"({tile.height}, {tile.width}, channels)")
+    return np.ascontiguousarray(pixels, np.float32)
+
+
+def tile_partial(tile: Tile, grid: int, pixel_sum: np.ndarray, passes: int = 1) -> Partial:
+    """The partial of one production task: the sum of ``passes`` passes over one tile."""
+    pixel_sum = checked_pass(tile, pixel_sum)
+    count = np.full((-(-tile.height // grid), -(-tile.width // grid)), passes, np.float32)
+    return Partial(tile.x0, tile.y0, grid, pixel_sum, count)
+
+
+def from_pass(tile: Tile, grid: int, pixels: np.ndarray) -> Partial:
+    """The partial of one production task: one pass over one tile."""
+    return tile_partial(tile, grid, pixels, 1)
+
+
+def dump_band(pixels: np.ndarray) -> bytes:
+    """A band of a tile's pixel sums (a piece of a speculative copy), as stored."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(pixels, np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_band(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def combine(partials) -> Partial:
+    """Sum partials into one over their union.
+
+    Two passes of the same tile add up; different tiles land side by side.
+    """
+    items = list(partials)
+    if not items:
+        raise ValueError("nothing to combine")
+    x0 = min(p.x0 for p in items)
+    y0 = min(p.y0 for p in items)
+    x1 = max(p.x0 + p.width for p in items)
+    y1 = max(p.y0 + p.height for p in items)
+    acc = Accumulator(x0, y0, x1, y1, items[0].tile, items[0].sum.shape[2])
+    for p in items:
+        acc.add(p)
+    return acc.partial()
+
+
+class Accumulator:
+    """A running sum over a known rectangle: partials are added one at a time as they
+    arrive, so memory is the rectangle's, whatever the number of partials."""
+
+    def __init__(self, x0: int, y0: int, x1: int, y1: int, grid: int, channels: int):
+        self.x0, self.y0, self.grid, self.channels = x0, y0, grid, channels
+        self.total = np.zeros((y1 - y0, x1 - x0, channels), np.float32)
+        self.count = np.zeros((-(-(y1 - y0) // grid), -(-(x1 - x0) // grid)), np.float32)
+        self.added = 0
+
+    def add(self, p: Partial) -> None:
+        h, w = self.total.shape[:2]
+        ys, xs = p.y0 - self.y0, p.x0 - self.x0
+        if (p.tile != self.grid or p.sum.shape[2] != self.channels or xs % self.grid
+                or ys % self.grid):
+            raise ValueError("partials of different grids or channels cannot be combined")
+        if xs < 0 or ys < 0 or xs + p.width > w or ys + p.height > h:
+            raise ValueError("partial outside the rectangle being reduced")
+        self.total[ys: ys + p.height, xs: xs + p.width] += p.sum
+        gy, gx = ys // self.grid, xs // self.grid
+        self.count[gy: gy + p.count.shape[0], gx: gx + p.count.shape[1]] += p.count
+        self.added += 1
+
+    def partial(self) -> Partial:
+        if not self.added:
+            raise ValueError("nothing to combine")
+        return Partial(self.x0, self.y0, self.grid, self.total, self.count)
+
+
+def dump_partial(p: Partial) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, origin=np.array([p.x0, p.y0, p.tile], np.int64), sum=p.sum, count=p.count)
+    return buf.getvalue()
+
+
+def load_partial(data: bytes) -> Partial:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        x0, y0, tile = (int(v) for v in z["origin"])
+        return Partial(x0, y0, tile, z["sum"], z["count"])
+
+
+def view_partial(data: bytes) -> Partial:
+    """A partial over the bytes of ``dump_partial`` without copying its pixels (read-only
+    arrays that keep ``data`` alive): the reducer adds it, then lets both go."""
+    view = memoryview(data)
+    arrays = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                return load_partial(data)
+            local = info.header_offset
+            name_len, extra_len = struct.unpack("<HH", view[local + 26: local + 30])
+            start = local + 30 + name_len + extra_len
+            head = io.BytesIO(view[start: start + min(info.file_size, 4096)].tobytes())
+            version = np.lib.format.read_magic(head)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read(head)
+            if fortran or dtype.hasobject:
+                return load_partial(data)
+            count = int(np.prod(shape)) if shape else 1
+            arrays[info.filename.removesuffix(".npy")] = np.frombuffer(
+                view, dtype, count=count, offset=start + head.tell()).reshape(shape)
+    x0, y0, tile = (int(v) for v in arrays["origin"])
+    return Partial(x0, y0, tile, arrays["sum"], arrays["count"])
+
+
+# --- display and encoding --------------------------------------------------------------
+
+#: Rows converted at once when encoding.
+BAND = 256
+
+
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    x = np.clip(linear, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+def to_8bit(linear: np.ndarray, display: str) -> np.ndarray:
+    """Map linear values to 8 bits: "linear" clamps as the classic aobench does
+    (``(int)(v * 255.5)``), "srgb" applies the sRGB transfer curve first."""
+    if display not in ("srgb", "linear"):
+        raise ValueError(f"unknown display transform {display!r}")
+    out = np.empty(linear.shape, np.uint8)
+    # In bands of rows: the float temporaries stay small whatever the image.
+    for y in range(0, linear.shape[0], BAND):
+        part = linear[y: y + BAND]
+        v = srgb_encode(part) if display == "srgb" else np.clip(part, 0.0, 1.0)
+        out[y: y + BAND] = np.clip(v * 255.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def rgba_to_8bit(linear: np.ndarray, display: str, keep_alpha: bool) -> np.ndarray:
+    """Premultiplied linear RGBA (as renderers give it) to 8 bits: straight alpha, kept
+    linear, when it is kept (PNG); otherwise the colour over black (JPEG)."""
+    alpha = np.clip(linear[:, :, 3:4], 0.0, 1.0)
+    if not keep_alpha:
+        return to_8bit(linear[:, :, :3], display)
+    rgb = np.where(alpha > 0, linear[:, :, :3] / np.maximum(alpha, 1e-12), 0.0)
+    return np.concatenate([to_8bit(rgb, display), to_8bit(alpha, "linear")], axis=2)
+
+
+def encode(linear: np.ndarray, fmt: str, display: str) -> bytes:
+    """Encode a (h, w, channels) linear image as png, jpeg (8-bit, display-mapped) or
+    exr (float32, linear: EXR keeps the radiance, tone mapping is the viewer's job)."""
+    if fmt == "exr":
+        return _encode_exr(np.ascontiguousarray(linear, np.float32))
+    from PIL import Image
+
+    if linear.shape[2] == 4:
+        pixels = rgba_to_8bit(linear, display, keep_alpha=fmt == "png")
+    else:
+        pixels = to_8bit(linear, display)
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    buf = io.BytesIO()
+    if fmt == "png":
+        image.save(buf, format="PNG")
+    elif fmt == "jpeg":
+        image.save(buf, format="JPEG", quality=95)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return buf.getvalue()
+
+
+def _encode_exr(linear: np.ndarray) -> bytes:
+    import OpenEXR
+
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    channels = ({"Y": linear[:, :, 0]} if linear.shape[2] == 1 else
+                {"RGBA": linear[:, :, :4]} if linear.shape[2] == 4 else {"RGB": linear[:, :, :3]})
+    # The OpenEXR binding writes files only.
+    fd, path = tempfile.mkstemp(suffix=".exr")
+    os.close(fd)
+    try:
+        with OpenEXR.File(header, channels) as f:
+            f.write(path)
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(path)

@@ -1,0 +1,139 @@
+"""Typed records of the domain: statuses, executions and tasks.
+
+Only the store adapter turns these into Firestore documents and back
+(``francine.adapters.store``); the rest of the code reads attributes, not string keys.
+The final statuses are defined here once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Statuses of executions and tasks (a StrEnum: equal to its value as a string)."""
+
+    QUEUED = "queued"  # execution: created, nothing running yet
+    PENDING = "pending"  # task: planned, not taken
+    RUNNING = "running"
+    REDUCING = "reducing"  # execution (reported only): every production task is done
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: Statuses an execution never leaves.
+FINAL: frozenset[Status] = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
+#: Statuses a task never leaves.
+TASK_FINAL: frozenset[Status] = frozenset({Status.DONE, Status.FAILED})
+
+
+def is_final(status: str | None) -> bool:
+    return status in FINAL
+
+
+class Kind(StrEnum):
+    PRODUCE = "produce"
+    REDUCE = "reduce"
+
+
+class Claim(StrEnum):
+    """What a conditional claim of a task observed."""
+
+    WON = "won"  # this owner holds the task now
+    DONE = "done"  # the task is finished (done or failed)
+    HELD = "held"  # someone else holds it
+    OTHER = "other"  # the task is not of the kind asked for
+
+
+@dataclass
+class Task:
+    """One production or reduction task (document ``tasks/{id}``)."""
+
+    id: str
+    node: str
+    kind: Kind
+    parent: str | None
+    status: Status = Status.PENDING
+    children: int = 0
+    attempts: int = 0
+    owner: str | None = None
+    started: dt.datetime | None = None
+    finished: dt.datetime | None = None
+    error: str | None = None
+    # production tasks: the tile [x0, y0, width, height], the first pass, its seed, and
+    # how many consecutive passes the task renders (several when one pass is tiny)
+    tile: tuple[int, int, int, int] | None = None
+    pass_index: int | None = None
+    seed: int | None = None
+    passes: int = 1
+    # measured seconds, summed by aggregation queries for the execution's status
+    fetch_s: float | None = None
+    work_s: float | None = None
+    cpu_s: float | None = None
+    # recovery: failed passes of this task, its generation (each replacement renders
+    # with a fresh seed), whether a speculative copy was started, how often its
+    # reduction was re-driven
+    failures: int = 0
+    generation: int = 0
+    speculated: bool = False
+    redrives: int = 0
+    # farm-wide dispatch (francine.domain.fair_share): "<farm>:waiting" or "<farm>:out" while the
+    # task holds its place in the farm's queue or a slot, its fair-share tag (virtual
+    # time), its rank (the tag less its user's credit: the dispatch order), its slot
+    queue: str | None = None
+    tag: float | None = None
+    rank: float | None = None
+    slot: int | None = None
+
+
+@dataclass
+class Execution:
+    """One render of a session (document ``executions/{id}``)."""
+
+    id: str
+    session_id: str
+    user: str
+    created: dt.datetime
+    producer: str
+    format: str
+    display: str
+    channels: int
+    scene: dict[str, Any]
+    shape: dict[str, int]
+    parallel: int
+    tile: int | None = None
+    update: dict[str, Any] | None = None
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status: Status = Status.QUEUED
+    admission_limit: int = 0
+    planned: bool = False
+    published: bool = False
+    finished: dt.datetime | None = None
+    error: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    result: str | None = None
+    notify_url: str | None = None  # where the final status is POSTed (a webhook)
+    cpu_estimate: float | None = None  # reserved against the owner's daily budget
+    task_seconds: float | None = None  # one production task's estimate (fair share)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass
+class Session:
+    """A scene being worked on (document ``sessions/{id}``)."""
+
+    id: str
+    user: str
+    producer: str
+    format: str
+    scene: dict[str, Any]
+    created: dt.datetime | None = None
+    updated: dt.datetime | None = None
+    deleting: bool = False  # being deleted: it answers 404 from then on

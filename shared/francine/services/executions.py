@@ -1,0 +1,222 @@
+"""Executions: starting one (plan, record, publish), reporting it, ending it.
+
+Used by the api (start, status, wait) and by the reducer (finish, fail). The order of
+writes makes every step safe to repeat: the execution document is created first
+(transactionally with the session's scene update), then the task documents
+(``planned``), then the messages (``published``). A retried request with the same
+idempotency key resumes wherever the first one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+import uuid
+
+from francine import producers
+from francine.base import errors
+from francine.domain import planning, reduction, scheduler
+from francine.domain.mergepatch import merge_patch
+from francine.domain.producer import ResourceInfo, SceneError
+from francine.domain.records import Execution, Kind, Session, Status, Task
+from francine.ports import Adapters
+from francine.services import estimates, farm, recovery, views, warmup
+
+
+def scene_error(e: SceneError) -> errors.BadRequest:
+    field = f"scene.{e.field}" if e.field and e.field != "producer" else e.field
+    return errors.BadRequest(f"{field}: {e.message}" if field else e.message, "invalid_scene")
+
+
+def parse_request(body: dict) -> tuple[int, dict | None, int | None]:
+    from francine.services.schemas import parse  # the one definition of the request body
+
+    request = parse("execution", body)
+    return request["parallel"], request["update"], request["tile"]
+
+
+def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return uuid.uuid4().hex[:20]
+    return hashlib.sha256(f"{user}\0{sid}\0{idempotency_key}".encode()).hexdigest()[:20]
+
+
+def start(ad: Adapters, user: str, sid: str, body: dict,
+          idempotency_key: str | None = None, admit=None) -> tuple[Execution, bool]:
+    """Create (or, for a repeated idempotency key, find) an execution and publish it.
+    Returns (execution, created). ``admit(shape, pixel_seconds)``, run only for
+    a new execution (quotas.admission), raises to refuse it or returns extra fields."""
+    from francine.services import events  # events reads statuses from here
+
+    parallel, update, tile = parse_request(body)
+    notify_url = events.check_notify_url(body.get("notify_url"), ad)
+    eid = execution_id(user, sid, idempotency_key)
+
+    def build(session: Session) -> tuple[dict, Execution]:
+        # Only for a new execution (a repeated key finds the first one before this).
+        records = ad.store.list_resources(sid)
+        resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
+                     for r in records}
+        producer = producers.get(session.producer)
+        scene = merge_patch(session.scene, update) if update else session.scene
+        try:
+            scene = producer.validate(scene, resources)
+            width, height = producer.image_size(scene)
+        except SceneError as e:
+            raise scene_error(e) from e
+        pixel_seconds = estimates.pixel_seconds(ad, sid, producer, scene, records)
+        bound = ad.settings.max_task_seconds
+        edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
+        # Tiny passes are folded: several passes of a tile per task, up to the minimum
+        # task time and so that the producer's fixed cost per task is worth paying,
+        # never past a quarter of the bound, never leaving instances idle.
+        single = planning.make_shape(width, height, 1, edge)
+        fold = planning.passes_per_task(
+            planning.task_seconds(single, pixel_seconds), parallel,
+            ad.settings.min_task_seconds, bound / 4,
+            overhead_s=getattr(producer, "task_overhead_s", 0.0), tiles=single.tiles,
+            instances=ad.settings.max_render_instances)
+        shape = planning.make_shape(width, height, parallel, edge, fold)
+        estimate = planning.task_seconds(shape, pixel_seconds)
+        if estimate > bound:
+            raise errors.BadRequest(
+                f"tile: one task of {edge}×{edge} pixels would take about {estimate:.0f} s, "
+                f"more than the limit of {bound:.0f} s: use tile ≤ "
+                f"{planning.largest_tile(width, height, pixel_seconds, bound)}", "tile_too_large")
+        if shape.total_tasks > ad.settings.max_tasks:
+            raise errors.BadRequest(
+                f"this render would need {shape.total_tasks} tasks, more than the limit of "
+                f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
+        reduction.check_fits(shape, producers.partial_channels(producer.name, scene),
+                             ad.settings.reducer_memory_bytes)
+        extra = admit(shape, pixel_seconds) if admit else {}
+        created = ad.clock()
+        ex = Execution(
+            id=eid, session_id=sid, user=user, created=created, producer=producer.name,
+            format=session.format, display=producer.display, channels=producer.channels,
+            scene=scene, update=update, parallel=parallel, tile=tile,
+            resources={n: {"sha256": r.sha256, "size": r.size} for n, r in resources.items()},
+            shape=shape.to_dict(),
+            # Farm-wide admission (francine.services.farm) replaces the per-execution limit.
+            admission_limit=0 if farm.enabled(ad.settings) else ad.settings.admission_limit,
+            notify_url=notify_url, task_seconds=estimate, **extra)
+        return ({"scene": scene, "updated": created} if update else {}), ex
+
+    ex, created = ad.store.create_execution(sid, eid, build)
+    if created:  # before the tasks: the instances start while they are published
+        warmup.after_start(ad, ex)
+    if not ex.final:
+        try:
+            publish(ad, ex)
+        except Exception:
+            if idempotency_key is None:
+                # Nobody can resume this execution (a retry gets a new id): end it
+                # rather than leave it queued forever. With a key, a retry resumes it.
+                with contextlib.suppress(Exception):
+                    fail(ad, sid, eid, "publish_failed", "the tasks could not be queued")
+            raise
+    if created:  # after the tasks: announcing it must not delay the render
+        events.publish_status(ad, ex, created=True)
+    return ex, created
+
+
+def publish(ad: Adapters, ex: Execution) -> None:
+    """Write the task documents and publish the first production tasks; idempotent."""
+    carry_out_start(ad, ex, scheduler.ExecutionCreated())
+
+
+#: Kept for callers of the earlier name.
+STALLED_S = scheduler.STALLED_S
+
+
+def resume_if_stalled(ad: Adapters, ex: Execution) -> bool:
+    """Finish publishing an execution whose creating request died; idempotent, so the
+    status read that notices it can do it. True if it resumed."""
+    return bool(carry_out_start(ad, ex, scheduler.Tick()).actions)
+
+
+def carry_out_start(ad: Adapters, ex: Execution, event) -> scheduler.Trace:
+    """Step ``event`` (creation or a tick) and carry out the writes and publications;
+    ``ex`` is updated as the store is."""
+    sid, eid = ex.session_id, ex.id
+    shape = planning.Shape.from_dict(ex.shape)
+    plan = scheduler.Plan(shape, ex.admission_limit or 0)
+    seen = scheduler.Observed(
+        status=ex.status, planned=bool(ex.planned), published=bool(ex.published),
+        now_s=(ad.clock() - ex.created).total_seconds())
+
+    def carry_out(action):
+        match action:
+            case scheduler.WriteTasks():
+                tasks = task_records(eid, shape)
+                if farm.enabled(ad.settings):  # tagged and queued, not published
+                    farm.enqueue(ad, ex, tasks)
+                ad.store.write_tasks(sid, eid, tasks)
+                ad.store.update_execution(sid, eid, {"planned": True})
+                ex.planned = True
+            case scheduler.Publish(first=True) if farm.enabled(ad.settings):
+                ad.store.update_execution(sid, eid, {"published": True})
+                ex.published = True
+                farm.dispatch_now(ad)
+            case scheduler.Publish(indices=indices, first=first):
+                ad.bus.publish_tasks(sid, eid, [
+                    (i, planning.task_id(eid, planning.node_name(0, i))) for i in indices])
+                if first:
+                    ad.store.update_execution(sid, eid, {"published": True})
+                    ex.published = True
+
+    return scheduler.drive(plan, [event], lambda _e: seen, carry_out)
+
+
+def task_records(eid: str, shape: planning.Shape) -> list[Task]:
+    tasks = []
+    for t in planning.plan(eid, shape):
+        tile = None if t.tile is None else (t.tile.x0, t.tile.y0, t.tile.width, t.tile.height)
+        tasks.append(Task(planning.task_id(eid, t.node), t.node, Kind(t.kind), t.parent,
+                          children=t.children, tile=tile, pass_index=t.pass_index,
+                          seed=t.seed, passes=t.passes))
+    return tasks
+
+
+def end(ad: Adapters, ex: Execution, status: str, error: dict | None = None,
+        result: str | None = None) -> bool:
+    """Move the execution to a final status with its frozen summary; first caller wins."""
+    finished = ad.clock()
+    stats = ad.store.task_stats(ex.session_id, ex.id)
+    summary = views.summarize(ex, stats, finished, status)
+    summary["tasks"].update(recovery.counts(ad, ex.session_id, ex.id))
+    fields = {"status": Status(status), "finished": finished, "error": error,
+              "summary": summary}
+    if result:
+        fields["result"] = result
+    won = ad.store.finish_execution(ex.session_id, ex.id, fields)
+    if won:
+        farm.ended(ad, ex)
+        from francine.services import events
+
+        events.publish_status(ad, ad.store.execution(ex.session_id, ex.id))
+        warmup.after_end(ad, ex)
+    return won
+
+
+def fail(ad: Adapters, sid: str, eid: str, code: str, message: str) -> bool:
+    ex = ad.store.execution(sid, eid)
+    if ex is None or ex.final:
+        return False
+    return end(ad, ex, Status.FAILED, {"code": code, "message": message})
+
+
+def wait(ad: Adapters, sid: str, eid: str, timeout_s: float) -> Execution:
+    """Poll the execution document until it is final or the timeout passes: every 0.1 s
+    at first (small renders answer fast), backing off to every second."""
+    deadline = time.monotonic() + timeout_s
+    poll_s = 0.1
+    while True:
+        ex = ad.store.execution(sid, eid)
+        if ex is None:
+            raise errors.NotFound("execution not found")
+        if ex.final or time.monotonic() >= deadline:
+            return ex
+        time.sleep(poll_s)
+        poll_s = min(1.0, poll_s * 1.25)

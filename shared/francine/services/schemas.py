@@ -1,0 +1,191 @@
+"""Request bodies, defined once: these pydantic models validate the requests and produce
+the schemas of the OpenAPI document, so that what the document declares valid is what
+the api accepts.
+
+Scenes belong to their producer. A producer exposes ``scene_model`` (a pydantic model)
+or, until it has one, ``json_schema()``; either goes into the document as
+``Scene_<name>``, and ``validate`` of the producer has the last word (cross-field rules,
+such as a material that must exist, are stated in the schema's descriptions).
+
+``check_json`` bounds what any body may hold, whatever its route: everything in a body
+may be stored in Firestore, which takes integers of 64 bits, finite numbers, valid
+UTF-8, map keys that are not empty nor ``__reserved__``, and 20 levels of nesting.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic.json_schema import WithJsonSchema
+
+from francine import producers
+from francine.base import errors
+from francine.domain import imaging, planning
+
+INT64 = (-(1 << 63), (1 << 63) - 1)
+MAX_DEPTH = 16
+MAX_KEY_BYTES = 1500
+RESERVED_KEY = re.compile(r"^__.*__$")
+REF = "#/components/schemas/{model}"
+SCENE_MARK = "x-francine-scene"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ExecutionRequest(Strict):
+    parallel: int = Field(1, ge=1, le=planning.MAX_PARALLEL,
+                          description="number of sample passes, each with its own seed")
+    update: dict[str, Any] | None = Field(
+        None, description="JSON Merge Patch (RFC 7386) of the scene; it persists for "
+        "later executions")
+    tile: int | None = Field(None, ge=planning.MIN_TILE, le=1 << 20,
+                             description="edge of the square tiles one task renders "
+                             "(default: chosen so that one task stays well inside the time "
+                             "limit)")
+    notify_url: str | None = Field(
+        None, max_length=2048,
+        description="an https:// URL (public addresses only) that receives one POST of the "
+        "final status, signed with HMAC-SHA256 under the caller's secret (GET "
+        "/v1/webhook-secret; header X-Francine-Signature: t=<unix time>,v1=<hex of "
+        "HMAC(secret, '<t>.<body>')>)")
+
+
+class AttachRequest(Strict):
+    name: str = Field(description="resource name: the file's relative path, any UTF-8 but "
+                      "control characters, backslashes and '.'/'..' segments", max_length=512)
+    url: str = Field(description="gs://bucket/object (a bucket an administrator allowed "
+                     "for you) or https://host/path (public addresses only; no redirects)",
+                     max_length=2048)
+
+
+def scene_schema(producer) -> dict:
+    model = getattr(producer, "scene_model", None)
+    if model is not None:
+        return model.model_json_schema(ref_template=REF)
+    schema = dict(producer.json_schema())
+    schema.pop("$schema", None)
+    return schema
+
+
+def _session_variant(name: str) -> type[BaseModel]:
+    # pydantic resolves every $ref it sees: the reference to the producer's schema is
+    # put in by _scene_refs.
+    scene = Annotated[dict[str, Any] | None, WithJsonSchema({SCENE_MARK: name})]
+    return create_model(
+        f"SessionRequest_{name}", __base__=Strict,
+        producer=(Literal[name], ...),  # type: ignore[valid-type]
+        format=(Literal[tuple(sorted(imaging.FORMATS))], "png"),  # type: ignore[misc]
+        scene=(scene, None))
+
+
+def _session_adapter() -> TypeAdapter:
+    variants = tuple(_session_variant(n) for n in producers.names())
+    union = variants[0] if len(variants) == 1 else Union[variants]  # noqa: UP007
+    return TypeAdapter(Annotated[union, Field(discriminator="producer")])
+
+
+_adapters: dict[str, TypeAdapter] = {}
+
+
+def _adapter(key: str) -> TypeAdapter:
+    if key not in _adapters:
+        _adapters[key] = (_session_adapter() if key == "session"
+                          else TypeAdapter({"execution": ExecutionRequest,
+                                            "attach": AttachRequest}[key]))
+    return _adapters[key]
+
+
+def parse(key: str, body: dict) -> dict:
+    """``body`` validated by the model ``key`` (session, execution, attach), as a dict
+    with defaults filled in; a 400 naming the first bad field otherwise."""
+    try:
+        value = _adapter(key).validate_python(body)
+    except ValidationError as e:
+        tag = e.errors()[0]["type"] in ("union_tag_invalid", "union_tag_not_found")
+        # An unknown producer is a scene nobody can render (the code clients know).
+        raise errors.BadRequest(describe(e, body), "invalid_scene" if tag else "invalid_field") \
+            from None
+    return value.model_dump()
+
+
+def describe(e: ValidationError, body: dict) -> str:
+    first = e.errors(include_url=False)[0]
+    loc = list(first["loc"])
+    if loc and isinstance(body, dict) and loc[0] == body.get("producer") and len(loc) > 1:
+        loc = loc[1:]  # the discriminated union's tag
+    field = ".".join(str(p) for p in loc) or "body"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "union_tag_invalid":
+        field, message = "producer", f"one of {producers.names()}"
+    elif first["type"] == "union_tag_not_found":
+        field, message = "producer", "required, one of " + str(producers.names())
+    return f"{field}: {message}"
+
+
+def components() -> dict[str, dict]:
+    """The request schemas for ``components/schemas`` of the OpenAPI document."""
+    out: dict[str, dict] = {}
+    for name, model in (("ExecutionRequest", ExecutionRequest),
+                        ("AttachRequest", AttachRequest)):
+        out[name] = model.model_json_schema(ref_template=REF)
+    session = _scene_refs(_adapter("session").json_schema(ref_template=REF))
+    out.update(session.pop("$defs", {}))
+    out["SessionRequest"] = session
+    for name in producers.names():
+        out[f"Scene_{name}"] = scene_schema(producers.get(name))
+    return out
+
+
+def _scene_refs(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_scene_refs(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if SCENE_MARK in schema:
+        return {"anyOf": [{"$ref": REF.format(model=f"Scene_{schema[SCENE_MARK]}")},
+                          {"type": "null"}],
+                "description": "the scene (null or missing: the producer's default scene)"}
+    return {k: _scene_refs(v) for k, v in schema.items()}
+
+
+def check_json(value: Any, path: str = "body", depth: int = 0) -> None:
+    """Refuse what Firestore cannot store, with the path of the offending value."""
+    if depth > MAX_DEPTH:
+        raise errors.BadRequest(f"{path}: nested deeper than {MAX_DEPTH} levels",
+                                "invalid_field")
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise errors.BadRequest(f"{path}: integers must fit in 64 bits", "invalid_field")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise errors.BadRequest(f"{path}: numbers must be finite", "invalid_field")
+    elif isinstance(value, str):
+        _utf8(value, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_json(item, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _utf8(key, f"{path} (a key)")
+            if not key or RESERVED_KEY.match(key) or len(key.encode()) > MAX_KEY_BYTES:
+                raise errors.BadRequest(
+                    f"{path}: keys must be 1 to {MAX_KEY_BYTES} bytes and not __reserved__",
+                    "invalid_field")
+            check_json(item, f"{path}.{key}", depth + 1)
+
+
+def _utf8(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.BadRequest(f"{path}: not valid Unicode (a lone surrogate)",
+                                "invalid_field") from None

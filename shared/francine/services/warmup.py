@@ -1,0 +1,149 @@
+"""Warm before the rush: keep enough render instances started for a large execution on a
+cold farm, and let the farm fall back to zero when it is idle.
+
+Cloud Run starts instances as requests arrive; a thousand tasks landing on a cold
+service wait for a thousand cold starts, spread over tens of seconds. Setting the
+service's minimum instance count (service-level scaling, no new revision) when a large
+execution starts asks Cloud Run to start them at once, while the api still writes and
+publishes the tasks; setting it back when the last large execution ends stops paying
+for them.
+
+``plan`` is the policy; ``Scaling`` is what applies it, sent through the ``Services``
+port (``francine.ports.protocols``; the Cloud Run Admin API in ``francine.adapters.run``).
+``after_start`` and ``after_end`` are the hooks of ``francine.services.executions``: they act
+only for executions of at least ``Policy.threshold`` production tasks (small ones never
+pay for a call) and only where ``FRANCINE_RENDER_SERVICE`` names the service (never in
+the local stack). A failed call is logged, never raised: warming is an optimisation,
+not part of an execution; the watchdog's ``reconcile`` makes good a call that failed,
+every sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from francine.base.config import Settings
+from francine.domain import planning
+from francine.domain.records import Execution
+from francine.ports import Adapters
+
+log = logging.getLogger("francine.warmup")
+
+
+@dataclass(frozen=True)
+class Policy:
+    #: The service's max instances: never ask for more.
+    max_instances: int
+    #: Executions with fewer production tasks than this do not warm anything: Cloud
+    #: Run's own scaling serves them as quickly.
+    threshold: int = 50
+    #: Fraction of the pending tasks to keep instances for (1: one per task).
+    fraction: float = 1.0
+
+
+def plan(policy: Policy, pending_tasks: int) -> int:
+    """Minimum instances to keep for ``pending_tasks`` production tasks not yet done
+    over the farm's running executions: 0 when idle or small, else as many instances as
+    the tasks can use, up to the maximum."""
+    if pending_tasks <= 0 or pending_tasks < policy.threshold:
+        return 0
+    return min(policy.max_instances, max(1, round(pending_tasks * policy.fraction)))
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Set ``service``'s (service-level) minimum instances to ``min_instances``."""
+
+    service: str
+    min_instances: int
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(max_instances=settings.max_render_instances,
+                  threshold=settings.warm_threshold)
+
+
+def productions(ex: Execution) -> int:
+    return planning.Shape.from_dict(ex.shape).productions
+
+
+def pending_tasks(ad: Adapters, leaving: str | None = None) -> int:
+    """Production tasks of the running executions (all of each one's passes: an upper
+    bound that costs one query, not one per execution), less the execution ``leaving``."""
+    return sum(productions(ex) for ex in ad.store.active_executions() if ex.id != leaving)
+
+
+def request_after_start(ad: Adapters, ex: Execution) -> Scaling | None:
+    """The request to send when ``ex`` was just created, or None: a small execution,
+    or no render service to warm (the local stack)."""
+    s = ad.settings
+    if not s.render_service or productions(ex) < s.warm_threshold:
+        return None
+    pending = pending_tasks(ad, leaving=ex.id) + productions(ex)
+    return Scaling(s.render_service, plan(policy_of(s), pending))
+
+
+def request_after_end(ad: Adapters, ex: Execution) -> Scaling | None:
+    """The request to send when ``ex`` has just ended: what the executions still
+    running need, 0 when none; None after a small execution (it never raised
+    anything) or without a render service."""
+    s = ad.settings
+    if not s.render_service or productions(ex) < s.warm_threshold:
+        return None
+    return Scaling(s.render_service, plan(policy_of(s), pending_tasks(ad, ex.id)))
+
+
+def send(ad: Adapters, request: Scaling) -> None:
+    """Start the update (the instances come up while the tasks are published); a
+    failure is logged."""
+    try:
+        ad.services().set_min_instances(request.service, request.min_instances)
+    except Exception as e:  # noqa: BLE001 - an optimisation must not fail a render
+        log.warning("could not set the minimum instances of %s: %s", request.service, e)
+        return
+    log.info("render service %s: min instances → %d", request.service, request.min_instances)
+
+
+def reconcile(ad: Adapters) -> int | None:
+    """The watchdog's look, every sweep: set the render service's minimum to what the
+    running executions need if it is not that already (a call that failed when the
+    last large execution ended would otherwise keep the farm warm): what the hooks
+    would have set, so 0 while no large execution runs, however many small ones. The
+    service-level minimum is the warm-up's own (Pulumi leaves it alone). Returns the
+    minimum wanted, None without a render service or when the service could not be
+    read (logged)."""
+    s = ad.settings
+    if not s.render_service:
+        return None
+    try:
+        sizes = [productions(ex) for ex in ad.store.active_executions()]
+        large = any(n >= s.warm_threshold for n in sizes)
+        want = plan(policy_of(s), sum(sizes)) if large else 0
+        have = ad.services().min_instances(s.render_service)
+    except Exception as e:  # noqa: BLE001 - the next sweep looks again
+        log.warning("warm-up: could not read %s: %s", s.render_service, e)
+        return None
+    if have != want:
+        send(ad, Scaling(s.render_service, want))
+    return want
+
+
+def after_start(ad: Adapters, ex: Execution) -> None:
+    _settle(request_after_start, ad, ex)
+
+
+def after_end(ad: Adapters, ex: Execution) -> None:
+    _settle(request_after_end, ad, ex)
+
+
+def _settle(build: Callable[[Adapters, Execution], Scaling | None], ad: Adapters,
+            ex: Execution) -> None:
+    try:
+        request = build(ad, ex)
+    except Exception as e:  # noqa: BLE001 - the query failed: the next one settles it
+        log.warning("warm-up: %s", e)
+        return
+    if request is not None:
+        send(ad, request)

@@ -1,0 +1,76 @@
+"""What the command line shows and refuses, shared by its commands (``cli`` and
+``blender_cli``): its one-line errors, the progress bar, and the checks of an output file
+made before anything renders."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import requests
+
+from francine.tools.client import ApiError
+
+#: Output formats by file extension.
+EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".exr": "exr"}
+
+
+class CliError(Exception):
+    """An ordinary mistake: one line for the user, exit status 1 (unless told another:
+    130 after Ctrl-C, as shells report an interrupted command)."""
+
+    def __init__(self, message: str, exit_status: int = 1):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+class Interrupted(CliError):
+    """Ctrl-C during a render (after cancelling it, or saying how to)."""
+
+
+def progress_bar(status: dict, width: int = 30, eta: str = "") -> str:
+    p = status["progress"]
+    t = status["tasks"]
+    bar = "#" * int(p * width) + "-" * (width - int(p * width))
+    return (f"\r[{bar}] {p * 100:5.1f}%  {status['status']:<9} "
+            f"tasks {t['done']}/{t['total']} running {t['running']}{eta}\033[K")
+
+
+def output_format(output: pathlib.Path, fmt: str | None) -> str:
+    """The format that ``-o`` names (refused before anything renders)."""
+    by_name = EXTENSIONS.get(output.suffix.lower())
+    if by_name is None:
+        raise CliError(f"-o {output}: cannot tell the format from {output.suffix or 'no'} "
+                       f"extension: use one of {', '.join(EXTENSIONS)}")
+    if fmt and fmt != by_name:
+        raise CliError(f"-o {output} names {by_name}, but --format says {fmt}")
+    return by_name
+
+
+def check_writable(output: pathlib.Path) -> None:
+    parent = output.resolve().parent
+    if not parent.is_dir():
+        raise CliError(f"-o {output}: directory {parent} does not exist")
+    if output.is_dir():
+        raise CliError(f"-o {output}: is a directory")
+    if not os.access(output if output.exists() else parent, os.W_OK):
+        raise CliError(f"-o {output}: not writable")
+
+
+def explain(e: BaseException, args) -> str:
+    """One line for an ordinary failure."""
+    if isinstance(e, ApiError):
+        if e.status == 401:
+            return f"the api refused the key: {e.message}"
+        return f"{e.message} ({e.status} {e.code})"
+    if isinstance(e, requests.ConnectionError):
+        url = getattr(getattr(e, "request", None), "url", None) or "the api"
+        return (f"cannot connect to {url.split('/v1')[0]}: is the stack running "
+                "('francine stack status')?")
+    if isinstance(e, requests.Timeout):
+        return "the api did not answer in time"
+    if isinstance(e, FileNotFoundError):
+        return f"no such file: {e.filename}"
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
+    return str(e)
