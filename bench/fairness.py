@@ -70,7 +70,7 @@ def local_stack(farm_slots: int, refuse_when_busy: bool) -> dict:
     state = pathlib.Path(tempfile.mkdtemp(prefix="francine-fairness-"))
     options = StackOptions(workers=WORKERS, farm_slots=farm_slots,
                            refuse_when_busy=refuse_when_busy,
-                           state_dir=state, extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
+                           state_dir=state, extra_env={"FRANCINE_MIN_TASK_S": "0"})
     with Stack(options) as stack:
         with environment(stack.info["env"]):
             store = make_adapters(Settings.from_env()).store

@@ -166,7 +166,7 @@ def francine(scene: dict, tasks: int) -> tuple[float, bytes, dict, dict]:
         spans_dir = pathlib.Path(state) / "trace"
         with Stack(StackOptions(
                 workers=WORKERS, state_dir=pathlib.Path(state),
-                extra_env={"FRANCINE_MIN_TASK_SECONDS": "0",
+                extra_env={"FRANCINE_MIN_TASK_S": "0",
                            **trace.environment(spans_dir)})) as stack:
             client = Client(stack.info["api_url"], stack.info["api_key"])
             sid = client.create_session("ao", scene)["id"]

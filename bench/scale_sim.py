@@ -388,7 +388,7 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
     stats = collections.Counter()
     meter = Meter(clock=lambda: EPOCH + dt.timedelta(seconds=sim.now),
                   delay=lambda op: sim.sleep(platform.latency(op)))
-    settings = Settings(**{"max_tasks": 20_000, "min_task_seconds": 0.25,
+    settings = Settings(**{"max_tasks": 20_000, "min_task_s": 0.25,
                            **(settings_options or {})})
     ad = twin_adapters(settings, meter)
     ad.blobs.keep_bytes = True

@@ -37,7 +37,7 @@ def stack(tmp_path_factory):
                                       # webhook tests receive on this machine
                                       "FRANCINE_NOTIFY_INSECURE_HOSTS": "127.0.0.1",
                                       # one pass per task: tests count tasks
-                                      "FRANCINE_MIN_TASK_SECONDS": "0"})
+                                      "FRANCINE_MIN_TASK_S": "0"})
     with Stack(options) as s:
         yield s
 

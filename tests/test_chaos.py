@@ -54,14 +54,14 @@ def chaos_stack(tmp_path_factory):
                            watchdog_interval_s=1.0, stall_s=5.0,
                            extra_env={"FRANCINE_CHAOS_CRASH_RATE": "0.2",
                                       "FRANCINE_CHAOS_DUPLICATE_RATE": "0.2",
-                                      "FRANCINE_MIN_TASK_SECONDS": "0"})
+                                      "FRANCINE_MIN_TASK_S": "0"})
     with Stack(options) as s:
         yield s
 
 
 def reference(user: str, sid: str, scene: dict, key: str) -> tuple[str, bytes]:
     """The same execution rendered without faults, over the twins."""
-    ad = twin_adapters(Settings(min_task_seconds=0))
+    ad = twin_adapters(Settings(min_task_s=0))
     ad.store.create_session(Session(sid, user, "ao", "png", scene))
     started, _ = executions.start(ad, user, sid, {"parallel": PARALLEL}, idempotency_key=key)
     pump(ad, Worker(ad), Reducer(ad))

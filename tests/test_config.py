@@ -5,9 +5,9 @@ from francine.base.config import Settings
 
 def test_variables_set_the_settings_with_their_types():
     s = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "proj", "FRANCINE_FIRESTORE_DATABASE": "db",
-                           "FRANCINE_MAX_TASKS": "5", "FRANCINE_MAX_TASK_SECONDS": "2.5",
+                           "FRANCINE_MAX_TASKS": "5", "FRANCINE_MAX_TASK_S": "2.5",
                            "FRANCINE_PRODUCE_TOPIC": "t", "FRANCINE_ADMISSION_LIMIT": ""})
-    assert (s.project, s.database, s.max_tasks, s.max_task_seconds, s.produce_topic) == \
+    assert (s.project, s.database, s.max_tasks, s.max_task_s, s.produce_topic) == \
         ("proj", "db", 5, 2.5, "t")
     assert s.admission_limit == Settings().admission_limit  # empty means unset
 
@@ -31,9 +31,9 @@ def test_the_names_the_deployment_sets_are_read():
 def test_the_local_stack_takes_the_callers_stall_and_timer_unless_told(monkeypatch):
     from francine.tools.local.stack import LOCAL_STALL_S, _told
 
-    monkeypatch.delenv("FRANCINE_STALL_SECONDS", raising=False)
-    assert _told(None, "FRANCINE_STALL_SECONDS", 300.0, LOCAL_STALL_S) == LOCAL_STALL_S
-    monkeypatch.setenv("FRANCINE_STALL_SECONDS", "42")
-    stall = Settings.from_env().stall_seconds
-    assert _told(None, "FRANCINE_STALL_SECONDS", stall, LOCAL_STALL_S) == 42.0
-    assert _told(5.0, "FRANCINE_STALL_SECONDS", stall, LOCAL_STALL_S) == 5.0  # an option wins
+    monkeypatch.delenv("FRANCINE_STALL_S", raising=False)
+    assert _told(None, "FRANCINE_STALL_S", 300.0, LOCAL_STALL_S) == LOCAL_STALL_S
+    monkeypatch.setenv("FRANCINE_STALL_S", "42")
+    stall = Settings.from_env().stall_s
+    assert _told(None, "FRANCINE_STALL_S", stall, LOCAL_STALL_S) == 42.0
+    assert _told(5.0, "FRANCINE_STALL_S", stall, LOCAL_STALL_S) == 5.0  # an option wins

@@ -67,7 +67,7 @@ def test_a_piece_is_parsed_or_refused(value, parsed):
 
 def world(fold: int = 1):
     # A farm of 2 instances: folding may leave as few tasks.
-    settings = dataclasses.replace(Settings(), min_task_seconds=1e6 if fold > 1 else 0.0,
+    settings = dataclasses.replace(Settings(), min_task_s=1e6 if fold > 1 else 0.0,
                                    max_render_instances=2)
     ad = twin_adapters(settings)
     ad.store.create_session(Session("s", "u", "ao", "png", SCENE))
@@ -161,14 +161,14 @@ def test_the_end_game_cuts_copies_for_exact_producers_only():
     assert scheduler.Speculate("p1", 8) in scheduler.step(
         scheduler.Plan(shape, copy_pieces=8), scheduler.Tick(), tick)
     ad, ex = world()
-    assert recovery.plan(ad, ex).copy_pieces == Settings().copy_pieces == 8  # ao
+    assert recovery.scheduler_plan(ad, ex).copy_pieces == Settings().copy_pieces == 8  # ao
     ad.settings = dataclasses.replace(ad.settings, copy_pieces=1)
-    assert recovery.plan(ad, ex).copy_pieces == 1
+    assert recovery.scheduler_plan(ad, ex).copy_pieces == 1
     ad.settings = dataclasses.replace(ad.settings, copy_pieces=1000)
-    assert recovery.plan(ad, ex).copy_pieces == scheduler.MAX_COPY_PIECES
+    assert recovery.scheduler_plan(ad, ex).copy_pieces == scheduler.MAX_COPY_PIECES
     if "blender" in producers.names():
         blender = dataclasses.replace(ex, producer="blender")
-        assert recovery.plan(ad, blender).copy_pieces == 1
+        assert recovery.scheduler_plan(ad, blender).copy_pieces == 1
 
 
 def test_the_end_game_copies_a_late_starter_only_when_copies_are_cut():
@@ -243,7 +243,7 @@ def three_workers(tmp_path_factory):
     from francine.tools.wiring import make_adapters
 
     options = StackOptions(workers=3, copy_pieces=2, state_dir=tmp_path_factory.mktemp("pieces"),
-                           extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
+                           extra_env={"FRANCINE_MIN_TASK_S": "0"})
     with Stack(options) as s:
         with environment(s.info["env"]):
             s.test_adapters = make_adapters(Settings.from_env())
@@ -274,7 +274,7 @@ def test_a_copy_in_pieces_beats_its_slow_original_on_the_emulators(three_workers
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.05)
     ex = ad.store.execution(sid, eid)
-    assert recovery.plan(ad, ex).copy_pieces == 2
+    assert recovery.scheduler_plan(ad, ex).copy_pieces == 2
     recovery.carry_out(ad, ex, planning.Shape.from_dict(ex.shape), scheduler.Speculate("p0", 2))
     status = client.wait(sid, eid, timeout_s=120)
     assert status["status"] == "done", status

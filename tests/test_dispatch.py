@@ -269,7 +269,7 @@ def test_the_handlers_render_every_users_execution_through_the_farm_queue():
     from francine.services import executions
     from francine.twins import pump
 
-    ad = twin_adapters(dataclasses.replace(Settings(), farm_slots=2, min_task_seconds=0.0))
+    ad = twin_adapters(dataclasses.replace(Settings(), farm_slots=2, min_task_s=0.0))
     published = []
     publish = ad.bus.publish_tasks
     ad.bus.publish_tasks = lambda sid, eid, tasks: (published.extend(t for _, t in tasks),

@@ -141,7 +141,7 @@ def test_measured_times_correct_the_estimate_of_every_producer():
 def test_the_execution_start_reads_the_sessions_finished_executions():
     """Over the store and the pipeline (twins of the emulators): a finished execution's
     measured time corrects the next one's estimate."""
-    ad = twin_adapters(dataclasses.replace(Settings(), min_task_seconds=0.0))
+    ad = twin_adapters(dataclasses.replace(Settings(), min_task_s=0.0))
     scene = {"width": 32, "height": 32, "nao_samples": 2}
     ad.store.create_session(Session("s", "u", "ao", "png", scene))
     valid = AO.validate(scene)

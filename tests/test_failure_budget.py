@@ -67,7 +67,7 @@ class Farm:
         tag = uuid.uuid4().hex[:8]
         settings = dataclasses.replace(
             adapters.settings, produce_topic=f"test-{tag}-produce",
-            events_topic=f"test-{tag}-events", produce_shards=1, min_task_seconds=0.0)
+            events_topic=f"test-{tag}-events", produce_shards=1, min_task_s=0.0)
         with environment(stack.info["env"]):
             self.ad = make_adapters(settings)
         publisher = self.ad.bus._publisher

@@ -23,7 +23,7 @@ SCENE = {"width": 48, "height": 32, "nao_samples": 3}
 
 def render(min_task_s: float, parallel: int, order=None, fmt: str = "png"):
     # A farm of 2 instances: folding may leave as few as 2 tasks.
-    ad = twin_adapters(dataclasses.replace(Settings(), min_task_seconds=min_task_s,
+    ad = twin_adapters(dataclasses.replace(Settings(), min_task_s=min_task_s,
                                            max_render_instances=2))
     ad.store.create_session(Session("s", "u", "ao", fmt, SCENE))
     ex, _ = executions.start(ad, "u", "s", {"parallel": parallel, "tile": 16},

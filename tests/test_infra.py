@@ -56,7 +56,7 @@ RUNTIME_ENV = {
     "FRANCINE_PRODUCE_TOPIC",
     "FRANCINE_EVENTS_TOPIC",
     "FRANCINE_FIRESTORE_DATABASE",
-    "FRANCINE_MAX_TASK_SECONDS",
+    "FRANCINE_MAX_TASK_S",
     "FRANCINE_ADMISSION_LIMIT",
     "FRANCINE_REDUCER_MEMORY_BYTES",
     "FRANCINE_RENDER_SERVICE",
@@ -144,7 +144,7 @@ def test_render_service_follows_the_configuration(tuned):
     assert container["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
     assert template["timeout"] == "390s"  # maxTaskSeconds + taskOverheadSeconds
     assert env_of_render(tuned)["FRANCINE_ADMISSION_LIMIT"] == "12"
-    assert env_of_render(tuned)["FRANCINE_MAX_TASK_SECONDS"] == "300"
+    assert env_of_render(tuned)["FRANCINE_MAX_TASK_S"] == "300"
 
 
 def test_render_service_can_be_destroyed_and_is_not_public(stack):
@@ -223,7 +223,7 @@ def test_ack_deadlines_leave_a_margin_above_the_endpoint_timeouts(fixture, timeo
 
 def test_a_deadline_beyond_pubsubs_limit_is_refused():
     with pytest.raises(ConfigError, match="ackMarginSeconds = 610 s"):
-        FrancineConfig(project="p", max_task_seconds=480, task_overhead_seconds=60,
+        FrancineConfig(project="p", max_task_s=480, task_overhead_seconds=60,
                        ack_margin_seconds=70)
     with pytest.raises(ConfigError, match="ackMarginSeconds"):
         FrancineConfig(project="p", ack_margin_seconds=5)
@@ -475,7 +475,7 @@ def test_watchdog_is_a_private_http_function_with_its_stall_time(stack):
     assert service["timeoutSeconds"] == 180
     # Re-drive only after a delivery that ran to its timeout also outlived its deadline.
     cfg = FrancineConfig(project=PROJECT)
-    assert int(service["environmentVariables"]["FRANCINE_STALL_SECONDS"]) == (
+    assert int(service["environmentVariables"]["FRANCINE_STALL_S"]) == (
         cfg.request_timeout_seconds + cfg.ack_deadline_seconds
     )
     members = [
@@ -566,7 +566,7 @@ def test_every_component_gets_the_runtime_environment(stack):
         "FRANCINE_PRODUCE_TOPIC": "francine-produce",
         "FRANCINE_EVENTS_TOPIC": "francine-events",
         "FRANCINE_FIRESTORE_DATABASE": "(default)",
-        "FRANCINE_MAX_TASK_SECONDS": "120",
+        "FRANCINE_MAX_TASK_S": "120",
         "FRANCINE_ADMISSION_LIMIT": "10",  # defaults to maxRenderInstances
         "FRANCINE_REDUCER_MEMORY_BYTES": str(1 << 30),  # reducerMemory 1Gi
         "FRANCINE_RENDER_SERVICE": f"projects/{PROJECT}/locations/europe-west1/services/"
@@ -772,7 +772,7 @@ def test_config_defaults_and_derived_values():
     assert cfg.region == "us-central1"
     assert cfg.bucket_prefix == "p-francine"
     assert cfg.admission_limit == cfg.max_render_instances == 10
-    assert cfg.request_timeout_seconds == cfg.max_task_seconds + cfg.task_overhead_seconds
+    assert cfg.request_timeout_seconds == cfg.max_task_s + cfg.task_overhead_seconds
     assert cfg.ack_deadline_seconds == cfg.request_timeout_seconds + cfg.ack_margin_seconds
     assert FrancineConfig(project="p", admission_limit=0).admission_limit == 0  # unlimited
     assert cfg.farm_slots == 10 and FrancineConfig(project="p", farm_slots=0).farm_slots == 0
@@ -782,7 +782,7 @@ def test_config_defaults_and_derived_values():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"max_task_seconds": 560}, "600"),
+        ({"max_task_s": 560}, "600"),
         ({"render_cpu": "3"}, "renderCpu"),
         ({"render_cpu": "4", "render_memory": "1Gi"}, "renderMemory"),
         ({"render_memory": "256Mi"}, "renderMemory"),  # gen2 needs 512Mi

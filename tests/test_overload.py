@@ -35,7 +35,7 @@ def farm_stack(request, tmp_path_factory):
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            # what the emulator abandons, the watchdog re-drives soon
                            watchdog_interval_s=2.0, stall_s=10.0,
-                           extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
+                           extra_env={"FRANCINE_MIN_TASK_S": "0"})
     with Stack(options) as s:
         with environment(s.info["env"]):
             from francine.base.config import Settings

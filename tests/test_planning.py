@@ -58,12 +58,12 @@ def test_tiles_cover_the_image_exactly():
 def test_passes_of_a_tile_are_neighbours_and_share_seeds_across_tiles():
     shape = planning.make_shape(64, 64, 4, 32)
     assert [planning.tile_of(shape, i) for i in range(4)] == [planning.tile_of(shape, 0)] * 4
-    tasks = planning.plan("exec-1", shape)
+    tasks = planning.planned_tasks("exec-1", shape)
     seeds = {(t.pass_index, t.seed) for t in tasks if t.kind == "produce"}
     assert len(seeds) == 4  # one seed per pass, the same for every tile
-    again = planning.plan("exec-1", shape)
+    again = planning.planned_tasks("exec-1", shape)
     assert [t.seed for t in again] == [t.seed for t in tasks]
-    other = planning.plan("exec-2", shape)
+    other = planning.planned_tasks("exec-2", shape)
     assert {t.seed for t in other if t.seed} .isdisjoint({t.seed for t in tasks if t.seed})
 
 
@@ -138,7 +138,7 @@ def test_folded_passes_cover_every_pass_of_every_tile_once(passes, fold):
     assert shape.fold == min(fold, passes)
     assert shape.productions == shape.tiles * math.ceil(passes / shape.fold)
     seen = {}
-    for t in planning.plan("e", shape):
+    for t in planning.planned_tasks("e", shape):
         if t.kind == "produce":
             for p in range(t.pass_index, t.pass_index + t.passes):
                 key = (t.tile, p)

@@ -36,7 +36,7 @@ def own_stack(tmp_path_factory):
                            farm_slots=4,
                            min_backoff_s=1, max_backoff_s=2, max_delivery_attempts=5,
                            watchdog_interval_s=1.0, stall_s=5.0,
-                           extra_env={"FRANCINE_MIN_TASK_SECONDS": "0"})
+                           extra_env={"FRANCINE_MIN_TASK_S": "0"})
     with Stack(options) as s:
         yield s
 

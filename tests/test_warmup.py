@@ -22,11 +22,11 @@ SERVICE = "projects/p/locations/europe-west1/services/francine-renderer"
 
 def test_the_policy_warms_large_executions_only_up_to_the_maximum():
     policy = warmup.Policy(max_instances=1000, threshold=50)
-    assert warmup.plan(policy, 0) == 0
-    assert warmup.plan(policy, 49) == 0  # small: Cloud Run's own scaling serves it
-    assert warmup.plan(policy, 256) == 256
-    assert warmup.plan(policy, 10_000) == 1000
-    assert warmup.plan(warmup.Policy(1000, fraction=0.5), 300) == 150
+    assert warmup.minimum_instances(policy, 0) == 0
+    assert warmup.minimum_instances(policy, 49) == 0  # small: Cloud Run's own scaling serves it
+    assert warmup.minimum_instances(policy, 256) == 256
+    assert warmup.minimum_instances(policy, 10_000) == 1000
+    assert warmup.minimum_instances(warmup.Policy(1000, fraction=0.5), 300) == 150
 
 
 def test_the_request_sets_only_the_service_level_minimum():
@@ -44,7 +44,7 @@ def test_the_request_sets_only_the_service_level_minimum():
 def farm(max_instances: int = 100):
     """Twin adapters with a session of a 32×32 aobench scene; executions are started
     without a render service (nothing is sent), which the checks then name."""
-    ad = twin_adapters(Settings(min_task_seconds=0, max_render_instances=max_instances,
+    ad = twin_adapters(Settings(min_task_s=0, max_render_instances=max_instances,
                                 warm_threshold=50))
     ad.store.create_session(Session("s", "u", "ao", "png",
                                     {"width": 32, "height": 32, "nao_samples": 1}))

@@ -19,7 +19,7 @@ TTL_S = 1.0
 def test_an_execution_is_read_once_per_ttl_and_a_cancel_reaches_the_next_task():
     now = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
     meter = Meter(clock=lambda: now[0])
-    ad = twin_adapters(dataclasses.replace(Settings(), min_task_seconds=0.0), meter)
+    ad = twin_adapters(dataclasses.replace(Settings(), min_task_s=0.0), meter)
     ad.store.create_session(Session("s", "u", "ao", "png",
                                     {"width": 16, "height": 16, "nao_samples": 1}))
     ex, _ = executions.start(ad, "u", "s", {"parallel": 4})

@@ -81,7 +81,7 @@ class FrancineConfig:
     render_memory: str = "2Gi"
     execution_environment: str = "gen2"
     # The planner's bound on one task; the ack deadline is this plus the overhead.
-    max_task_seconds: int = 120
+    max_task_s: int = 120
     task_overhead_seconds: int = 60
     # Production tasks in flight per execution; None means "max_render_instances".
     admission_limit: int | None = None
@@ -141,7 +141,7 @@ class FrancineConfig:
     def request_timeout_seconds(self) -> int:
         """The render service's and the reducer's request timeout: the longest task plus
         its overhead (fetching the scene and resources, uploading the result)."""
-        return self.max_task_seconds + self.task_overhead_seconds
+        return self.max_task_s + self.task_overhead_seconds
 
     @property
     def ack_deadline_seconds(self) -> int:
@@ -152,9 +152,9 @@ class FrancineConfig:
         return self.request_timeout_seconds + self.ack_margin_seconds
 
     @property
-    def stall_seconds(self) -> int:
+    def stall_s(self) -> int:
         """After how long without a task starting or finishing the watchdog re-drives an
-        execution (``FRANCINE_STALL_SECONDS``): a delivery that ran to its timeout and
+        execution (``FRANCINE_STALL_S``): a delivery that ran to its timeout and
         then waited out its ack deadline is not a stall yet."""
         return self.request_timeout_seconds + self.ack_deadline_seconds
 
@@ -199,7 +199,7 @@ class FrancineConfig:
                 f"renderMemory {self.render_memory}: with renderCpu {self.render_cpu} and "
                 f"{self.execution_environment}, Cloud Run allows {low}Mi to {high}Mi"
             )
-        if self.max_task_seconds < 1 or self.task_overhead_seconds < 0:
+        if self.max_task_s < 1 or self.task_overhead_seconds < 0:
             raise ConfigError(
                 "maxTaskSeconds must be positive and taskOverheadSeconds not negative"
             )
@@ -278,7 +278,7 @@ def load_config() -> FrancineConfig:
         render_cpu=text("renderCpu", defaults.render_cpu),
         render_memory=text("renderMemory", defaults.render_memory),
         execution_environment=text("executionEnvironment", defaults.execution_environment),
-        max_task_seconds=integer("maxTaskSeconds", defaults.max_task_seconds),
+        max_task_s=integer("maxTaskSeconds", defaults.max_task_s),
         task_overhead_seconds=integer("taskOverheadSeconds", defaults.task_overhead_seconds),
         admission_limit=integer("admissionLimit", None),
         farm_slots=integer("farmSlots", None),

@@ -24,6 +24,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time
 
+from francine.base.config import ENV
 from francine.domain import topology
 from francine_infra.accounts import ServiceAccounts, ServiceAccountsArgs
 from francine_infra.apis import ProjectApis, ProjectApisArgs
@@ -53,26 +54,27 @@ WATCHDOG_TIMEOUT_SECONDS = 180
 def runtime_environment(
     cfg: FrancineConfig, buckets: StorageBuckets, topics: Topics, database: FirestoreDb
 ) -> dict[str, pulumi.Input[str]]:
-    """The environment every component reads (the contract of shared/francine)."""
+    """The environment every component reads, by the names ``francine.base.config``
+    defines for its settings."""
     return {
         "GOOGLE_CLOUD_PROJECT": cfg.project,
-        "FRANCINE_RESOURCES_BUCKET": buckets.name("resources"),
-        "FRANCINE_PARTIALS_BUCKET": buckets.name("partials"),
-        "FRANCINE_RESULTS_BUCKET": buckets.name("results"),
-        "FRANCINE_PRODUCE_TOPIC": topics["produce"].name,
-        "FRANCINE_EVENTS_TOPIC": topics["events"].name,
-        "FRANCINE_STATUS_TOPIC": topics["execution-events"].name,
-        "FRANCINE_FIRESTORE_DATABASE": database.name,
-        "FRANCINE_MAX_TASK_SECONDS": str(cfg.max_task_seconds),
-        "FRANCINE_ADMISSION_LIMIT": str(cfg.admission_limit),
+        ENV["resources_bucket"]: buckets.name("resources"),
+        ENV["partials_bucket"]: buckets.name("partials"),
+        ENV["results_bucket"]: buckets.name("results"),
+        ENV["produce_topic"]: topics["produce"].name,
+        ENV["events_topic"]: topics["events"].name,
+        ENV["status_topic"]: topics["execution-events"].name,
+        ENV["database"]: database.name,
+        ENV["max_task_s"]: str(cfg.max_task_s),
+        ENV["admission_limit"]: str(cfg.admission_limit),
         # The planner refuses images that the reducer could not hold.
-        "FRANCINE_REDUCER_MEMORY_BYTES": str(memory_mib(cfg.reducer_memory) << 20),
+        ENV["reducer_memory_bytes"]: str(memory_mib(cfg.reducer_memory) << 20),
         # Warm-up (shared/francine/services/warmup.py): large executions raise the render
         # service's minimum instances, up to its maximum.
-        "FRANCINE_RENDER_SERVICE": f"projects/{cfg.project}/locations/{cfg.region}/services/"
+        ENV["render_service"]: f"projects/{cfg.project}/locations/{cfg.region}/services/"
         f"{render_service_name(cfg)}",
-        "FRANCINE_MAX_RENDER_INSTANCES": str(cfg.max_render_instances),
-        "FRANCINE_FARM_SLOTS": str(cfg.farm_slots),
+        ENV["max_render_instances"]: str(cfg.max_render_instances),
+        ENV["farm_slots"]: str(cfg.farm_slots),
     }
 
 
@@ -237,11 +239,11 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                     service_account_email=accounts.email("api"),
                     environment={
                         **environment,
-                        "FRANCINE_BLOCK_TIMEOUT_S": str(cfg.block_timeout_seconds),
+                        ENV["block_timeout_s"]: str(cfg.block_timeout_seconds),
                         # Cloud Run refuses HTTP/1 request bodies over 32 MiB with a page
                         # of its own: answer our 413 first. Larger files are attached by
                         # gs:// URL (FRANCINE_MAX_RESOURCE_BYTES, 512 MiB).
-                        "FRANCINE_MAX_UPLOAD_BYTES": str(CLOUD_RUN_MAX_REQUEST_BYTES),
+                        ENV["max_upload_bytes"]: str(CLOUD_RUN_MAX_REQUEST_BYTES),
                     },
                     memory=cfg.api_memory,
                     cpu="1",
@@ -269,7 +271,7 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                     service_account_email=accounts.email("watchdog"),
                     environment={
                         **environment,
-                        "FRANCINE_STALL_SECONDS": str(cfg.stall_seconds),
+                        ENV["stall_s"]: str(cfg.stall_s),
                     },
                     memory="512Mi",
                     cpu="1",

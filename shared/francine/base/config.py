@@ -50,11 +50,11 @@ class Settings:
     #: The longest a production task may be estimated to take (the deployment's ack
     #: deadline and timeouts are sized for it): larger tiles are refused, and when the
     #: client gives no tile the planner picks one estimated at a quarter of it.
-    max_task_seconds: float = 120.0
+    max_task_s: float = 120.0
     #: The shortest a production task should be estimated to take: when one pass of a
     #: tile is shorter, a task renders several passes of it (0: one pass per task).
     #: Each task costs messages, documents and a partial image, whatever its size.
-    min_task_seconds: float = 0.25
+    min_task_s: float = 0.25
     #: Production tasks published at once per execution; the rest are published as
     #: earlier ones finish (0: all at once). Admission control for shared farms.
     admission_limit: int = 0
@@ -108,8 +108,8 @@ class Settings:
     #: Seconds between garbage collections in the api process (retention.py; 0: none).
     gc_interval_s: float = 600.0
     #: The watchdog re-drives an execution whose tasks neither started nor finished
-    #: for this long (longer than the longest task: ``max_task_seconds``).
-    stall_seconds: float = 300.0
+    #: for this long (longer than the longest task: ``max_task_s``).
+    stall_s: float = 300.0
     #: How often the local stack's timer calls the watchdog (Cloud Scheduler: 60 s).
     watchdog_interval_s: float = 60.0
 

@@ -238,7 +238,7 @@ class PlannedTask:
     passes: int = 1
 
 
-def plan(execution_id: str, shape: Shape) -> list[PlannedTask]:
+def planned_tasks(execution_id: str, shape: Shape) -> list[PlannedTask]:
     """Every task of an execution, production tasks first in publication order."""
     tasks = []
     for i in range(shape.productions):

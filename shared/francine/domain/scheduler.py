@@ -59,6 +59,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from francine.base.config import Settings
 from francine.domain import planning
 from francine.domain.records import FINAL, Claim, Kind, Status
 
@@ -89,8 +90,6 @@ LATE_FRACTION = 0.5
 #: The most pieces a copy is cut into (``Plan.copy_pieces``, from the settings'
 #: ``copy_pieces``), and a worker accepts in a message.
 MAX_COPY_PIECES = 64
-#: An execution with pending work and no progress for this long is re-driven.
-STALL_S = 300.0
 #: A reduction that ran and failed (its task event dead-lettered) is re-driven this many
 #: times at most; one that no reducer took yet (the reducer was down: each re-drive
 #: waits out a whole retry schedule, over an hour in the cloud) ten times as often,
@@ -244,7 +243,7 @@ class Plan:
 
     shape: planning.Shape
     admission_limit: int = 0
-    stall_s: float = STALL_S
+    stall_s: float = Settings.stall_s  # the deployment's, as its settings say
     #: Into how many pieces a speculative copy is cut (1: a whole copy): bands of the
     #: tile's rows, where the producer's pixels do not depend on how a tile is cut.
     copy_pieces: int = 1

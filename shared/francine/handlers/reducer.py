@@ -58,7 +58,7 @@ class Reducer:
 
     def advance(self, ex: Execution, node: str, owner: str) -> str:
         sid, eid = ex.session_id, ex.id
-        plan = recovery.plan(self.ad, ex)
+        plan = recovery.scheduler_plan(self.ad, ex)
         reduced: list[str] = []
 
         def observe(event) -> scheduler.Observed:
@@ -168,7 +168,7 @@ class Reducer:
         ex = self.ad.store.execution(sid, eid)
         if ex is None or ex.final:
             return "execution already ended"
-        plan = recovery.plan(self.ad, ex)
+        plan = recovery.scheduler_plan(self.ad, ex)
         tid = payload.get("task_id")
         task, failed, up = None, (), None
         if message.type == PRODUCE and isinstance(tid, str) and ID.fullmatch(tid):

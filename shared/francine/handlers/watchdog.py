@@ -77,7 +77,7 @@ def observe_endgame(ad: Adapters, ex: Execution, node: str,
 
 def tick(ad: Adapters, ex: Execution, stall_s: float) -> list[scheduler.Action]:
     """Step one execution's ``Tick`` and carry out its actions; returns them."""
-    plan = recovery.plan(ad, ex, stall_s=stall_s)
+    plan = recovery.scheduler_plan(ad, ex, stall_s=stall_s)
     if not ex.published:  # the api's resumption: writes the tasks, publishes
         current = ad.store.execution(ex.session_id, ex.id)
         return executions.carry_out_start(ad, current, scheduler.Tick()).actions \
@@ -94,7 +94,7 @@ def tick(ad: Adapters, ex: Execution, stall_s: float) -> list[scheduler.Action]:
 def sweep(ad: Adapters, stall_s: float | None = None) -> dict:
     """One pass over every active execution; returns counts of what it did. An
     execution that fails to sweep is logged and skipped (the next sweep retries)."""
-    stall_s = ad.settings.stall_seconds if stall_s is None else stall_s
+    stall_s = ad.settings.stall_s if stall_s is None else stall_s
     report = {"executions": 0, "speculated": 0, "republished": 0, "redriven": 0,
               "resumed": 0, "errors": 0}
     for ex in ad.store.active_executions():

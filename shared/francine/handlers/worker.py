@@ -103,7 +103,7 @@ class Worker:
             return f"skipped: malformed piece {piece!r}"
         else:
             first = scheduler.PieceDelivered(node, *band)
-        plan = recovery.plan(self.ad, ex)
+        plan = recovery.scheduler_plan(self.ad, ex)
         seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published)
         held: dict = {}
         outcome: list[str] = []

@@ -66,7 +66,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         except SceneError as e:
             raise scene_error(e) from e
         pixel_seconds = estimates.pixel_seconds(ad, sid, producer, scene, records)
-        bound = ad.settings.max_task_seconds
+        bound = ad.settings.max_task_s
         edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
         # Tiny passes are folded: several passes of a tile per task, up to the minimum
         # task time and so that the producer's fixed cost per task is worth paying,
@@ -74,7 +74,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         single = planning.make_shape(width, height, 1, edge)
         fold = planning.passes_per_task(
             planning.task_seconds(single, pixel_seconds), parallel,
-            ad.settings.min_task_seconds, bound / 4,
+            ad.settings.min_task_s, bound / 4,
             overhead_s=getattr(producer, "task_overhead_s", 0.0), tiles=single.tiles,
             instances=ad.settings.max_render_instances)
         shape = planning.make_shape(width, height, parallel, edge, fold)
@@ -171,7 +171,7 @@ def carry_out_start(ad: Adapters, ex: Execution, event) -> scheduler.Trace:
 
 def task_records(eid: str, shape: planning.Shape) -> list[Task]:
     tasks = []
-    for t in planning.plan(eid, shape):
+    for t in planning.planned_tasks(eid, shape):
         tile = None if t.tile is None else (t.tile.x0, t.tile.y0, t.tile.width, t.tile.height)
         tasks.append(Task(planning.task_id(eid, t.node), t.node, Kind(t.kind), t.parent,
                           children=t.children, tile=tile, pass_index=t.pass_index,

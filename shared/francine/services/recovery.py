@@ -14,7 +14,7 @@ from francine.ports import Adapters
 from francine.services import farm
 
 
-def plan(ad: Adapters, ex: Execution, **options) -> scheduler.Plan:
+def scheduler_plan(ad: Adapters, ex: Execution, **options) -> scheduler.Plan:
     """The scheduler's static facts of ``ex``: its shape, its admission limit, and
     into how many pieces a speculative copy is cut (the settings' ``copy_pieces`` if
     the producer's pixels do not depend on how a tile is cut, else 1)."""

@@ -43,7 +43,7 @@ class Policy:
     fraction: float = 1.0
 
 
-def plan(policy: Policy, pending_tasks: int) -> int:
+def minimum_instances(policy: Policy, pending_tasks: int) -> int:
     """Minimum instances to keep for ``pending_tasks`` production tasks not yet done
     over the farm's running executions: 0 when idle or small, else as many instances as
     the tasks can use, up to the maximum."""
@@ -82,7 +82,7 @@ def request_after_start(ad: Adapters, ex: Execution) -> Scaling | None:
     if not s.render_service or productions(ex) < s.warm_threshold:
         return None
     pending = pending_tasks(ad, leaving=ex.id) + productions(ex)
-    return Scaling(s.render_service, plan(policy_of(s), pending))
+    return Scaling(s.render_service, minimum_instances(policy_of(s), pending))
 
 
 def request_after_end(ad: Adapters, ex: Execution) -> Scaling | None:
@@ -92,7 +92,7 @@ def request_after_end(ad: Adapters, ex: Execution) -> Scaling | None:
     s = ad.settings
     if not s.render_service or productions(ex) < s.warm_threshold:
         return None
-    return Scaling(s.render_service, plan(policy_of(s), pending_tasks(ad, ex.id)))
+    return Scaling(s.render_service, minimum_instances(policy_of(s), pending_tasks(ad, ex.id)))
 
 
 def send(ad: Adapters, request: Scaling) -> None:
@@ -120,7 +120,7 @@ def reconcile(ad: Adapters) -> int | None:
     try:
         sizes = [productions(ex) for ex in ad.store.active_executions()]
         large = any(n >= s.warm_threshold for n in sizes)
-        want = plan(policy_of(s), sum(sizes)) if large else 0
+        want = minimum_instances(policy_of(s), sum(sizes)) if large else 0
         have = ad.services().min_instances(s.render_service)
     except Exception as e:  # noqa: BLE001 - the next sweep looks again
         log.warning("warm-up: could not read %s: %s", s.render_service, e)

@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "FRANCINE_WATCHDOG_INTERVAL_S if set, else 10)")
     up.add_argument("--stall-seconds", type=float, default=None, metavar="S",
                     help="an execution standing still this long is re-driven (default: "
-                         "FRANCINE_STALL_SECONDS if set, else 60)")
+                         "FRANCINE_STALL_S if set, else 60)")
     command(stack, "status", "the running stack's address, process and logs", cmd_stack_status)
     down = command(stack, "down", "stop the running stack", cmd_stack_down)
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")

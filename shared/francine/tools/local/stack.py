@@ -82,7 +82,7 @@ class StackOptions:
     #: Extra environment for every Francine process (e.g. FRANCINE_ADMISSION_LIMIT).
     extra_env: dict[str, str] = field(default_factory=dict)
     #: The watchdog's timer, and how long an execution may stand still before it is
-    #: re-driven (None: FRANCINE_WATCHDOG_INTERVAL_S and FRANCINE_STALL_SECONDS of the
+    #: re-driven (None: FRANCINE_WATCHDOG_INTERVAL_S and FRANCINE_STALL_S of the
     #: caller, else 10 s and 60 s, shorter than the cloud's 60 s and 300 s: everything
     #: here is small).
     watchdog_interval_s: float | None = None
@@ -138,7 +138,7 @@ class Stack:
                 watchdog_interval_s=_told(o.watchdog_interval_s, ENV["watchdog_interval_s"],
                                           settings.watchdog_interval_s,
                                           LOCAL_WATCHDOG_INTERVAL_S),
-                stall_seconds=_told(o.stall_s, ENV["stall_seconds"], settings.stall_seconds,
+                stall_s=_told(o.stall_s, ENV["stall_s"], settings.stall_s,
                                     LOCAL_STALL_S))
             if o.farm_slots is not None:
                 settings = dataclasses.replace(settings, farm_slots=o.farm_slots)

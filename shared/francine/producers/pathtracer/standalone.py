@@ -1,7 +1,7 @@
 """Render a pathtracer scene on this machine, without the pipeline, to a PNG.
 
-    python -m francine.producers.pathtracer.preview SCENE.json \\
-        --resource bunny.obj=../shared/data/bunny.obj --width 160 --passes 4 --out /tmp/x.png
+    python -m francine.producers.pathtracer.standalone SCENE.json \\
+        --resource bunny.obj=bunny.obj --width 160 --passes 4 --out /tmp/x.png
 
 The scene is validated as the api would, rendered in ``--passes`` sample passes (seeds
 0, 1, ...) averaged like the reducer's weighted mean, and sRGB-encoded. Without a scene
