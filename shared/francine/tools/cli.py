@@ -1,4 +1,4 @@
-"""``francine``: the local stack, users, sessions, executions and renders.
+"""francine: the local stack, users, sessions, executions and renders.
 
     francine stack up [--port P] [--workers N] [--farm-slots K] [--refuse-when-busy]
                                                    run the pipeline here until Ctrl-C
@@ -16,7 +16,10 @@
     francine demo                                  stack up, render aobench, stack down
 
 An execution is named by its id (the CLI finds its session) or by SID/EID. Commands
-talk to the local stack (.francine/stack.json) unless --api and --key name another.
+talk to the local stack, from any folder, unless --api and --key name another: its
+state (stack.json with the api's address and a user's key, the logs) is in
+$FRANCINE_STATE_DIR, else $XDG_STATE_HOME/francine (~/.local/state/francine); --state-dir
+names another, before or after the command.
 """
 
 from __future__ import annotations
@@ -48,12 +51,33 @@ from francine.tools.terminal import (
 #: Output formats by file extension.
 
 
+def default_state_dir(environ=os.environ) -> pathlib.Path:
+    """Where the local stack keeps its state when ``--state-dir`` does not say: one
+    folder per user, whatever folder the command runs in."""
+    if environ.get("FRANCINE_STATE_DIR"):
+        return pathlib.Path(environ["FRANCINE_STATE_DIR"])
+    base = environ.get("XDG_STATE_HOME") or str(pathlib.Path.home() / ".local" / "state")
+    return pathlib.Path(base) / "francine"
+
+
 def _stack_info(state_dir: str) -> dict:
     path = pathlib.Path(state_dir) / "stack.json"
     if not path.exists():
         raise CliError(f"no running stack ({path} not found): start one with "
-                       "'francine stack up'")
+                       "'francine stack up', or name its --state-dir")
     return json.loads(path.read_text())
+
+
+def running_stack(state_dir: pathlib.Path) -> dict | None:
+    """The stack whose state is in ``state_dir`` if its process still runs (a
+    stack.json left by a killed stack is stale, not running)."""
+    path = state_dir / "stack.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = info.get("pid")
+    return info if pid and running(pid) else None
 
 
 def _client(args) -> Client:
@@ -79,12 +103,18 @@ def farm_slots_of(option: int | None, workers: int, environ=os.environ) -> int |
 def cmd_stack_up(args) -> int:
     from francine.tools.local.stack import Stack, StackOptions, wait_forever
 
+    other = running_stack(pathlib.Path(args.state_dir))
+    if other is not None:
+        raise CliError(f"a stack already runs here (process {other['pid']}, api "
+                       f"{other['api_url']}, state in {args.state_dir}): stop it with "
+                       "'francine stack down', or start another with --state-dir")
     stack = Stack(StackOptions(port=args.port, workers=args.workers,
                                state_dir=pathlib.Path(args.state_dir),
                                farm_slots=farm_slots_of(args.farm_slots, args.workers),
                                refuse_when_busy=args.refuse_when_busy,
                                watchdog_interval_s=args.watchdog_interval,
-                               stall_s=args.stall_seconds))
+                               stall_s=args.stall_seconds,
+                               persist=pathlib.Path(args.persist) if args.persist else None))
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -97,8 +127,14 @@ def cmd_stack_up(args) -> int:
             info = stack.start()
         except RuntimeError as e:
             raise CliError(str(e)) from None
-        print(f"francine api: {info['api_url']}  (key in {stack.state_dir / 'stack.json'}, "
-              f"viewer {info['api_url']}/viewer, logs in {info['logs']})", flush=True)
+        print(f"francine api    {info['api_url']}\n"
+              f"viewer          {info['api_url']}/viewer\n"
+              f"API key         {info['api_key']}  (user 'local'; also in "
+              f"{stack.state_dir / 'stack.json'})\n"
+              f"logs            {info['logs']}\n"
+              + (f"data            kept in {args.persist} (--persist)" if args.persist else
+                 "data            in memory: sessions are gone when the stack stops "
+                 "(--persist DIR keeps them)"), flush=True)
         wait_forever()
     except KeyboardInterrupt:
         pass
@@ -340,14 +376,32 @@ def cmd_render(args) -> int:
 
 # --- sessions and executions -------------------------------------------------------------
 
+def scene_summary(session: dict) -> str:
+    """What a session renders, in a few characters: its image size, or the file it
+    renders when the size comes from the file (a .blend's own resolution)."""
+    scene = session.get("scene") or {}
+    if "width" in scene and "height" in scene:
+        return f"{scene['width']}x{scene['height']}"
+    if scene.get("blend"):
+        return scene["blend"]
+    return "default"
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    """Columns as wide as their widest cell, under a header."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
 def cmd_sessions_ls(args) -> int:
     sessions = _client(args).sessions()
-    for s in sessions:
-        scene = s["scene"]
-        size = f"{scene.get('width', '?')}x{scene.get('height', '?')}"
-        print(f"{s['id']}  {s['producer']:<10} {s['format']:<5} {size:<10} {s['created']}")
     if not sessions:
         print("no sessions", file=sys.stderr)
+        return 0
+    table([[s["id"], s["producer"], s["format"], scene_summary(s),
+            str(len(s.get("resources", []))), s["created"]] for s in sessions],
+          ["SESSION", "PRODUCER", "FORMAT", "IMAGE", "RESOURCES", "CREATED"])
     return 0
 
 
@@ -375,12 +429,18 @@ def locate(client: Client, ref: str) -> tuple[str, str]:
 
 def cmd_executions_ls(args) -> int:
     executions = _client(args).executions(args.sid)
-    for e in executions:
-        print(f"{e['id']}  {e['status']:<9} {e['progress'] * 100:5.1f}%  "
-              f"{e['width']}x{e['height']} x{e['parallel']}  {e['time']['created']}  "
-              f"{e['time']['total']:.1f} s")
     if not executions:
         print("no executions", file=sys.stderr)
+        return 0
+    rows = []
+    for e in executions:
+        frames = e.get("frames")
+        rows.append([e["id"], e["status"], f"{e['progress'] * 100:.1f}%",
+                     f"{e['width']}x{e['height']}", str(e["parallel"]),
+                     f"{frames['done']}/{frames['total']}" if frames else "1",
+                     f"{e['time']['total']:.1f} s", e["time"]["created"]])
+    table(rows, ["EXECUTION", "STATUS", "PROGRESS", "IMAGE", "PASSES", "FRAMES", "TIME",
+                 "CREATED"])
     return 0
 
 
@@ -449,8 +509,8 @@ def cmd_demo(args) -> int:
 
 # --- the parser --------------------------------------------------------------------------
 
-class Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module's usage text as written, and every option's default."""
+class Help(argparse.RawDescriptionHelpFormatter):
+    """The module's usage text as written; each option's help says its default itself."""
 
 
 def positive(text: str) -> int:
@@ -465,9 +525,14 @@ def positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="francine", description=__doc__, formatter_class=Help)
-    parser.add_argument("--state-dir", default=".francine",
-                        help="where the local stack keeps stack.json and logs")
+    parser.add_argument("--version", action="version", version=f"francine {version()}")
+    state_help = ("the local stack's state folder: stack.json and logs (default: "
+                  f"{default_state_dir()})")
+    parser.add_argument("--state-dir", default=None, help=state_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Global options are taken after the command too ("francine stack up --state-dir D").
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", default=argparse.SUPPRESS, help=state_help)
 
     api = argparse.ArgumentParser(add_help=False)
     api.add_argument("--api", default=None,
@@ -475,14 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--key", default=None, help="API key (default: the local stack's user)")
 
     def command(parent, name, helptext, func, parents=()):
-        p = parent.add_parser(name, help=helptext, description=helptext, parents=list(parents),
-                              formatter_class=Help)
+        p = parent.add_parser(name, help=helptext, description=helptext,
+                              parents=[common, *parents], formatter_class=Help)
         p.set_defaults(func=func)
         return p
 
     from francine.tools.local.users_admin import add_parsers
 
-    add_parsers(sub, cmd_users)
+    add_parsers(sub, cmd_users, [common])
 
     def group(name, helptext):
         return sub.add_parser(name, help=helptext, description=helptext,
@@ -492,8 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack = group("stack", "the local stack")
     up = command(stack, "up", "start emulators, api, workers and reducer; Ctrl-C stops them",
                  cmd_stack_up)
-    up.add_argument("--port", type=int, default=None, help="api port (None: a free one)")
-    up.add_argument("--workers", type=positive, default=2, help="render worker processes")
+    up.add_argument("--port", type=int, default=None, help="api port (default: a free one)")
+    up.add_argument("--workers", type=positive, default=2,
+                    help="render worker processes (default: 2)")
     up.add_argument("--farm-slots", type=int, default=None,
                     help="farm-wide admission with fair share across users: production "
                          "tasks in flight across executions (0: off; default: "
@@ -506,9 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--stall-seconds", type=float, default=None, metavar="S",
                     help="an execution standing still this long is re-driven (default: "
                          "FRANCINE_STALL_S if set, else 60)")
+    up.add_argument("--persist", default=None, metavar="DIR",
+                    help="keep sessions, resources and images in DIR across restarts "
+                         "(default: in memory, gone when the stack stops)")
     command(stack, "status", "the running stack's address, process and logs", cmd_stack_status)
     down = command(stack, "down", "stop the running stack", cmd_stack_down)
-    down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it")
+    down.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds to wait for it (default: 60)")
 
 
     r = command(sub, "render", "render a producer's default scene, a scene file, or a session",
@@ -519,28 +589,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "not needed with --session")
     r.add_argument("-o", "--output", required=True,
                    help="the image to write; its extension is the format (.png, .jpg, .exr)")
-    r.add_argument("--parallel", type=positive, default=8, help="sample passes")
+    r.add_argument("--parallel", type=positive, default=8, help="sample passes (default: 8)")
     r.add_argument("--tile", type=positive, default=None,
-                   help="tile edge in pixels (None: the planner's choice)")
+                   help="tile edge in pixels (default: the planner's choice)")
     r.add_argument("--format", choices=["png", "jpeg", "exr"], default=None,
-                   help="must agree with -o's extension (None: from -o)")
+                   help="must agree with -o's extension (default: -o's)")
     r.add_argument("--session", default=None, metavar="SID",
-                   help="render in this existing session (None: a new session)")
+                   help="render in this existing session (default: a new session)")
     r.add_argument("--producer", default=None, help="the producer of a bare scene file")
     r.add_argument("--resource", action="append", default=[], metavar="NAME=PATH",
                    help="attach a file as resource NAME (repeatable)")
     b = r.add_argument_group("Blender files (TARGET.blend)")
     b.add_argument("--samples", type=positive, default=None,
-                   help="Cycles samples per pass (None: the producer's default)")
+                   help="Cycles samples per pass (default: 16)")
     b.add_argument("--frames", default=None,
                    help="frames of the scene's range, one image each (-o out.exr → "
                         "out_0001.exr …): 5, 1-24, 1..24 or a list, 1-3,10")
     b.add_argument("--denoise", action="store_true", help="denoise the final image (OIDN)")
-    b.add_argument("--scene", default=None, help="the Blender scene (None: the active one)")
-    b.add_argument("--camera", default=None, help="the camera object (None: the scene's)")
+    b.add_argument("--scene", default=None, help="the Blender scene (default: the active one)")
+    b.add_argument("--camera", default=None, help="the camera object (default: the scene's)")
     b.add_argument("--size", default=None, metavar="WxH",
                    help="image size in pixels, e.g. 1920x1080, each side 1 to 16384 "
-                        "(None: the scene's resolution)")
+                        "(default: the scene's resolution)")
     b.add_argument("--resolution-percentage", type=int, default=None, metavar="P",
                    help="scale --size, or the scene's resolution in place of its own "
                         "percentage, by P %% (1 to 1000; the result at most 16384 a side)")
@@ -567,16 +637,30 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("-o", "--output", required=True, help="the file to write")
 
     d = command(sub, "demo", "stack up, render aobench, print times, stack down", cmd_demo)
-    d.add_argument("-o", "--output", default="aobench.png", help="the image to write")
-    d.add_argument("--parallel", type=positive, default=8, help="sample passes")
-    d.add_argument("--tile", type=positive, default=256, help="tile edge in pixels")
-    d.add_argument("--workers", type=positive, default=2, help="render worker processes")
+    d.add_argument("-o", "--output", default="aobench.png",
+                   help="the image to write (default: aobench.png)")
+    d.add_argument("--parallel", type=positive, default=8, help="sample passes (default: 8)")
+    d.add_argument("--tile", type=positive, default=256,
+                   help="tile edge in pixels (default: 256)")
+    d.add_argument("--workers", type=positive, default=2,
+                   help="render worker processes (default: 2)")
     return parser
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("francine")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.state_dir = str(args.state_dir or default_state_dir())
     try:
         return args.func(args)
     except KeyboardInterrupt:

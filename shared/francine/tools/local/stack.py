@@ -35,7 +35,7 @@ from francine.tools.local.emulators import Emulators
 from francine.tools.local.frontend import FrontEnd
 from francine.tools.local.processes import ProcessGroup, environment, free_port, http_ok
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
+REPO = pathlib.Path(__file__).resolve().parents[4]
 FUNCTIONS = REPO / "functions"
 
 
@@ -87,6 +87,9 @@ class StackOptions:
     #: here is small).
     watchdog_interval_s: float | None = None
     stall_s: float | None = None
+    #: A folder that keeps sessions, resources and images across restarts (None: the
+    #: emulators keep everything in memory, gone when the stack stops).
+    persist: pathlib.Path | None = None
 
 
 #: The local stack's watchdog timer and stall time unless told otherwise.
@@ -110,7 +113,8 @@ class Stack:
     def __init__(self, options: StackOptions | None = None):
         self.options = options or StackOptions()
         self.state_dir = pathlib.Path(self.options.state_dir).resolve()
-        self.emulators = Emulators(self.options.project, log_dir=str(self.state_dir / "logs"))
+        self.emulators = Emulators(self.options.project, log_dir=str(self.state_dir / "logs"),
+                                   persist=self.options.persist)
         self.processes = ProcessGroup(str(self.state_dir / "logs"))
         self.info: dict = {}
         self._stopping = threading.Event()
@@ -155,7 +159,7 @@ class Stack:
             render_url = self.frontend.start()
             self._subscribe(env, settings, render_url, reducer_url)
             api_url = self._serve_api(env, port=o.port)
-            key = create_user_in(env, o.project, "local")
+            key = self._local_user(env)
             watchdog_url = self._serve_function("watchdog", "http", env, ready_path="/")
         except BaseException:
             self.stop()
@@ -203,8 +207,13 @@ class Stack:
         self.processes.terminate_all()
         if self.frontend is not None:
             self.frontend.stop()
-        self.emulators.terminate()
+        if self.options.persist is None:
+            self.emulators.terminate()
         self.processes.stop_all()
+        try:  # with nothing left writing
+            self.emulators.save()
+        except OSError as e:
+            logging.getLogger("francine.stack").error("could not save the data: %s", e)
         self.emulators.stop()
         state = self.state_dir / "stack.json"
         if state.exists():
@@ -218,6 +227,25 @@ class Stack:
         self.stop()
 
     # --- pieces ------------------------------------------------------------------------
+    def _local_user(self, env: dict) -> str:
+        """The API key of the stack's ready-made user: a new one, or with ``persist``
+        the one of the saved data (kept beside it), so that its sessions are still its."""
+        o = self.options
+        saved = o.persist / "local-user.key" if o.persist is not None else None
+        if saved is not None and saved.exists():
+            from francine.adapters.cloud import firestore_store
+
+            key = saved.read_text().strip()
+            with environment(env):
+                if firestore_store(o.project).get_user(users.key_hash(key)) is not None:
+                    return key
+        key = create_user_in(env, o.project, "local")
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(key + "\n")
+            saved.chmod(0o600)
+        return key
+
     def _topics(self, settings: Settings) -> dict[str, list[str]]:
         """Topic key → its topic ids here (production: one per worker)."""
         from francine.adapters.bus import produce_topics

@@ -13,25 +13,31 @@ from francine.services import users
 from francine.tools.local.processes import environment
 
 
-def add_parsers(sub, func) -> None:
-    p = sub.add_parser("users", help="users and their API keys")
+def add_parsers(sub, func, parents=()) -> None:
+    """``francine users ...``; ``parents``: the options every command takes."""
+    parents = list(parents)
+    p = sub.add_parser("users", help="users and their API keys", parents=parents)
     p.add_argument("--project", help="a deployed project (default: the local stack)")
-    p.add_argument("--database", default="(default)", help="its Firestore database")
+    p.add_argument("--database", default="(default)",
+                   help="its Firestore database (default: (default))")
     actions = p.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="create a user and print its API key")
+    create = actions.add_parser("create", parents=parents,
+                                help="create a user and print its API key")
     create.add_argument("name")
     create.add_argument("--bucket", action="append", default=[],
                         help="a bucket the user may attach gs:// objects from (repeatable)")
-    actions.add_parser("list", help="users as JSON lines (id, name, buckets, created)")
+    actions.add_parser("list", parents=parents,
+                       help="users as JSON lines (id, name, buckets, created)")
     for name, text in (("revoke", "delete the user's keys (at once)"),
                        ("rotate", "print a new key for the user; the old one stops working")):
-        a = actions.add_parser(name, help=text)
+        a = actions.add_parser(name, parents=parents, help=text)
         a.add_argument("user", help="user id or name")
     for name in ("allow-bucket", "deny-bucket"):
-        a = actions.add_parser(name, help=f"{name.split('-')[0]} gs:// attaches from a bucket")
+        a = actions.add_parser(name, parents=parents,
+                               help=f"{name.split('-')[0]} gs:// attaches from a bucket")
         a.add_argument("user", help="user id or name")
         a.add_argument("bucket")
-    q = actions.add_parser("set-quota", help="the user's own figure for a quota "
+    q = actions.add_parser("set-quota", parents=parents, help="the user's own figure for a quota "
                            "('default': the deployment's again)")
     q.add_argument("user", help="user id or name")
     q.add_argument("quota", help="executions_in_flight, tasks_in_flight, stored_bytes or "
