@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from francine.base import errors
 from francine.ports import layout
 from francine.ports.protocols import Area, StoredObject
-from francine.twins import Meter
+from francine.twins.meter import Meter
 
 #: What the twin's upload and result URLs start with.
 URL_PREFIX = "twin:"

@@ -1,0 +1,88 @@
+"""The preview video of an animation: its finished frames, in order, as an H.264 MP4.
+
+Encoded with the ffmpeg binary that PyPI's ``imageio-ffmpeg`` ships in its wheel (no
+system ffmpeg, no codec to build): frames go to it as raw 8-bit RGB on a pipe, and it
+writes H.264 in ``yuv420p`` (what every browser and player decodes) at the scene's frame
+rate. ``yuv420p`` halves the chroma resolution, so an odd width or height is padded by
+one black pixel. Each frame is the image the farm stored for it (PNG, JPEG or EXR; an
+EXR is shown as the viewer's preview shows it).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+
+import numpy as np
+
+#: A constant-quality encode good enough to judge a shot, small enough to stream.
+QUALITY_CRF = "20"
+
+
+def rgb_of_result(data: bytes, fmt: str, display: str) -> np.ndarray:
+    """A frame's stored image as (height, width, 3) 8-bit sRGB."""
+    from PIL import Image
+
+    from francine.services.preview import png_of_result
+
+    png = png_of_result(data, fmt, display) if fmt == "exr" else data
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def even(image: np.ndarray) -> np.ndarray:
+    """``image`` padded with black to an even width and height (yuv420p needs both)."""
+    h, w = image.shape[:2]
+    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)))
+
+
+def mp4(frames: Iterable[np.ndarray], fps: float) -> bytes:
+    """An H.264 MP4 (yuv420p) of ``frames`` ((h, w, 3) uint8, all of one size) at
+    ``fps``; ValueError when there is no frame."""
+    import imageio_ffmpeg
+
+    fd, path = tempfile.mkstemp(suffix=".mp4", prefix="francine-video-")
+    os.close(fd)
+    writer = None
+    try:
+        for frame in frames:
+            frame = np.ascontiguousarray(even(frame), dtype=np.uint8)
+            if writer is None:
+                writer = imageio_ffmpeg.write_frames(
+                    path, (frame.shape[1], frame.shape[0]), fps=fps, codec="libx264",
+                    pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=2,
+                    output_params=["-crf", QUALITY_CRF, "-movflags", "+faststart"],
+                    ffmpeg_log_level="error")
+                writer.send(None)  # start the encoder
+            writer.send(frame)
+        if writer is None:
+            raise ValueError("no finished frame yet")
+        writer.close()
+        writer = None
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        if writer is not None:
+            writer.close()
+        os.unlink(path)
+
+
+def probe(data: bytes) -> dict:
+    """What a player sees of an MP4: codec, pixel format, size, fps, duration and the
+    number of frames (decoded), for tests and checks."""
+    import imageio_ffmpeg
+
+    fd, path = tempfile.mkstemp(suffix=".mp4", prefix="francine-probe-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        reader = imageio_ffmpeg.read_frames(path)
+        meta = next(reader)
+        count = sum(1 for _ in reader)
+        return {"codec": meta.get("codec"), "pix_fmt": meta.get("pix_fmt"),
+                "size": tuple(meta["size"]), "fps": meta["fps"],
+                "duration": meta.get("duration"), "frames": count}
+    finally:
+        os.unlink(path)
