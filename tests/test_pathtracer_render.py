@@ -370,11 +370,11 @@ BUNNY = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "bunny
 def test_bunny_example_renders_at_low_resolution():
     import json
 
-    from francine.producers.pathtracer import EXAMPLES, preview
+    from francine.producers.pathtracer import EXAMPLES, standalone
 
     scene = json.loads((EXAMPLES / "bunny.json").read_text())
     scene.update(width=40, height=30, samples_per_pixel=4)
-    image = preview.render(scene, {"bunny.obj": BUNNY})
+    image = standalone.render(scene, {"bunny.obj": BUNNY})
     assert image.shape == (30, 40, 3) and np.isfinite(image).all() and (image >= 0).all()
     # The bunny (warm albedo) fills the middle of the frame: redder than blue there.
     middle = image[10:20, 15:25].mean(axis=(0, 1))

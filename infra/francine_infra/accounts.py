@@ -20,13 +20,13 @@ ACCOUNTS: dict[str, str] = {
     "api": "Francine api function: records sessions and executions, stores resources, "
     "publishes production tasks.",
     "renderer": "Francine render service: reads scenes and resources, writes partial images, "
-    "publishes task events.",
+    "publishes task events, replaced tasks and the status of executions it fails.",
     "reducer": "Francine reducer function: combines partial images, stores results, "
     "schedules further tasks.",
     "pusher": "Identity in the OIDC token of Francine's Pub/Sub push requests: may only "
     "invoke the render service and the reducer.",
     "watchdog": "Francine watchdog function: speculative copies of stragglers, re-drives "
-    "stalled executions.",
+    "stalled executions, sets the render service's minimum instances.",
     "scheduler": "Identity in the OIDC token of Cloud Scheduler's calls to the watchdog: "
     "may only invoke it.",
     "builder": "Cloud Build identity for the Francine function builds and the render image.",

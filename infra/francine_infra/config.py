@@ -45,6 +45,11 @@ EXECUTION_ENVIRONMENTS = {
 }
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$")
+#: An IAM principal that may be named in a grant (not allUsers: see ``publicApi``).
+_MEMBER = re.compile(r"^(user|group|serviceAccount|domain|principal|principalSet):\S+$")
+_ORIGIN = re.compile(r"^https?://[^/\s]+$")
+#: Cloud Storage's soft-delete retention, when on: 7 to 90 days.
+SOFT_DELETE_DAYS = (7, 90)
 _MEMORY = re.compile(r"^(\d+)(Mi|Gi)$")
 
 
@@ -119,6 +124,17 @@ class FrancineConfig:
     # When Cloud Scheduler calls the watchdog (unix-cron, UTC): every minute.
     watchdog_schedule: str = "* * * * *"
     force_destroy: bool = True
+    # Days a deleted result or resource stays recoverable (and billed): 0 (off) or
+    # 7 to 90. Partials and function archives never are (storage.py).
+    soft_delete_days: int = 0
+    # Origins whose pages may read large results through signed URLs (the viewer,
+    # served by the api); "*" by default (storage.py says why that is safe).
+    results_cors_origins: tuple[str, ...] = ("*",)
+    # allUsers may invoke the api (it checks API keys itself). An organisation with
+    # "Domain restricted sharing" refuses that grant: then set false, and name who may
+    # call it (an API gateway's account, a group) in api_invokers.
+    public_api: bool = True
+    api_invokers: tuple[str, ...] = ()
     repo_root: Path = field(default=REPO_ROOT, compare=False)
 
     def __post_init__(self) -> None:
@@ -243,6 +259,29 @@ class FrancineConfig:
             raise ConfigError("apiMaxInstances and reducerMaxInstances must be at least 1")
         if self.api_concurrency < 1:
             raise ConfigError("apiConcurrency must be at least 1")
+        if self.soft_delete_days and not (
+            SOFT_DELETE_DAYS[0] <= self.soft_delete_days <= SOFT_DELETE_DAYS[1]
+        ):
+            raise ConfigError(
+                "softDeleteDays: 0 (deleted objects are gone at once) or "
+                f"{SOFT_DELETE_DAYS[0]} to {SOFT_DELETE_DAYS[1]} (Cloud Storage's range)"
+            )
+        for origin in self.results_cors_origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ConfigError(
+                    f"resultsCorsOrigins: {origin!r} is not an origin: '*' or "
+                    "https://host[:port], without a path"
+                )
+        for member in self.api_invokers:
+            if member in ("allUsers", "allAuthenticatedUsers"):
+                raise ConfigError(
+                    f"apiInvokers: {member} makes the api public: set publicApi instead"
+                )
+            if not _MEMBER.match(member):
+                raise ConfigError(
+                    f"apiInvokers: {member!r} is not an IAM principal (user:, group:, "
+                    "serviceAccount:, domain:, principal: or principalSet:)"
+                )
         if len(self.watchdog_schedule.split()) != 5:
             raise ConfigError(
                 f"watchdogSchedule {self.watchdog_schedule!r}: a unix-cron schedule of five "
@@ -266,6 +305,13 @@ def load_config() -> FrancineConfig:
     def boolean(key: str, default: bool) -> bool:
         value = conf.get_bool(key)
         return default if value is None else value
+
+    def items(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list; set to "" for none."""
+        value = conf.get(key)
+        if value is None:
+            return default
+        return tuple(item.strip() for item in value.split(",") if item.strip())
 
     return FrancineConfig(
         project=gcp.require("project"),
@@ -307,4 +353,8 @@ def load_config() -> FrancineConfig:
         reducer_memory=text("reducerMemory", defaults.reducer_memory),
         watchdog_schedule=text("watchdogSchedule", defaults.watchdog_schedule),
         force_destroy=boolean("forceDestroy", defaults.force_destroy),
+        soft_delete_days=integer("softDeleteDays", defaults.soft_delete_days),
+        results_cors_origins=items("resultsCorsOrigins", defaults.results_cors_origins),
+        public_api=boolean("publicApi", defaults.public_api),
+        api_invokers=items("apiInvokers", defaults.api_invokers),
     )

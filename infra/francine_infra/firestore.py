@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from francine_infra.options import child_options
+from francine_infra.options import after, child_options
 
 # (collection, ((field, order), ...)): add one here when the code gains such a query.
 COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -104,6 +104,39 @@ COLLECTION_GROUP_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+def index_names(
+    name: str,
+) -> list[tuple[str, str, tuple[tuple[str, str], ...], str]]:
+    """(query scope, collection, fields, resource name) of every composite index.
+
+    Names keep their earlier form, "<name>-<collection>-<fields>" for collection indexes
+    and "<name>-group-<collection>-<fields>" for collection-group ones (a new name
+    would replace the index), but for two indexes on the same fields in other orders:
+    those name their descending fields "<field>-desc", since two resources of one name
+    are refused by Pulumi (a duplicate URN).
+    """
+    tables = (("COLLECTION", "", COMPOSITE_INDEXES),
+              ("COLLECTION_GROUP", "group-", COLLECTION_GROUP_INDEXES))
+
+    def plain(prefix: str, collection: str, fields: tuple[tuple[str, str], ...]) -> str:
+        return f"{name}-{prefix}{collection}-{'-'.join(f for f, _ in fields)}"
+
+    counts: dict[str, int] = {}
+    for _, prefix, indexes in tables:
+        for collection, fields in indexes:
+            key = plain(prefix, collection, fields)
+            counts[key] = counts.get(key, 0) + 1
+    out = []
+    for scope, prefix, indexes in tables:
+        for collection, fields in indexes:
+            resource_name = plain(prefix, collection, fields)
+            if counts[resource_name] > 1:
+                resource_name = f"{name}-{prefix}{collection}-" + "-".join(
+                    f + ("-desc" if order == "DESCENDING" else "") for f, order in fields)
+            out.append((scope, collection, fields, resource_name))
+    return out
+
+
 @dataclass
 class FirestoreDbArgs:
     project: str
@@ -128,11 +161,14 @@ class FirestoreDb(pulumi.ComponentResource):
             deletion_policy=args.deletion_policy,
             opts=child_options(self, opts),
         )
-        # Resource names keep their earlier form: "<name>-<collection>-…" for collection
-        # indexes, "<name>-group-<collection>-…" for collection-group ones.
-        self.indexes = [
-            gcp.firestore.Index(
-                f"{name}-{prefix}{collection}-{'-'.join(f for f, _ in fields)}",
+        # One at a time: a new database refuses index and field changes made at once
+        # with 409 "cross-transaction contention" (a known limit of the provider's
+        # resources), so each one waits for the one before it.
+        previous: pulumi.Resource = self.database
+        self.indexes: list[gcp.firestore.Index] = []
+        for scope, collection, fields, resource_name in index_names(name):
+            previous = gcp.firestore.Index(
+                resource_name,
                 project=args.project,
                 database=self.database.name,
                 collection=collection,
@@ -141,16 +177,12 @@ class FirestoreDb(pulumi.ComponentResource):
                     gcp.firestore.IndexFieldArgs(field_path=field_path, order=order)
                     for field_path, order in fields
                 ],
-                opts=child_options(self, opts),
+                opts=after(self, opts, previous),
             )
-            for scope, prefix, indexes in (
-                ("COLLECTION", "", COMPOSITE_INDEXES),
-                ("COLLECTION_GROUP", "group-", COLLECTION_GROUP_INDEXES),
-            )
-            for collection, fields in indexes
-        ]
-        self.fields = [
-            gcp.firestore.Field(
+            self.indexes.append(previous)
+        self.fields: list[gcp.firestore.Field] = []
+        for collection, field in COLLECTION_GROUP_FIELDS:
+            previous = gcp.firestore.Field(
                 f"{name}-group-{collection}-{field}",
                 project=args.project,
                 database=self.database.name,
@@ -164,9 +196,8 @@ class FirestoreDb(pulumi.ComponentResource):
                         for scope in ("COLLECTION", "COLLECTION_GROUP")
                     ]
                 ),
-                opts=child_options(self, opts),
+                opts=after(self, opts, previous),
             )
-            for collection, field in COLLECTION_GROUP_FIELDS
-        ]
+            self.fields.append(previous)
         self.name = self.database.name
         self.register_outputs({"database": self.database.name})

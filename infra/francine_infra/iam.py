@@ -1,20 +1,30 @@
-"""Who may do what: the grants of each service account, in one table.
+"""Who may do what: the grants of each service account, derived from one table.
 
-Scopes are as narrow as the platform allows: a bucket, a topic, the repository.
-Firestore has no per-collection IAM, so the four runtime accounts hold
-``roles/datastore.user`` on the project. No account holds a basic role (owner,
-editor, viewer). Invoker grants (``roles/run.invoker``) are made by the render service
-and the functions themselves, and so is the warm-up's ``roles/run.developer`` on the
-render service; dead-lettering grants by the push subscriptions.
+The runtime services' rights (api, renderer, reducer, watchdog) are declared once, in
+``francine.domain.rights``, beside the topology; ``runtime_grants`` turns each service's
+rights into the narrowest roles Google offers for them, and ``AccessPolicy`` grants
+those, no more. ``tests/test_rights.py`` runs the local stack with every call of every
+process recorded and checks them against the same table, so a call the code makes and
+the account may not make fails a test instead of a push in production.
+
+Scopes are as narrow as the platform allows: a bucket, a topic, an account, the
+repository. Firestore has no per-collection IAM, so the runtime accounts hold
+``roles/datastore.user`` on the project. No account holds a basic role (owner, editor,
+viewer). The deployment's own accounts (``pusher``, ``scheduler``, ``builder``) are
+in ``DEPLOYMENT_GRANTS``. Invoker grants (``roles/run.invoker``) are made by the render
+service and the functions themselves, and so is the scaler role on the render service
+(it exists only once the service does); dead-lettering grants by the push subscriptions.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 
+from francine.domain import rights
 from francine_infra.accounts import ServiceAccounts
 from francine_infra.messaging import Topics
 from francine_infra.options import child_options
@@ -24,59 +34,70 @@ from francine_infra.storage import StorageBuckets
 
 @dataclass(frozen=True)
 class Grant:
-    """``role`` on ``scope``: "project", "bucket:<key>", "topic:<key>" or "repository"."""
+    """``role`` on ``scope``: "project", "bucket:<key>", "topic:<key>", "account:<key>"
+    or "repository"."""
 
     role: str
     scope: str
     why: str
 
 
-POLICY: dict[str, tuple[Grant, ...]] = {
-    "api": (
-        Grant("roles/datastore.user", "project", "users, sessions, executions, tasks"),
-        Grant("roles/storage.objectUser", "bucket:resources", "store uploaded resources"),
-        Grant("roles/storage.objectUser", "bucket:partials", "delete a session's partials"),
-        Grant("roles/storage.objectUser", "bucket:results", "serve and delete results"),
-        Grant("roles/pubsub.publisher", "topic:produce", "publish production tasks"),
-        # Before the render service exists, produce has no subscription and what is
-        # published there is lost: the api lists the topic's subscriptions (which takes
-        # pubsub.topics.get) and answers 503 until one exists.
-        Grant("roles/pubsub.viewer", "topic:produce", "see whether renders can be taken"),
-        Grant("roles/pubsub.publisher", "topic:execution-events", "announce new executions"),
-        # A result larger than a response is served by a V4 signed URL: without a key
-        # file, the api signs through IAM signBlob as itself.
-        Grant("roles/iam.serviceAccountTokenCreator", "account:api", "sign result URLs"),
-        # Warm-up: updating a Cloud Run service (its min instances, with roles/run.developer
-        # granted on the service by the service itself) acts as the service's account.
-        Grant("roles/iam.serviceAccountUser", "account:renderer", "warm the render service"),
-    ),
-    "renderer": (
-        Grant("roles/datastore.user", "project", "task status, cancellation"),
-        Grant("roles/storage.objectViewer", "bucket:resources", "read scene resources"),
-        # objectUser, not objectCreator: a redelivered task overwrites its partial,
-        # which needs storage.objects.delete.
-        Grant("roles/storage.objectUser", "bucket:partials", "write partial images"),
-        Grant("roles/pubsub.publisher", "topic:events", "announce finished tasks"),
-        Grant("roles/iam.serviceAccountUser", "account:renderer", "let the render service cool"),
-    ),
-    "reducer": (
-        Grant("roles/datastore.user", "project", "elect reducers, finish executions"),
-        Grant("roles/storage.objectUser", "bucket:partials", "read partials, write reductions"),
-        Grant("roles/storage.objectUser", "bucket:results", "store final images"),
-        Grant("roles/pubsub.publisher", "topic:events", "announce finished reductions"),
-        # Admission control: when a task finishes, the scheduler releases the next ones.
-        Grant("roles/pubsub.publisher", "topic:produce", "publish admitted production tasks"),
-        Grant("roles/pubsub.publisher", "topic:execution-events", "announce ended executions"),
-        Grant("roles/iam.serviceAccountUser", "account:renderer", "let the render service cool"),
-    ),
-    "watchdog": (
-        Grant("roles/datastore.user", "project", "find stragglers and stalled executions"),
-        Grant("roles/pubsub.publisher", "topic:produce", "speculative copies, re-driven tasks"),
-        Grant("roles/pubsub.publisher", "topic:events", "re-driven reductions"),
-        Grant("roles/pubsub.publisher", "topic:execution-events",
-              "announce executions it resumes"),
-        Grant("roles/iam.serviceAccountUser", "account:renderer", "let the render service cool"),
-    ),
+#: What the warm-up needs on the render service, and nothing else that
+#: ``roles/run.developer`` holds (deleting the service, reading its IAM policy, every
+#: revision): a custom role, granted on the service only (``render_service.py``).
+SCALER_PERMISSIONS: tuple[str, ...] = ("run.services.get", "run.services.update")
+
+
+def _bucket_role(actions: set[str]) -> str:
+    """Read and list: ``objectViewer``. Anything that creates, replaces or deletes
+    objects: ``objectUser`` (``objectCreator`` cannot replace, and a create-only
+    write that finds its object needs to learn so as a 412, not a 403)."""
+    return ("roles/storage.objectUser" if actions & {"write", "delete"}
+            else "roles/storage.objectViewer")
+
+
+def runtime_grants(
+    table: tuple[rights.Right, ...] = rights.RIGHTS,
+) -> dict[str, tuple[Grant, ...]]:
+    """Service → the grants its rights need (the render service's scaler role aside:
+    see ``scalers``)."""
+    by_scope: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(
+        lambda: defaultdict(list))
+    for right in table:
+        if right.target not in rights.UNGRANTED:
+            by_scope[(right.service, right.target)][right.action].append(right.why)
+    grants: dict[str, list[Grant]] = {service: [] for service in rights.SERVICES}
+    for (service, target), actions in by_scope.items():
+        why = "; ".join(w for whys in actions.values() for w in whys)
+        kind, _, key = target.partition(":")
+        if kind == "topic":
+            roles = {"publish": "roles/pubsub.publisher", "inspect": "roles/pubsub.viewer"}
+            grants[service] += [Grant(roles[a], target, "; ".join(actions[a]))
+                                for a in sorted(actions)]
+        elif kind == "bucket":
+            grants[service].append(Grant(_bucket_role(set(actions)), target, why))
+        elif kind == "firestore":
+            role = "roles/datastore.user" if "write" in actions else "roles/datastore.viewer"
+            grants[service].append(Grant(role, "project", why))
+        elif kind == "self":  # signBlob as itself
+            grants[service].append(
+                Grant("roles/iam.serviceAccountTokenCreator", f"account:{service}", why))
+        elif kind == "render-service":
+            # Updating a Cloud Run service acts as its runtime account.
+            grants[service].append(
+                Grant("roles/iam.serviceAccountUser", "account:renderer", why))
+        else:
+            raise ValueError(f"{service}: no grant for {target}")
+    return {service: tuple(gs) for service, gs in grants.items()}
+
+
+def scalers(table: tuple[rights.Right, ...] = rights.RIGHTS) -> list[str]:
+    """The services that hold the scaler role on the render service."""
+    return [r.service for r in table if (r.action, r.target) == ("scale", "render-service")]
+
+
+#: The grants of the deployment's own identities.
+DEPLOYMENT_GRANTS: dict[str, tuple[Grant, ...]] = {
     "pusher": (),  # only roles/run.invoker on the render service and the reducer
     "scheduler": (),  # only roles/run.invoker on the watchdog
     "builder": (
@@ -89,6 +110,8 @@ POLICY: dict[str, tuple[Grant, ...]] = {
     ),
 }
 
+POLICY: dict[str, tuple[Grant, ...]] = {**runtime_grants(), **DEPLOYMENT_GRANTS}
+
 FORBIDDEN_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 
 
@@ -99,17 +122,31 @@ class AccessPolicyArgs:
     buckets: StorageBuckets
     topics: Topics
     registry: ArtifactRegistry
+    name_prefix: str = "francine"
     policy: dict[str, tuple[Grant, ...]] | None = None
 
 
 class AccessPolicy(pulumi.ComponentResource):
-    """Makes every grant of ``POLICY``; ``grants`` is the list of IAM member resources."""
+    """Makes every grant of ``POLICY`` and the render service's scaler role
+    (``scaler_role``); ``grants`` is the list of IAM member resources."""
 
     def __init__(
         self, name: str, args: AccessPolicyArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("francine:infra:AccessPolicy", name, None, opts)
         child = child_options(self, opts)
+        # Role ids allow letters, digits, "_" and "."; one role per prefix, so that two
+        # stacks in one project keep theirs. A destroyed role stays reserved for 37
+        # days; the provider undeletes it when the stack is created again.
+        self.scaler_role = gcp.projects.IAMCustomRole(
+            f"{name}-render-scaler",
+            project=args.project,
+            role_id=f"{args.name_prefix.replace('-', '_')}_render_scaler",
+            title=f"{args.name_prefix} render service scaler",
+            description="Read and set the render service's minimum instances (the warm-up)",
+            permissions=list(SCALER_PERMISSIONS),
+            opts=child,
+        )
         self.grants: list[pulumi.CustomResource] = []
         for account, grants in (args.policy or POLICY).items():
             member = args.accounts.member(account)

@@ -68,7 +68,8 @@ class PushRoute:
 @dataclass
 class PushSubscriptionsArgs:
     project: str
-    project_number: pulumi.Input[str]
+    # The Pub/Sub service agent's member (``pubsub_agent(...).member``).
+    agent_member: pulumi.Input[str]
     name_prefix: str
     topics: Topics
     routes: list[PushRoute]
@@ -77,16 +78,22 @@ class PushSubscriptionsArgs:
     max_delivery_attempts: int
 
 
-def pubsub_service_agent(project_number: pulumi.Input[str]) -> pulumi.Output[str]:
-    """The member of the Pub/Sub service agent, which moves messages to dead-letter topics."""
-    return pulumi.Output.concat(
-        "serviceAccount:service-", project_number, "@gcp-sa-pubsub.iam.gserviceaccount.com"
+def pubsub_agent(
+    name: str, project: str, opts: pulumi.ResourceOptions
+) -> gcp.projects.ServiceIdentity:
+    """The Pub/Sub service agent, which mints the pushes' OIDC tokens and moves messages
+    to dead-letter topics. Google creates it some time after the API is enabled, and a
+    grant to an agent that does not exist yet fails: on a new project the first
+    ``pulumi up`` would stop at the dead-lettering grants. Asking for its identity
+    creates it now; every grant to it takes its ``member`` (so comes after)."""
+    return gcp.projects.ServiceIdentity(
+        name, project=project, service="pubsub.googleapis.com", opts=opts
     )
 
 
 def agent_token_creator(
     name: str,
-    project_number: pulumi.Input[str],
+    agent_member: pulumi.Input[str],
     push_service_account_name: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
 ) -> gcp.serviceaccount.IAMMember:
@@ -97,7 +104,7 @@ def agent_token_creator(
         name,
         service_account_id=push_service_account_name,
         role="roles/iam.serviceAccountTokenCreator",
-        member=pubsub_service_agent(project_number),
+        member=agent_member,
         opts=opts,
     )
 
@@ -112,7 +119,7 @@ class PushSubscriptions(pulumi.ComponentResource):
         super().__init__("francine:infra:PushSubscriptions", name, None, opts)
         child = child_options(self, opts)
         topics = args.topics
-        agent = pubsub_service_agent(args.project_number)
+        agent = args.agent_member
 
         self.subscriptions: dict[str, gcp.pubsub.Subscription] = {}
         for route in args.routes:

@@ -130,6 +130,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "gcp:storage/bucket:Bucket":
             resource_id = inputs["name"]
             state["url"] = f"gs://{inputs['name']}"
+        elif typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+            # What generateServiceIdentity answers: the agent of the service.
+            agent = inputs["service"].split(".")[0]
+            email = f"service-{self.project_number}@gcp-sa-{agent}.iam.gserviceaccount.com"
+            state.update(email=email, member=f"serviceAccount:{email}")
+        elif typ == "gcp:projects/iAMCustomRole:IAMCustomRole":
+            resource_id = f"projects/{project}/roles/{inputs['roleId']}"
+            state["name"] = resource_id
         elif typ == "gcp:firestore/database:Database":
             resource_id = f"projects/{project}/databases/{inputs['name']}"
         return resource_id, state

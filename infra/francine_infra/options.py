@@ -18,3 +18,13 @@ def child_options(
     """
     depends_on = opts.depends_on if opts is not None else None
     return pulumi.ResourceOptions(parent=parent, depends_on=depends_on)
+
+
+def after(
+    parent: pulumi.Resource, opts: pulumi.ResourceOptions | None, previous: pulumi.Resource
+) -> pulumi.ResourceOptions:
+    """``child_options`` that also wait for ``previous``: for resources that the
+    platform refuses to change at the same time (chained one after the other)."""
+    depends_on = opts.depends_on if opts is not None else None
+    inherited = list(depends_on) if isinstance(depends_on, list | tuple) else []
+    return pulumi.ResourceOptions(parent=parent, depends_on=[*inherited, previous])

@@ -40,8 +40,10 @@ class RenderServiceArgs:
     # Members granted roles/run.invoker (the push account); nobody else may call it.
     invokers: list[pulumi.Input[str]] = field(default_factory=list)
     # Members that set the service-level minimum instances (francine.services.warmup):
-    # roles/run.developer on this service only.
+    # ``scaler_role`` (run.services.get and .update: iam.SCALER_PERMISSIONS) on this
+    # service only.
     scalers: list[pulumi.Input[str]] = field(default_factory=list)
+    scaler_role: pulumi.Input[str] | None = None
 
 
 class RenderService(pulumi.ComponentResource):
@@ -94,8 +96,11 @@ class RenderService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 ignore_changes=["scaling"])),
         )
-        grants = [("invoker", "roles/run.invoker", args.invokers),
-                  ("scaler", "roles/run.developer", args.scalers)]
+        if args.scalers and args.scaler_role is None:
+            raise ValueError("scalers need the scaler role")
+        grants: list[tuple[str, pulumi.Input[str], list[pulumi.Input[str]]]] = [
+            ("invoker", "roles/run.invoker", args.invokers),
+            ("scaler", args.scaler_role or "", args.scalers)]
         for what, role, members in grants:
             for index, member in enumerate(members):
                 gcp.cloudrunv2.ServiceIamMember(

@@ -31,7 +31,13 @@ from francine_infra.apis import ProjectApis, ProjectApisArgs
 from francine_infra.config import FrancineConfig, memory_mib
 from francine_infra.firestore import FirestoreDb, FirestoreDbArgs
 from francine_infra.functions import Functions, FunctionsArgs, FunctionSpec
-from francine_infra.iam import POLICY, AccessPolicy, AccessPolicyArgs
+from francine_infra.iam import (
+    POLICY,
+    SCALER_PERMISSIONS,
+    AccessPolicy,
+    AccessPolicyArgs,
+    scalers,
+)
 from francine_infra.messaging import (
     PushRoute,
     PushSubscriptions,
@@ -39,6 +45,7 @@ from francine_infra.messaging import (
     Topics,
     TopicsArgs,
     agent_token_creator,
+    pubsub_agent,
 )
 from francine_infra.registry import ArtifactRegistry, ArtifactRegistryArgs
 from francine_infra.render_service import RenderService, RenderServiceArgs
@@ -132,6 +139,8 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
             resources_retention_days=cfg.resources_retention_days,
             sources_retention_days=cfg.sources_retention_days,
             force_destroy=cfg.force_destroy,
+            soft_delete_days=cfg.soft_delete_days,
+            results_cors_origins=cfg.results_cors_origins,
         ),
         after_apis,
     )
@@ -164,16 +173,15 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
             buckets=buckets,
             topics=topics,
             registry=registry,
+            name_prefix=cfg.name_prefix,
         ),
         after_apis,
     )
 
-    project = gcp.organizations.get_project_output(
-        project_id=cfg.project, opts=pulumi.InvokeOutputOptions(depends_on=[apis])
-    )
+    agent = pubsub_agent("pubsub-agent", cfg.project, after_apis)
     token_creator = agent_token_creator(
         "access-agent-token-creator",
-        project.number,
+        agent.member,
         accounts.accounts["pusher"].name,
         after_apis,
     )
@@ -183,7 +191,8 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
         "iam-propagation",
         cfg.iam_propagation_seconds,
         [f"{account}:{g.role}:{g.scope}" for account, gs in POLICY.items() for g in gs]
-        + ["pubsub-agent:roles/iam.serviceAccountTokenCreator"],
+        + ["pubsub-agent:roles/iam.serviceAccountTokenCreator"]
+        + [f"{key}:render-scaler:{','.join(SCALER_PERMISSIONS)}" for key in scalers()],
         [apis, access, token_creator],
     )
     after_access = pulumi.ResourceOptions(depends_on=[apis, access, database, *granted])
@@ -207,11 +216,11 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                 timeout_seconds=cfg.request_timeout_seconds,
                 execution_environment=cfg.execution_environment_value,
                 invokers=[pusher],
-                # Warm-up: executions start in the api and end in the api, the reducer,
-                # the watchdog (stalled or cancelled work) or (out of failure budget) the
-                # render service.
-                scalers=[accounts.member(key)
-                         for key in ("api", "reducer", "renderer", "watchdog")],
+                # Warm-up: the watchdog alone sets the minimum instances (who may update
+                # the service may deploy to it: never a process that answers the public
+                # or takes pushes).
+                scalers=[accounts.member(key) for key in scalers()],
+                scaler_role=access.scaler_role.name,
             ),
             after_access,
         )
@@ -250,7 +259,9 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                     timeout_seconds=cfg.api_timeout_seconds,
                     max_instances=cfg.api_max_instances,
                     concurrency=cfg.api_concurrency,
-                    public=True,
+                    # Public unless an organisation policy forbids allUsers (README).
+                    public=cfg.public_api,
+                    invokers=list(cfg.api_invokers),
                 ),
                 FunctionSpec(
                     key="reducer",
@@ -322,7 +333,7 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
         "push",
         PushSubscriptionsArgs(
             project=cfg.project,
-            project_number=project.number,
+            agent_member=agent.member,
             name_prefix=cfg.name_prefix,
             topics=topics,
             routes=routes,

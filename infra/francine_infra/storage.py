@@ -1,4 +1,23 @@
-"""The Cloud Storage buckets: resources, partial images, results, function sources."""
+"""The Cloud Storage buckets: resources, partial images, results, function sources.
+
+Soft delete: Google keeps a deleted object, billed, for 7 days unless a bucket says
+otherwise, and ``pulumi destroy`` deletes every object; so a destroyed stack would bill
+its data for another week. Partials and function archives are disposable (made again by
+the next render, the next ``pulumi up``): no soft delete. Results and resources can be
+made again too (a render again, an attach again), and everything Francine deletes there
+it deletes on purpose (a session deleted, an upload staged, the lifecycle rules): no
+soft delete either, unless ``softDeleteDays`` (7 to 90) asks to keep what is deleted
+recoverable for that long.
+
+CORS: the viewer (served by the api) fetches a result larger than a response through
+the api's 307 redirect to a V4 signed URL on ``storage.googleapis.com``, another
+origin, and reads it only if the results bucket answers with CORS headers. Only GET
+and HEAD are allowed, with no credentials: a signed URL is its own authorisation,
+so whoever can send it can already read the object with any HTTP client; CORS only
+lets a page read what its URL already grants. The origins are
+``resultsCorsOrigins`` ("*" unless set: the api has two URLs, its run.app one and its
+function URL, and may have a domain of its own).
+"""
 
 from __future__ import annotations
 
@@ -47,6 +66,36 @@ class StorageBucketsArgs:
     # Let `pulumi destroy` delete buckets that still hold objects.
     force_destroy: bool = True
     labels: dict[str, str] | None = None
+    # Days a deleted result or resource stays recoverable (and billed); 0: none.
+    soft_delete_days: int = 0
+    # Origins whose pages may read results through signed URLs (the viewer's).
+    results_cors_origins: tuple[str, ...] = ("*",)
+
+
+#: Buckets whose deleted objects are never kept: made again by the pipeline or the
+#: program.
+DISPOSABLE = ("partials", "sources")
+#: How long a browser may cache the answer to a CORS preflight.
+CORS_MAX_AGE_SECONDS = 3600
+
+
+def soft_delete(days: int) -> gcp.storage.BucketSoftDeletePolicyArgs:
+    """Deleted objects kept ``days`` (0: deleted at once, nothing billed after)."""
+    return gcp.storage.BucketSoftDeletePolicyArgs(retention_duration_seconds=days * 86400)
+
+
+def results_cors(origins: tuple[str, ...]) -> list[gcp.storage.BucketCorArgs]:
+    """GET (and HEAD) of signed result URLs from ``origins``' pages; none if empty."""
+    if not origins:
+        return []
+    return [
+        gcp.storage.BucketCorArgs(
+            origins=list(origins),
+            methods=["GET", "HEAD"],
+            response_headers=["Content-Type", "Content-Length"],
+            max_age_seconds=CORS_MAX_AGE_SECONDS,
+        )
+    ]
 
 
 class StorageBuckets(pulumi.ComponentResource):
@@ -71,13 +120,14 @@ class StorageBuckets(pulumi.ComponentResource):
             "sources": args.sources_retention_days,
         }
         for key in BUCKETS:
-            extra: dict = {"lifecycle_rules": delete_after(retention[key])}
-            if key == "partials":
-                # Written and deleted in bulk: a soft-delete window would bill every
-                # deleted partial for another week.
-                extra["soft_delete_policy"] = gcp.storage.BucketSoftDeletePolicyArgs(
-                    retention_duration_seconds=0
-                )
+            extra: dict = {
+                "lifecycle_rules": delete_after(retention[key]),
+                "soft_delete_policy": soft_delete(
+                    0 if key in DISPOSABLE else args.soft_delete_days
+                ),
+            }
+            if key == "results":
+                extra["cors"] = results_cors(args.results_cors_origins)
             self.buckets[key] = gcp.storage.Bucket(
                 f"{name}-{key}",
                 project=args.project,

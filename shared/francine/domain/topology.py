@@ -3,14 +3,16 @@ dead-letter policies. ``francine stack up`` (``francine.tools.local.stack``) and
 program (``infra/francine_infra/messaging.py``) both build what is written here.
 
     api ──▶ produce ──push──▶ renderer ──▶ events ──push──▶ reducer ──▶ events
-    api, reducer ──▶ execution-events ──push──▶ reducer (webhooks) ─▶ unprocessable
+    any service ──▶ execution-events ──push──▶ reducer (webhooks) ─▶ unprocessable
                │ (max attempts)                  │ (max attempts)
                ▼                                 ▼
      produce-dead-letter ──push──▶ reducer   events-dead-letter ──push──▶ reducer
                │ (max attempts)                  │ (max attempts)
                └────────────▶ unprocessable ◀────┘ (pull subscription, kept 7 days)
 
-Names are ``<prefix>-<key>`` for topics and subscriptions alike. Pure data, no SDK.
+Names are ``<prefix>-<key>`` for topics and subscriptions alike. Who may publish to
+which topic (the render service too publishes production tasks, a failed pass produced
+again, and statuses) is ``francine.domain.rights``. Pure data, no SDK.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 #: Topic key → its role.
 TOPICS: dict[str, str] = {
-    "produce": "production tasks, from the api (and the scheduler) to the render service",
+    "produce": "production tasks, from any service (the scheduler's) to the render service",
     "events": "task-done events, from the render service and the reducer to the reducer",
     "produce-dead-letter": "production tasks that exhausted their delivery attempts",
     "events-dead-letter": "task events that exhausted their delivery attempts",

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from francine.base.config import ENV, Settings
 from francine.domain import topology
 from francine.services import users
+from francine.tools.local import audit
 from francine.tools.local.emulators import Emulators
 from francine.tools.local.frontend import FrontEnd
 from francine.tools.local.processes import ProcessGroup, environment, free_port, http_ok
@@ -90,6 +91,10 @@ class StackOptions:
     #: A folder that keeps sessions, resources and images across restarts (None: the
     #: emulators keep everything in memory, gone when the stack stops).
     persist: pathlib.Path | None = None
+    #: A file where every process records what it does to the platform
+    #: (``francine.tools.local.audit``; tests/test_rights.py checks it against the
+    #: declared rights). None: nothing is recorded.
+    audit: pathlib.Path | None = None
 
 
 #: The local stack's watchdog timer and stall time unless told otherwise.
@@ -148,19 +153,22 @@ class Stack:
                 settings = dataclasses.replace(settings, farm_slots=o.farm_slots)
             settings = dataclasses.replace(settings, copy_pieces=o.copy_pieces or max(
                 1, min(settings.copy_pieces, o.workers // 4)))
-            env = {**os.environ, **emulator_env, **settings.to_env(), **o.extra_env,
-                   "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, **emulator_env, **settings.to_env(),
+                   **(audit.environment(o.audit) if o.audit is not None else {}),
+                   **o.extra_env, "PYTHONUNBUFFERED": "1"}
             self._create_topics_and_buckets(env, settings)
-            reducer_url = self._serve_function("reducer", "cloudevent", env)
-            worker_urls = [self._serve_worker(i, {**env, **worker_cpus(i, o.workers)})
+            reducer_url = self._serve_function("reducer", "cloudevent", as_service(env, "reducer"))
+            worker_urls = [self._serve_worker(i, {**as_service(env, "renderer"),
+                                                  **worker_cpus(i, o.workers)})
                            for i in range(o.workers)]
             # Every shard's pushes go to an idle worker, as Cloud Run's front end does.
             self.frontend = FrontEnd(worker_urls, refuse_when_busy=o.refuse_when_busy)
             render_url = self.frontend.start()
             self._subscribe(env, settings, render_url, reducer_url)
-            api_url = self._serve_api(env, port=o.port)
+            api_url = self._serve_api(as_service(env, "api"), port=o.port)
             key = self._local_user(env)
-            watchdog_url = self._serve_function("watchdog", "http", env, ready_path="/")
+            watchdog_url = self._serve_function("watchdog", "http", as_service(env, "watchdog"),
+                                                ready_path="/")
         except BaseException:
             self.stop()
             raise
@@ -279,12 +287,13 @@ class Stack:
         return url
 
     def _serve_api(self, env: dict, port: int | None = None) -> str:
-        """The api's ASGI application under uvicorn (functions/api/main.py ``app``): bodies
-        and waits on the event loop, requests on the api's own threads."""
+        """The api as Cloud Run functions runs it (``functions-framework --target api``,
+        which serves the ASGI function under uvicorn): bodies and waits on the event
+        loop, requests on the api's own threads."""
         port = port or free_port()
         child = self.processes.start("api", [
-            _bin("uvicorn"), "main:app", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--timeout-keep-alive", "5", "--log-level", "warning"],
+            _bin("functions-framework"), "--target", "api", "--signature-type", "http",
+            "--source", "main.py", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=str(self.functions / "api"))
         url = f"http://127.0.0.1:{port}"
         self.processes.wait_ready(child, lambda: http_ok(url + "/health"), 60)
@@ -327,6 +336,13 @@ class Stack:
             (held,) = topics[hold.topic]
             admin.create_held_subscription(topology.name(o.prefix, hold.key), held,
                                            hold.retention_s)
+
+
+def as_service(env: dict[str, str], service: str) -> dict[str, str]:
+    """``env`` for a process of ``service`` (api, renderer, reducer, watchdog): in the
+    cloud each runs as an account of its own (``francine.domain.rights``), which the
+    audit names its records after."""
+    return {**env, audit.SERVICE_ENV: service}
 
 
 def rotate_logs(logs: pathlib.Path) -> None:
