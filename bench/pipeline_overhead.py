@@ -43,30 +43,38 @@ POLL_S = 1.0
 def scene_for(task_s: float) -> dict:
     """An ao scene whose one pass takes about ``task_s`` of CPU here on one thread
     (measured in CPU time, which the load of a shared machine does not stretch; the
-    cost grows about as nao_samples², so a few rounds of rescaling settle it)."""
+    cost grows about as nao_samples², so a few rounds of rescaling settle it). On a fast
+    machine the samples reach the producer's limit: then the image grows instead (the
+    cost grows as its pixels)."""
     import numba
 
     from francine import producers
     from francine.domain.producer import Tile
+    from francine.producers.ao.scene import MAX_AO_SAMPLES
 
     numba.set_num_threads(1)
     ao = producers.get("ao")
-    tile = Tile(0, 0, 256, 256)
-    n = 4
-    ao.render(ao.validate({"width": 256, "height": 256, "nao_samples": n}, None), tile, 0,
-              None)  # compiles, starts the threads
-    for _ in range(4):
-        scene = ao.validate({"width": 256, "height": 256, "nao_samples": n}, None)
+
+    def measure(edge: int, n: int) -> tuple[dict, float]:
+        scene = ao.validate({"width": edge, "height": edge, "nao_samples": n}, None)
         times = []
         for seed in range(2):
             t = time.process_time()
-            ao.render(scene, tile, seed, None)
+            ao.render(scene, Tile(0, 0, edge, edge), seed, None)
             times.append(time.process_time() - t)
-        n = max(1, round(n * (task_s / min(times)) ** 0.5))
-    scene = ao.validate({"width": 256, "height": 256, "nao_samples": n}, None)
-    t = time.process_time()
-    ao.render(scene, tile, 0, None)
-    return scene, time.process_time() - t
+        return scene, min(times)
+
+    edge, n = 256, 4
+    measure(edge, n)  # compiles, starts the threads
+    for _ in range(4):
+        _, took = measure(edge, n)
+        wanted = n * (task_s / took) ** 0.5
+        if wanted > MAX_AO_SAMPLES:
+            edge = max(8, round(edge * wanted / MAX_AO_SAMPLES / 8) * 8)
+            n = MAX_AO_SAMPLES
+        else:
+            n = max(1, round(wanted))
+    return measure(edge, n)
 
 
 def render_pass(args) -> bytes:
@@ -272,7 +280,8 @@ def main() -> int:
     assert f_image == d_image == f2_image  # the same passes, reduced in the same order
     f_wall = (f1_wall + f2_wall) / 2
     compute = f_wall * WORKERS / n  # seconds of one task, as the floor measured it
-    print(f"scene: 256×256 ao, nao_samples {scene['nao_samples']}, {n} tasks of "
+    print(f"scene: {scene['width']}×{scene['height']} ao, nao_samples "
+          f"{scene['nao_samples']}, {n} tasks of "
           f"{task_cpu:.3f} s of CPU (here, alone) and {compute:.3f} s of the floor's wall "
           f"time per task and worker, {WORKERS} workers")
     print(f"(a) francine, local stack   {p_wall:7.3f} s   {p_wall / f_wall:.3f}× floor")
