@@ -18,7 +18,7 @@ from francine.domain.producer import Resources, Tile
 from francine.domain.records import Claim, Session, Status
 from francine.handlers.reducer import Reducer
 from francine.handlers.worker import Worker, parse_piece
-from francine.services import executions, recovery
+from francine.services import executions, recovery, scheduling
 from francine.twins import pump, twin_adapters
 
 SCENE = {"width": 48, "height": 40, "nao_samples": 3}
@@ -151,8 +151,8 @@ def test_malformed_pieces_are_skipped_without_rendering():
 
 def test_the_end_game_cuts_copies_for_exact_producers_only():
     shape = planning.make_shape(64, 64, 8, 64)
-    seen = scheduler.Observed(status=Status.RUNNING, unstarted=0, mean_done_s=10.0,
-                              running=(("p1", 30.0, False),))
+    seen = scheduler.Observed(status=Status.RUNNING, task_status=Status.DONE, stored=True,
+                              unstarted=0, mean_done_s=10.0, running=(("p1", 30.0, False),))
     for pieces in (1, 8):
         plan = scheduler.Plan(shape, copy_pieces=pieces)
         assert scheduler.step(plan, scheduler.TaskDone("p0"), seen) [0] == \
@@ -174,7 +174,8 @@ def test_the_end_game_cuts_copies_for_exact_producers_only():
 def test_the_end_game_copies_a_late_starter_only_when_copies_are_cut():
     shape = planning.make_shape(64, 64, 8, 64)
     # p1 straggles (past 1.25 × the mean), p2 runs as usual, p3 started late.
-    seen = scheduler.Observed(status=Status.RUNNING, unstarted=0, mean_done_s=10.0,
+    seen = scheduler.Observed(status=Status.RUNNING, task_status=Status.DONE, stored=True,
+                              unstarted=0, mean_done_s=10.0,
                               running=(("p1", 13.0, False), ("p2", 8.0, False),
                                        ("p3", 2.0, False)))
     cut, whole = scheduler.Plan(shape, copy_pieces=8), scheduler.Plan(shape)
@@ -221,15 +222,16 @@ def test_a_dead_lettered_piece_is_ignored_and_counts_against_nothing():
 def test_a_copy_is_published_once_in_pieces_no_more_than_the_tile_has_rows():
     ad, ex = world()
     shape = planning.Shape.from_dict(ex.shape)
+    run = scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex))
     ad.bus.pull("render", 1000)  # the originals
-    recovery.carry_out(ad, ex, shape, scheduler.Speculate("p0", 8))
-    recovery.carry_out(ad, ex, shape, scheduler.Speculate("p0", 8))  # once per task
+    scheduling.carry_out(run, scheduler.Speculate("p0", 8))
+    scheduling.carry_out(run, scheduler.Speculate("p0", 8))  # once per task
     got = [d.message.payload["piece"] for d in ad.bus.pull("render", 1000)]
     assert got == [f"{j}/8" for j in range(8)]
     # A tile of 8 rows (the image is 40 high: its last row of tiles) takes 8 at most.
     last = planning.node_name(0, shape.productions - 1)
     assert planning.tile_of(shape, shape.productions - 1).height == 8
-    recovery.carry_out(ad, ex, shape, scheduler.Speculate(last, 64))
+    scheduling.carry_out(run, scheduler.Speculate(last, 64))
     got = [d.message.payload["piece"] for d in ad.bus.pull("render", 1000)]
     assert got == [f"{j}/8" for j in range(8)]
 
@@ -275,7 +277,8 @@ def test_a_copy_in_pieces_beats_its_slow_original_on_the_emulators(three_workers
         time.sleep(0.05)
     ex = ad.store.execution(sid, eid)
     assert recovery.scheduler_plan(ad, ex).copy_pieces == 2
-    recovery.carry_out(ad, ex, planning.Shape.from_dict(ex.shape), scheduler.Speculate("p0", 2))
+    scheduling.carry_out(scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex)),
+                         scheduler.Speculate("p0", 2))
     status = client.wait(sid, eid, timeout_s=120)
     assert status["status"] == "done", status
     assert status["tasks"]["speculative"] == 1

@@ -233,6 +233,7 @@ def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render
         DeadLettered,
         Observed,
         Plan,
+        Publish,
         Redrive,
         Replace,
         Reproduce,
@@ -242,7 +243,10 @@ def test_a_dead_letter_counts_against_a_task_only_if_a_delivery_reached_a_render
 
     plan = Plan(planning.make_shape(64, 64, 4, 32))
     never_started = Observed(status=Status.RUNNING, task_status=Status.PENDING)
-    assert step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), never_started) == [Requeue("p3")]
+    # queued again at its place in the farm, or (no farm admission) published again
+    farmed = dataclasses.replace(plan, farm=True)
+    assert step(farmed, DeadLettered(Kind.PRODUCE, "p3", 10), never_started) == [Requeue("p3")]
+    assert step(plan, DeadLettered(Kind.PRODUCE, "p3", 10), never_started) == [Publish((3,))]
     # one delivery reached a render and its worker died, the other nine were refused:
     # produced again, not counted; deliveries that reached renders again and again count
     reached = Observed(status=Status.RUNNING, task_status=Status.RUNNING, attempts=1)

@@ -183,8 +183,9 @@ def test_failures_reaching_ten_percent_fail_the_execution_and_nothing_runs_after
     assert farm.producer.renders == renders
     listed = client.request("GET", f"/v1/sessions/{sid}/executions/{eid}/tasks",
                             params={"status": "failed"}).json()["tasks"]
-    assert {(t["node"], t["status"]) for t in listed} == {("p4", "pending"),
-                                                         ("p11", "failed")}
+    # p4 was replaced, but the execution failed before its new pass rendered: failed
+    assert {(t["node"], t["status"], t["failures"], t["replaced"]) for t in listed} == {
+        ("p4", "failed", 1, 1), ("p11", "failed", 1, 0)}
     with pytest.raises(ApiError) as refused:
         client.request("GET", f"/v1/sessions/{sid}/executions/{eid}/tasks",
                        params={"status": "running"})

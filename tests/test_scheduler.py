@@ -1,6 +1,8 @@
 """The scheduler's state machine, fed events: specific transitions compared with the
 expected actions, then property tests in which hypothesis delivers the messages in any
-order, duplicated, dropped and redelivered, and kills invocations after their claims."""
+order, duplicated, dropped and redelivered, kills invocations after their claims, and
+publishes task events for tasks that are not done (false claims, which the store does
+not back)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from francine.domain.scheduler import (
     SPECULATE_MIN_S,
     STALLED_S,
     UNTAKEN_REDRIVE_LIMIT,
+    Admit,
     Advance,
     Announce,
-    Cancelled,
     ClaimTask,
     DeadLettered,
     End,
@@ -37,9 +39,10 @@ from francine.domain.scheduler import (
     Publish,
     Redrive,
     Reduce,
+    Release,
     Replace,
     Reproduce,
-    Retry,
+    Requeue,
     Speculate,
     TaskClaimed,
     TaskDelivered,
@@ -53,6 +56,8 @@ from francine.domain.scheduler import (
 )
 
 RUNNING = Observed(status=Status.RUNNING, planned=True, published=True)
+#: What a task's event observes of a task that is done, its output stored.
+DONE = {"task_status": Status.DONE, "stored": True}
 
 
 def plan_of(w=64, h=64, passes=4, tile=32, admission=0):
@@ -93,26 +98,76 @@ def test_the_last_child_claims_the_parent_and_the_root_ends():
     up = planning.parent(shape, "p5")
     size = len(planning.children(shape, up))
     assert step(plan, TaskDone("p5", "m"),
-                Observed(status=Status.RUNNING, done_siblings=size - 1)) == []
-    seen = Observed(status=Status.RUNNING, done_siblings=size)
+                Observed(status=Status.RUNNING, done_siblings=size - 1, **DONE)) == []
+    seen = Observed(status=Status.RUNNING, done_siblings=size, **DONE)
     assert step(plan, TaskDone("p5", "m"), seen) == [
         ClaimTask(up, Kind.REDUCE, "m", REDUCE_LEASE_S)]
-    assert step(plan, TaskClaimed(up, Claim.WON), seen) == [Reduce(up)]
-    assert step(plan, TaskClaimed(up, Claim.DONE), seen) == [Advance(up)]
-    assert step(plan, TaskDone(shape.root, "m"), RUNNING) == [End(Status.DONE)]
+    assert step(plan, TaskClaimed(up, Claim.WON, "m"), seen) == [Reduce(up, "m")]
+    assert step(plan, TaskClaimed(up, Claim.DONE, "m"), seen) == [Advance(up, "m")]
+    root = dataclasses.replace(RUNNING, **DONE)
+    assert step(plan, TaskDone(shape.root, "m"), root) == [End(Status.DONE)]
+
+
+def test_a_task_event_is_a_claim_that_the_store_must_back():
+    plan = plan_of()
+    shape = plan.shape
+    up = planning.parent(shape, "p5")
+    full = len(planning.children(shape, up))
+    # p5's event, its siblings all done: but p5 itself is pending or running (the
+    # event was published early, or p5 was set back since): nothing is counted
+    for status in (Status.PENDING, Status.RUNNING, Status.FAILED, None):
+        seen = Observed(status=Status.RUNNING, done_siblings=full, task_status=status,
+                        stored=True)
+        assert step(plan, TaskDone("p5", "m"), seen) == []
+    # the root's event before the image exists: the execution does not end
+    assert step(plan, TaskDone(shape.root, "m"),
+                dataclasses.replace(RUNNING, task_status=Status.RUNNING)) == []
+    # done, but its output is gone: produced again (in the farm's queue, with farm
+    # admission: its slot was freed when it finished)
+    lost = Observed(status=Status.RUNNING, done_siblings=full, task_status=Status.DONE)
+    assert step(plan, TaskDone("p5", "m"), lost) == [Reproduce("p5")]
+    assert step(dataclasses.replace(plan, farm=True), TaskDone("p5", "m"), lost) == [
+        Reproduce("p5", queued=True)]
+    assert step(plan, TaskDone(shape.root, "m"), dataclasses.replace(
+        RUNNING, task_status=Status.DONE)) == [Reproduce(shape.root)]
 
 
 def test_admission_control_admits_the_next_production_task():
     plan = plan_of(passes=8, admission=3)
-    assert step(plan, TaskDone("p0", "m"), RUNNING) == [Publish((3,))]
+    done = dataclasses.replace(RUNNING, **DONE)
+    assert step(plan, TaskDone("p0", "m"), done) == [Publish((3,))]
     last = f"p{plan.shape.productions - 1}"
-    assert not any(isinstance(a, Publish) for a in step(plan, TaskDone(last, "m"), RUNNING))
+    assert not any(isinstance(a, Publish) for a in step(plan, TaskDone(last, "m"), done))
+
+
+def test_farm_admission_is_the_schedulers_decision():
+    plan = dataclasses.replace(plan_of(passes=8), farm=True)
+    # planning queues the production tasks; the farm's free slots take the first
+    assert step(plan, ExecutionCreated(), Observed()) == [WriteTasks(queued=True),
+                                                          Admit(first=True)]
+    assert step(plan, ExecutionCreated(), Observed(planned=True)) == [Admit(first=True)]
+    # a finished production task frees its slot (a reduction holds none)
+    done = dataclasses.replace(RUNNING, **DONE)
+    assert step(plan, TaskDone("p0", "m"), done) == [Release("p0")]
+    assert step(plan, TaskDone("r1.0", "m"), done) == []
+    # ...but not on a false claim: the task is still running
+    assert step(plan, TaskDone("p0", "m"), dataclasses.replace(
+        RUNNING, task_status=Status.RUNNING, stored=True)) == []
+    # refused deliveries: queued again; a tick with tasks waiting dispatches them
+    pending = dataclasses.replace(RUNNING, task_status=Status.PENDING)
+    assert step(plan, DeadLettered(Kind.PRODUCE, "p3", 5), pending) == [Requeue("p3")]
+    assert step(plan, Tick(), dataclasses.replace(RUNNING, waiting=("p9",))) == [Admit()]
+    assert step(plan, Tick(), RUNNING) == []
+    # copies and lost outputs wait in the queue too
+    lagging = dataclasses.replace(RUNNING, running=(("p1", SPECULATE_FIRST_S + 1, False),))
+    assert step(plan, Tick(), lagging) == [Speculate("p1", 1, queued=True)]
+    assert step(plan, InputsLost("r1.0", ("p1",)), RUNNING) == [
+        Reproduce("r1.0"), Reproduce("p1", queued=True)]
 
 
 def test_failures_and_dead_letters():
     plan = plan_of()  # 16 production tasks: a budget of 2 failed passes
-    assert step(plan, TaskFailed("p1", "boom", permanent=False), RUNNING) == [Retry("boom")]
-    failed = step(plan, TaskFailed("p1", "bad scene", permanent=True), RUNNING)
+    failed = step(plan, TaskFailed("p1", "bad scene"), RUNNING)
     assert failed[0] == MarkFailed("p1", "bad scene")
     assert failed[1].status == Status.FAILED and "p1" in failed[1].error["message"]
     done = Observed(status=Status.RUNNING, task_status=Status.DONE)
@@ -144,8 +199,12 @@ def test_a_failed_pass_is_replaced_until_the_budget_of_ten_percent_is_spent():
     assert step(plan, PassFailed("p50", "boom"), seen) == [Replace("p50", "boom", 1)]
     # the same task failing again counts again
     seen = Observed(status=Status.RUNNING, failed=failed + (("p50", 1, "boom"),), generation=1)
-    # ...but not a copy of the pass already replaced, failing after it (generation 0)
+    # ...but not a copy of the pass already replaced, failing after it (generation 0),
+    # nor a render of a task that is done (its copy won) or failed for good
     assert step(plan, PassFailed("p50", "boom", 0), seen) == []
+    for status in (Status.DONE, Status.FAILED):
+        assert step(plan, PassFailed("p50", "boom", 1),
+                    dataclasses.replace(seen, task_status=status)) == []
     actions = step(plan, PassFailed("p50", "boom", 1), seen)
     assert actions[0] == MarkFailed("p50", "boom")
     assert actions[1].status == Status.FAILED
@@ -250,7 +309,7 @@ def test_the_end_game_copies_the_longest_lagging_task_on_a_finished_task():
     lag = ENDGAME_FACTOR * 10.0
     running = (("p1", lag + 5, False), ("p2", lag + 9, True), ("p3", lag + 1, False),
                ("p4", lag - 1, False), ("r1.0", 1e6, False))
-    endgame = Observed(status=Status.RUNNING, done_siblings=1, unstarted=0,
+    endgame = Observed(status=Status.RUNNING, **DONE, done_siblings=1, unstarted=0,
                        mean_done_s=10.0, running=running)
     # one copy per finished task, of a lagging one not copied yet; completions that
     # ask at once spread over them by their index (p6: the longest-running, p5: next)
@@ -258,32 +317,32 @@ def test_the_end_game_copies_the_longest_lagging_task_on_a_finished_task():
     assert step(plan, TaskDone("p5", "m"), endgame) == [Speculate("p3")]
     # with production tasks still unstarted (or not observed), the slot is theirs
     for unstarted in (3, None):
-        seen = Observed(status=Status.RUNNING, done_siblings=1, unstarted=unstarted,
+        seen = Observed(status=Status.RUNNING, **DONE, done_siblings=1, unstarted=unstarted,
                         mean_done_s=10.0, running=running)
         assert step(plan, TaskDone("p5", "m"), seen) == []
     # nothing lags past the factor, or nothing finished yet to compare with
-    calm = Observed(status=Status.RUNNING, done_siblings=1, unstarted=0, mean_done_s=10.0,
+    calm = Observed(status=Status.RUNNING, **DONE, done_siblings=1, unstarted=0, mean_done_s=10.0,
                     running=(("p4", lag - 1, False),))
     assert step(plan, TaskDone("p5", "m"), calm) == []
-    blind = Observed(status=Status.RUNNING, done_siblings=1, unstarted=0, running=running)
+    blind = Observed(status=Status.RUNNING, **DONE, done_siblings=1, unstarted=0, running=running)
     assert step(plan, TaskDone("p5", "m"), blind) == []
     # a reduction's completion frees no render instance
     assert step(plan, TaskDone("r1.1", "m"), endgame) == []
     # the copy comes with the parent's claim when the group is complete
     up = planning.parent(plan.shape, "p5")
-    full = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=10.0, running=running,
+    full = Observed(status=Status.RUNNING, **DONE, unstarted=0, mean_done_s=10.0, running=running,
                     done_siblings=len(planning.children(plan.shape, up)))
     assert step(plan, TaskDone("p5", "m"), full) == [
         Speculate("p3"), ClaimTask(up, Kind.REDUCE, "m", REDUCE_LEASE_S)]
     # tasks of milliseconds: never a copy before SPECULATE_MIN_S
-    tiny = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=0.01,
+    tiny = Observed(status=Status.RUNNING, **DONE, unstarted=0, mean_done_s=0.01,
                     running=(("p1", SPECULATE_MIN_S - 1, False),))
     assert step(plan, TaskDone("p5", "m"), tiny) == []
 
 
 def test_with_admission_the_end_game_starts_after_the_last_admission():
     plan = plan_of(passes=8, admission=3)  # 32 production tasks
-    seen = Observed(status=Status.RUNNING, unstarted=0, mean_done_s=1.0,
+    seen = Observed(status=Status.RUNNING, **DONE, unstarted=0, mean_done_s=1.0,
                     running=(("p30", 60.0, False),))
     assert step(plan, TaskDone("p0", "m"), seen) == [Publish((3,))]  # admits p3 instead
     assert step(plan, TaskDone("p29", "m"), seen) == [Speculate("p30")]
@@ -311,37 +370,40 @@ def test_an_execution_that_stopped_moving_is_re_driven():
 
 
 def test_with_farm_admission_only_the_tasks_holding_a_slot_are_published_again():
-    plan = Plan(plan_of().shape, stall_s=60.0)  # farm admission: no per-execution limit
+    # farm admission: no per-execution limit
+    plan = Plan(plan_of().shape, stall_s=60.0, farm=True)
     shape = plan.shape
     # p1 and p2 hold the farm's slots but their deliveries were lost; p3..p5 wait in the
     # farm's queue (its dispatch starts them): queued work does not hide the stall
     unfinished = ("p1", "p2", "p3", "p4", "p5", "r1.0", "r1.1", shape.root)
     seen = Observed(status=Status.RUNNING, published=True, unfinished=unfinished,
                     waiting=("p3", "p4", "p5"), idle_s=60.0)
-    assert step(plan, Tick(), seen) == [Publish((1, 2))]
-    # all of it waiting: nothing to publish, nothing re-driven
+    assert step(plan, Tick(), seen) == [Admit(), Publish((1, 2))]
+    # all of it waiting: nothing to publish, nothing re-driven, the queue dispatched
     seen = Observed(status=Status.RUNNING, published=True, unfinished=unfinished[2:],
                     waiting=("p3", "p4", "p5"), idle_s=600.0)
-    assert step(plan, Tick(), seen) == []
+    assert step(plan, Tick(), seen) == [Admit()]
 
 
 @pytest.mark.parametrize("status", [Status.DONE, Status.FAILED, Status.CANCELLED])
 def test_nothing_is_acted_on_after_the_end(status):
     plan = plan_of()
     seen = Observed(status=status, done_siblings=99, task_status=Status.RUNNING)
-    for event in [ExecutionCreated(), Tick(), Cancelled(), TaskDelivered("p0", "m"),
+    for event in [ExecutionCreated(), Tick(), TaskDelivered("p0", "m"),
                   TaskClaimed("p0", Claim.WON), TaskProduced("p0"), TaskDone("p0", "m"),
-                  TaskFailed("p0", "x", True), DeadLettered(Kind.PRODUCE, "p0", 5),
+                  TaskFailed("p0", "x"), DeadLettered(Kind.PRODUCE, "p0", 5),
                   PassFailed("p0", "x"), InputsLost("r1.0", ("p0",))]:
         assert step(plan, event, seen) == []
-    assert step(plan, Cancelled(), RUNNING) == [End(Status.CANCELLED)]
+    done = dataclasses.replace(seen, task_status=Status.DONE, stored=True)
+    assert step(plan, TaskDone(plan.shape.root, "m"), done) == []
 
 
 # --- property tests: a model of the store and the bus, driven by hypothesis ------------
 
 class World:
     """The store's semantics (claims are conditional writes, done means the output
-    exists) and an at-least-once bus, around the real ``step``."""
+    exists) and an at-least-once bus, around the real ``step``. A task's event observes
+    the task's own status and output, as the reducer reads them."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
@@ -378,9 +440,18 @@ class World:
                         and not self.tasks[n].get("delivered") for n in productions)
         running = tuple((n, 1e9, bool(self.tasks[n].get("copied"))) for n in productions
                         if self.tasks[n]["status"] == Status.RUNNING)
+        node = getattr(event, "node", None)
         return Observed(status=self.status, planned=self.planned, published=self.published,
                         done_siblings=done, unstarted=unstarted, mean_done_s=1.0,
-                        running=running)
+                        running=running,
+                        task_status=self.tasks[node]["status"] if node in self.tasks else None,
+                        stored=node in self.outputs)
+
+    def cancel(self):
+        """The api's cancel: the execution ends cancelled, whatever is in flight."""
+        if self.status not in FINAL:
+            self.status = Status.CANCELLED
+            self.ends.append(Status.CANCELLED)
 
     def claim(self, node, owner, lease_s):
         t = self.tasks[node]
@@ -426,16 +497,18 @@ class World:
                 return TaskProduced(n)
             case Announce(node=n):
                 self.message(TaskDone(n, f"m{self.messages}"))
-            case Reduce(node=n):
+            case Reduce(node=n, owner=owner):
                 kids = planning.children(self.shape, n)
                 assert all(k in self.outputs for k in kids), f"{n} reduced before its inputs"
                 self.reduced[n] += 1
                 self.outputs.add(n)
                 self.tasks[n]["status"] = Status.DONE
-                return TaskDone(n, event.owner)
-            case Advance(node=n):
-                return TaskDone(n, event.owner)
+                return TaskDone(n, owner)
+            case Advance(node=n, owner=owner):
+                return TaskDone(n, owner)
             case End(status=status):
+                if status == Status.DONE:  # done only with the image stored
+                    assert self.shape.root in self.outputs, "done before the image"
                 if self.status not in (Status.DONE, Status.FAILED, Status.CANCELLED):
                     self.status = status
                     self.ends.append(status)
@@ -448,10 +521,18 @@ shapes = st.tuples(st.integers(8, 40), st.integers(8, 40), st.integers(1, 8),
                    st.sampled_from([0, 0, 2, 5]))
 
 
-def run_world(data, dims, cancel: bool = False) -> World:
+def run_world(data, dims, cancel: bool = False, liars: bool = False) -> World:
+    """Deliver the world's messages in an order, with fates, that hypothesis draws.
+    ``liars``: task events are also published for tasks that are not done (for every
+    node at the start and again at random moments), as a duplicate published too early
+    would be."""
     w, h, passes, tile, fold, admission = dims
     world = World(Plan(planning.make_shape(w, h, passes, tile, fold), admission))
     world.process(ExecutionCreated(), None)
+    nodes = planning.all_nodes(world.shape)
+    if liars:
+        for node in nodes:
+            world.message(TaskDone(node, f"liar-{node}"))
     steps = 0
     cancel_at = data.draw(st.integers(0, 60)) if cancel else -1
     while world.pool or world.later:
@@ -459,11 +540,14 @@ def run_world(data, dims, cancel: bool = False) -> World:
             world.pool, world.later = list(dict.fromkeys(world.later)), []
         steps += 1
         if steps == cancel_at:
-            world.process(Cancelled(), None)
+            world.cancel()
         i = data.draw(st.integers(0, len(world.pool) - 1), label="next")
         event, origin = world.pool.pop(i)
-        fate = data.draw(st.sampled_from(["run"] * 6 + ["duplicate", "drop", "crash"]),
-                         label="fate")
+        fates = ["run"] * 6 + ["duplicate", "drop", "crash"] + ["lie"] * liars
+        fate = data.draw(st.sampled_from(fates), label="fate")
+        if fate == "lie":  # a false claim: the event of a node, done or not
+            node = data.draw(st.sampled_from(nodes), label="lie")
+            world.message(TaskDone(node, f"liar-{world.messages}"))
         if fate == "drop" and event is origin:
             world.later.append((event, origin))  # lost for now, delivered again later
             continue
@@ -494,6 +578,22 @@ def test_any_order_duplicates_and_redelivery_reduce_every_node_exactly_once(data
     assert world.ends == [Status.DONE]  # the root reached once
     assert world.after_end == []
     assert world.copies <= shape.productions  # at most one copy per task
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), dims=shapes)
+def test_false_task_events_are_never_counted(data, dims):
+    """Task events published for every node at the start, and for random nodes, done
+    or not, all along: still every node reduced once, every partial stored once, the
+    execution done once with its image, nothing acted on after."""
+    world = run_world(data, dims, liars=True)
+    shape = world.shape
+    reductions = [n for n in planning.all_nodes(shape) if n.startswith("r")]
+    assert world.reduced == Counter({n: 1 for n in reductions})
+    assert world.produced == Counter({f"p{i}": 1 for i in range(shape.productions)})
+    assert world.ends == [Status.DONE] and shape.root in world.outputs
+    assert all(t["status"] == Status.DONE for t in world.tasks.values())
+    assert world.after_end == []
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -530,6 +630,7 @@ class BrokenWorld(World):
         node = getattr(event, "node", None)
         return Observed(status=seen.status, planned=seen.planned, published=seen.published,
                         done_siblings=seen.done_siblings, failed=failed,
+                        task_status=seen.task_status, stored=seen.stored,
                         generation=self.tasks[node]["generation"] if node in self.tasks else 0,
                         unfinished=unfinished, idle_s=1e9, now_s=1e9)
 

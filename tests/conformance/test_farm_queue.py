@@ -120,3 +120,41 @@ def test_fair_share_accounts(backend, unique):
     assert seen[0] is None and seen[1]["finish"] == 4.0 and seen[1]["user"] == "alice"
     assert store.latest_finish(unique) == 8.0
     assert store.latest_finish(unique + "-other") is None
+
+
+def test_a_copys_pieces_wait_in_the_queue_and_are_no_tasks(backend, unique):
+    """A copy's entries are queued with the tasks (by rank, across executions), hold
+    slots once taken, and leave with their task's release or their execution's end;
+    no count, listing or aggregation of the execution's tasks sees them."""
+    setup(backend, unique)
+    store = backend.store
+    task = store.get_task(unique, "e1", "t-p1")
+    stats = store.task_stats(unique, "e1")
+    store.queue_copies(unique, "e1", task, unique, [("t-p1~0of2", 5.0, 0.25),
+                                                    ("t-p1~1of2", 6.0, 6.0)])
+    store.queue_copies(unique, "e1", task, unique, [("t-p1~0of2", 9.0, 9.0)])  # created once
+    assert listing(backend, unique) == [("e1", "p1", 0.25), ("e2", "p1", 0.5),
+                                        ("e1", "p0", 1.0), ("e2", "p0", 2.0),
+                                        ("e1", "p1", 3.0), ("e1", "p1", 6.0)]
+    assert [t.id for _, _, t in store.waiting_tasks(unique, 1)] == ["t-p1~0of2"]
+    assert store.take_waiting(unique, "e1", "t-p1~0of2", unique, 2)
+    assert store.take_waiting(unique, "e1", "t-p0", unique, 1)
+    assert store.count_out(unique) == 2 and store.held_slots(unique) == [1, 2]
+    # not tasks: the execution's counts and listings are as they were
+    assert store.task_stats(unique, "e1") == stats
+    assert {t.node for t in store.tasks_in(unique, "e1", ("pending", "running"))} == {
+        "p0", "p1", "p2"}
+    assert store.count_tasks(unique, "e1", "pending", kind="produce") == 3
+    assert store.failed_tasks(unique, "e1") == [] and store.done_nodes(unique, "e1") == []
+    assert store.recovery_stats(unique, "e1")["retries"] == 0
+    # the task's release frees the copy's slot and takes its waiting piece out
+    assert store.release_copies(unique, "e1", "t-p1", unique) == [2]
+    assert store.release_copies(unique, "e1", "t-p1", unique) == []
+    assert store.count_out(unique) == 1
+    assert ("e1", "p1", 6.0) not in listing(backend, unique)
+    # ...and an execution's end takes its copies with its tasks
+    store.queue_copies(unique, "e2", store.get_task(unique, "e2", "t-p0"), unique,
+                       [("t-p0~copy", 7.0, 7.0)])
+    assert store.take_waiting(unique, "e2", "t-p0~copy", unique, 0)
+    assert store.release_execution(unique, "e2", unique) == 1
+    assert store.count_out(unique) == 1

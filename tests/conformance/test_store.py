@@ -115,30 +115,68 @@ def test_claims(backend, unique):
         claim(unique, "e1", "missing", "m1", 600)
 
 
-def test_a_claim_after_reading_the_task_ahead_decides_on_the_task_as_it_is(backend, unique):
+def test_no_task_of_an_ended_execution_is_claimed(backend, unique):
+    """The claim reads the execution with the task, in one transaction: after a cancel,
+    a task not started never starts, one started is not taken again, whatever the
+    caller read of the execution before."""
     session(backend, unique)
     execution(backend, unique, "e1")
-    backend.store.write_tasks(unique, "e1", tasks())
     store = backend.store
-    # The execution read with a task read ahead is the same execution.
-    ex = store.execution(unique, "e1", with_task="a-p0")
-    assert ex == store.execution(unique, "e1")
-    ex = store.execution(unique, "e1", with_task="a-p0")
-    assert store.claim_task(unique, "e1", "a-p0", "m1", 600)[0] == Claim.WON
-    # Taken by another owner after the read ahead: not won.
-    store.execution(unique, "e1", with_task="a-p1")
-    assert store.claim_task(unique, "e1", "a-p1", "m2", 600)[0] == Claim.WON
-    assert store.claim_task(unique, "e1", "a-p1", "m1", 600)[0] == Claim.HELD
-    # Finished after the read ahead: found done, as a fresh read finds it.
-    store.execution(unique, "e1", with_task="a-p0")
-    store.update_task(unique, "e1", "a-p0", {"status": Status.DONE})
-    state, task = store.claim_task(unique, "e1", "a-p0", "m1", 600)
-    assert state == Claim.DONE and task.status == Status.DONE
-    # A read ahead of another task, or of a missing one, changes nothing.
-    store.execution(unique, "e1", with_task="missing")
+    store.write_tasks(unique, "e1", tasks())
+    assert store.claim_task(unique, "e1", "a-p0", "m1", 0.0)[0] == Claim.WON
+    before = store.execution(unique, "e1")  # what a worker read before the cancel
+    assert store.finish_execution(unique, "e1", {"status": Status.CANCELLED})
+    assert not before.final
+    for tid, owner in (("a-p1", "m2"), ("a-p0", "m1"), ("a-r1.0", "m3")):
+        with pytest.raises(errors.Conflict) as refused:
+            store.claim_task(unique, "e1", tid, owner, 0.0)
+        assert refused.value.code == "execution_ended"
+    assert store.get_task(unique, "e1", "a-p1").status == Status.PENDING
+    assert store.get_task(unique, "e1", "a-p0").attempts == 1
+    # a task unknown is still unknown; an execution gone ended too
     with pytest.raises(errors.NotFound):
-        store.claim_task(unique, "e1", "missing", "m1", 600)
-    assert store.execution(unique, "e2", with_task="a-p0") is None
+        store.claim_task(unique, "e1", "missing", "m1", 0.0)
+    store.write_tasks(unique, "e2", tasks())
+    with pytest.raises(errors.Conflict):
+        store.claim_task(unique, "e2", "a-p1", "m1", 0.0)
+
+
+def test_a_failed_pass_is_replaced_once_per_generation(backend, unique):
+    """Compare-and-set on the generation: a stale replacement (of a generation
+    replaced already) writes nothing, a finished task is never replaced, and a
+    replacement keeps counting the task's deliveries (no fresh count)."""
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    store = backend.store
+    store.write_tasks(unique, "e1", tasks())
+    store.claim_task(unique, "e1", "a-p0", "m1", 0.0)
+    store.claim_task(unique, "e1", "a-p0", "m2", 0.0)
+    assert store.replace_task(unique, "e1", "a-p0", 1, "boom")
+    task = store.get_task(unique, "e1", "a-p0")
+    assert (task.status, task.generation, task.failures, task.error, task.owner,
+            task.started, task.attempts) == (Status.PENDING, 1, 1, "boom", None, None, 2)
+    assert not store.replace_task(unique, "e1", "a-p0", 1, "again")  # stale
+    assert store.get_task(unique, "e1", "a-p0").failures == 1
+    store.claim_task(unique, "e1", "a-p0", "m3", 0.0)
+    assert store.get_task(unique, "e1", "a-p0").attempts == 3  # over both generations
+    # two failures of generation 1 at once (a copy's and the task's own): one applies
+    results, barrier = [], threading.Barrier(6)
+
+    def replace():
+        barrier.wait()
+        results.append(store.replace_task(unique, "e1", "a-p0", 2, "both"))
+
+    threads = [threading.Thread(target=replace) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert store.get_task(unique, "e1", "a-p0").failures == 2
+    store.update_task(unique, "e1", "a-p1", {"status": Status.DONE})
+    assert not store.replace_task(unique, "e1", "a-p1", 1, "late")  # a copy won
+    assert store.get_task(unique, "e1", "a-p1").failures == 0
+    assert not store.replace_task(unique, "e1", "missing", 1, "x")
 
 
 def test_exactly_one_concurrent_claim_wins(backend, unique):

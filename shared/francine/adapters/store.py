@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -48,6 +47,9 @@ from francine.ports.layout import (
 from francine.ports.protocols import ExecutionUsage, Fields, RecoveryCounts, TaskStats
 
 BATCH = 500  # Firestore's limit of writes per batch
+#: Tries of a claim's transaction under contention (many deliveries of one task at
+#: once) before it counts as held by another.
+CLAIM_ATTEMPTS = 10
 
 
 class Store:
@@ -55,9 +57,6 @@ class Store:
 
     def __init__(self, db):
         self._db = db
-        #: The task snapshot read with the last ``execution(..., with_task=)``, for the
-        #: claim that follows it (one round trip for both reads).
-        self._read_ahead = threading.local()
 
     # --- references --------------------------------------------------------------------
     def _session(self, sid: str):
@@ -229,20 +228,10 @@ class Store:
         with translated("execution creation"):
             return run(self._db.transaction())
 
-    def execution(self, sid: str, eid: str, with_task: str | None = None) -> Execution | None:
-        """The execution; with ``with_task``, that task's document is read in the same
-        round trip and kept for this thread's next ``claim_task`` of it (whose
-        conditional write then rests on this read, as it would on its own)."""
-        if with_task is None:
-            with translated("execution lookup"):
-                snap = self._execution(sid, eid).get()
-            return execution_from_doc(snap.to_dict()) if snap.exists else None
-        refs = [self._execution(sid, eid), self._tasks(sid, eid).document(with_task)]
+    def execution(self, sid: str, eid: str) -> Execution | None:
         with translated("execution lookup"):
-            snaps = {s.reference.path: s for s in self._db.get_all(refs)}
-        ex_snap, task_snap = (snaps.get(r.path) for r in refs)
-        self._read_ahead.snap = (sid, eid, with_task, task_snap)
-        return execution_from_doc(ex_snap.to_dict()) if ex_snap and ex_snap.exists else None
+            snap = self._execution(sid, eid).get()
+        return execution_from_doc(snap.to_dict()) if snap.exists else None
 
     def list_executions(self, sid: str) -> list[Execution]:
         with translated("execution listing"):
@@ -303,48 +292,72 @@ class Store:
 
     def claim_task(self, sid: str, eid: str, tid: str, owner: str, lease_s: float,
                    kind: str | None = None) -> tuple[Claim, Task | None]:
-        """Compare-and-set a task from pending to running for ``owner``.
+        """Compare-and-set a task from pending to running for ``owner``, in one
+        transaction with a read of its execution: a task of an execution that has ended
+        (cancelled, failed, done) is never taken, however close the end came.
 
         Returns ("won", task) if this owner holds it now: it was pending, or this owner
         held it already (a redelivery of the same message), or the holder's lease ran
         out. Returns ("done", task) if it is finished, ("held", None) if someone else
         holds it, and ("other", None) if it is not of ``kind``. Only one concurrent
-        caller can win: the write is conditional on the document's update time.
+        caller can win: the transaction holds both documents until it commits. Raises
+        NotFound for no such task, Conflict (``execution_ended``) when the execution
+        has ended or is gone.
         """
         from google.api_core import exceptions as gexc
+        from google.cloud import firestore
 
-        ref = self._tasks(sid, eid).document(tid)
-        ahead = getattr(self._read_ahead, "snap", None)
-        self._read_ahead.snap = None
-        read_ahead = ahead[3] if ahead and ahead[:3] == (sid, eid, tid) else None
+        ex_ref, ref = self._execution(sid, eid), self._tasks(sid, eid).document(tid)
+
+        @firestore.transactional
+        def run(tx) -> tuple[Claim | None, Task | None]:
+            snaps = {s.reference.path: s for s in tx.get_all([ex_ref, ref])}
+            ex_snap, snap = snaps.get(ex_ref.path), snaps.get(ref.path)
+            if snap is None or not snap.exists:
+                raise errors.NotFound(f"task {tid} not found")
+            if ex_snap is None or not ex_snap.exists \
+                    or (ex_snap.to_dict() or {}).get("status") in FINAL:
+                return None, None
+            task = task_from_doc(tid, snap.to_dict())
+            if kind is not None and task.kind != kind:
+                return Claim.OTHER, None
+            if task.status in TASK_FINAL:
+                return Claim.DONE, task
+            started = now()
+            if task.status == Status.RUNNING and task.owner != owner and task.started \
+                    and (started - task.started).total_seconds() < lease_s:
+                return Claim.HELD, None
+            tx.update(ref, {"status": "running", "owner": owner, "started": started,
+                            "attempts": task.attempts + 1})
+            task.status, task.owner, task.started = Status.RUNNING, owner, started
+            task.attempts += 1
+            return Claim.WON, task
+
         with translated("task claim"):
-            while True:
-                snap = read_ahead or ref.get()
-                if not snap.exists:
-                    raise errors.NotFound(f"task {tid} not found")
-                task = task_from_doc(tid, snap.to_dict())
-                if kind is not None and task.kind != kind:
-                    return Claim.OTHER, None
-                if task.status in TASK_FINAL:
-                    return Claim.DONE, task
-                if task.status == Status.RUNNING and task.owner != owner and task.started \
-                        and (now() - task.started).total_seconds() < lease_s:
-                    return Claim.HELD, None
-                fields: Fields = {"status": "running", "owner": owner, "started": now(),
-                                  "attempts": task.attempts + 1}
-                try:
-                    ref.update(fields, option=self._db.write_option(
-                        last_update_time=snap.update_time))
-                except (gexc.FailedPrecondition, gexc.Aborted):
-                    if read_ahead is None:
-                        return Claim.HELD, None
-                    # Changed since it was read ahead: decide on a fresh read, as a
-                    # claim without a read ahead would have.
-                    read_ahead = None
-                    continue
-                task.status, task.owner, task.started = Status.RUNNING, owner, fields["started"]
-                task.attempts += 1
-                return Claim.WON, task
+            try:
+                state, task = run(self._db.transaction(max_attempts=CLAIM_ATTEMPTS))
+            except ValueError as e:
+                if not isinstance(e.__cause__, gexc.Aborted):
+                    raise
+                return Claim.HELD, None  # contended past its retries: others are taking it
+        if state is None:
+            raise errors.Conflict(f"task {tid}: its execution has ended", "execution_ended")
+        return state, task
+
+    def replace_task(self, sid: str, eid: str, tid: str, generation: int, error: str) -> bool:
+        """Compare-and-set on the task's generation: a task still of generation
+        ``generation - 1`` and not finished goes back to pending as ``generation``,
+        with one failure more and ``error``; its ``attempts`` go on counting (a
+        replacement gets no fresh delivery count). False if a replacement of that
+        generation came first, or the task finished: nothing is written."""
+        with translated("task replacement"):
+            return self._swap(
+                self._tasks(sid, eid).document(tid),
+                lambda d: (d.get("generation") or 0) == generation - 1
+                and d.get("status") not in TASK_FINAL,
+                lambda d: {"status": "pending", "owner": None, "started": None,
+                           "error": error, "failures": (d.get("failures") or 0) + 1,
+                           "generation": generation}) is not None
 
     def count_done_children(self, sid: str, eid: str, parent: str) -> int:
         from google.cloud.firestore_v1.base_query import FieldFilter
@@ -543,17 +556,20 @@ class Store:
     def _farm_users(self, farm: str):
         return self._db.collection("farms").document(farm).collection("users")
 
-    def _swap(self, ref, check: Callable[[dict], bool], fields: dict) -> dict | None:
-        """Update ``ref`` with ``fields`` if ``check(document)``, conditionally on the
-        document's update time (a concurrent change makes it lose); returns the
-        document as it was, or None when nothing was written."""
+    def _swap(self, ref, check: Callable[[dict], bool],
+              fields: dict | Callable[[dict], dict]) -> dict | None:
+        """Update ``ref`` with ``fields`` (or what they make of the document) if
+        ``check(document)``, conditionally on the document's update time (a concurrent
+        change makes it lose); returns the document as it was, or None when nothing
+        was written."""
         from google.api_core import exceptions as gexc
 
         snap = ref.get()
         if not snap.exists or not check(snap.to_dict()):
             return None
+        update = fields(snap.to_dict()) if callable(fields) else fields
         try:
-            ref.update(fields, option=self._db.write_option(last_update_time=snap.update_time))
+            ref.update(update, option=self._db.write_option(last_update_time=snap.update_time))
         except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
             return None
         return snap.to_dict()
@@ -617,6 +633,35 @@ class Store:
                 lambda d: d.get("status") == "pending" and d.get("tag") is not None
                 and d.get("queue") != f"{farm}:waiting",
                 {"queue": f"{farm}:waiting", "slot": None}) is not None
+
+    def queue_copies(self, sid: str, eid: str, task: Task, farm: str,
+                     entries: list[tuple[str, float, float]]) -> None:
+        """A copy of ``task`` waits in the farm's queue: one document per piece,
+        ``(entry id, tag, rank)``, beside the execution's tasks (so that the farm's
+        collection-group queries and indexes find it) but no task: it has no status,
+        so no count, listing or aggregation of tasks sees it. Created once."""
+        from google.api_core import exceptions as gexc
+
+        col = self._tasks(sid, eid)
+        with translated("farm copies"):
+            for entry, tag, rank in entries:
+                with contextlib.suppress(gexc.AlreadyExists):
+                    col.document(entry).create({
+                        "node": task.node, "kind": str(task.kind), "copy_of": task.id,
+                        "queue": f"{farm}:waiting", "tag": tag, "rank": rank})
+
+    def release_copies(self, sid: str, eid: str, tid: str, farm: str) -> list[int]:
+        """The copies of task ``tid`` leave the farm: those waiting leave the queue,
+        those holding a slot free it. Returns the slots freed."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        states = (f"{farm}:waiting", f"{farm}:out")
+        query = self._tasks(sid, eid).where(filter=FieldFilter("copy_of", "==", tid))
+        with translated("farm copies"):
+            freed = [self._swap(s.reference, lambda d: d.get("queue") in states,
+                                {"queue": None}) for s in query.stream()]
+        return [int(d.get("slot") or 0) for d in freed
+                if d is not None and d.get("queue") == states[1]]
 
     def release_execution(self, sid: str, eid: str, farm: str) -> int:
         """Take every task of an ended execution out of the farm's queue and slots;

@@ -3,16 +3,29 @@
 Modelled on dask's worker state machine: frozen event records come in together with
 what the caller observed (``Observed``: the execution's status, a count, a claim's
 outcome, the time), and ``step`` returns the actions to carry out. No SDK, no clock, no
-I/O: the api, the render worker and the reducer observe, call ``step`` and carry out;
-``drive`` is the loop they share, where carrying out an action may yield the next
-event (a claim yields ``TaskClaimed``, a finished reduction ``TaskDone``).
+I/O: ``francine.services.scheduling`` observes the store for each event and carries out
+every action, for the api, the render worker, the reducer and the watchdog; ``drive``
+is the loop, where carrying out an action may yield the next event (a claim yields
+``TaskClaimed``, a finished reduction ``TaskDone``).
 
 The life of a task:
 
     TaskDelivered ─▶ Claim ─▶ TaskClaimed(won) ─▶ Produce ─▶ TaskProduced ─▶ Announce
-    (task event) TaskDone ─▶ Admit (next production task) + Claim(parent) when the
-    parent's children are all done ─▶ TaskClaimed(won) ─▶ Reduce ─▶ TaskDone(parent) …
-    TaskDone(root) ─▶ End(done)
+    (task event) TaskDone, if the store says the task is done and its output is stored
+    ─▶ Release its farm slot or Publish the next production task (admission) + Claim
+    (parent) when the parent's children are all done ─▶ TaskClaimed(won) ─▶ Reduce ─▶
+    TaskDone(parent) … TaskDone(root), its image stored ─▶ End(done)
+
+An event is a claim, the store is the truth: a ``TaskDone`` counts only for a task
+whose own document is done and whose output (partial, or the root's image) exists, as
+observed (``Observed.task_status``, ``Observed.stored``), so a false or stale event
+(a duplicate published for a task not done yet) is never counted, reduced or ended on.
+
+Farm admission (``Plan.farm``) is decided here too: planning queues the production
+tasks (``WriteTasks(queued=True)``) and ``Admit`` publishes those the free slots take
+(the pure policy ``francine.domain.fair_share`` orders them), a finished production
+task ``Release``-s its slot, and copies and outputs produced again wait in the queue
+as any task does.
 
 Policies for a farm that is always partly broken (the original Francine's):
 
@@ -57,11 +70,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from francine.base.config import Settings
 from francine.domain import planning
-from francine.domain.records import FINAL, Claim, Kind, Status
+from francine.domain.records import FINAL, TASK_FINAL, Claim, Kind, Status
 
 #: An execution still unpublished this long after its creation lost the request that
 #: was publishing it (an instance died and the client did not retry with its key).
@@ -141,7 +154,8 @@ class TaskProduced:
 
 @dataclass(frozen=True)
 class TaskDone:
-    """A task is known to be done (its event reached the reducer, or a reduction ended)."""
+    """A task is said to be done (its event reached the reducer, or a reduction ended).
+    Only a claim: it counts if the store agrees (``Observed.task_status``, ``stored``)."""
 
     node: str
     owner: str = ""
@@ -149,18 +163,18 @@ class TaskDone:
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """Carrying out a task raised. Permanent failures cannot get better by retrying."""
+    """Carrying out a task raised for a reason that no retry can change (a scene error,
+    which the execution's validation should have caught)."""
 
     node: str
     error: str
-    permanent: bool
 
 
 @dataclass(frozen=True)
 class PassFailed:
     """A production pass really failed: its render raised (not for a reason that no
-    retry can change: that is a permanent ``TaskFailed``). ``generation``: the one the
-    pass rendered; a copy that fails after its pass was already replaced (a later
+    retry can change: that is a ``TaskFailed``). ``generation``: the one the pass
+    rendered; a copy that fails after its pass was already replaced (a later
     generation is observed) is not counted twice."""
 
     node: str
@@ -190,13 +204,8 @@ class Tick:
     """Time passed (a status read, a timer): a chance to resume what stalled."""
 
 
-@dataclass(frozen=True)
-class Cancelled:
-    """The user cancelled the execution (or deleted its session)."""
-
-
 Event = (ExecutionCreated | TaskDelivered | PieceDelivered | TaskClaimed | TaskProduced | TaskDone
-         | TaskFailed | PassFailed | InputsLost | DeadLettered | Tick | Cancelled)
+         | TaskFailed | PassFailed | InputsLost | DeadLettered | Tick)
 
 
 @dataclass(frozen=True)
@@ -209,13 +218,17 @@ class Observed:
     published: bool = False
     #: TaskDone: how many children of the node's parent are done
     done_siblings: int = 0
-    #: DeadLettered, PieceDelivered: the task's status, if it has a document
+    #: TaskDone, PassFailed, PieceDelivered, DeadLettered: the task's status, if it has
+    #: a document
     task_status: Status | None = None
+    #: TaskDone: whether the task's output exists (its partial; the root's: the image)
+    stored: bool = False
     #: PassFailed, DeadLettered: the passes that failed before, (node, failures, error)
     failed: tuple[tuple[str, int, str], ...] = ()
     #: PassFailed, DeadLettered: the task's generation (how often it was replaced)
     generation: int = 0
-    #: DeadLettered (produce): deliveries that reached a render (the task's attempts)
+    #: DeadLettered (produce): deliveries that reached a render (the task's attempts,
+    #: over all its generations: a replacement gets no fresh count)
     attempts: int = 0
     #: DeadLettered (reduce): how often the parent's reduction was re-driven, and its
     #: status (running: a reducer took it and did not finish it)
@@ -247,13 +260,21 @@ class Plan:
     #: Into how many pieces a speculative copy is cut (1: a whole copy): bands of the
     #: tile's rows, where the producer's pixels do not depend on how a tile is cut.
     copy_pieces: int = 1
+    #: Farm admission: production tasks wait in the farm's queue and are published as
+    #: its slots free (``francine.domain.fair_share``), instead of all at once or per
+    #: ``admission_limit``.
+    farm: bool = False
 
 
 # --- actions --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class WriteTasks:
-    """Create every task document (existing ones untouched), then mark ``planned``."""
+    """Create every task document (existing ones untouched), then mark ``planned``;
+    ``queued``: the production tasks get their fair-share tags and wait in the farm's
+    queue."""
+
+    queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,6 +284,26 @@ class Publish:
 
     indices: tuple[int, ...]
     first: bool = False
+
+
+@dataclass(frozen=True)
+class Admit:
+    """Farm admission: publish the farm's waiting tasks that its free slots take, the
+    lowest fair-share ranks first (``fair_share.decide``); ``first`` marks the
+    execution ``published`` before."""
+
+    first: bool = False
+
+
+@dataclass(frozen=True)
+class Release:
+    """Farm admission: production task ``node`` finished, so its slot (and those of its
+    copy) is free; or, with ``piece``, that piece of its copy ended, so the piece's
+    slot is. Admit the next."""
+
+    node: str
+    piece: int | None = None
+    pieces: int = 1
 
 
 @dataclass(frozen=True)
@@ -304,18 +345,21 @@ class Announce:
 
 @dataclass(frozen=True)
 class Reduce:
-    """Combine the children of ``node`` (held by this caller) and store the result and
-    done status: yields ``TaskDone(node)``. The root also encodes the final image."""
+    """Combine the children of ``node`` (held by ``owner``) and store the result and
+    done status: yields ``TaskDone(node, owner)``. The root also encodes the final
+    image."""
 
     node: str
+    owner: str = ""
 
 
 @dataclass(frozen=True)
 class Advance:
     """The node was reduced earlier (perhaps by a try of ours that died afterwards):
-    go on from it as if its event had just arrived; yields ``TaskDone(node)``."""
+    go on from it as if its event had just arrived; yields ``TaskDone(node, owner)``."""
 
     node: str
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -327,7 +371,9 @@ class MarkFailed:
 @dataclass(frozen=True)
 class Replace:
     """Record the failed pass of production task ``node`` and publish the task again
-    as generation ``generation`` (a fresh seed); the failed output is never used."""
+    as generation ``generation`` (a fresh seed); the failed output is never used. Only
+    if the task is still of the generation before (compare-and-set: of two failures of
+    one generation, one replaces it)."""
 
     node: str
     error: str
@@ -338,10 +384,12 @@ class Replace:
 class Speculate:
     """Publish a copy of the running production task ``node`` (once per task), cut
     into ``pieces`` bands of rows that as many instances render at once; the last
-    piece stored assembles the task's partial."""
+    piece stored assembles the task's partial. ``queued``: with farm admission, the
+    copy waits in the farm's queue for slots, as any task."""
 
     node: str
     pieces: int = 1
+    queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -355,16 +403,19 @@ class Redrive:
 
 @dataclass(frozen=True)
 class Reproduce:
-    """A done task's output is lost: set it back to pending and produce it again
-    (a production task is published; a reduction is re-driven from its children)."""
+    """A task's output is lost or never came: set it back to pending and produce it
+    again (a production task is published, or with ``queued`` put back in the farm's
+    queue: its slot was freed when it finished; a reduction is re-driven from its
+    children)."""
 
     node: str
+    queued: bool = False
 
 
 @dataclass(frozen=True)
 class Requeue:
-    """A production task whose deliveries were all refused for capacity (none reached
-    a render): queue it again (farm admission) or publish it again."""
+    """Farm admission: a production task whose deliveries were all refused for
+    capacity (none reached a render) waits in the farm's queue again, at its place."""
 
     node: str
 
@@ -377,15 +428,9 @@ class End:
     error: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class Retry:
-    """Leave the message unacknowledged so that the bus delivers it again."""
-
-    reason: str
-
-
-Action = (WriteTasks | Publish | ClaimTask | Produce | ProducePiece | Announce | Reduce | Advance
-          | MarkFailed | Replace | Speculate | Redrive | Reproduce | Requeue | End | Retry)
+Action = (WriteTasks | Publish | Admit | Release | ClaimTask | Produce | ProducePiece | Announce
+          | Reduce | Advance | MarkFailed | Replace | Speculate | Redrive | Reproduce | Requeue
+          | End)
 
 
 def production_index(node: str) -> int | None:
@@ -410,11 +455,7 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
         case ExecutionCreated():
             return start_actions(plan, seen)
         case Tick():
-            if not seen.published:
-                return start_actions(plan, seen) if seen.now_s >= STALLED_S else []
-            return speculations(plan, seen) + redrives(plan, seen)
-        case Cancelled():
-            return [End(Status.CANCELLED)]
+            return tick_actions(plan, seen)
         case TaskDelivered(node=node, owner=owner):
             if production_index(node) is None:
                 return []
@@ -422,90 +463,91 @@ def step(plan: Plan, event: Event, seen: Observed) -> list[Action]:
             # same bytes land on the same object.
             return [ClaimTask(node, Kind.PRODUCE, owner, 0.0)]
         case PieceDelivered(node=node, piece=piece, pieces=pieces):
-            # Only while the task is unfinished (observed: ``task_status``).
-            if production_index(node) is None \
-                    or seen.task_status not in (Status.PENDING, Status.RUNNING):
+            if production_index(node) is None:
                 return []
-            return [ProducePiece(node, piece, pieces)]
-        case TaskClaimed(node=node, outcome=outcome):
-            production = production_index(node) is not None
-            if outcome == Claim.WON:
-                return [Produce(node)] if production else [Reduce(node)]
-            if outcome == Claim.DONE:
-                # Finished earlier: its event may have been lost, say it again.
-                return [Announce(node)] if production else [Advance(node)]
-            return []  # held by another caller, or not a task of that kind
+            # Rendered only while the task is unfinished (observed: ``task_status``);
+            # with farm admission, the piece's slot is free once it ended.
+            work: list[Action] = [ProducePiece(node, piece, pieces)] \
+                if seen.task_status in (Status.PENDING, Status.RUNNING) else []
+            return work + ([Release(node, piece, pieces)] if plan.farm else [])
+        case TaskClaimed():
+            return claimed(event)
         case TaskProduced(node=node):
             return [Announce(node)]
-        case TaskDone(node=node, owner=owner):
-            return endgame(plan, node, seen) + done_actions(plan, node, owner,
-                                                            seen.done_siblings)
-        case TaskFailed(node=node, error=error, permanent=permanent):
-            if not permanent:
-                return [Retry(error)]
+        case TaskDone():
+            return done(plan, event, seen)
+        case TaskFailed(node=node, error=error):
             return [MarkFailed(node, error),
                     End(Status.FAILED, {"code": "render_failed",
                                         "message": f"task {node} failed: {error}"})]
         case PassFailed(node=node, error=error, generation=generation):
-            if generation < seen.generation:
-                return []  # a copy of a pass that has been replaced already
+            if generation < seen.generation or seen.task_status in TASK_FINAL:
+                return []  # a copy of a pass replaced already, or of a task another ended
             return pass_failed(plan, node, error, seen)
         case InputsLost(node=node, missing=missing):
             # Set the reduction back, then produce each lost input again: when the
             # last one is done its event claims the reduction as any other would.
-            return [Reproduce(n) for n in (node, *missing)]
-        case DeadLettered(kind=kind, node=node, attempts=attempts):
-            if kind == Kind.PRODUCE and seen.task_status == Status.DONE:
-                return []  # the task is done: its acknowledgement was lost
-            if kind == Kind.PRODUCE and node is not None and seen.task_status == Status.PENDING:
-                # No delivery reached a render (each was refused for capacity): this
-                # never counts against the task.
-                return [Requeue(node)]
-            if kind == Kind.PRODUCE and node is not None and seen.task_status is not None:
-                if seen.attempts < 2:
-                    # One delivery reached a render whose worker died; the others were
-                    # refused for capacity: produced again, never counted.
-                    return [Reproduce(node)]
-                # Its worker died, or failed, on delivery after delivery.
-                # (One error text for all such deaths: the poison rule compares them.)
-                return pass_failed(plan, node, "undeliverable: every delivery that reached "
-                                   "a render failed", seen)
-            up = None
-            if node is not None:
-                try:
-                    up = planning.parent(plan.shape, node)
-                except ValueError:
-                    up = None
-            # Re-driven (the parent finds its inputs, or has them produced again). A
-            # reduction that a reducer took and that keeps failing after REDRIVE_LIMIT
-            # re-drives is broken itself (e.g. its bucket is gone), not its
-            # bookkeeping: the execution fails. One that no reducer took (the events
-            # found no reducer) is re-driven UNTAKEN_REDRIVE_LIMIT times.
-            ran = seen.parent_status == Status.RUNNING
-            limit = REDRIVE_LIMIT if ran else UNTAKEN_REDRIVE_LIMIT
-            if up is not None and node is not None and seen.redrives < limit:
-                return [Redrive(up, node)]
-            return [End(Status.FAILED, {
-                "code": "task_failed",
-                "message": f"reduction after task {node} failed after {attempts} delivery "
-                           f"attempts, re-driven {seen.redrives} times"})]
-    raise TypeError(f"not a scheduler event: {event!r}")
+            return [again(plan, n) for n in (node, *missing)]
+        case DeadLettered():
+            return dead_lettered(plan, event, seen)
+    assert_never(event)
 
 
 def start_actions(plan: Plan, seen: Observed) -> list[Action]:
     actions: list[Action] = []
     if not seen.planned:
-        actions.append(WriteTasks())
+        actions.append(WriteTasks(queued=plan.farm))
     if not seen.published:
-        actions.append(Publish(first_publication(plan), first=True))
+        actions.append(Admit(first=True) if plan.farm
+                       else Publish(first_publication(plan), first=True))
     return actions
+
+
+def tick_actions(plan: Plan, seen: Observed) -> list[Action]:
+    """Resume an execution whose creating request died before it was published; else
+    admit its tasks waiting in the farm's queue (a dispatch lost with a dead instance
+    is made up for), copy its stragglers, and re-drive it if it stopped moving."""
+    if not seen.published:
+        return start_actions(plan, seen) if seen.now_s >= STALLED_S else []
+    admit: list[Action] = [Admit()] if plan.farm and seen.waiting else []
+    return admit + speculations(plan, seen) + redrives(plan, seen)
+
+
+def claimed(event: TaskClaimed) -> list[Action]:
+    production = production_index(event.node) is not None
+    if event.outcome == Claim.WON:
+        return [Produce(event.node)] if production else [Reduce(event.node, event.owner)]
+    if event.outcome == Claim.DONE:
+        # Finished earlier: its event may have been lost, say it again.
+        return [Announce(event.node)] if production else [Advance(event.node, event.owner)]
+    return []  # held by another caller, or not a task of that kind
+
+
+def done(plan: Plan, event: TaskDone, seen: Observed) -> list[Action]:
+    """A task's event: counted only if the store says the task is done with its output
+    stored. A task not done (a duplicate published early, a stale event of a task set
+    back since) is not counted: its true event comes when it is done. A done task whose
+    output is gone is produced again."""
+    if seen.task_status != Status.DONE:
+        return []
+    if not seen.stored:
+        return [again(plan, event.node)]
+    return endgame(plan, event.node, seen) + done_actions(plan, event.node, event.owner,
+                                                          seen.done_siblings)
+
+
+def again(plan: Plan, node: str) -> Reproduce:
+    """Produce ``node`` again; a production task that finished gave its farm slot
+    back, so it waits in the queue again."""
+    return Reproduce(node, queued=plan.farm and production_index(node) is not None)
 
 
 def done_actions(plan: Plan, node: str, owner: str, done_siblings: int) -> list[Action]:
     """After ``node`` is done, given how many children of its parent are done.
 
-    With an admission limit K, production task i's completion admits task i + K, so
-    that at most K production tasks of the execution are in flight at once.
+    With farm admission, a production task's completion frees its slot for the next
+    queued task; with an admission limit K, production task i's completion admits
+    task i + K, so that at most K production tasks of the execution are in flight.
     """
     shape = plan.shape
     if node == shape.root:
@@ -513,7 +555,9 @@ def done_actions(plan: Plan, node: str, owner: str, done_siblings: int) -> list[
     actions: list[Action] = []
     index = production_index(node)
     k = plan.admission_limit
-    if index is not None and k and index + k < shape.productions:
+    if index is not None and plan.farm:
+        actions.append(Release(node))
+    elif index is not None and k and index + k < shape.productions:
         actions.append(Publish((index + k,)))
     up = planning.parent(shape, node)
     if up is not None and done_siblings >= len(planning.children(shape, up)):
@@ -559,11 +603,60 @@ def pass_failed(plan: Plan, node: str, error: str, seen: Observed) -> list[Actio
         "code": "task_failed", "message": f"{why}: production task {listed}{more}"})]
 
 
+def dead_lettered(plan: Plan, event: DeadLettered, seen: Observed) -> list[Action]:
+    """A message ran out of deliveries: a production task's, or a task event's."""
+    if event.kind == Kind.PRODUCE:
+        return dead_production(plan, event.node, seen)
+    return dead_event(plan, event, seen)
+
+
+def dead_production(plan: Plan, node: str | None, seen: Observed) -> list[Action]:
+    """Deliveries of a production task ran out. Counted against the task only if
+    renders took it again and again (its ``attempts``, over all its generations)."""
+    index = None if node is None else production_index(node)
+    if node is None or index is None or seen.task_status in (None, Status.DONE):
+        return []  # no such task, or it is done: its acknowledgement was lost
+    if seen.task_status == Status.PENDING:
+        # No delivery reached a render (each was refused for capacity): this never
+        # counts against the task.
+        return [Requeue(node)] if plan.farm else [Publish((index,))]
+    if seen.attempts < 2:
+        # One delivery reached a render whose worker died; the others were refused for
+        # capacity: produced again, never counted (it keeps its farm slot).
+        return [Reproduce(node)]
+    # Its worker died, or failed, on delivery after delivery.
+    # (One error text for all such deaths: the poison rule compares them.)
+    return pass_failed(plan, node, "undeliverable: every delivery that reached a render "
+                       "failed", seen)
+
+
+def dead_event(plan: Plan, event: DeadLettered, seen: Observed) -> list[Action]:
+    """Deliveries of a task event ran out: re-driven (the parent finds its inputs, or
+    has them produced again). A reduction that a reducer took and that keeps failing
+    after REDRIVE_LIMIT re-drives is broken itself (e.g. its bucket is gone), not its
+    bookkeeping: the execution fails. One that no reducer took (the events found no
+    reducer) is re-driven UNTAKEN_REDRIVE_LIMIT times."""
+    node, up = event.node, None
+    if node is not None:
+        try:
+            up = planning.parent(plan.shape, node)
+        except ValueError:
+            up = None
+    limit = REDRIVE_LIMIT if seen.parent_status == Status.RUNNING else UNTAKEN_REDRIVE_LIMIT
+    if up is not None and node is not None and seen.redrives < limit:
+        return [Redrive(up, node)]
+    return [End(Status.FAILED, {
+        "code": "task_failed",
+        "message": f"reduction after task {node} failed after {event.attempts} delivery "
+                   f"attempts, re-driven {seen.redrives} times"})]
+
+
 def speculations(plan: Plan, seen: Observed) -> list[Action]:
     """A copy of each running production task that runs far longer than its peers."""
     limit = SPECULATE_FIRST_S if seen.mean_done_s is None \
         else max(SPECULATE_MIN_S, SPECULATE_FACTOR * seen.mean_done_s)
-    return [Speculate(node, plan.copy_pieces) for node, running_s, copied in seen.running
+    return [Speculate(node, plan.copy_pieces, plan.farm) for node, running_s, copied
+            in seen.running
             if not copied and production_index(node) is not None and running_s > limit]
 
 
@@ -599,7 +692,7 @@ def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
                     if running_s < LATE_FRACTION * mean]
     if not lagging:
         return []
-    return [Speculate(lagging[index % len(lagging)], plan.copy_pieces)]
+    return [Speculate(lagging[index % len(lagging)], plan.copy_pieces, plan.farm)]
 
 
 def redrives(plan: Plan, seen: Observed) -> list[Action]:
@@ -628,14 +721,6 @@ def redrives(plan: Plan, seen: Observed) -> list[Action]:
     return actions
 
 
-def parent_to_count(plan: Plan, event: Event) -> str | None:
-    """The parent whose done children the caller must count before stepping ``event``
-    (``Observed.done_siblings``)."""
-    if isinstance(event, TaskDone):
-        return planning.parent(plan.shape, event.node)
-    return None
-
-
 # --- the loop the handlers share ------------------------------------------------------
 
 @dataclass
@@ -644,9 +729,6 @@ class Trace:
 
     events: list[Event] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
-
-    def count(self, kind: type) -> int:
-        return sum(isinstance(a, kind) for a in self.actions)
 
 
 def drive(plan: Plan, events: Iterable[Event], observe: Callable[[Event], Observed],

@@ -1,9 +1,11 @@
 """The reducer: on every task event, decide whether a reduction group is complete and,
 if this invocation wins the claim, reduce it; the root also encodes the final image.
 
-The decisions are the scheduler's (``francine.domain.scheduler``); this module observes (the
-execution's status, the number of done siblings: an aggregation query over task
-documents, so no hot spot) and carries out its actions. The claim is a conditional
+The decisions are the scheduler's (``francine.domain.scheduler``), observed and carried
+out by ``francine.services.scheduling``; this module reduces. A task's event is a
+claim: it counts only if the task's own document is done and its partial (the root's:
+the image) is stored; then the number of done siblings (an aggregation query over
+task documents, so no hot spot) decides whether the parent is claimed, a conditional
 write on the parent's own task document. After reducing a node the same invocation
 goes on to the node's parent, so one event can carry the tree up to the root.
 
@@ -23,14 +25,10 @@ from francine.base import errors
 from francine.domain import imaging, planning, reduction, scheduler
 from francine.domain.envelope import EXECUTION_STATUS, ID, PRODUCE, TASK_DONE, Message, require
 from francine.domain.records import Execution, Kind, Status
-from francine.handlers import watchdog
 from francine.ports import Adapters
-from francine.services import events, executions, farm, recovery
+from francine.services import events, recovery, scheduling
 
 log = logging.getLogger("francine.reducer")
-
-#: A claim older than this is presumed dead (its holder was killed without a retry).
-CLAIM_LEASE_S = scheduler.REDUCE_LEASE_S
 
 
 class Reducer:
@@ -52,50 +50,10 @@ class Reducer:
             planning.parse_node(node)
         except ValueError:
             return f"ignored: bad node {node!r}"
-        if scheduler.production_index(node) is not None:
-            farm.finished(self.ad, ex, node)  # its farm slot goes to the next task
-        return self.advance(ex, node, owner=message.id or node)
-
-    def advance(self, ex: Execution, node: str, owner: str) -> str:
-        sid, eid = ex.session_id, ex.id
-        plan = recovery.scheduler_plan(self.ad, ex)
-        reduced: list[str] = []
-
-        def observe(event) -> scheduler.Observed:
-            up = scheduler.parent_to_count(plan, event)
-            done = self.ad.store.count_done_children(sid, eid, up) if up else 0
-            seen = scheduler.Observed(status=ex.status, planned=ex.planned,
-                                      published=ex.published, done_siblings=done)
-            if isinstance(event, scheduler.TaskDone):  # a freed instance: the end game?
-                seen = watchdog.observe_endgame(self.ad, ex, event.node, seen)
-            return seen
-
-        def carry_out(action):
-            match action:
-                case scheduler.Publish(indices=indices):
-                    self.ad.bus.publish_tasks(sid, eid, [
-                        (i, planning.task_id(eid, planning.node_name(0, i))) for i in indices])
-                case scheduler.ClaimTask(node=n, kind=kind, owner=who, lease_s=lease):
-                    state, _ = self.ad.store.claim_task(
-                        sid, eid, planning.task_id(eid, n), who, lease, kind=kind)
-                    return scheduler.TaskClaimed(n, state, who)
-                case scheduler.Reduce(node=n):
-                    missing = self.reduce(ex, plan.shape, n)
-                    if missing:
-                        log.warning("inputs of %s/%s/%s lost: %s", sid, eid, n, missing)
-                        return scheduler.InputsLost(n, missing)
-                    reduced.append(n)
-                    return scheduler.TaskDone(n, owner)
-                case scheduler.Advance(node=n):
-                    return scheduler.TaskDone(n, owner)
-                case scheduler.End(status=status, error=error):
-                    self.end(ex, status, error)
-                case _:
-                    recovery.carry_out(self.ad, ex, plan.shape, action)
-            return None
-
-        scheduler.drive(plan, [scheduler.TaskDone(node, owner)], observe, carry_out)
-        return f"reduced {reduced}" if reduced else "waiting for siblings"
+        work = Reduction(self)
+        run = scheduling.Run(self.ad, ex, recovery.scheduler_plan(self.ad, ex), work)
+        scheduling.drive(run, [scheduler.TaskDone(node, message.id or node)])
+        return f"reduced {work.reduced}" if work.reduced else "waiting for siblings"
 
     def reduce(self, ex: Execution, shape: planning.Shape, node: str) -> tuple[str, ...]:
         """Reduce ``node``; returns the children whose partials are lost (then nothing
@@ -148,13 +106,6 @@ class Reducer:
     def result_name(self, ex: Execution) -> str:
         return self.ad.blobs.result_name(ex.session_id, ex.id, imaging.EXTENSIONS[ex.format])
 
-    def end(self, ex: Execution, status: Status, error: dict | None = None) -> bool:
-        result = self.result_name(ex) if status == Status.DONE else None
-        ended = executions.end(self.ad, ex, status, error, result=result)
-        if ended:
-            log.info("execution %s/%s %s", ex.session_id, ex.id, status)
-        return ended
-
     def dead_letter(self, message: Message) -> str:
         payload = message.payload
         sid, eid = payload.get("session_id"), payload.get("execution_id")
@@ -168,48 +119,45 @@ class Reducer:
         ex = self.ad.store.execution(sid, eid)
         if ex is None or ex.final:
             return "execution already ended"
-        plan = recovery.scheduler_plan(self.ad, ex)
-        tid = payload.get("task_id")
-        task, failed, up = None, (), None
+        tid, node = payload.get("task_id"), payload.get("node")
         if message.type == PRODUCE and isinstance(tid, str) and ID.fullmatch(tid):
-            task = self.ad.store.get_task(sid, eid, tid)
-            event = scheduler.DeadLettered(Kind.PRODUCE, task.node if task else tid,
+            event = scheduler.DeadLettered(Kind.PRODUCE, task_node(eid, tid),
                                            message.delivery_attempts)
-            if task is not None and task.status != Status.DONE:
-                failed = recovery.failed_passes(self.ad, ex)
         else:
-            node = payload.get("node")
-            event = scheduler.DeadLettered(Kind.REDUCE, node, message.delivery_attempts)
-            up = self.parent_task(ex, plan, node)
-            if isinstance(node, str) and up is not None:  # done: its pixels exist
-                task = self.ad.store.get_task(sid, eid, planning.task_id(eid, node))
-        seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published,
-                                  task_status=task.status if task else None, failed=failed,
-                                  generation=task.generation if task else 0,
-                                  attempts=task.attempts if task else 0,
-                                  redrives=up.redrives if up else 0,
-                                  parent_status=up.status if up else None)
-        ended = []
-
-        def carry_out(action):
-            match action:
-                case scheduler.End(status=status, error=error):
-                    ended.append(self.end(ex, status, error))
-                case _:
-                    recovery.carry_out(self.ad, ex, plan.shape, action, task)
-
-        trace = scheduler.drive(plan, [event], lambda _e: seen, carry_out)
+            event = scheduler.DeadLettered(Kind.REDUCE, node if isinstance(node, str) else None,
+                                           message.delivery_attempts)
+        run = scheduling.Run(self.ad, ex, recovery.scheduler_plan(self.ad, ex))
+        trace = scheduling.drive(run, [event])
         if not trace.actions:
             return "ignored: the task is done (its acknowledgement was lost)"
-        if not any(isinstance(a, scheduler.End) for a in trace.actions):
+        if not run.ended:
             return f"re-driven: {[type(a).__name__ for a in trace.actions]}"
-        return "failed execution" if any(ended) else "execution already ended"
+        return "failed execution" if any(run.ended) else "execution already ended"
 
-    def parent_task(self, ex: Execution, plan: scheduler.Plan, node):
-        try:
-            up = planning.parent(plan.shape, node) if isinstance(node, str) else None
-        except ValueError:
-            return None
-        return self.ad.store.get_task(ex.session_id, ex.id, planning.task_id(ex.id, up)) \
-            if up else None
 
+def task_node(eid: str, tid: str) -> str | None:
+    """The node of task ``tid`` of execution ``eid``; None if it is not one of its."""
+    node = tid.partition("-")[2]
+    try:
+        planning.parse_node(node)
+    except ValueError:
+        return None
+    return node if planning.task_id(eid, node) == tid else None
+
+
+class Reduction(scheduling.Work):
+    """The reductions of one task event, for the scheduler's executor: each claim won
+    up the tree reduces its node; the nodes reduced are the reducer's answer."""
+
+    def __init__(self, reducer: Reducer):
+        self.reducer = reducer
+        self.reduced: list[str] = []
+
+    def reduce(self, run: scheduling.Run, node: str, owner: str) -> scheduler.Event | None:
+        missing = self.reducer.reduce(run.ex, run.plan.shape, node)
+        if missing:
+            log.warning("inputs of %s/%s/%s lost: %s", run.ex.session_id, run.ex.id, node,
+                        missing)
+            return scheduler.InputsLost(node, missing)
+        self.reduced.append(node)
+        return scheduler.TaskDone(node, owner)

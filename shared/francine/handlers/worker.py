@@ -11,7 +11,6 @@ fails the execution.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import pathlib
 import time
@@ -23,18 +22,18 @@ from francine.base import errors
 from francine.domain import imaging, planning, scheduler
 from francine.domain.envelope import Message, require
 from francine.domain.producer import ResourceInfo, Resources, Tile
-from francine.domain.records import Claim, Execution, Status, Task
+from francine.domain.records import Execution, Status, Task
 from francine.ports import Adapters
-from francine.services import executions, recovery
+from francine.services import recovery, scheduling
 from francine.services.cache import ResourceCache
 
 log = logging.getLogger("francine.worker")
 
 #: An instance reads an execution at most this often (0: before every task). Only its
-#: status changes after creation, so a cancelled or failed execution stops reaching this
-#: instance's tasks within this time, and back-to-back tasks of one execution save a
-#: Firestore round trip each. 0 by default: the REST contract (docs/api.md) promises
-#: that tasks not yet started when a render is cancelled never run.
+#: status changes after creation, and the claim reads it again in its transaction, so
+#: tasks not yet started when a render is cancelled never run (the REST contract,
+#: docs/api.md) whatever this is; within it, back-to-back tasks of one execution save
+#: a Firestore round trip each.
 EXECUTION_TTL_S = 0.0
 
 
@@ -54,6 +53,50 @@ class RenderFailed(Exception):
     """The producer's render raised (not for a scene error, not for the platform)."""
 
 
+class Delivery(scheduling.Work):
+    """The rendering of one delivery, for the scheduler's executor: a task's passes, or
+    a band of a copy's, stored; what happened goes into the run's notes."""
+
+    def __init__(self, worker: Worker, started: float):
+        self.worker = worker
+        self.started = started  # perf_counter when the message arrived: fetching starts
+
+    def produce(self, run: scheduling.Run, task: Task) -> scheduler.Event | None:
+        ex = run.ex
+        try:
+            self.worker.produce(ex, run.plan.shape, task, time.perf_counter() - self.started)
+        except ValueError as e:  # SceneError is one
+            # Validated when the execution was created: retrying cannot help.
+            return scheduler.TaskFailed(task.node, str(e))
+        except RenderFailed as e:
+            log.warning("render of %s/%s/%s failed: %s", ex.session_id, ex.id, task.node, e)
+            run.notes.append(f"failed: {e}")
+            return scheduler.PassFailed(task.node, str(e), task.generation)
+        if task.status == Status.DONE:
+            run.notes.append("dropped: another copy finished first")
+            return None
+        run.notes.append("rendered")
+        return scheduler.TaskProduced(task.node)
+
+    def produce_piece(self, run: scheduling.Run, task: Task, piece: int,
+                      pieces: int) -> scheduler.Event | None:
+        ex = run.ex
+        try:
+            stored = self.worker.produce_piece(ex, run.plan.shape, task, piece, pieces)
+        except (ValueError, RenderFailed) as e:
+            # A copy's piece: the task's own render decides its fate.
+            log.warning("piece %d of %d of %s/%s/%s failed: %s", piece, pieces,
+                        ex.session_id, ex.id, task.node, e)
+            run.notes.append(f"failed: piece {piece} of {pieces}: {e}")
+            return None
+        if stored:
+            run.notes.append("rendered")
+            return scheduler.TaskProduced(task.node)
+        run.notes.append("dropped: another copy finished first" if task.status == Status.DONE
+                         else f"stored piece {piece} of {pieces}")
+        return None
+
+
 class Worker:
     def __init__(self, adapters: Adapters):
         self.ad = adapters
@@ -64,16 +107,17 @@ class Worker:
         self.execution_ttl_s = EXECUTION_TTL_S
         self._last: tuple = ((None, None), None, None)  # (sid, eid), read at, execution
 
-    def execution(self, sid: str, eid: str, tid: str | None = None) -> Execution | None:
+    def execution(self, sid: str, eid: str) -> Execution | None:
         """The execution, read again when the last read is older than the TTL or was
-        of another execution or found it ended (the last one only is kept)."""
+        of another execution or found it ended (the last one only is kept). A cancel
+        stops a task from starting however old this read is: the claim reads the
+        execution in its transaction."""
         key, read_at, ex = self._last
         now = self.ad.clock()
         if key == (sid, eid) and ex is not None and not ex.final \
                 and (now - read_at).total_seconds() < self.execution_ttl_s:
             return ex
-        # The task is read in the same round trip, for the claim that follows.
-        ex = self.ad.store.execution(sid, eid, with_task=tid)
+        ex = self.ad.store.execution(sid, eid)
         self._last = ((sid, eid), now, ex)
         return ex
 
@@ -84,10 +128,11 @@ class Worker:
                                lambda dest: self.ad.blobs.fetch_resource(info.sha256, dest))
 
     def handle(self, message: Message) -> str:
-        """Render the task of ``message``; returns what happened (for logs and tests)."""
+        """Render the task of ``message``; returns what happened (for logs and tests).
+        Raises PermanentError when the task ends its execution as failed."""
         sid, eid, tid = require(message.payload, "session_id", "execution_id", "task_id")
         t_fetch = time.perf_counter()
-        ex = self.execution(sid, eid, tid)
+        ex = self.execution(sid, eid)
         if ex is None or ex.final:
             return "skipped: execution gone or ended"
         node = tid.partition("-")[2]
@@ -96,94 +141,23 @@ class Worker:
                 return "skipped: not a production task"
         except ValueError:
             return "skipped: no such task"
+        if planning.task_id(eid, node) != tid:  # not a task of this execution
+            return "skipped: no such task"
         piece = message.payload.get("piece")
+        first: scheduler.Event
         if piece is None:
             first = scheduler.TaskDelivered(node, message.id)
         elif (band := parse_piece(piece)) is None:
             return f"skipped: malformed piece {piece!r}"
         else:
             first = scheduler.PieceDelivered(node, *band)
-        plan = recovery.scheduler_plan(self.ad, ex)
-        seen = scheduler.Observed(status=ex.status, planned=ex.planned, published=ex.published)
-        held: dict = {}
-        outcome: list[str] = []
-
-        def observe(event) -> scheduler.Observed:
-            if isinstance(event, scheduler.PieceDelivered):
-                held["task"] = self.ad.store.get_task(sid, eid, tid)
-                return dataclasses.replace(
-                    seen, task_status=held["task"].status if held["task"] else None)
-            if isinstance(event, scheduler.PassFailed):
-                # The task as it is now: a copy may have failed and replaced it already.
-                now = self.ad.store.get_task(sid, eid, tid) or held["task"]
-                return dataclasses.replace(seen, failed=recovery.failed_passes(self.ad, ex),
-                                           generation=now.generation)
-            return seen
-
-        def carry_out(action):
-            match action:
-                case scheduler.ClaimTask(node=n, kind=kind, owner=owner, lease_s=lease):
-                    try:
-                        # A conditional write: a task finished in the meantime is never
-                        # set back to running.
-                        state, held["task"] = self.ad.store.claim_task(
-                            sid, eid, tid, owner, lease, kind=kind)
-                    except errors.NotFound:
-                        outcome.append("skipped: no such task")
-                        return None
-                    if state != Claim.WON:
-                        outcome.append({Claim.DONE: "already done", Claim.HELD:
-                                        "skipped: another delivery took it this instant",
-                                        Claim.OTHER: "skipped: not a production task"}[state])
-                    return scheduler.TaskClaimed(n, state, owner)
-                case scheduler.Produce():
-                    task = held["task"]
-                    try:
-                        self.produce(ex, plan.shape, task, time.perf_counter() - t_fetch)
-                    except ValueError as e:  # SceneError is one
-                        # Validated when the execution was created: retrying cannot help.
-                        return scheduler.TaskFailed(task.node, str(e), permanent=True)
-                    except RenderFailed as e:
-                        log.warning("render of %s/%s/%s failed: %s", sid, eid, task.node, e)
-                        outcome.append(f"failed: {e}")
-                        return scheduler.PassFailed(task.node, str(e), task.generation)
-                    if task.status == Status.DONE:
-                        outcome.append("dropped: another copy finished first")
-                        return None
-                    outcome.append("rendered")
-                    return scheduler.TaskProduced(task.node)
-                case scheduler.ProducePiece(node=n, piece=j, pieces=k):
-                    task = held["task"]
-                    try:
-                        stored = self.produce_piece(ex, plan.shape, task, j, k)
-                    except (ValueError, RenderFailed) as e:
-                        # A copy's piece: the task's own render decides its fate.
-                        log.warning("piece %d of %d of %s/%s/%s failed: %s", j, k, sid,
-                                    eid, n, e)
-                        outcome.append(f"failed: piece {j} of {k}: {e}")
-                        return None
-                    if stored:
-                        outcome.append("rendered")
-                        return scheduler.TaskProduced(n)
-                    outcome.append("dropped: another copy finished first"
-                                   if task.status == Status.DONE else f"stored piece {j} of {k}")
-                    return None
-                case scheduler.Announce(node=n):
-                    if held["task"].status == Status.FAILED:
-                        outcome.append("skipped: task failed")
-                        return None
-                    self.ad.bus.publish_done(sid, eid, n)
-                    if outcome == ["already done"]:
-                        outcome[0] = "announced again: already done"
-                case scheduler.End(status=status, error=error):
-                    executions.end(self.ad, ex, status, error)
-                    raise errors.PermanentError(error["message"] if error else str(status))
-                case _:
-                    recovery.carry_out(self.ad, ex, plan.shape, action, held.get("task"))
-            return None
-
-        scheduler.drive(plan, [first], observe, carry_out)
-        return outcome[0] if outcome else "nothing to do"
+        run = scheduling.Run(self.ad, ex, recovery.scheduler_plan(self.ad, ex),
+                             Delivery(self, t_fetch))
+        for action in scheduling.drive(run, [first]).actions:
+            if isinstance(action, scheduler.End):  # failed: acknowledged, and recorded
+                raise errors.PermanentError(action.error["message"] if action.error
+                                            else str(action.status))
+        return run.notes[0] if run.notes else "nothing to do"
 
     def resources(self, ex: Execution) -> tuple[Resources, list[float]]:
         """The execution's resources, fetched on first use; the list collects the

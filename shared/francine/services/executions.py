@@ -1,6 +1,6 @@
-"""Executions: starting one (plan, record, publish), reporting it, ending it.
+"""Executions: starting one (plan, record, publish), waiting for it, ending it.
 
-Used by the api (start, status, wait) and by the reducer (finish, fail). The order of
+Used by the api (start, wait, resume, cancel). The order of
 writes makes every step safe to repeat: the execution document is created first
 (transactionally with the session's scene update), then the task documents
 (``planned``), then the messages (``published``). A retried request with the same
@@ -19,9 +19,9 @@ from francine.base import errors
 from francine.domain import planning, reduction, scheduler
 from francine.domain.mergepatch import merge_patch
 from francine.domain.producer import ResourceInfo, SceneError
-from francine.domain.records import Execution, Kind, Session, Status, Task
+from francine.domain.records import Execution, Session, Status
 from francine.ports import Adapters
-from francine.services import estimates, farm, recovery, views, warmup
+from francine.services import estimates, farm, recovery, scheduling, warmup
 
 
 def scene_error(e: SceneError) -> errors.BadRequest:
@@ -122,8 +122,10 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
 
 
 def publish(ad: Adapters, ex: Execution) -> None:
-    """Write the task documents and publish the first production tasks; idempotent."""
-    carry_out_start(ad, ex, scheduler.ExecutionCreated())
+    """Write the task documents and publish the first production tasks (or queue them
+    in the farm); idempotent. ``ex`` is updated as the store is."""
+    scheduling.drive(scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex)),
+                     [scheduler.ExecutionCreated()])
 
 
 #: Kept for callers of the earlier name.
@@ -133,71 +135,14 @@ STALLED_S = scheduler.STALLED_S
 def resume_if_stalled(ad: Adapters, ex: Execution) -> bool:
     """Finish publishing an execution whose creating request died; idempotent, so the
     status read that notices it can do it. True if it resumed."""
-    return bool(carry_out_start(ad, ex, scheduler.Tick()).actions)
+    if ex.published:
+        return False
+    run = scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex))
+    return bool(scheduling.drive(run, [scheduler.Tick()]).actions)
 
 
-def carry_out_start(ad: Adapters, ex: Execution, event) -> scheduler.Trace:
-    """Step ``event`` (creation or a tick) and carry out the writes and publications;
-    ``ex`` is updated as the store is."""
-    sid, eid = ex.session_id, ex.id
-    shape = planning.Shape.from_dict(ex.shape)
-    plan = scheduler.Plan(shape, ex.admission_limit or 0)
-    seen = scheduler.Observed(
-        status=ex.status, planned=bool(ex.planned), published=bool(ex.published),
-        now_s=(ad.clock() - ex.created).total_seconds())
-
-    def carry_out(action):
-        match action:
-            case scheduler.WriteTasks():
-                tasks = task_records(eid, shape)
-                if farm.enabled(ad.settings):  # tagged and queued, not published
-                    farm.enqueue(ad, ex, tasks)
-                ad.store.write_tasks(sid, eid, tasks)
-                ad.store.update_execution(sid, eid, {"planned": True})
-                ex.planned = True
-            case scheduler.Publish(first=True) if farm.enabled(ad.settings):
-                ad.store.update_execution(sid, eid, {"published": True})
-                ex.published = True
-                farm.dispatch_now(ad)
-            case scheduler.Publish(indices=indices, first=first):
-                ad.bus.publish_tasks(sid, eid, [
-                    (i, planning.task_id(eid, planning.node_name(0, i))) for i in indices])
-                if first:
-                    ad.store.update_execution(sid, eid, {"published": True})
-                    ex.published = True
-
-    return scheduler.drive(plan, [event], lambda _e: seen, carry_out)
-
-
-def task_records(eid: str, shape: planning.Shape) -> list[Task]:
-    tasks = []
-    for t in planning.planned_tasks(eid, shape):
-        tile = None if t.tile is None else (t.tile.x0, t.tile.y0, t.tile.width, t.tile.height)
-        tasks.append(Task(planning.task_id(eid, t.node), t.node, Kind(t.kind), t.parent,
-                          children=t.children, tile=tile, pass_index=t.pass_index,
-                          seed=t.seed, passes=t.passes))
-    return tasks
-
-
-def end(ad: Adapters, ex: Execution, status: str, error: dict | None = None,
-        result: str | None = None) -> bool:
-    """Move the execution to a final status with its frozen summary; first caller wins."""
-    finished = ad.clock()
-    stats = ad.store.task_stats(ex.session_id, ex.id)
-    summary = views.summarize(ex, stats, finished, status)
-    summary["tasks"].update(recovery.counts(ad, ex.session_id, ex.id))
-    fields = {"status": Status(status), "finished": finished, "error": error,
-              "summary": summary}
-    if result:
-        fields["result"] = result
-    won = ad.store.finish_execution(ex.session_id, ex.id, fields)
-    if won:
-        farm.ended(ad, ex)
-        from francine.services import events
-
-        events.publish_status(ad, ad.store.execution(ex.session_id, ex.id))
-        warmup.after_end(ad, ex)
-    return won
+#: Ending an execution is the scheduler's ``End``, carried out for the api too (a cancel).
+end = scheduling.end
 
 
 def fail(ad: Adapters, sid: str, eid: str, code: str, message: str) -> bool:

@@ -1,23 +1,23 @@
 """The farm's queue, carried out: tags at planning, publication as slots free.
 
-``francine.domain.fair_share`` decides; this module observes the store (the slots held, the
-lowest tags waiting, a user's account) and carries out (conditional takes, releases,
-publications). Every step is safe to repeat: a take is a conditional write (a task is
-published by dispatch at most once), a release frees a slot at most once, and a
-dispatch that finds no free slot does nothing. Off (everything published at once, as
-before) unless ``FRANCINE_FARM_SLOTS`` is set.
-
-Who dispatches: the api when an execution is planned, the reducer when a production
-task's event arrives (its slot is released first), the end of an execution (its
-waiting tasks leave the queue, its slots are freed), a dead-lettered production task
-that never started (queued again), and the watchdog on every sweep (a dispatch lost
-with a dead instance is made up for).
+``francine.domain.fair_share`` decides which tasks go next and the scheduler
+(``francine.domain.scheduler``) when: planning queues an execution's tasks
+(``WriteTasks(queued=True)``), ``Admit`` dispatches, a finished production task
+``Release``-s its slot, a task refused for capacity is ``Requeue``-d, and a copy of a
+straggler (``Speculate(queued=True)``) waits in the queue for slots as any task does.
+This module observes the store (the slots held, the lowest tags waiting, a user's
+account) and carries those out (conditional takes, releases, publications). Every
+step is safe to repeat: a take is a conditional write (a task is published by dispatch
+at most once), a release frees a slot at most once, and a dispatch that finds no free
+slot does nothing. Off (everything published at once, as before) unless
+``FRANCINE_FARM_SLOTS`` is set. The end of an execution takes its tasks and copies out
+of the queue and frees their slots (``ended``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
+from collections.abc import Iterable
 
 from francine.base.config import Settings
 from francine.domain import fair_share as dispatch
@@ -25,11 +25,11 @@ from francine.domain import planning
 from francine.domain.records import Execution, Kind, Task
 from francine.ports import Adapters
 
-log = logging.getLogger("francine.farm")
-
 #: Tasks taken between two counts of the slots held: concurrent dispatches (many tasks
 #: finishing at once) then overshoot the farm's size by at most this each.
 CHUNK = 16
+#: Separates a task's id from the copy's part in the id of a copy's queue entry.
+COPY = "~"
 
 
 def enabled(settings: Settings) -> bool:
@@ -45,36 +45,52 @@ def enqueue(ad: Adapters, ex: Execution, tasks: list[Task]) -> dispatch.Account:
     """Give the execution's production tasks their fair-share tags and a place in the
     farm's queue (before they are written); reserves their share in the user's
     account (once per execution)."""
-    farm, user = name(ad.settings), ex.user
     productions = [t for t in tasks if t.kind == Kind.PRODUCE]
-    weight = dispatch.parse_weights(ad.settings.fair_weights).get(user, 1.0)
-    step = float(ex.task_seconds or 1.0) / weight
-    lowest = ad.store.waiting_tasks(farm, 1, order="tag")
-    v = dispatch.virtual_time(lowest[0][2].tag if lowest else None,
-                              ad.store.latest_finish(farm))
-
-    def update(previous: dict | None) -> dict:
-        account = None if previous is None else dispatch.Account(
-            previous["finish"], previous["start"], previous["last"],
-            previous.get("credit", 0.0))
-        return dataclasses.asdict(dispatch.reserve(
-            account, ex.id, v, ad.settings.fair_credit_s, step * len(productions)))
-
-    written = ad.store.reserve_share(farm, user, update)
-    account = dispatch.Account(written["finish"], written["start"], written["last"],
-                               written.get("credit", 0.0))
-    waiting = dispatch.queue_value(farm, dispatch.WAITING)
+    step = task_cost(ad, ex)
+    account = reserve(ad, ex.user, ex.id, step * len(productions), ad.settings.fair_credit_s)
+    waiting = dispatch.queue_value(name(ad.settings), dispatch.WAITING)
     for task, (tag, rank) in zip(productions, dispatch.tags(account, step, len(productions)),
                                  strict=True):
         task.queue, task.tag, task.rank = waiting, tag, rank
     return account
 
 
-def dispatch_now(ad: Adapters, freed: tuple[int, ...] = ()) -> int:
-    """Publish the lowest-tagged waiting tasks into the free slots; returns how many."""
+def task_cost(ad: Adapters, ex: Execution) -> float:
+    """One production task of ``ex`` in its user's virtual time: its estimated seconds
+    over the user's weight."""
+    weight = dispatch.parse_weights(ad.settings.fair_weights).get(ex.user, 1.0)
+    return float(ex.task_seconds or 1.0) / weight
+
+
+def reserve(ad: Adapters, user: str, key: str, amount: float,
+            credit: float) -> dispatch.Account:
+    """Reserve ``amount`` of virtual time in ``user``'s account for ``key`` (an
+    execution, or a copy), once; returns the account."""
+    farm = name(ad.settings)
+    lowest = ad.store.waiting_tasks(farm, 1, order="tag")
+    v = dispatch.virtual_time(lowest[0][2].tag if lowest else None,
+                              ad.store.latest_finish(farm))
+
+    def update(previous: dict | None) -> dict:
+        account = None if previous is None else account_of(previous)
+        return dataclasses.asdict(dispatch.reserve(account, key, v, credit, amount))
+
+    return account_of(ad.store.reserve_share(farm, user, update))
+
+
+def account_of(stored: dict) -> dispatch.Account:
+    """A user's fair-share account as its document holds it."""
+    return dispatch.Account(stored["finish"], stored["start"], stored["last"],
+                            stored.get("credit", 0.0))
+
+
+def dispatch_now(ad: Adapters, freed: Iterable[int] = ()) -> int:
+    """Publish the lowest-ranked waiting tasks (and copies) into the free slots;
+    returns how many."""
     if not enabled(ad.settings):
         return 0
     farm, slots = name(ad.settings), ad.settings.farm_slots
+    freed = tuple(freed)
     published = 0
     while (out := ad.store.count_out(farm)) < slots:
         waiting = [dispatch.Candidate(sid, eid, t.id, t.rank or 0.0) for sid, eid, t in
@@ -92,30 +108,70 @@ def dispatch_now(ad: Adapters, freed: tuple[int, ...] = ()) -> int:
                 return published
             # The slot's number picks the shard (the local stack's one topic per
             # worker): a freed slot's worker is the one that just became idle.
-            ad.bus.publish_tasks(c.sid, c.eid, [(take.slot, c.tid)])
+            ad.bus.publish_tasks(c.sid, c.eid, [message(take.slot, c.tid)])
             published += 1
         if len(takes) < CHUNK:
             return published
     return published
 
 
-def finished(ad: Adapters, ex: Execution, node: str) -> int:
-    """A production task's event arrived: free its slot, publish the next."""
-    if not enabled(ad.settings):
-        return 0
-    slot = ad.store.release_task(ex.session_id, ex.id, planning.task_id(ex.id, node),
-                                 name(ad.settings))
+def copy_entries(tid: str, pieces: int) -> list[str]:
+    """The queue entries of a copy of task ``tid``: one, or one per piece."""
+    if pieces <= 1:
+        return [f"{tid}{COPY}copy"]
+    return [f"{tid}{COPY}{j}of{pieces}" for j in range(pieces)]
+
+
+def message(slot: int, entry: str) -> tuple[int, str] | tuple[int, str, str]:
+    """What dispatch publishes for a queue entry taken into ``slot``: a task, a whole
+    copy of it (the task's own message: its claim takes the task over), or a piece of
+    a copy ("piece/pieces")."""
+    tid, copy, which = entry.partition(COPY)
+    if not copy or which == "copy":
+        return slot, tid
+    piece, _, pieces = which.partition("of")
+    return slot, tid, f"{piece}/{pieces}"
+
+
+def enqueue_copy(ad: Adapters, ex: Execution, task: Task, pieces: int) -> int:
+    """A copy of ``task`` (in ``pieces``) waits in the farm's queue for free slots,
+    charged to its user's fair share as any work (its pieces share one task's
+    estimate; no credit: a copy is extra work); dispatched at once if slots are free.
+    Returns how many tasks and copies were published now."""
+    entries = copy_entries(task.id, pieces)
+    cost = task_cost(ad, ex)
+    account = reserve(ad, ex.user, entries[0], cost, 0.0)
+    ad.store.queue_copies(ex.session_id, ex.id, task, name(ad.settings), [
+        (entry, tag, rank) for entry, (tag, rank)
+        in zip(entries, dispatch.tags(account, cost / len(entries), len(entries)),
+               strict=True)])
+    return dispatch_now(ad)
+
+
+def finished(ad: Adapters, ex: Execution, node: str, copied: bool = False) -> int:
+    """A production task finished: free its slot and, if it was ``copied``, those of
+    its copy (a copy still rendering ends soon and is dropped), and publish the next."""
+    tid = planning.task_id(ex.id, node)
+    slot = ad.store.release_task(ex.session_id, ex.id, tid, name(ad.settings))
+    freed = [] if slot is None else [slot]
+    if copied:
+        freed += ad.store.release_copies(ex.session_id, ex.id, tid, name(ad.settings))
+    return dispatch_now(ad, freed)
+
+
+def piece_ended(ad: Adapters, ex: Execution, node: str, piece: int, pieces: int) -> int:
+    """A piece of a copy of ``node`` ended (stored, or found its task done): free its
+    slot, and publish the next."""
+    entry = copy_entries(planning.task_id(ex.id, node), pieces)[piece]
+    slot = ad.store.release_task(ex.session_id, ex.id, entry, name(ad.settings))
     return dispatch_now(ad, () if slot is None else (slot,))
 
 
 def requeue(ad: Adapters, ex: Execution, node: str) -> bool:
     """A production task whose message ran out of deliveries before any reached a
-    render (refused for capacity): queued again at its place, or (without farm
-    admission) published again. Never counted against the task."""
-    if not enabled(ad.settings):
-        ad.bus.publish_tasks(ex.session_id, ex.id, [
-            (planning.parse_node(node)[1], planning.task_id(ex.id, node))])
-        return True
+    render (refused for capacity), or whose output is to be produced again, is queued
+    again at its place (its tag: the head of the queue). Never counted against the
+    task."""
     again = ad.store.requeue_task(ex.session_id, ex.id, planning.task_id(ex.id, node),
                                   name(ad.settings))
     dispatch_now(ad)
@@ -123,7 +179,8 @@ def requeue(ad: Adapters, ex: Execution, node: str) -> bool:
 
 
 def ended(ad: Adapters, ex: Execution) -> int:
-    """The execution ended: its tasks leave the queue and free their slots."""
+    """The execution ended: its tasks and copies leave the queue and free their
+    slots."""
     if not enabled(ad.settings):
         return 0
     if ad.store.release_execution(ex.session_id, ex.id, name(ad.settings)):

@@ -1,18 +1,28 @@
 """The tasks of an execution as the API lists them: ``GET .../tasks?status=failed``
 answers every production task with a failed pass (replaced by a fresh one, or failed
-for good) with its error, so that a user sees why a render was slow or failed."""
+for good) with its failure history (how many passes failed, how often it was
+replaced, the deliveries that reached a render, the last error), so that a user sees
+why a render was slow or failed.
+
+Its ``status`` says where the task stands now: ``done`` once a replacement rendered
+it, ``pending`` or ``running`` while its replacement waits or renders, ``failed``
+when it failed for good or its execution ended before a replacement rendered it (a
+replacement that will never run is no pending task)."""
 
 from __future__ import annotations
 
 from francine.base import errors
-from francine.domain.records import Execution
+from francine.domain.records import TASK_FINAL, Execution, Status, Task
 from francine.ports import Adapters
 
 STATUSES = ("failed",)
 
 
-def task_view(task) -> dict:
-    return {"node": task.node, "kind": str(task.kind), "status": str(task.status),
+def task_view(ex: Execution, task: Task) -> dict:
+    status = task.status
+    if ex.final and status not in TASK_FINAL:
+        status = Status.FAILED  # its replacement never ran: every pass it rendered failed
+    return {"node": task.node, "kind": str(task.kind), "status": str(status),
             "failures": task.failures, "replaced": task.generation,
             "attempts": task.attempts, "error": task.error}
 
@@ -28,4 +38,4 @@ def list_tasks(ad: Adapters, ex: Execution, args) -> dict:
     if status not in STATUSES:
         raise errors.BadRequest(f"status: must be one of {list(STATUSES)}", "invalid_field")
     tasks = ad.store.failed_tasks(ex.session_id, ex.id)
-    return {"tasks": [task_view(t) for t in tasks]}
+    return {"tasks": [task_view(ex, t) for t in tasks]}

@@ -11,6 +11,7 @@ from francine.base.clock import now
 from francine.domain import planning
 from francine.domain.records import FINAL, Execution, Status
 from francine.ports import Adapters
+from francine.ports.protocols import TaskStats
 from francine.services import recovery
 
 
@@ -20,11 +21,13 @@ def rfc3339(t: dt.datetime | None) -> str | None:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def summarize(ex: Execution, stats: dict, finished: dt.datetime | None,
+def summarize(ex: Execution, stats: TaskStats, finished: dt.datetime | None,
               status: str | None = None) -> dict:
-    """The counts and times of an execution from its task statistics. A cancelled or
-    failed execution has no task running and no image: tasks still running when it
-    ended are abandoned, not running forever."""
+    """The counts and times of an execution from its task statistics. An ended
+    execution has no task running: tasks still running when it was cancelled or
+    failed are abandoned, not running forever, and once it is done a render still
+    going is a losing copy. Nor does a task run beside all of them done (the counts
+    are separate queries: a task that ends between them is counted in both)."""
     status = status or ex.status
     ended_without_image = finished is not None and status in (Status.CANCELLED, Status.FAILED)
     shape = planning.Shape.from_dict(ex.shape)
@@ -32,10 +35,11 @@ def summarize(ex: Execution, stats: dict, finished: dt.datetime | None,
     end = finished or now()
     first, last = stats.get("first_started"), stats.get("last_produced")
     prod, red = stats["produce"], stats["reduce"]
+    running = 0 if finished is not None \
+        else max(0, min(stats["running"], shape.total_tasks - stats["done"]))
     return {
         "tasks": {"total": shape.total_tasks, "done": stats["done"],
-                  "failed": stats["failed"],
-                  "running": 0 if ended_without_image else stats["running"]},
+                  "failed": stats["failed"], "running": running},
         "time": {
             "created": rfc3339(created), "finished": rfc3339(finished),
             "fetching": round(prod["fetch"] + red["fetch"], 4),

@@ -23,7 +23,7 @@ from francine.domain.envelope import (
     task_message,
 )
 from francine.ports.protocols import Fields, Gate
-from francine.twins import Meter
+from francine.twins.meter import Meter
 
 PRODUCE_TOPIC = "produce"
 EVENTS_TOPIC = "events"

@@ -43,7 +43,7 @@ from francine.ports.layout import (
     task_to_doc,
 )
 from francine.ports.protocols import ExecutionUsage, Fields, RecoveryCounts, TaskStats, TimeSums
-from francine.twins import Meter
+from francine.twins.meter import Meter
 
 
 def _copy(value):
@@ -258,9 +258,7 @@ class StoreTwin:
             self.tasks.setdefault((sid, eid), {})
         return ex, True
 
-    def execution(self, sid: str, eid: str, with_task: str | None = None) -> Execution | None:
-        # ``with_task``: the adapter reads the task in the same round trip, for the
-        # claim that follows; here the claim reads it under the lock anyway.
+    def execution(self, sid: str, eid: str) -> Execution | None:
         self.meter.op("read")
         doc = self.executions.get((sid, eid))
         return None if doc is None else execution_from_doc(_copy(doc))
@@ -326,11 +324,18 @@ class StoreTwin:
 
     def claim_task(self, sid: str, eid: str, tid: str, owner: str, lease_s: float,
                    kind: str | None = None) -> tuple[Claim, Task | None]:
+        """As the adapter's transaction: the execution and the task read, and the task
+        written, under the lock; a task of an ended (or gone) execution is never taken
+        (a Conflict)."""
         self.meter.op("read")
-        with self._lock:  # the read and the conditional write, as one
+        with self._lock:  # the reads and the conditional write, as one
             doc = self.tasks.get((sid, eid), {}).get(tid)
             if doc is None:
                 raise errors.NotFound(f"task {tid} not found")
+            ex = self.executions.get((sid, eid))
+            if ex is None or ex.get("status") in FINAL:
+                raise errors.Conflict(f"task {tid}: its execution has ended",
+                                      "execution_ended")
             task = task_from_doc(tid, _copy(doc))
             if kind is not None and task.kind != Kind(kind):
                 return Claim.OTHER, None
@@ -347,6 +352,20 @@ class StoreTwin:
         task.status, task.owner, task.started = Status.RUNNING, owner, t
         task.attempts += 1
         return Claim.WON, task
+
+    def replace_task(self, sid: str, eid: str, tid: str, generation: int, error: str) -> bool:
+        self.meter.op("read")
+        with self._lock:  # compare-and-set on the generation
+            doc = self.tasks.get((sid, eid), {}).get(tid)
+            if doc is None or (doc.get("generation") or 0) != generation - 1 \
+                    or doc.get("status") in TASK_FINAL:
+                return False
+            before = (doc.get("status"), doc.get("work_s"))
+            doc.update(status="pending", owner=None, started=None, error=error,
+                       failures=(doc.get("failures") or 0) + 1, generation=generation)
+            self._track(sid, eid, tid, doc, before)
+        self.meter.op("write", self._path(sid, eid, tid))
+        return True
 
     def count_done_children(self, sid: str, eid: str, parent: str) -> int:
         self.meter.op("aggregate")
@@ -516,6 +535,30 @@ class StoreTwin:
             sid, eid, tid, lambda d: d.get("status") == "pending" and d.get("tag") is not None
             and d.get("queue") != f"{farm}:waiting",
             {"queue": f"{farm}:waiting", "slot": None}) is not None
+
+    def queue_copies(self, sid: str, eid: str, task: Task, farm: str,
+                     entries: list[tuple[str, float, float]]) -> None:
+        """Entries beside the tasks, with no status: no task count sees them."""
+        self.meter.op("batch")
+        with self._lock:
+            col = self.tasks.setdefault((sid, eid), {})
+            for entry, tag, rank in entries:
+                if entry not in col:
+                    col[entry] = {"node": task.node, "kind": str(task.kind),
+                                  "copy_of": task.id, "queue": f"{farm}:waiting",
+                                  "tag": tag, "rank": rank}
+                    self._queue_moved((sid, eid, entry), col[entry], None)
+
+    def release_copies(self, sid: str, eid: str, tid: str, farm: str) -> list[int]:
+        self.meter.op("query")
+        with self._lock:
+            copies = [e for e, d in self.tasks.get((sid, eid), {}).items()
+                      if d.get("copy_of") == tid]
+        states = (f"{farm}:waiting", f"{farm}:out")
+        freed = [self._swap(sid, eid, e, lambda d: d.get("queue") in states, {"queue": None})
+                 for e in copies]
+        return [int(d.get("slot") or 0) for d in freed
+                if d is not None and d.get("queue") == states[1]]
 
     def release_execution(self, sid: str, eid: str, farm: str) -> int:
         self.meter.op("query")
