@@ -362,7 +362,7 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
     game's (True), the watchdog's only ("watchdog"), or none (False: their thresholds
     are infinite). ``warm``: seconds before each submission
     (0: at it) when the render service's minimum instances are raised to the
-    submission's task count, as ``francine.services.warmup.after_start`` does through the Cloud
+    submission's task count, as the watchdog's ``francine.services.warmup.reconcile`` does through the Cloud
     Run Admin API (``min_instance_count``); None: a cold farm that scales on demand.
     """
     saved = (scheduler.endgame, scheduler.speculations, worker_module.time,
@@ -667,7 +667,7 @@ def speculation(args, workers: int, passes: int) -> None:
 
 def warmup(args, workers: int, passes: int) -> None:
     """One large execution on a cold farm, and with the render service's minimum
-    instances raised for it (``francine.services.warmup.after_start``) at submission, or when
+    instances raised for it (the warm-up's minimum) at submission, or when
     its scene was uploaded 60 s before."""
     subs = [dataclasses.replace(s, at=60.0) for s in big(passes)]
     rows = []

@@ -43,19 +43,6 @@ TESTS = pathlib.Path(__file__).resolve().parent
 #: Where the stack's processes keep what Flaky shares between them.
 SCRATCH_ENV = "FRANCINE_RIGHTS_SCRATCH"
 
-#: Calls the code makes today that its account is not granted, because the rights
-#: move: the warm-up's hooks in the api (a start), the render service and the reducer
-#: (an end) set the render service's minimum instances, which only the watchdog may
-#: (the right to update a Cloud Run service is the right to deploy to it). In the
-#: cloud these calls are refused and logged, and the watchdog's next sweep sets what
-#: they would have set. ``test_only_the_watchdog_scales_the_render_service`` fails
-#: (strict xfail) once the hooks stop calling Cloud Run: then delete this set.
-AWAITING_CODE_CHANGE = frozenset({
-    ("api", "scale", "render-service"),
-    ("renderer", "scale", "render-service"),
-    ("reducer", "scale", "render-service"),
-})
-
 #: Rights that this run does not reach, and why they are declared anyway.
 UNEXERCISED = {
     ("api", "list", "bucket:resources"):
@@ -260,7 +247,7 @@ def test_every_service_was_audited(recorded):
 
 
 def test_every_call_is_within_the_declared_rights(recorded):
-    allowed = rights.allowed() | AWAITING_CODE_CHANGE
+    allowed = rights.allowed()
     denied = sorted(r for r in recorded if r[:3] not in allowed)
     assert not denied, (
         "calls that the service's account is not granted in the cloud (add the right to "
@@ -268,8 +255,6 @@ def test_every_call_is_within_the_declared_rights(recorded):
         + "\n".join(f"  {s} {a} {t}  ({m})" for s, a, t, m in denied))
 
 
-@pytest.mark.xfail(strict=True, reason="the warm-up's hooks still call Cloud Run from the "
-                                       "api, the render service and the reducer")
 def test_only_the_watchdog_scales_the_render_service(recorded):
     scalers = {s for s, a, t in triples(recorded) if (a, t) == ("scale", "render-service")}
     assert scalers == {"watchdog"}
@@ -281,7 +266,6 @@ def test_every_declared_right_is_needed(recorded):
                     if r.triple not in used and r.triple not in UNEXERCISED)
     assert not unused, f"declared, granted in the cloud, and never used: {unused}"
     assert set(UNEXERCISED) <= rights.allowed()
-    assert AWAITING_CODE_CHANGE.isdisjoint(rights.allowed())
 
 
 # --- without a stack: the table and the recorder -----------------------------------------

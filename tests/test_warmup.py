@@ -14,7 +14,7 @@ from francine.adapters import run
 from francine.base import errors
 from francine.base.config import Settings
 from francine.domain.records import Execution, Session
-from francine.services import executions, warmup
+from francine.services import executions, scheduling, warmup
 from francine.twins import twin_adapters
 
 SERVICE = "projects/p/locations/europe-west1/services/francine-renderer"
@@ -64,57 +64,61 @@ def minimum(request: warmup.Scaling) -> int:
     return request.min_instances
 
 
+def sweep(ad, services) -> int | None:
+    """The watchdog's look at the farm (``warmup.reconcile``) against a stand-in for
+    Cloud Run, which has no emulator."""
+    ad.services = lambda: services
+    return warmup.reconcile(ad)
+
+
 def test_large_executions_raise_the_minimum_and_the_last_one_lets_it_fall_to_zero():
+    services = FakeServices()
     ad = farm(max_instances=100)
+    warm(ad)
     small = start(ad, 4)
+    assert sweep(ad, services) == 0 and services.updates == []  # small: nothing to warm
     big = start(ad, 64)
-    warm(ad)
-    assert warmup.request_after_start(ad, small) is None  # small: nothing to warm
-    assert minimum(warmup.request_after_start(ad, big)) == 64 + 4  # all running work
-    ad.settings = dataclasses.replace(ad.settings, render_service="")
+    assert sweep(ad, services) == 64 + 4  # all running work
     bigger = start(ad, 80)
-    warm(ad)
-    assert minimum(warmup.request_after_start(ad, bigger)) == 100  # the farm's maximum
-    for doc in (big, bigger):  # ended, in the store, then the hook
+    assert sweep(ad, services) == 100  # the farm's maximum
+    for doc in (big, bigger):
         ad.store.finish_execution("s", doc.id, {"status": "done"})
-    assert minimum(warmup.request_after_end(ad, big)) == 0  # only the small one is left
-    assert warmup.request_after_end(ad, small) is None  # a small one never raised it
+    assert sweep(ad, services) == 0  # only the small one is left
+    assert [minimum(r) for r in services.updates] == [68, 100, 0]
     ad.store.finish_execution("s", small.id, {"status": "done"})
-    assert minimum(warmup.request_after_end(ad, bigger)) == 0
+    assert sweep(ad, services) == 0 and len(services.updates) == 3  # already 0: no call
 
 
 def test_an_execution_that_would_keep_the_farm_busy_keeps_it_warm():
+    services = FakeServices()
     ad = farm(max_instances=100)
+    warm(ad)
     first = start(ad, 64)
     start(ad, 64)  # the second, still running
-    warm(ad)
+    assert sweep(ad, services) == 100
     ad.store.finish_execution("s", first.id, {"status": "done"})
-    assert minimum(warmup.request_after_end(ad, first)) == 64  # the second still runs
-    # As read back from the store: the same request.
-    record = ad.store.execution("s", first.id)
-    assert warmup.request_after_end(ad, record) == warmup.request_after_end(ad, first)
+    assert sweep(ad, services) == 64  # the second still runs
 
 
-def test_without_a_render_service_nothing_is_built():
+def test_without_a_render_service_nothing_is_asked():
+    services = FakeServices()
     ad = farm()
-    big = start(ad, 64)
+    start(ad, 64)
     assert ad.settings.render_service == ""
-    assert warmup.request_after_start(ad, big) is None
-    assert warmup.request_after_end(ad, big) is None
+    assert sweep(ad, services) is None and services.reads == services.updates == []
 
 
-def test_a_failed_look_at_the_farm_is_logged_and_never_fails_the_execution(caplog):
+def test_a_failed_look_at_the_farm_is_logged_and_never_raised(caplog):
     ad = farm()
-    big = start(ad, 64)
+    start(ad, 64)
     warm(ad)
 
     def unavailable():
         raise errors.TransientError("the store is unavailable")
 
     ad.store.active_executions = unavailable
-    warmup.after_start(ad, big)  # returns: nothing sent, nothing raised
-    warmup.after_end(ad, big)
-    assert caplog.text.count("the store is unavailable") == 2
+    assert sweep(ad, FakeServices()) is None
+    assert "the store is unavailable" in caplog.text
 
 
 class FakeServices:
@@ -137,48 +141,46 @@ class FakeServices:
         return self.minimum
 
 
-def test_starting_and_ending_executions_call_cloud_run(monkeypatch):
+
+def test_only_the_watchdog_calls_cloud_run():
+    """Starting and ending executions, in the api, the render service or the reducer,
+    never call Cloud Run (their accounts may not); the watchdog's sweep does."""
+    from francine.handlers import watchdog
+
     services = FakeServices()
     ad = farm(max_instances=100)
-    ad.services = lambda: services  # Cloud Run has no emulator
+    ad.services = lambda: services
     warm(ad)
-    small = start(ad, 4)  # through executions.start: its hook sends nothing
-    assert services.updates == []
     big = start(ad, 64)
-    assert [minimum(r) for r in services.updates] == [68]
-    executions.end(ad, ad.store.execution("s", big.id), "done")
-    assert [minimum(r) for r in services.updates] == [68, 0]
-    executions.end(ad, ad.store.execution("s", small.id), "done")  # small: no call
-    assert len(services.updates) == 2 and services.minimum == 0
+    small = start(ad, 4)
+    executions_end = [ad.store.execution("s", e.id) for e in (small,)]
+    assert services.updates == services.reads == []
+    assert watchdog.sweep(ad)["min_instances"] == 68
+    for ex in executions_end:
+        scheduling.end(ad, ex, "done")
+    assert [minimum(r) for r in services.updates] == [68]  # ending asked nothing
+    scheduling.end(ad, ad.store.execution("s", big.id), "done")
+    assert watchdog.sweep(ad)["min_instances"] == 0 and services.minimum == 0
 
 
-def test_a_refused_call_is_logged_and_the_watchdog_makes_it_good(monkeypatch, caplog):
+def test_a_refused_call_is_logged_and_the_next_sweep_makes_it_good(caplog):
     from francine.handlers import watchdog
 
     services = FakeServices(fail=True)
     ad = farm(max_instances=100)
-    ad.services = lambda: services  # Cloud Run has no emulator
+    ad.services = lambda: services
     warm(ad)
-    big = start(ad, 64)  # the call fails: logged, the execution is not touched
-    assert "lacks run.services.update" in caplog.text
-    assert ad.store.execution("s", big.id).status == "queued"
-    services.fail, services.minimum = False, 0
-    # the watchdog's sweep sets what the running work needs...
-    assert watchdog.sweep(ad)["min_instances"] == 64
-    assert [minimum(r) for r in services.updates] == [64]
-    assert watchdog.sweep(ad)["min_instances"] == 64 and len(services.updates) == 1
-    # ...and, once the last execution has ended and its call failed, lets the farm cool
-    services.fail = True
-    executions.end(ad, ad.store.execution("s", big.id), "done")
-    assert services.minimum == 64
+    big = start(ad, 64)
+    assert watchdog.sweep(ad)["min_instances"] == 64  # wanted; the call failed, logged
+    assert "lacks run.services.update" in caplog.text and services.minimum == 0
+    assert ad.store.execution("s", big.id).status == "queued"  # the execution untouched
     services.fail = False
+    assert watchdog.sweep(ad)["min_instances"] == 64 and services.minimum == 64
+    assert watchdog.sweep(ad)["min_instances"] == 64 and len(services.updates) == 1
+    scheduling.end(ad, ad.store.execution("s", big.id), "done")
     assert watchdog.sweep(ad)["min_instances"] == 0 and services.minimum == 0
-    # small executions, however many, never warm the farm (as the hooks would not)
+    # small executions, however many, never warm the farm
     smalls = [start(ad, 10) for _ in range(6)]  # 60 tasks in all, none of them large
     assert watchdog.sweep(ad)["min_instances"] == 0 and services.minimum == 0
     for ex in smalls:
         ad.store.finish_execution("s", ex.id, {"status": "done"})
-    # without a render service (the local stack) nothing is read or sent
-    ad.settings = dataclasses.replace(ad.settings, render_service="")
-    reads = len(services.reads)
-    assert watchdog.sweep(ad)["min_instances"] is None and len(services.reads) == reads

@@ -21,7 +21,7 @@ from francine.domain.mergepatch import merge_patch
 from francine.domain.producer import ResourceInfo, SceneError
 from francine.domain.records import Execution, Session, Status
 from francine.ports import Adapters
-from francine.services import estimates, farm, recovery, scheduling, warmup
+from francine.services import estimates, farm, recovery, scheduling
 
 
 def scene_error(e: SceneError) -> errors.BadRequest:
@@ -104,8 +104,6 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         return ({"scene": scene, "updated": created} if update else {}), ex
 
     ex, created = ad.store.create_execution(sid, eid, build)
-    if created:  # before the tasks: the instances start while they are published
-        warmup.after_start(ad, ex)
     if not ex.final:
         try:
             publish(ad, ex)

@@ -29,7 +29,7 @@ from francine.domain import imaging, planning, scheduler
 from francine.domain.records import Claim, Execution, Kind, Status, Task
 from francine.ports import Adapters
 from francine.ports.layout import partial_name
-from francine.services import events, farm, recovery, views, warmup
+from francine.services import events, farm, recovery, views
 
 log = logging.getLogger("francine.scheduling")
 
@@ -396,5 +396,4 @@ def end(ad: Adapters, ex: Execution, status: str, error: dict | None = None,
         current = ad.store.execution(ex.session_id, ex.id)
         if current is not None:
             events.publish_status(ad, current)
-        warmup.after_end(ad, ex)
     return won

@@ -3,25 +3,24 @@ cold farm, and let the farm fall back to zero when it is idle.
 
 Cloud Run starts instances as requests arrive; a thousand tasks landing on a cold
 service wait for a thousand cold starts, spread over tens of seconds. Setting the
-service's minimum instance count (service-level scaling, no new revision) when a large
-execution starts asks Cloud Run to start them at once, while the api still writes and
-publishes the tasks; setting it back when the last large execution ends stops paying
-for them.
+service's minimum instance count (service-level scaling, no new revision) while a large
+execution runs asks Cloud Run to start them at once; setting it back when the last
+large execution has ended stops paying for them.
 
-``plan`` is the policy; ``Scaling`` is what applies it, sent through the ``Services``
-port (``francine.ports.protocols``; the Cloud Run Admin API in ``francine.adapters.run``).
-``after_start`` and ``after_end`` are the hooks of ``francine.services.executions``: they act
-only for executions of at least ``Policy.threshold`` production tasks (small ones never
-pay for a call) and only where ``FRANCINE_RENDER_SERVICE`` names the service (never in
-the local stack). A failed call is logged, never raised: warming is an optimisation,
-not part of an execution; the watchdog's ``reconcile`` makes good a call that failed,
-every sweep.
+``minimum_instances`` is the policy; ``Scaling`` is what applies it, sent through the
+``Services`` port (``francine.ports.protocols``; the Cloud Run Admin API in
+``francine.adapters.run``). Only the watchdog calls it (``reconcile``, every sweep): the
+right to update a Cloud Run service is the right to deploy to it, so the api, the render
+service and the reducer hold none (``francine.domain.rights``). It acts only while an
+execution of at least ``warm_threshold`` production tasks runs (small ones never pay for
+a call) and only where ``FRANCINE_RENDER_SERVICE`` names the service (never in the local
+stack). A failed call is logged, never raised: warming is an optimisation, not part of
+an execution, and the next sweep looks again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from francine.base.config import Settings
@@ -69,32 +68,6 @@ def productions(ex: Execution) -> int:
     return planning.Shape.from_dict(ex.shape).productions
 
 
-def pending_tasks(ad: Adapters, leaving: str | None = None) -> int:
-    """Production tasks of the running executions (all of each one's passes: an upper
-    bound that costs one query, not one per execution), less the execution ``leaving``."""
-    return sum(productions(ex) for ex in ad.store.active_executions() if ex.id != leaving)
-
-
-def request_after_start(ad: Adapters, ex: Execution) -> Scaling | None:
-    """The request to send when ``ex`` was just created, or None: a small execution,
-    or no render service to warm (the local stack)."""
-    s = ad.settings
-    if not s.render_service or productions(ex) < s.warm_threshold:
-        return None
-    pending = pending_tasks(ad, leaving=ex.id) + productions(ex)
-    return Scaling(s.render_service, minimum_instances(policy_of(s), pending))
-
-
-def request_after_end(ad: Adapters, ex: Execution) -> Scaling | None:
-    """The request to send when ``ex`` has just ended: what the executions still
-    running need, 0 when none; None after a small execution (it never raised
-    anything) or without a render service."""
-    s = ad.settings
-    if not s.render_service or productions(ex) < s.warm_threshold:
-        return None
-    return Scaling(s.render_service, minimum_instances(policy_of(s), pending_tasks(ad, ex.id)))
-
-
 def send(ad: Adapters, request: Scaling) -> None:
     """Start the update (the instances come up while the tasks are published); a
     failure is logged."""
@@ -128,22 +101,3 @@ def reconcile(ad: Adapters) -> int | None:
     if have != want:
         send(ad, Scaling(s.render_service, want))
     return want
-
-
-def after_start(ad: Adapters, ex: Execution) -> None:
-    _settle(request_after_start, ad, ex)
-
-
-def after_end(ad: Adapters, ex: Execution) -> None:
-    _settle(request_after_end, ad, ex)
-
-
-def _settle(build: Callable[[Adapters, Execution], Scaling | None], ad: Adapters,
-            ex: Execution) -> None:
-    try:
-        request = build(ad, ex)
-    except Exception as e:  # noqa: BLE001 - the query failed: the next one settles it
-        log.warning("warm-up: %s", e)
-        return
-    if request is not None:
-        send(ad, request)
