@@ -362,8 +362,9 @@ def simulate(submissions: list[Submission], workers: int, seed: int,
     game's (True), the watchdog's only ("watchdog"), or none (False: their thresholds
     are infinite). ``warm``: seconds before each submission
     (0: at it) when the render service's minimum instances are raised to the
-    submission's task count, as the watchdog's ``francine.services.warmup.reconcile`` does through the Cloud
-    Run Admin API (``min_instance_count``); None: a cold farm that scales on demand.
+    submission's task count, as the watchdog's ``francine.services.warmup.reconcile``
+    does through the Cloud Run Admin API (``min_instance_count``); None: a cold farm
+    that scales on demand.
     """
     saved = (scheduler.endgame, scheduler.speculations, worker_module.time,
              reducer_module.time)
