@@ -14,6 +14,7 @@ from __future__ import annotations
 from francine.base import errors
 from francine.domain.records import TASK_FINAL, Execution, Status, Task
 from francine.ports import Adapters
+from francine.services.views import rfc3339
 
 STATUSES = ("failed",)
 
@@ -24,7 +25,11 @@ def task_view(ex: Execution, task: Task) -> dict:
         status = Status.FAILED  # its replacement never ran: every pass it rendered failed
     return {"node": task.node, "kind": str(task.kind), "status": str(status),
             "failures": task.failures, "replaced": task.generation,
-            "attempts": task.attempts, "error": task.error}
+            "attempts": task.attempts, "error": task.error,
+            # where and when it last ran, and what it cost (a debugging user's questions)
+            "instance": task.owner, "started": rfc3339(task.started),
+            "finished": rfc3339(task.finished), "fetch_s": task.fetch_s,
+            "work_s": task.work_s, "cpu_s": task.cpu_s}
 
 
 def list_tasks(ad: Adapters, ex: Execution, args) -> dict:

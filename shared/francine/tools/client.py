@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from francine.domain.records import FINAL
 
@@ -28,6 +30,15 @@ class Client:
     def __init__(self, api_url: str, api_key: str | None, timeout_s: float = 330.0):
         self.api_url = api_url.rstrip("/")
         self.session = requests.Session()
+        # A kept-alive connection that the server closes as a request goes out is reset
+        # (any server does that when its keep-alive ends): a request that changes
+        # nothing, or the same thing again, is sent again on a new connection. A POST is
+        # not (it is made safe to repeat by an Idempotency-Key, which the caller gives).
+        retry = Retry(total=3, connect=3, read=2, status=0, backoff_factor=0.1,
+                      allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+                      raise_on_status=False)
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(max_retries=retry))
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout_s = timeout_s

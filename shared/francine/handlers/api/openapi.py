@@ -260,6 +260,12 @@ def openapi_document() -> dict:
                     "type": "array", "items": {"type": "object", "properties": {
                         "node": {"type": "string"}, "kind": {"type": "string"},
                         "status": {"type": "string"}, "error": {"type": ["string", "null"]},
+                        "instance": {"type": ["string", "null"],
+                                     "description": "the worker that last took it"},
+                        **{k: {"type": ["string", "null"], "format": "date-time"}
+                           for k in ("started", "finished")},
+                        **{k: {"type": ["number", "null"]}
+                           for k in ("fetch_s", "work_s", "cpu_s")},
                         **{k: {"type": "integer"}
                            for k in ("failures", "replaced", "attempts")}}}}}}),
                  "400": _resp("status missing or not 'failed'", ERROR)},
