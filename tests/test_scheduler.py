@@ -122,14 +122,21 @@ def test_a_task_event_is_a_claim_that_the_store_must_back():
     # the root's event before the image exists: the execution does not end
     assert step(plan, TaskDone(shape.root, "m"),
                 dataclasses.replace(RUNNING, task_status=Status.RUNNING)) == []
-    # done, but its output is gone: produced again (in the farm's queue, with farm
-    # admission: its slot was freed when it finished)
-    lost = Observed(status=Status.RUNNING, done_siblings=full, task_status=Status.DONE)
+    assert step(plan, TaskDone(shape.root, "m"),
+                dataclasses.replace(RUNNING, task_status=Status.DONE)) == []  # not read
+    # done, but its output is gone when its parent is to be reduced: produced again
+    # (in the farm's queue, with farm admission: its slot was freed when it finished)
+    lost = Observed(status=Status.RUNNING, done_siblings=full, task_status=Status.DONE,
+                    stored=False)
     assert step(plan, TaskDone("p5", "m"), lost) == [Reproduce("p5")]
     assert step(dataclasses.replace(plan, farm=True), TaskDone("p5", "m"), lost) == [
         Reproduce("p5", queued=True)]
     assert step(plan, TaskDone(shape.root, "m"), dataclasses.replace(
-        RUNNING, task_status=Status.DONE)) == [Reproduce(shape.root)]
+        RUNNING, task_status=Status.DONE, stored=False)) == [Reproduce(shape.root)]
+    # done, its group not complete: counted, its output not read (nothing uses it yet)
+    counted = Observed(status=Status.RUNNING, done_siblings=1, task_status=Status.DONE)
+    assert step(dataclasses.replace(plan, farm=True), TaskDone("p5", "m"), counted) == [
+        Release("p5")]
 
 
 def test_admission_control_admits_the_next_production_task():
@@ -421,18 +428,21 @@ class World:
         self.later: list = []  # dropped messages, redelivered when the pool runs dry
         self.messages = 0
         self.copies = 0
+        self.out: set[str] = set()  # production tasks published
+        self.most_out = 0  # the most of them published and not done at once
 
     def message(self, event):
         self.messages += 1
         self.pool.append((event, event))
 
     def observe(self, event) -> Observed:
-        done = 0
+        done, used = 0, True
         if isinstance(event, TaskDone):
             up = planning.parent(self.shape, event.node)
             if up is not None:
-                done = sum(self.tasks[c]["status"] == Status.DONE
-                           for c in planning.children(self.shape, up))
+                kids = planning.children(self.shape, up)
+                done = sum(self.tasks[c]["status"] == Status.DONE for c in kids)
+                used = done >= len(kids)
         # The end game as the reducer observes it: every running production task lags
         # (no time passes in this model), so each finished one may start a copy.
         productions = [f"p{i}" for i in range(self.shape.productions)]
@@ -445,7 +455,8 @@ class World:
                         done_siblings=done, unstarted=unstarted, mean_done_s=1.0,
                         running=running,
                         task_status=self.tasks[node]["status"] if node in self.tasks else None,
-                        stored=node in self.outputs)
+                        # read as the reducer reads it: when its parent is to be reduced
+                        stored=node in self.outputs if used else None)
 
     def cancel(self):
         """The api's cancel: the execution ends cancelled, whatever is in flight."""
@@ -480,6 +491,9 @@ class World:
                 for i in indices:
                     self.message(TaskDelivered(f"p{i}", f"m{self.messages}"))
                 self.published = self.published or first
+                self.out.update(f"p{i}" for i in indices)
+                self.most_out = max(self.most_out, sum(
+                    self.tasks[n]["status"] != Status.DONE for n in self.out))
             case ClaimTask(node=n, owner=owner, lease_s=lease):
                 self.tasks[n]["delivered"] = True
                 return TaskClaimed(n, self.claim(n, owner, lease), owner)
@@ -592,6 +606,8 @@ def test_false_task_events_are_never_counted(data, dims):
     assert world.reduced == Counter({n: 1 for n in reductions})
     assert world.produced == Counter({f"p{i}": 1 for i in range(shape.productions)})
     assert world.ends == [Status.DONE] and shape.root in world.outputs
+    if world.plan.admission_limit:  # no lie admitted a task early
+        assert world.most_out <= world.plan.admission_limit
     assert all(t["status"] == Status.DONE for t in world.tasks.values())
     assert world.after_end == []
 

@@ -17,9 +17,10 @@ The life of a task:
     TaskDone(parent) … TaskDone(root), its image stored ─▶ End(done)
 
 An event is a claim, the store is the truth: a ``TaskDone`` counts only for a task
-whose own document is done and whose output (partial, or the root's image) exists, as
-observed (``Observed.task_status``, ``Observed.stored``), so a false or stale event
-(a duplicate published for a task not done yet) is never counted, reduced or ended on.
+whose own document is done, and its parent is reduced (or, for the root, the execution
+ended) only once its output (partial, or the root's image) is seen stored, as observed
+(``Observed.task_status``, ``Observed.stored``), so a false or stale event (a duplicate
+published for a task not done yet) is never counted, reduced or ended on.
 
 Farm admission (``Plan.farm``) is decided here too: planning queues the production
 tasks (``WriteTasks(queued=True)``) and ``Admit`` publishes those the free slots take
@@ -221,8 +222,10 @@ class Observed:
     #: TaskDone, PassFailed, PieceDelivered, DeadLettered: the task's status, if it has
     #: a document
     task_status: Status | None = None
-    #: TaskDone: whether the task's output exists (its partial; the root's: the image)
-    stored: bool = False
+    #: TaskDone: whether the task's output exists (its partial; the root's: the image),
+    #: read when something is about to use it (its parent's group is complete, or it is
+    #: the root); None: not read
+    stored: bool | None = None
     #: PassFailed, DeadLettered: the passes that failed before, (node, failures, error)
     failed: tuple[tuple[str, int, str], ...] = ()
     #: PassFailed, DeadLettered: the task's generation (how often it was replaced)
@@ -524,14 +527,17 @@ def claimed(event: TaskClaimed) -> list[Action]:
 
 
 def done(plan: Plan, event: TaskDone, seen: Observed) -> list[Action]:
-    """A task's event: counted only if the store says the task is done with its output
-    stored. A task not done (a duplicate published early, a stale event of a task set
-    back since) is not counted: its true event comes when it is done. A done task whose
-    output is gone is produced again."""
+    """A task's event: counted only if the store says the task is done, and acted on
+    (its parent reduced, the execution ended) only with its output stored. A task not
+    done (a duplicate published early, a stale event of a task set back since) is not
+    counted: its true event comes when it is done. A done task whose output is gone is
+    produced again."""
     if seen.task_status != Status.DONE:
         return []
-    if not seen.stored:
+    if seen.stored is False:
         return [again(plan, event.node)]
+    if event.node == plan.shape.root and seen.stored is None:
+        return []  # the execution ends done only on its image seen stored
     return endgame(plan, event.node, seen) + done_actions(plan, event.node, event.owner,
                                                           seen.done_siblings)
 

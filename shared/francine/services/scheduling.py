@@ -151,18 +151,21 @@ def observe_tick(run: Run, seen: scheduler.Observed) -> scheduler.Observed:
 
 def observe_done(run: Run, event: scheduler.TaskDone,
                  seen: scheduler.Observed) -> scheduler.Observed:
-    """A task's event is a claim: the task's own document and its output (partial, or
-    the root's image) are read. For a task that is done with its output stored, how
-    many children of its parent are done, and what the end game needs."""
+    """A task's event is a claim: the task's own document is read. For a task that is
+    done, how many children of its parent are done and what the end game needs; and
+    when its output is about to be used (its parent's children are all done, or it is
+    the root: the execution ends on it), whether that output (partial, or image) is
+    stored."""
     task = read_task(run, event.node)
     if task is None or task.status != Status.DONE:
         return dataclasses.replace(seen, task_status=task.status if task else None)
-    if not output_stored(run, event.node):
-        return dataclasses.replace(seen, task_status=Status.DONE)
-    up = planning.parent(run.plan.shape, event.node)
-    done = run.ad.store.count_done_children(run.ex.session_id, run.ex.id, up) if up else 0
+    shape, ex = run.plan.shape, run.ex
+    up = planning.parent(shape, event.node)
+    done = run.ad.store.count_done_children(ex.session_id, ex.id, up) if up else 0
+    used = up is None or done >= len(planning.children(shape, up))
     return observe_endgame(run, event.node, dataclasses.replace(
-        seen, task_status=Status.DONE, stored=True, done_siblings=done))
+        seen, task_status=Status.DONE, done_siblings=done,
+        stored=output_stored(run, event.node) if used else None))
 
 
 def output_stored(run: Run, node: str) -> bool:
