@@ -19,13 +19,23 @@ from francine.tools.local.processes import environment
 def bucket_gone(stack, adapters, name: str):
     """Delete a bucket of the storage emulator for the duration (a real outage of the
     dependency, not a mock), then put it back."""
+    from google.api_core import exceptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     with environment(stack.info["env"]):
         client = storage.Client(project=stack.info["project"],
                                 credentials=AnonymousCredentials())
-        client.bucket(name).delete(force=True)
+        # An earlier test's work may still store an object between the deletion of the
+        # objects and of the bucket (409, not empty): delete again.
+        for attempt in range(10):
+            try:
+                client.bucket(name).delete(force=True)
+                break
+            except exceptions.Conflict:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
         try:
             yield
         finally:
