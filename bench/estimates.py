@@ -4,9 +4,9 @@
 
 For each bundled scene (the ``ao`` default; the path tracer's default Cornell box of
 spheres, its Cornell box of meshes (``shapes.cornell_box``) and the bunny example with
-``data/bunny.obj`` in the folder beside the checkout) at two sizes, plus ``ao`` with more spheres and the
-Cornell box with a shallower depth (what the models count), it plans the execution as
-the api does (the estimate picks the tile), renders every task of the first pass on one
+``data/bunny.obj`` in the folder beside the checkout) at two sizes, plus ``ao`` with
+more spheres and the Cornell box with a shallower depth (what the models count), it
+plans the execution as the api does (the estimate picks the tile), renders every task of the first pass on one
 thread and prints, per task, the estimate from the scene alone, the measured CPU
 seconds and their ratio (estimate / measured; above 1 is on the safe side of Pub/Sub's
 deadline). Then the correction by measured times: the larger size is estimated again

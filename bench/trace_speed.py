@@ -1,6 +1,8 @@
 """Closest-hit rays per second per core: the path tracer's BVH against Intel Embree.
 
-    .venv/bin/python bench/trace_speed.py [--mesh OBJ] (default: the Stanford bunny beside the checkout, data/bunny.obj) [--repeat 5]
+    .venv/bin/python bench/trace_speed.py [--mesh OBJ] [--repeat 5]
+
+(``--mesh`` default: the Stanford bunny, data/bunny.obj beside the checkout.)
 
 Both tracers run on one thread over the same rays in the same process: primary rays of
 a 512×512 pinhole camera framing the mesh, and incoherent rays (origins on the surface,
