@@ -6,16 +6,15 @@ For each bundled scene (the ``ao`` default; the path tracer's default Cornell bo
 spheres, its Cornell box of meshes (``shapes.cornell_box``) and the bunny example with
 ``data/bunny.obj`` in the folder beside the checkout) at two sizes, plus ``ao`` with
 more spheres and the Cornell box with a shallower depth (what the models count), it
-plans the execution as the api does (the estimate picks the tile), renders every task of the first pass on one
-thread and prints, per task, the estimate from the scene alone, the measured CPU
-seconds and their ratio (estimate / measured; above 1 is on the safe side of Pub/Sub's
-deadline). Then the correction by measured times: the larger size is estimated again
-with the smaller one's measurement as the session's finished execution
+plans the execution as the api does (the estimate picks the tile), renders every task of
+the first pass on one thread and prints, per task, the estimate from the scene alone,
+the measured CPU seconds and their ratio (estimate / measured; above 1 is on the safe
+side of Pub/Sub's deadline). Then the correction by measured times: the larger size is
+estimated again with the smaller one's measurement as the session's finished execution
 (``estimates.corrected``), and that ratio is printed too. Numba runs on one thread
 (``NUMBA_NUM_THREADS=1``: a render instance has one vCPU); kernels are compiled before
-anything is timed. The last line is ``estimate/measured: min A, max B; corrected: min
-C, max D``.
-"""
+anything is timed. The last line is ``estimate/measured: min A, max B; corrected: min C,
+max D``. """
 
 from __future__ import annotations
 

@@ -3,11 +3,11 @@ one worker, through the local stack (issue 4's `fetching` figure).
 
     .venv/bin/python bench/resource_cache.py
 
-Starts a local stack with one worker, uploads the Stanford Bunny (data/bunny.obj in
-the folder beside the checkout) as a session resource, and runs two executions of one
-small task each. For each task it prints the seconds the worker spent fetching
-(execution and task documents, and the mesh, unless its instance has it already) and producing (BVH build, unless
-cached, and rendering), as recorded in the task documents.
+Starts a local stack with one worker, uploads the Stanford Bunny (data/bunny.obj in the
+folder beside the checkout) as a session resource, and runs two executions of one small
+task each. For each task it prints the seconds the worker spent fetching (execution and
+task documents, and the mesh, unless its instance has it already) and producing (BVH
+build, unless cached, and rendering), as recorded in the task documents.
 """
 
 from __future__ import annotations
