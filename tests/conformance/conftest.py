@@ -4,7 +4,7 @@ adapters (the local stack's Firestore, Pub/Sub and Cloud Storage emulators)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -214,5 +214,14 @@ def backend(request) -> Backend:
 
 
 @pytest.fixture
-def unique() -> str:
-    return f"conf-{uuid.uuid4().hex[:10]}"
+def unique(backend) -> Iterator[str]:
+    """A name of this test's own (its sessions' ids start with it). On the emulator the
+    store is the local stack's, shared with the pipeline tests: an execution this test
+    left active would be swept by the stack's watchdog for ever (its made-up tasks
+    re-driven to the render workers and the reducer), so its session goes afterwards,
+    with everything below it."""
+    name = f"conf-{uuid.uuid4().hex[:10]}"
+    yield name
+    for ex in backend.store.active_executions():
+        if ex.session_id.startswith(name):
+            backend.store.delete_session(ex.session_id)
