@@ -115,7 +115,7 @@ class Store:
         query = self._db.collection_group("executions").where(
             filter=FieldFilter("user", "==", user)).where(
             filter=FieldFilter("status", "==", str(Status.QUEUED)))
-        return self._usage(query.select(["shape", "cpu_estimate"]))
+        return self._usage(query.select(["shape", "cpu_estimate", "frame_window", "parent"]))
 
     def executions_finished_since(self, user: str,
                                   since: dt.datetime) -> list[ExecutionUsage]:
@@ -126,7 +126,7 @@ class Store:
         query = self._db.collection_group("executions").where(
             filter=FieldFilter("user", "==", user)).where(
             filter=FieldFilter("finished", ">=", since))
-        return self._usage(query.select(["finished", "summary", "cpu_estimate"]))
+        return self._usage(query.select(["finished", "summary", "cpu_estimate", "parent"]))
 
     @staticmethod
     def _usage(query) -> list[ExecutionUsage]:
@@ -237,6 +237,16 @@ class Store:
         with translated("execution listing"):
             query = self._session(sid).collection("executions").order_by("created")
             return [execution_from_doc(s.to_dict()) for s in query.stream()]
+
+    def frames_of(self, sid: str, eid: str) -> list[Execution]:
+        """The executions of an animation's frames that exist (started), by frame."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        with translated("frame listing"):
+            query = self._session(sid).collection("executions").where(
+                filter=FieldFilter("parent", "==", eid))
+            found = [execution_from_doc(s.to_dict()) for s in query.stream()]
+        return sorted(found, key=lambda ex: ex.frame or 0)
 
     def update_execution(self, sid: str, eid: str, fields: Fields) -> None:
         with translated("execution update"):

@@ -119,10 +119,25 @@ class Execution:
     notify_url: str | None = None  # where the final status is POSTed (a webhook)
     cpu_estimate: float | None = None  # reserved against the owner's daily budget
     task_seconds: float | None = None  # one production task's estimate (fair share)
+    # An animation (francine.services.animation): the frames it renders, how many of
+    # them render at once, what a failed frame does ("continue" or "stop"), whether
+    # the webhook is told of each frame. Each frame is an execution of its own, with
+    # ``parent`` (the animation's id) and ``frame`` set.
+    frames: list[int] | None = None
+    frame_window: int | None = None
+    on_frame_failure: str | None = None
+    notify_frames: bool | None = None
+    parent: str | None = None
+    frame: int | None = None
 
     @property
     def final(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def animation(self) -> bool:
+        """An execution of a frame range: its frames are executions of their own."""
+        return self.frames is not None
 
 
 @dataclass

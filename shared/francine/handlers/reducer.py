@@ -24,9 +24,9 @@ from francine import producers
 from francine.base import errors
 from francine.domain import imaging, planning, reduction, scheduler
 from francine.domain.envelope import EXECUTION_STATUS, ID, PRODUCE, TASK_DONE, Message, require
-from francine.domain.records import Execution, Kind, Status
+from francine.domain.records import FINAL, Execution, Kind, Status
 from francine.ports import Adapters
-from francine.services import events, recovery, scheduling
+from francine.services import animation, events, recovery, scheduling
 
 log = logging.getLogger("francine.reducer")
 
@@ -39,7 +39,8 @@ class Reducer:
         if message.dead_lettered:
             return self.dead_letter(message)
         if message.type == EXECUTION_STATUS:
-            return events.notify(self.ad, message)
+            return "; ".join(filter(None, (self.frame_ended(message),
+                                           events.notify(self.ad, message))))
         if message.type != TASK_DONE:
             return f"ignored: message of type {message.type!r}"
         sid, eid, node = require(message.payload, "session_id", "execution_id", "node")
@@ -54,6 +55,14 @@ class Reducer:
         run = scheduling.Run(self.ad, ex, recovery.scheduler_plan(self.ad, ex), work)
         scheduling.drive(run, [scheduler.TaskDone(node, message.id or node)])
         return f"reduced {work.reduced}" if work.reduced else "waiting for siblings"
+
+    def frame_ended(self, message: Message) -> str:
+        """A frame of an animation ended: the animation starts its next frames."""
+        execution = message.payload.get("execution") or {}
+        if execution.get("status") not in FINAL or not execution.get("animation"):
+            return ""
+        ex = self.ad.store.execution(execution["session_id"], execution["id"])
+        return animation.frame_ended(self.ad, ex) if ex is not None else ""
 
     def reduce(self, ex: Execution, shape: planning.Shape, node: str) -> tuple[str, ...]:
         """Reduce ``node``; returns the children whose partials are lost (then nothing

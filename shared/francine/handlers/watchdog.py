@@ -21,7 +21,7 @@ from francine.base import logs
 from francine.domain import scheduler
 from francine.domain.records import Execution
 from francine.ports import Adapters
-from francine.services import recovery, scheduling, warmup
+from francine.services import animation, recovery, scheduling, warmup
 
 log = logging.getLogger("francine.watchdog")
 
@@ -45,11 +45,17 @@ def sweep(ad: Adapters, stall_s: float | None = None) -> dict:
     execution that fails to sweep is logged and skipped (the next sweep retries)."""
     stall_s = ad.settings.stall_s if stall_s is None else stall_s
     report = {"executions": 0, "speculated": 0, "republished": 0, "redriven": 0,
-              "resumed": 0, "dispatched": 0, "errors": 0}
+              "resumed": 0, "dispatched": 0, "frames": 0, "errors": 0}
     for ex in ad.store.active_executions():
         report["executions"] += 1
         try:
             with logs.context(session_id=ex.session_id, execution_id=ex.id):
+                done = animation.tick(ad, ex)  # an animation, or a frame of an ended one
+                if done is not None:
+                    if done != "animation idle":
+                        log.info("watchdog %s/%s: %s", ex.session_id, ex.id, done)
+                        report["frames"] += 1
+                    continue
                 actions = tick(ad, ex, stall_s)
         except Exception:
             log.exception("watchdog: execution %s/%s", ex.session_id, ex.id)

@@ -73,3 +73,11 @@ def pixel_seconds(ad: Adapters, sid: str, producer, scene: dict, resources: list
     if refine is not None:
         return refine(scene, resources, history)
     return corrected(producer, scene, resources, history)
+
+
+def quote(ad: Adapters, user: str, sid: str, body: dict) -> dict:
+    """The estimate of the execution that ``body`` asks for, starting nothing (a
+    ``dry_run``)."""
+    from francine.base import errors
+
+    raise errors.BadRequest("dry_run: estimates are not available yet", "not_implemented")

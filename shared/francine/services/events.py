@@ -77,7 +77,7 @@ def publish_status(ad, ex: Execution | None, created: bool = False) -> None:
     """Announce an execution's status on the topic. Never raises: the topic is for
     other systems, and a render must not fail because it could not be announced."""
     try:
-        if created:
+        if created and not ex.animation:
             # Announced as queued without counting tasks (none has run yet).
             ex = dataclasses.replace(ex, summary=views.summarize(ex, NO_TASKS, None))
         view = views.view(ad, ex)
@@ -108,6 +108,9 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
             if ex is None:  # deleted while watched
                 yield sse("gone", {"id": eid, "session_id": sid})
                 return
+            if ex.animation:
+                yield from _animation_stream(ad, ex, started, max_s, poll_s, heartbeat_s)
+                return
             final = ex.final
             done = ad.store.count_tasks(sid, eid, "done")
             # Before the first finished task, a task starting is the news (queued →
@@ -137,6 +140,45 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
         log.exception("event stream of %s/%s failed", sid, eid)
         with contextlib.suppress(Exception):
             yield sse("error", {"code": "internal", "message": str(e)[:200]})
+
+
+def _animation_stream(ad, ex: Execution, started: float, max_s: float, poll_s: float,
+                      heartbeat_s: float) -> Iterator[str]:
+    """An animation's stream: a ``frame`` event as each frame ends (its number, status
+    and result), a ``status`` event when the animation's status or progress moved."""
+    sid, eid = ex.session_id, ex.id
+    announced: set[int] = set()
+    sent: dict | None = None
+    last_sent = time.monotonic()
+    first = True
+    while True:
+        if not first:
+            ex = ad.store.execution(sid, eid)
+            if ex is None:
+                yield sse("gone", {"id": eid, "session_id": sid})
+                return
+        first = False
+        listed = {item["frame"]: item for item in views.frame_list(ad, ex)}
+        for frame, item in listed.items():
+            if item["status"] in FINAL and item.get("finished") and frame not in announced:
+                announced.add(frame)
+                last_sent = time.monotonic()
+                yield sse("frame", {"id": eid, **item})
+        view = views.view(ad, ex)
+        if sent is None or _changing(view) != sent or ex.final:
+            sent = _changing(view)
+            last_sent = time.monotonic()
+            yield sse("status", view)
+        if ex.final:
+            return
+        now = time.monotonic()
+        if now - started > max_s:
+            yield sse("timeout", {"id": eid, "reconnect": True})
+            return
+        if now - last_sent > heartbeat_s:
+            last_sent = now
+            yield ": keep-alive\n\n"
+        time.sleep(max(poll_s, POLL_LATER_S))
 
 
 # --- webhooks ----------------------------------------------------------------------------

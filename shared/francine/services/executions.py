@@ -13,15 +13,16 @@ import contextlib
 import hashlib
 import time
 import uuid
+from dataclasses import dataclass
 
 from francine import producers
 from francine.base import errors
 from francine.domain import planning, reduction, scheduler
 from francine.domain.mergepatch import merge_patch
-from francine.domain.producer import ResourceInfo, SceneError
+from francine.domain.producer import Producer, ResourceInfo, SceneError
 from francine.domain.records import Execution, Session, Status
 from francine.ports import Adapters
-from francine.services import estimates, farm, recovery, scheduling
+from francine.services import animation, estimates, farm, recovery, scheduling
 
 
 def scene_error(e: SceneError) -> errors.BadRequest:
@@ -29,11 +30,11 @@ def scene_error(e: SceneError) -> errors.BadRequest:
     return errors.BadRequest(f"{field}: {e.message}" if field else e.message, "invalid_scene")
 
 
-def parse_request(body: dict) -> tuple[int, dict | None, int | None]:
+def parse_request(body: dict) -> dict:
+    """The request body validated, with its defaults (``schemas.ExecutionRequest``)."""
     from francine.services.schemas import parse  # the one definition of the request body
 
-    request = parse("execution", body)
-    return request["parallel"], request["update"], request["tile"]
+    return parse("execution", body)
 
 
 def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
@@ -42,66 +43,109 @@ def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
     return hashlib.sha256(f"{user}\0{sid}\0{idempotency_key}".encode()).hexdigest()[:20]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What an execution request comes to before anything is recorded: its scene, its
+    tasks' shape and the estimates the planner made (for one frame of an animation)."""
+
+    producer: Producer
+    scene: dict
+    update: dict | None
+    resources: dict[str, ResourceInfo]
+    shape: planning.Shape
+    pixel_seconds: float
+    task_seconds: float  # one production task
+    frames: list[int] | None
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.frames) if self.frames else 1
+
+
+def plan(ad: Adapters, session: Session, request: dict) -> Planned:
+    """Validate the request against the session's scene and plan its tasks: the tile,
+    the passes folded into one task, the limits. Reads the store, writes nothing."""
+    sid = session.id
+    update, tile, parallel = request["update"], request["tile"], request["parallel"]
+    records = ad.store.list_resources(sid)
+    resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
+                 for r in records}
+    producer = producers.get(session.producer)
+    scene = merge_patch(session.scene, update) if update else session.scene
+    frames = animation.requested_frames(request, producer.name)
+    try:
+        scene = producer.validate(scene, resources)
+        if frames:
+            # Every frame is the scene at that frame: the first and the last must be valid.
+            for frame in (frames[-1], frames[0]):
+                producer.validate({**scene, "frame": frame}, resources)
+        width, height = producer.image_size(scene)
+    except SceneError as e:
+        if frames and e.field == "frame":
+            raise errors.BadRequest(f"frames: {e.message}", "invalid_scene") from e
+        raise scene_error(e) from e
+    pixel_seconds = estimates.pixel_seconds(ad, sid, producer, scene, records)
+    bound = ad.settings.max_task_s
+    edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
+    # Tiny passes are folded: several passes of a tile per task, up to the minimum
+    # task time and so that the producer's fixed cost per task is worth paying,
+    # never past a quarter of the bound, never leaving instances idle.
+    single = planning.make_shape(width, height, 1, edge)
+    fold = planning.passes_per_task(
+        planning.task_seconds(single, pixel_seconds), parallel,
+        ad.settings.min_task_s, bound / 4,
+        overhead_s=getattr(producer, "task_overhead_s", 0.0), tiles=single.tiles,
+        instances=ad.settings.max_render_instances)
+    shape = planning.make_shape(width, height, parallel, edge, fold)
+    estimate = planning.task_seconds(shape, pixel_seconds)
+    if estimate > bound:
+        raise errors.BadRequest(
+            f"tile: one task of {edge}×{edge} pixels would take about {estimate:.0f} s, "
+            f"more than the limit of {bound:.0f} s: use tile ≤ "
+            f"{planning.largest_tile(width, height, pixel_seconds, bound)}", "tile_too_large")
+    if shape.total_tasks > ad.settings.max_tasks:
+        raise errors.BadRequest(
+            f"this render would need {shape.total_tasks} tasks, more than the limit of "
+            f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
+    reduction.check_fits(shape, producers.partial_channels(producer.name, scene),
+                         ad.settings.reducer_memory_bytes)
+    return Planned(producer, scene, update, resources, shape, pixel_seconds, estimate, frames)
+
+
 def start(ad: Adapters, user: str, sid: str, body: dict,
           idempotency_key: str | None = None, admit=None) -> tuple[Execution, bool]:
     """Create (or, for a repeated idempotency key, find) an execution and publish it.
-    Returns (execution, created). ``admit(shape, pixel_seconds)``, run only for
-    a new execution (quotas.admission), raises to refuse it or returns extra fields."""
+    Returns (execution, created). ``admit(shape, pixel_seconds, frames, window)``, run
+    only for a new execution (quotas.admission), raises to refuse it or returns extra
+    fields."""
     from francine.services import events  # events reads statuses from here
 
-    parallel, update, tile = parse_request(body)
-    notify_url = events.check_notify_url(body.get("notify_url"), ad)
+    request = parse_request(body)
+    notify_url = events.check_notify_url(request["notify_url"], ad)
     eid = execution_id(user, sid, idempotency_key)
 
     def build(session: Session) -> tuple[dict, Execution]:
         # Only for a new execution (a repeated key finds the first one before this).
-        records = ad.store.list_resources(sid)
-        resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
-                     for r in records}
-        producer = producers.get(session.producer)
-        scene = merge_patch(session.scene, update) if update else session.scene
-        try:
-            scene = producer.validate(scene, resources)
-            width, height = producer.image_size(scene)
-        except SceneError as e:
-            raise scene_error(e) from e
-        pixel_seconds = estimates.pixel_seconds(ad, sid, producer, scene, records)
-        bound = ad.settings.max_task_s
-        edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
-        # Tiny passes are folded: several passes of a tile per task, up to the minimum
-        # task time and so that the producer's fixed cost per task is worth paying,
-        # never past a quarter of the bound, never leaving instances idle.
-        single = planning.make_shape(width, height, 1, edge)
-        fold = planning.passes_per_task(
-            planning.task_seconds(single, pixel_seconds), parallel,
-            ad.settings.min_task_s, bound / 4,
-            overhead_s=getattr(producer, "task_overhead_s", 0.0), tiles=single.tiles,
-            instances=ad.settings.max_render_instances)
-        shape = planning.make_shape(width, height, parallel, edge, fold)
-        estimate = planning.task_seconds(shape, pixel_seconds)
-        if estimate > bound:
-            raise errors.BadRequest(
-                f"tile: one task of {edge}×{edge} pixels would take about {estimate:.0f} s, "
-                f"more than the limit of {bound:.0f} s: use tile ≤ "
-                f"{planning.largest_tile(width, height, pixel_seconds, bound)}", "tile_too_large")
-        if shape.total_tasks > ad.settings.max_tasks:
-            raise errors.BadRequest(
-                f"this render would need {shape.total_tasks} tasks, more than the limit of "
-                f"{ad.settings.max_tasks}: use fewer passes or larger tiles", "too_many_tasks")
-        reduction.check_fits(shape, producers.partial_channels(producer.name, scene),
-                             ad.settings.reducer_memory_bytes)
-        extra = admit(shape, pixel_seconds) if admit else {}
+        p = plan(ad, session, request)
+        window = animation.window(ad, p) if p.frames else None
+        extra = admit(p.shape, p.pixel_seconds, p.frame_count, window or 1) if admit else {}
         created = ad.clock()
         ex = Execution(
-            id=eid, session_id=sid, user=user, created=created, producer=producer.name,
-            format=session.format, display=producer.display, channels=producer.channels,
-            scene=scene, update=update, parallel=parallel, tile=tile,
-            resources={n: {"sha256": r.sha256, "size": r.size} for n, r in resources.items()},
-            shape=shape.to_dict(),
+            id=eid, session_id=sid, user=user, created=created, producer=p.producer.name,
+            format=session.format, display=p.producer.display,
+            channels=p.producer.channels, scene=p.scene, update=p.update,
+            parallel=request["parallel"], tile=request["tile"],
+            resources={n: {"sha256": r.sha256, "size": r.size}
+                       for n, r in p.resources.items()},
+            shape=p.shape.to_dict(),
             # Farm-wide admission (francine.services.farm) replaces the per-execution limit.
             admission_limit=0 if farm.enabled(ad.settings) else ad.settings.admission_limit,
-            notify_url=notify_url, task_seconds=estimate, **extra)
-        return ({"scene": scene, "updated": created} if update else {}), ex
+            notify_url=notify_url, task_seconds=p.task_seconds, **extra)
+        if p.frames:
+            ex.frames, ex.frame_window = p.frames, window
+            ex.on_frame_failure = request["on_frame_failure"]
+            ex.notify_frames = request["notify_frames"] or None
+        return ({"scene": p.scene, "updated": created} if p.update else {}), ex
 
     ex, created = ad.store.create_execution(sid, eid, build)
     if not ex.final:
@@ -121,7 +165,11 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
 
 def publish(ad: Adapters, ex: Execution) -> None:
     """Write the task documents and publish the first production tasks (or queue them
-    in the farm); idempotent. ``ex`` is updated as the store is."""
+    in the farm); idempotent. ``ex`` is updated as the store is. An animation starts
+    its first frames instead."""
+    if ex.animation:
+        animation.advance(ad, ex)
+        return
     scheduling.drive(scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex)),
                      [scheduler.ExecutionCreated()])
 
@@ -133,6 +181,8 @@ STALLED_S = scheduler.STALLED_S
 def resume_if_stalled(ad: Adapters, ex: Execution) -> bool:
     """Finish publishing an execution whose creating request died; idempotent, so the
     status read that notices it can do it. True if it resumed."""
+    if ex.animation:
+        return animation.advance(ad, ex)
     if ex.published:
         return False
     run = scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex))

@@ -43,11 +43,12 @@ def cpu_estimate(width: int, height: int, passes: int, pixel_seconds: float) -> 
 
 
 def in_flight(ad: Adapters, user: str) -> list[ExecutionUsage]:
-    return ad.store.executions_in_flight(user)
+    return [d for d in ad.store.executions_in_flight(user) if not d.get("parent")]
 
 
 def finished_today(ad: Adapters, user: str) -> list[ExecutionUsage]:
-    return ad.store.executions_finished_since(user, now() - DAY)
+    return [d for d in ad.store.executions_finished_since(user, now() - DAY)
+            if not d.get("parent")]
 
 
 NAMES = ("executions_in_flight", "tasks_in_flight", "stored_bytes", "cpu_seconds_per_day")
@@ -75,20 +76,25 @@ def limits(ad: Adapters, user: str) -> Limits:
 
 def admission(ad: Adapters, user: str) -> Callable:
     """The check that ``executions.start`` runs before it records a new execution:
-    ``admit(shape, pixel_seconds)`` raises or returns fields for the document."""
+    ``admit(shape, pixel_seconds, frames, window)`` raises or returns fields for the
+    document. An animation is one execution: its CPU estimate is every frame's, its
+    tasks in flight those of the ``window`` frames that render at once."""
     s = limits(ad, user)
 
-    def admit(shape, pixel_seconds: float) -> dict:
-        estimate = cpu_estimate(shape.width, shape.height, shape.passes, pixel_seconds)
+    def admit(shape, pixel_seconds: float, frames: int = 1, window: int = 1) -> dict:
+        estimate = frames * cpu_estimate(shape.width, shape.height, shape.passes,
+                                         pixel_seconds)
         budget = s.quota_cpu_seconds_per_day
+        what = f"these {frames} frames are" if frames > 1 else "this render is"
         if estimate > budget:
             raise errors.BadRequest(
-                f"this render is estimated at {estimate:.3g} CPU-seconds, more than your "
-                f"daily budget of {budget:.3g}: render fewer pixels or passes",
+                f"{what} estimated at {estimate:.3g} CPU-seconds, more than your "
+                f"daily budget of {budget:.3g}: render fewer pixels, passes or frames",
                 "over_budget")
-        if shape.total_tasks > s.quota_tasks_in_flight:
+        needed = shape.total_tasks * window
+        if needed > s.quota_tasks_in_flight:
             raise errors.BadRequest(
-                f"this render needs {shape.total_tasks} tasks, more than your "
+                f"this render needs {needed} tasks, more than your "
                 f"{s.quota_tasks_in_flight} tasks in flight: use larger tiles or fewer "
                 "passes", "over_budget")
         running = in_flight(ad, user)
@@ -96,10 +102,10 @@ def admission(ad: Adapters, user: str) -> Callable:
             raise errors.TooManyRequests(
                 f"at most {s.quota_executions_in_flight} executions in flight", 30)
         tasks = sum(_total_tasks(d) for d in running)
-        if tasks + shape.total_tasks > s.quota_tasks_in_flight:
+        if tasks + needed > s.quota_tasks_in_flight:
             raise errors.TooManyRequests(
                 f"at most {s.quota_tasks_in_flight} tasks in flight: {tasks} are, this "
-                f"render needs {shape.total_tasks}", 30)
+                f"render needs {needed}", 30)
         done = finished_today(ad, user)
         spent = sum(_cpu(d) for d in done) + sum(d.get("cpu_estimate") or 0 for d in running)
         if spent + estimate > budget:
@@ -114,9 +120,12 @@ def admission(ad: Adapters, user: str) -> Callable:
 
 
 def _total_tasks(doc: ExecutionUsage) -> int:
+    """An execution's tasks; an animation's, those of the frames it renders at once."""
     from francine.domain import planning
 
-    return planning.Shape.from_dict(doc["shape"]).total_tasks if doc.get("shape") else 0
+    if not doc.get("shape"):
+        return 0
+    return planning.Shape.from_dict(doc["shape"]).total_tasks * (doc.get("frame_window") or 1)
 
 
 def _cpu(doc: ExecutionUsage) -> float:

@@ -53,6 +53,22 @@ class ExecutionRequest(Strict):
         "final status, signed with HMAC-SHA256 under the caller's secret (GET "
         "/v1/webhook-secret; header X-Francine-Signature: t=<unix time>,v1=<hex of "
         "HMAC(secret, '<t>.<body>')>)")
+    frames: str | list[int] | None = Field(
+        None, max_length=100_000, description="an animation (blender scenes): the frames to "
+        "render, as a frame ('5'), a range ('1-250' or '1..250'), a comma list of them "
+        "('1-3,10') or a list of frame numbers. One execution renders them all, each frame "
+        "with its own tasks and image, the earliest first (GET .../frames, "
+        ".../result?frame=N, .../video)")
+    step: int | None = Field(None, ge=1, le=1_048_574,
+                             description="render every step-th frame of each range of frames")
+    on_frame_failure: Literal["continue", "stop"] = Field(
+        "continue", description="a frame whose tasks failed beyond the failure budget: "
+        "'continue' reports it and renders the others (the animation ends done unless no "
+        "frame rendered); 'stop' cancels the rest and fails the animation")
+    dry_run: bool = Field(False, description="answer 200 with the render's estimate (tasks, "
+                          "CPU-seconds, wall time, cost in USD) and start nothing")
+    notify_frames: bool = Field(False, description="also POST each frame's final status to "
+                                "notify_url (by default only the animation's, once)")
 
 
 class AttachRequest(Strict):

@@ -86,3 +86,38 @@ def probe(data: bytes) -> dict:
                 "duration": meta.get("duration"), "frames": count}
     finally:
         os.unlink(path)
+
+
+def of_animation(ad, parent) -> str:
+    """The stored name of the preview video of an animation's finished frames, encoded
+    and stored the first time it is asked for with those frames (so it is rebuilt only
+    when frames were added); NotFound while no frame has finished."""
+    import hashlib
+
+    from francine import producers
+    from francine.base import errors
+    from francine.domain.producer import ResourceInfo
+    from francine.services import animation
+
+    done = animation.done_frames(ad, parent)
+    if not done:
+        raise errors.NotFound(f"execution {parent.id} has no finished frame yet")
+    key = hashlib.sha256(",".join(f"{ex.frame}={ex.result}" for ex in done).encode())
+    name = ad.blobs.result_name(parent.session_id, parent.id,
+                                f"video-{len(done)}-{key.hexdigest()[:12]}.mp4")
+    if ad.blobs.result_size(name) is not None:
+        return name
+    producer = producers.get(parent.producer)
+    fps = 24.0
+    rate = getattr(producer, "frame_rate", None)
+    if rate is not None:
+        resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
+                     for r in ad.store.list_resources(parent.session_id)}
+        try:
+            fps = rate(parent.scene, resources)
+        except (KeyError, TypeError, ValueError):
+            fps = 24.0  # the file's record predates the rate
+    images = (rgb_of_result(ad.blobs.get_result(ex.result), parent.format, parent.display)
+              for ex in done)
+    ad.blobs.put_result(name, mp4(images, fps), "video/mp4")
+    return name

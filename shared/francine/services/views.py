@@ -61,6 +61,8 @@ def summarize(ex: Execution, stats: TaskStats, finished: dt.datetime | None,
 def view(ad: Adapters, ex: Execution) -> dict:
     """The execution status of the REST contract (docs/api.md): the one place an
     execution becomes REST JSON."""
+    if ex.animation:
+        return animation_view(ad, ex)
     summary = ex.summary
     if summary is None:
         stats = ad.store.task_stats(ex.session_id, ex.id)
@@ -83,6 +85,112 @@ def view(ad: Adapters, ex: Execution) -> dict:
         "error": ex.error,
         "parallel": ex.parallel, "tile": ex.tile, "update": ex.update,
         "format": ex.format, "width": shape.width, "height": shape.height,
+        **({"animation": ex.parent, "frame": ex.frame} if ex.parent else {}),
     }
+
+
+# --- what an animation looks like from outside ---------------------------------------
+
+def _frame_summary(ad: Adapters, ex: Execution) -> dict:
+    if ex.summary is not None:
+        return ex.summary
+    return summarize(ex, ad.store.task_stats(ex.session_id, ex.id), ex.finished)
+
+
+def summarize_animation(ad: Adapters, parent: Execution, frames: list[Execution],
+              finished=None) -> dict:
+    """The animation's counts and times: its frames' summed (tasks of frames not
+    started yet count as planned, not done)."""
+    shape = planning.Shape.from_dict(parent.shape)
+    n = len(parent.frames or ())
+    tasks = {"total": shape.total_tasks * n, "done": 0, "failed": 0, "running": 0}
+    time = {"fetching": 0.0, "producing": 0.0, "reducing": 0.0, "cpu": 0.0}
+    productions = 0
+    firsts = []
+    for ex in frames:
+        s = _frame_summary(ad, ex)
+        for k in ("done", "failed", "running"):
+            tasks[k] += s["tasks"].get(k, 0)
+        for k in time:
+            time[k] += s["time"].get(k) or 0.0
+        productions += s.get("productions_done", 0)
+        if s["time"].get("first_task_after") is not None:
+            firsts.append((ex.created - parent.created).total_seconds()
+                          + s["time"]["first_task_after"])
+    if finished is not None:
+        tasks["running"] = 0
+    end = finished or ad.clock()
+    return {
+        "tasks": tasks,
+        "time": {"created": rfc3339(parent.created), "finished": rfc3339(finished),
+                 **{k: round(v, 4) for k, v in time.items()},
+                 "total": round((end - parent.created).total_seconds(), 4),
+                 "first_task_after": round(min(firsts), 4) if firsts else None,
+                 "image_after_last_task": None},
+        "productions_done": productions,
+    }
+
+
+def frame_counts(parent: Execution, frames: list[Execution]) -> dict:
+    """``frames`` of the status: total, done, failed (with which), and ``rendering``, the
+    first frame not ended yet (None once all have)."""
+    by_frame = {ex.frame: ex for ex in frames}
+    done = [f for f in parent.frames or () if f in by_frame
+            and by_frame[f].status == Status.DONE]
+    failed = [f for f in parent.frames or () if f in by_frame
+              and by_frame[f].status in (Status.FAILED, Status.CANCELLED)]
+    rendering = next((f for f in parent.frames or ()
+                      if f not in by_frame or not by_frame[f].final), None)
+    return {"total": len(parent.frames or ()), "done": len(done), "failed": len(failed),
+            "failed_frames": failed[:100], "rendering": None if parent.final else rendering,
+            "window": parent.frame_window}
+
+
+def animation_view(ad: Adapters, parent: Execution) -> dict:
+    """The REST status of an animation: a single image's, its counts summed over its
+    frames, with ``frames``."""
+    frames = ad.store.frames_of(parent.session_id, parent.id)
+    summary = parent.summary or summarize_animation(ad, parent, frames)
+    counts = frame_counts(parent, frames)
+    status = parent.status
+    if status not in FINAL:
+        status = Status.QUEUED
+        if counts["done"] + counts["failed"] or summary["tasks"]["done"] \
+                or summary["tasks"]["running"]:
+            status = Status.RUNNING
+    tasks = summary["tasks"]
+    progress = 1.0 if status == Status.DONE else round(
+        tasks["done"] / tasks["total"], 4) if tasks["total"] else 0.0
+    shape = planning.Shape.from_dict(parent.shape)
+    return {
+        "id": parent.id, "session_id": parent.session_id, "status": str(status),
+        "progress": min(1.0, progress), "tasks": tasks, "time": summary["time"],
+        "error": parent.error, "parallel": parent.parallel, "tile": parent.tile,
+        "update": parent.update, "format": parent.format, "width": shape.width,
+        "height": shape.height, "frames": counts,
+    }
+
+
+def frame_list(ad: Adapters, parent: Execution) -> list[dict]:
+    """Every frame of the animation with its status, and its result's URL once done."""
+    base = f"/v1/sessions/{parent.session_id}/executions/{parent.id}"
+    by_frame = {ex.frame: ex for ex in ad.store.frames_of(parent.session_id, parent.id)}
+    out = []
+    for f in parent.frames or ():
+        ex = by_frame.get(f)
+        if ex is None:
+            status = str(Status.CANCELLED) if parent.final else "pending"
+        else:
+            status = str(ex.status) if ex.final else str(Status.RUNNING)
+        item: dict = {"frame": f, "status": status,
+                      "result": f"{base}/result?frame={f}" if ex is not None
+                      and ex.status == Status.DONE else None,
+                      "preview": f"{base}/preview?frame={f}" if ex is not None else None}
+        if ex is not None and ex.finished is not None:
+            item["finished"] = rfc3339(ex.finished)
+            if ex.error:
+                item["error"] = ex.error
+        out.append(item)
+    return out
 
 

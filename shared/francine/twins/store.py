@@ -160,12 +160,13 @@ class StoreTwin:
 
     def executions_in_flight(self, user: str) -> list[ExecutionUsage]:
         return self._usage(user, lambda d: d.get("status") == str(Status.QUEUED),
-                           ("shape", "cpu_estimate"))
+                           ("shape", "cpu_estimate", "frame_window", "parent"))
 
     def executions_finished_since(self, user: str,
                                   since: dt.datetime) -> list[ExecutionUsage]:
         return self._usage(user, lambda d: d.get("finished") is not None
-                           and d["finished"] >= since, ("finished", "summary", "cpu_estimate"))
+                           and d["finished"] >= since,
+                           ("finished", "summary", "cpu_estimate", "parent"))
 
     # sessions and resources
     def create_session(self, session: Session) -> None:
@@ -268,6 +269,13 @@ class StoreTwin:
         with self._lock:
             mine = [_copy(d) for (s, _e), d in self.executions.items() if s == sid]
         return [execution_from_doc(d) for d in sorted(mine, key=lambda d: d["created"])]
+
+    def frames_of(self, sid: str, eid: str) -> list[Execution]:
+        self.meter.op("query")
+        with self._lock:
+            mine = [_copy(d) for (s, _e), d in self.executions.items()
+                    if s == sid and d.get("parent") == eid]
+        return sorted((execution_from_doc(d) for d in mine), key=lambda ex: ex.frame or 0)
 
     def update_execution(self, sid: str, eid: str, fields: Fields) -> None:
         self.meter.op("write", self._path(sid, eid))

@@ -28,6 +28,8 @@ from francine.handlers.api import requestlog, viewer
 from francine.handlers.api.openapi import openapi_document
 from francine.ports import Adapters, readiness
 from francine.services import (
+    animation,
+    estimates,
     events,
     executions,
     quotas,
@@ -36,6 +38,7 @@ from francine.services import (
     tasklist,
     uploads,
     users,
+    video,
     views,
 )
 from francine.services.preview import Previews
@@ -76,6 +79,8 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/executions/<eid>/preview", endpoint="preview", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/events", endpoint="events", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/tasks", endpoint="tasks", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/frames", endpoint="frames", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/video", endpoint="video", methods=["GET"]),
 ], strict_slashes=False, merge_slashes=False, redirect_defaults=False,
     converters={"seg": SegmentConverter})
 
@@ -315,8 +320,11 @@ class Api:
         self.own_session(user, sid)
         if request.method == "GET":
             return json_response({"executions": [
-                views.view(self.ad, ex) for ex in self.ad.store.list_executions(sid)]})
+                views.view(self.ad, ex) for ex in self.ad.store.list_executions(sid)
+                if ex.parent is None]})  # an animation's frames are listed by /frames
         body = self.json_body(request, allow_empty=True)
+        if body.get("dry_run") is True:  # a price, nothing started (services/estimates.py)
+            return json_response(estimates.quote(self.ad, user, sid, body))
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")
@@ -356,6 +364,8 @@ class Api:
 
     def finish_wait(self, ex: Execution) -> Response:
         sid, eid = ex.session_id, ex.id
+        if ex.animation and ex.status == Status.DONE:  # many images: its status says where
+            return json_response(views.view(self.ad, ex))
         if ex.status == Status.DONE:
             return self.image_response(ex)
         if ex.final:
@@ -380,7 +390,9 @@ class Api:
     def route_cancel(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
         ex = self.own_execution(user, sid, eid)
-        if not ex.final:
+        if ex.animation:
+            animation.cancel(self.ad, ex)  # and its unfinished frames; the finished stay
+        elif not ex.final:
             executions.end(self.ad, ex, Status.CANCELLED)
         return json_response(views.view(self.ad, self.ad.store.execution(sid, eid)))
 
@@ -392,21 +404,95 @@ class Api:
 
     def route_tasks(self, request, sid: str, eid: str) -> Response:
         ex = self.own_execution(self.user(request), sid, eid)
+        if ex.animation:
+            ex = self.frame_of(request, ex, default=views.animation_view(self.ad, ex)
+                               ["frames"]["rendering"] or ex.frames[-1])
         return json_response(tasklist.list_tasks(self.ad, ex, request.args))
+
+    @staticmethod
+    def requested_frame(request) -> int | None:
+        value = request.args.get("frame")
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise errors.BadRequest("frame: a frame number", "invalid_parameter") from None
+
+    def frame_of(self, request, ex: Execution, default: int | None = None) -> Execution:
+        """The execution that ``?frame=N`` names: the frame of an animation (the frame
+        ``default`` without the parameter); a single image has no frames."""
+        frame = self.requested_frame(request)
+        if not ex.animation:
+            if frame is not None:
+                raise errors.BadRequest(f"frame: execution {ex.id} renders one image, not "
+                                        "frames", "invalid_parameter")
+            return ex
+        if frame is None:
+            if default is None:
+                raise errors.BadRequest(f"frame: execution {ex.id} renders "
+                                        f"{len(ex.frames or ())} frames: name one (?frame=N) "
+                                        "or list them (GET .../frames)", "frame_required")
+            frame = default
+        found = animation.frame_execution(self.ad, ex, frame)
+        if found is None:
+            raise errors.Conflict(f"frame {frame} of execution {ex.id} has not started",
+                                  "not_ready")
+        return found
 
     def route_result(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
         ex = self.own_execution(user, sid, eid)
+        ex = self.frame_of(request, ex, default=self.only_frame(ex))
         if ex.status != Status.DONE:
-            raise errors.Conflict(f"execution {eid} is {views.view(self.ad, ex)['status']}"
+            what = f"frame {ex.frame}" if ex.parent else f"execution {eid}"
+            raise errors.Conflict(f"{what} is {views.view(self.ad, ex)['status']}"
                                   ", not done", "not_ready")
         return self.image_response(ex)
 
+    @staticmethod
+    def only_frame(ex: Execution) -> int | None:
+        return ex.frames[0] if ex.frames and len(ex.frames) == 1 else None
+
+    def route_frames(self, request, sid: str, eid: str) -> Response:
+        ex = self.own_execution(self.user(request), sid, eid)
+        if not ex.animation:
+            raise errors.NotFound(f"execution {eid} renders one image, not frames")
+        return json_response({"id": eid, "frames": views.frame_list(self.ad, ex)})
+
+    def route_video(self, request, sid: str, eid: str) -> Response:
+        ex = self.own_execution(self.user(request), sid, eid)
+        if not ex.animation:
+            raise errors.NotFound(f"execution {eid} renders one image, not frames")
+        name = video.of_animation(self.ad, ex)
+        size = uploads.result_size(self.ad, name)
+        if size is not None and size > self.ad.settings.max_response_bytes:
+            return Response(status=307, headers={
+                "Location": uploads.result_url(self.ad, name), "X-Francine-Execution": eid})
+        return Response(self.ad.blobs.get_result(name), 200, mimetype="video/mp4",
+                        headers={"X-Francine-Execution": eid, "Cache-Control": "no-store"})
+
     def route_preview(self, request, sid: str, eid: str) -> Response:
-        p = self.previews.get(self.own_execution(self.user(request), sid, eid))
+        ex = self.own_execution(self.user(request), sid, eid)
+        if ex.animation:
+            ex = self.frame_of(request, ex, default=self.preview_frame(ex))
+        p = self.previews.get(ex)
         return Response(p.png, 200, mimetype="image/png", headers={
             "X-Francine-Passes": str(p.passes), "X-Francine-Final": "1" if p.final else "0",
             "Cache-Control": "no-store"})
+
+    def preview_frame(self, ex: Execution) -> int:
+        """Without ``?frame``: the frame rendering first once it has a finished task,
+        else the last finished frame."""
+        counts = views.animation_view(self.ad, ex)["frames"]
+        done = animation.done_frames(self.ad, ex)
+        rendering = counts["rendering"]
+        if rendering is not None:
+            current = animation.frame_execution(self.ad, ex, rendering)
+            if current is not None and (not done or self.ad.store.count_tasks(
+                    ex.session_id, current.id, "done")):
+                return rendering
+        return done[-1].frame if done else (rendering or ex.frames[0])
 
     def route_webhook_secret(self, request) -> Response:
         return json_response({"secret": self.ad.store.webhook_secret(self.user(request)),

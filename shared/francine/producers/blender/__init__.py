@@ -32,6 +32,8 @@ class Blender:
     #: pass against 4 tasks of four, 0.05–0.1 s a task). The planner folds passes so
     #: that it stays a small share of a task (``planning.passes_per_task``).
     task_overhead_s = 0.1
+    #: A frame range renders the scene at each frame (``francine.services.animation``).
+    animates = True
 
     def default_scene(self) -> dict[str, Any]:
         return {"blend": "scene.blend"}
@@ -39,6 +41,8 @@ class Blender:
     #: The scene's JSON schema, and its check against the .blend's record (scene.py).
     json_schema = staticmethod(_scene.json_schema)
     validate = staticmethod(_scene.validate)
+    #: The scene's frames per second (the preview video's rate).
+    frame_rate = staticmethod(_scene.frame_rate)
 
     def image_size(self, scene: dict[str, Any]) -> tuple[int, int]:
         if "width" not in scene or "height" not in scene:

@@ -44,6 +44,7 @@ class SceneInfo:
     width: int  # resolution × percentage
     height: int
     camera: str | None  # the scene's camera object, by name
+    fps: float = 24.0  # frames per second: render.fps / render.fps_base
     objects: int = 0  # objects in the whole file (a measure of complexity)
 
 
@@ -290,6 +291,11 @@ def _skip(f, n: int) -> None:
             n -= len(chunk)
 
 
+def _fps(r: Reader) -> float:
+    fps, base = r.get("r.frs_sec", 24) or 24, r.get("r.frs_sec_base", 1.0) or 1.0
+    return round(fps / base, 3) if fps > 0 and base > 0 else 24.0
+
+
 def _id_name(r: Reader) -> str:
     return (r.get("id.name") or "")[2:]
 
@@ -329,7 +335,7 @@ def inspect(path: str | pathlib.Path) -> BlendInfo:
             width=max(1, r.get("r.xsch", 0) * percentage // 100),
             height=max(1, r.get("r.ysch", 0) * percentage // 100),
             camera=camera[0] if camera else None,
-            objects=len(objects)))
+            objects=len(objects), fps=_fps(r)))
 
     active = None
     for b in blocks:

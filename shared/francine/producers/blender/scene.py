@@ -163,6 +163,16 @@ def check_dependencies(blend: str, resources: Mapping[str, ResourceInfo]) -> Non
                 todo.append(target)
 
 
+def frame_rate(scene: dict[str, Any], resources: Mapping[str, ResourceInfo]) -> float:
+    """The frames per second of the scene that ``scene`` renders (24 if the file's record
+    predates the field)."""
+    info = (resources[scene["blend"]].meta or {}).get(META_KEY) or {}
+    for s in info.get("scenes", []):
+        if s["name"] == scene.get("scene"):
+            return float(s.get("fps") or 24.0)
+    return 24.0
+
+
 def meta_of(info: blendfile.BlendInfo, external: list[deps.Dependency]) -> dict[str, Any]:
     """What the api records about a ``.blend`` resource (small: it goes into Firestore):
     the file's scenes and cameras (``blendfile``) and the files it reads (``deps``)."""
@@ -171,7 +181,7 @@ def meta_of(info: blendfile.BlendInfo, external: list[deps.Dependency]) -> dict[
         "active_scene": info.active_scene,
         "scenes": [{"name": s.name, "frame_start": s.frame_start, "frame_end": s.frame_end,
                     "frame_current": s.frame_current, "width": s.width, "height": s.height,
-                    "camera": s.camera} for s in info.scenes[:100]],
+                    "camera": s.camera, "fps": s.fps} for s in info.scenes[:100]],
         "cameras": info.cameras[:1000],
         "external": [{"kind": e.kind, "id_name": e.owner, "path": e.path,
                       "sequence": e.sequence} for e in external[:1000]],

@@ -1,0 +1,222 @@
+"""Animations: one execution renders a frame range.
+
+An animation's execution is planned once, for one frame (the frames of a shot cost about
+the same), and counted once: in the quotas (its CPU estimate is every frame's), in fair
+share (its frames draw on its user's account one after another, so it weighs its work
+and no more) and in the estimates. It has no tasks of its own. Each frame renders as an
+execution of its own, whose document names the animation (``parent``) and the frame:
+its own tasks, reduction tree, final image, task folding, failure budget, speculative
+copies, watchdog and recovery, all of them the single image's, unchanged.
+
+*Order and overlap.* The frames start in ascending order, ``frame_window`` of them
+unfinished at a time: enough that their tasks fill the farm's slots twice over, so the
+last passes of frame N run beside the first passes of frames N+1, N+2 ... and the farm
+never drains between frames, while the farm's queue (fair-share tags, given as each
+frame is planned) serves the earlier frame first. A frame that ends starts the next
+(``frame_ended``, from the frame's final status on the status topic); the watchdog's
+tick (``advance``) starts any that a lost message left unstarted and ends the
+animation once every frame has ended.
+
+*Writes.* A frame's start writes its own documents; the animation's document is written
+twice (published, ended), never per frame: its progress is read from its frames.
+
+*A failed frame* (its tasks failed beyond the budget) is reported and the others go on
+(``on_frame_failure: "continue"``, the default: what an artist expects of a farm); the
+animation ends ``done`` with the failed frames listed, or ``failed`` if no frame rendered.
+With ``"stop"``, the first failed frame cancels the rest and fails the animation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+
+from francine.base import errors
+from francine.domain import frames as frame_ranges
+from francine.domain import scheduler
+from francine.domain.records import Execution, Status
+from francine.ports import Adapters
+from francine.services import events, farm, recovery, scheduling, views
+
+log = logging.getLogger("francine.animation")
+
+#: The frames in flight hold at least this many times the farm's slots in tasks.
+FILL = 2
+#: Never more frames in flight than this (each is a few documents and a reduction tree).
+MAX_WINDOW = 64
+CONTINUE, STOP = "continue", "stop"
+
+
+def requested_frames(request: dict, producer: str) -> list[int] | None:
+    """The frames an execution request names (ascending), or None for a single image."""
+    if request.get("frames") is None:
+        if request.get("step") is not None:
+            raise errors.BadRequest("step: applies to frames, which this request has not",
+                                    "invalid_field")
+        return None
+    from francine import producers
+
+    if not getattr(producers.get(producer), "animates", False):
+        raise errors.BadRequest(f"frames: the {producer} producer renders still images: "
+                                "only blender scenes have frames", "invalid_field")
+    return frame_ranges.parse(request["frames"], request.get("step"))
+
+
+def window(ad: Adapters, planned) -> int:
+    """How many frames of ``planned`` render at once: enough to fill the farm twice,
+    within the user's tasks in flight."""
+    slots = ad.settings.farm_slots if farm.enabled(ad.settings) \
+        else ad.settings.max_render_instances
+    per_frame = max(1, planned.shape.total_tasks)
+    wanted = max(2, math.ceil(FILL * slots / per_frame))
+    room = max(1, ad.settings.quota_tasks_in_flight // per_frame)
+    return max(1, min(wanted, room, MAX_WINDOW, len(planned.frames)))
+
+
+def frame_id(eid: str, frame: int) -> str:
+    """The id of frame ``frame``'s execution (hex, like every execution id)."""
+    return hashlib.sha256(f"{eid}\0frame\0{frame}".encode()).hexdigest()[:20]
+
+
+def of_frame(parent: Execution, frame: int, created) -> Execution:
+    """The execution of one frame: the animation's scene at that frame."""
+    return dataclasses.replace(
+        parent, id=frame_id(parent.id, frame), created=created,
+        scene={**parent.scene, "frame": frame}, update=None, status=Status.QUEUED,
+        planned=False, published=False, finished=None, error=None, summary=None,
+        result=None, notify_url=parent.notify_url if parent.notify_frames else None,
+        cpu_estimate=None, frames=None, frame_window=None, on_frame_failure=None,
+        notify_frames=None, parent=parent.id, frame=frame)
+
+
+def frame_execution(ad: Adapters, parent: Execution, frame: int) -> Execution | None:
+    """The execution of one of the animation's frames, if it has started."""
+    if frame not in (parent.frames or ()):
+        raise errors.NotFound(f"frame {frame} is not one of execution {parent.id}'s frames")
+    return ad.store.execution(parent.session_id, frame_id(parent.id, frame))
+
+
+def advance(ad: Adapters, parent: Execution) -> bool:
+    """Start the next frames up to the window, in order; end the animation once every
+    frame has ended. Idempotent: any number of callers may run it at any time. True if
+    it did something."""
+    if parent.final:
+        return False
+    sid = parent.session_id
+    started = {ex.frame: ex for ex in ad.store.frames_of(sid, parent.id)}
+    ended = [ex for ex in started.values() if ex.final]
+    failed = [ex for ex in ended if ex.status != Status.DONE]
+    if parent.on_frame_failure == STOP and failed:
+        first = failed[0]
+        cancel_frames(ad, started.values())
+        return end(ad, parent, Status.FAILED, {
+            "code": "frame_failed",
+            "message": f"frame {first.frame} {first.status}: "
+                       f"{(first.error or {}).get('message', 'no image')}"})
+    if len(ended) == len(parent.frames or ()):
+        return finish(ad, parent, started.values())
+    acted = False
+    for ex in started.values():
+        if not ex.final and not ex.published:  # its creating call died
+            acted |= publish_frame(ad, ex)
+    room = (parent.frame_window or 1) - (len(started) - len(ended))
+    for frame in parent.frames or ():
+        if room <= 0:
+            break
+        if frame in started:
+            continue
+        ex, created = ad.store.create_execution(
+            sid, frame_id(parent.id, frame), lambda _s, f=frame: ({}, of_frame(parent, f,
+                                                                               ad.clock())))
+        publish_frame(ad, ex)
+        acted, room = True, room - 1
+    if acted and not parent.published:
+        ad.store.update_execution(sid, parent.id, {"planned": True, "published": True})
+        parent.planned = parent.published = True
+    if acted:
+        current = ad.store.execution(sid, parent.id)
+        if current is None or current.final:  # cancelled meanwhile: so are its frames
+            cancel_frames(ad, ad.store.frames_of(sid, parent.id))
+    return acted
+
+
+def publish_frame(ad: Adapters, ex: Execution) -> bool:
+    """Write a frame's tasks and publish them (or queue them in the farm); idempotent."""
+    run = scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex))
+    return bool(scheduling.drive(run, [scheduler.ExecutionCreated()]).actions)
+
+
+def frame_ended(ad: Adapters, ex: Execution) -> str:
+    """A frame's execution ended (its final status came in): start the next frames, or
+    end the animation. Returns what happened (for the log)."""
+    if ex.parent is None:
+        return ""
+    parent = ad.store.execution(ex.session_id, ex.parent)
+    if parent is None or parent.final:
+        return "animation gone or ended"
+    advance(ad, parent)
+    return f"frame {ex.frame} {ex.status}"
+
+
+def cancel_frames(ad: Adapters, frames) -> None:
+    for ex in frames:
+        if not ex.final:
+            scheduling.end(ad, ex, Status.CANCELLED)
+
+
+def cancel(ad: Adapters, parent: Execution) -> bool:
+    """Cancel the animation and its unfinished frames; the finished frames stay."""
+    won = end(ad, parent, Status.CANCELLED)
+    cancel_frames(ad, ad.store.frames_of(parent.session_id, parent.id))
+    return won
+
+
+def finish(ad: Adapters, parent: Execution, frames) -> bool:
+    """Every frame has ended: the animation is done if any frame rendered."""
+    frames = list(frames)
+    if any(ex.status == Status.DONE for ex in frames):
+        return end(ad, parent, Status.DONE)
+    first = frames[0] if frames else None
+    return end(ad, parent, Status.FAILED, {
+        "code": "frames_failed",
+        "message": "no frame rendered" + (
+            f": frame {first.frame} {first.status}: "
+            f"{(first.error or {}).get('message', 'no image')}" if first else "")})
+
+
+def end(ad: Adapters, parent: Execution, status: Status, error: dict | None = None) -> bool:
+    """Move the animation to a final status (first caller wins), its summary summed
+    over its frames; the winner announces it (one webhook, at the end)."""
+    finished = ad.clock()
+    frames = ad.store.frames_of(parent.session_id, parent.id)
+    summary = views.summarize_animation(ad, parent, frames, finished)
+    won = ad.store.finish_execution(parent.session_id, parent.id, {
+        "status": status, "finished": finished, "error": error, "summary": summary})
+    if won:
+        current = ad.store.execution(parent.session_id, parent.id)
+        if current is not None:
+            events.publish_status(ad, current)
+    return won
+
+
+def done_frames(ad: Adapters, parent: Execution) -> list[Execution]:
+    """The frames whose image exists, in frame order."""
+    return [ex for ex in ad.store.frames_of(parent.session_id, parent.id)
+            if ex.status == Status.DONE and ex.result]
+
+
+def tick(ad: Adapters, ex: Execution) -> str | None:
+    """The watchdog's part: an animation is advanced; a frame whose animation ended (a
+    cancel that raced the frame's start) is cancelled. None for other executions."""
+    if ex.animation:
+        return "advanced" if advance(ad, ex) else "animation idle"
+    if ex.parent is not None:
+        parent = ad.store.execution(ex.session_id, ex.parent)
+        if parent is None or parent.final:
+            with contextlib.suppress(Exception):
+                scheduling.end(ad, ex, Status.CANCELLED)
+            return "frame of an ended animation cancelled"
+    return None
