@@ -24,7 +24,7 @@ from francine.tools import blender_cli, cli
 
 bpy = pytest.importorskip("bpy")
 
-IDS = re.compile(r"session (\w+)  execution (\w+)(?:  frame (-?\d+))?")
+IDS = re.compile(r"session (\w+)  execution (\w+)(?:  (\d+) frames)?")
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def user_of(adapters, client) -> str:
 
 
 def started(err: str) -> list[tuple[str, str, int | None]]:
-    """(session, execution, frame) of every id line the CLI printed."""
+    """(session, execution, frames) of every id line the CLI printed."""
     return [(s, e, int(f) if f else None) for s, e, f in IDS.findall(err)]
 
 
@@ -196,19 +196,19 @@ def test_frames_write_exactly_the_files_they_name(client, shot, tmp_path, capsys
     names = [out.with_name(f"anim_{f:04d}.exr") for f in (1, 2, 3)]
     assert sorted(out.parent.iterdir()) == names  # anim.exr itself is not written
     assert stdout.splitlines()[0] == f"wrote {names[0]}, {names[1]}, {names[2]}"
-    # The ids went to stderr, one line per frame: the API knows them.
-    ids = started(err)
-    assert [f for _, _, f in ids] == [1, 2, 3]
-    sid = ids[0][0]
-    assert {e["id"] for e in client.executions(sid)} == {e for _, e, _ in ids}
+    # One execution renders the frames: its id went to stderr, and the API knows it.
+    (sid, eid, count), = started(err)
+    assert count == 3
+    listed, = client.executions(sid)
+    assert listed["id"] == eid and listed["frames"]["done"] == 3
     assert "3/3 frames" in err
     images = [read_exr(p) for p in names]
     assert all(i.shape == (24, 32, 4) for i in images)
     # The ball moves: each frame differs from the one before.
     assert all(np.abs(a - b).mean() > 1e-3 for a, b in zip(images, images[1:], strict=False))
-    # Each file is its own execution's result.
-    for (_, eid, _), path in zip(ids, names, strict=True):
-        assert path.read_bytes() == client.result(sid, eid)
+    # Each file is its frame's result.
+    for frame, path in zip((1, 2, 3), names, strict=True):
+        assert path.read_bytes() == client.result(sid, eid, frame)
 
 
 def test_resolution_percentage_replaces_the_files_own(client, shot, tmp_path, capsys):
@@ -225,22 +225,19 @@ def test_resolution_percentage_replaces_the_files_own(client, shot, tmp_path, ca
     assert read_exr(out).shape == (12, 16, 4)  # 25 % of 64×48, not of 32×24
 
 
-def test_a_refused_execution_cancels_what_started_and_deletes_the_session(
-        client, adapters, shot, tmp_path, capsys):
+def test_a_refused_execution_deletes_the_session(client, adapters, shot, tmp_path, capsys):
     user = user_of(adapters, client)
-    users.set_quota(adapters.store, user, "executions_in_flight", 2)
-    # Many tasks a frame: the first two frames are still running when the third is refused.
+    users.set_quota(adapters.store, user, "executions_in_flight", 0)
     code, stdout, err = francine(capsys, "render", shot, "-o", tmp_path / "a.png",
                                  "--parallel", "16", "--samples", "2", "--frames", "1-3",
                                  *api(client))
     assert code == 1
-    ids = started(err)
-    assert [f for _, _, f in ids] == [1, 2]
+    assert started(err) == []
     line = err.strip().splitlines()[-1]
     assert "Traceback" not in err
-    assert "refused the render of frame 3 (3 of 3)" in line
+    assert "the api refused the render" in line
     assert "in flight" in line and "429 quota_exceeded" in line  # the server's words
-    assert f"deleted session {ids[0][0]}" in line
+    assert "deleted session" in line
     assert client.sessions() == []
     assert quotas.in_flight(adapters, user) == []  # nothing runs
     assert not any(tmp_path.glob("a_*"))

@@ -35,13 +35,15 @@ def demo(tmp_path_factory) -> pathlib.Path:
 
 
 def bpy_render(blend: pathlib.Path, seed: int, samples: int, tmp: pathlib.Path,
-               passes: bool = False) -> np.ndarray:
-    """One full-frame Cycles render of the file as it is on disk: linear RGBA (and, with
-    ``passes``, the denoising albedo and normal)."""
+               passes: bool = False, frame: int | None = None) -> np.ndarray:
+    """One full-frame Cycles render of the file as it is on disk (at ``frame``, else its
+    current frame): linear RGBA (and, with ``passes``, the denoising albedo and normal)."""
     import OpenEXR
 
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     sc = bpy.context.scene
+    if frame is not None:
+        sc.frame_set(frame)
     c = sc.cycles
     c.device, c.samples, c.seed = "CPU", samples, seed & SEED_MASK
     c.use_adaptive_sampling = c.use_denoising = c.use_animated_seed = False
@@ -51,7 +53,7 @@ def bpy_render(blend: pathlib.Path, seed: int, samples: int, tmp: pathlib.Path,
     fmt.media_type = "MULTI_LAYER_IMAGE" if passes else "IMAGE"
     fmt.file_format = "OPEN_EXR_MULTILAYER" if passes else "OPEN_EXR"
     fmt.color_depth, fmt.color_mode = "32", "RGBA"
-    out = tmp / f"ref-{seed}-{samples}.exr"
+    out = tmp / f"ref-{seed}-{samples}-{frame}.exr"
     sc.render.filepath, sc.render.use_file_extension = str(out), False
     bpy.ops.render.render(write_still=True)
     with OpenEXR.File(str(out), separate_channels=passes) as f:

@@ -72,6 +72,30 @@ def test_a_sessions_executions_are_listed_oldest_first(backend, unique):
     assert backend.store.list_executions(unique + "-none") == []
 
 
+def test_an_animations_frames_are_added_once_and_listed_by_frame(backend, unique):
+    """A frame's execution is created once (first wins, without the session's
+    transaction), found by its animation, in frame order, and is counted in the
+    user's usage with its animation's id, so that quotas can leave it out."""
+    session(backend, unique)
+    anim = f"anim-{unique}"
+    parent, _ = execution(backend, unique, anim)
+    frames = {f: dataclasses.replace(record(unique, f"frame{f}", "conformance"),
+                                     parent=anim, frame=f, cpu_estimate=None)
+              for f in (3, 1, 2)}
+    for ex in frames.values():
+        assert backend.store.add_frame(unique, ex) == (ex, True)
+    again, created = backend.store.add_frame(
+        unique, dataclasses.replace(frames[1], scene={"other": 1}))
+    assert not created and again == frames[1]
+    assert [ex.frame for ex in backend.store.frames_of(unique, anim)] == [1, 2, 3]
+    assert all(ex.parent == anim for ex in backend.store.frames_of(unique, anim))
+    assert backend.store.frames_of(unique, "frame1") == []
+    usage = [u for u in backend.store.executions_in_flight("conformance")
+             if u.get("parent") == anim]
+    assert len(usage) == 3
+    assert parent.parent is None and parent.frames is None
+
+
 def tasks():
     return [Task("a-p0", "p0", Kind.PRODUCE, "r1.0", tile=(0, 0, 8, 8), pass_index=0,
                  seed=123, passes=3),

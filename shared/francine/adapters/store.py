@@ -228,6 +228,21 @@ class Store:
         with translated("execution creation"):
             return run(self._db.transaction())
 
+    def add_frame(self, sid: str, frame: Execution) -> tuple[Execution, bool]:
+        """Create the execution of an animation's frame unless it exists (a plain
+        create, first wins: no transaction, no read of the session). Returns
+        (execution, created)."""
+        from google.api_core import exceptions as gexc
+
+        ref = self._execution(sid, frame.id)
+        with translated("frame creation"):
+            try:
+                ref.create(execution_to_doc(frame))
+                return frame, True
+            except gexc.Conflict:  # AlreadyExists
+                snap = ref.get()
+        return execution_from_doc(snap.to_dict()), False
+
     def execution(self, sid: str, eid: str) -> Execution | None:
         with translated("execution lookup"):
             snap = self._execution(sid, eid).get()

@@ -128,9 +128,7 @@ def advance(ad: Adapters, parent: Execution) -> bool:
             break
         if frame in started:
             continue
-        ex, created = ad.store.create_execution(
-            sid, frame_id(parent.id, frame), lambda _s, f=frame: ({}, of_frame(parent, f,
-                                                                               ad.clock())))
+        ex, _ = ad.store.add_frame(sid, of_frame(parent, frame, ad.clock()))
         publish_frame(ad, ex)
         acted, room = True, room - 1
     if acted and not parent.published:

@@ -181,10 +181,10 @@ STALLED_S = scheduler.STALLED_S
 def resume_if_stalled(ad: Adapters, ex: Execution) -> bool:
     """Finish publishing an execution whose creating request died; idempotent, so the
     status read that notices it can do it. True if it resumed."""
-    if ex.animation:
-        return animation.advance(ad, ex)
     if ex.published:
         return False
+    if ex.animation:
+        return animation.advance(ad, ex)
     run = scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex))
     return bool(scheduling.drive(run, [scheduler.Tick()]).actions)
 

@@ -1,5 +1,6 @@
 """``francine render scene.blend``: upload a Blender file with what it references, render
-one frame or a range (one execution per frame), one progress bar over all of them.
+one frame or a range (one execution: an animation), one progress bar over all of them,
+each frame's image written as soon as it is done.
 
 Everything that can be checked on this machine is checked before anything is created on
 the server (the output's format and folder; the scene, camera, frames and size against
@@ -32,10 +33,10 @@ from francine.tools.client import ApiError, Client, attach_file
 from francine.tools.terminal import (
     CliError,
     Interrupted,
+    Progress,
     check_writable,
     explain,
     output_format,
-    progress_bar,
 )
 
 #: One part of ``--frames``: a frame, or a range with "-" or "..".
@@ -228,15 +229,19 @@ def prepare(blend: pathlib.Path, output: pathlib.Path, fmt: str | None,
 
 @dataclass
 class Started:
-    """An execution this command created, with its last known status."""
+    """The execution this command created, with its last known status, and where each
+    image goes (an animation: one file per frame)."""
 
     id: str
-    frame: int | None
-    output: pathlib.Path
+    outputs: dict[int | None, pathlib.Path]
     status: dict
 
     def __str__(self) -> str:
-        return f"execution {self.id}" + ("" if self.frame is None else f" (frame {self.frame})")
+        return f"execution {self.id}"
+
+    @property
+    def output(self) -> pathlib.Path:
+        return next(iter(self.outputs.values()))
 
 
 @dataclass
@@ -279,16 +284,23 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
                  frames: str | None = None, denoise: bool = False,
                  scene_name: str | None = None, camera: str | None = None,
                  size: str | None = None, percentage: int | None = None,
-                 upload=None) -> list[tuple[pathlib.Path, dict]]:
-    """Render ``blend`` (one image, or one per frame of ``frames``); returns each file
-    written with its execution's final status. ``upload(client, sid, name, path)``
-    attaches a file (by default one request, or an upload session for a file too large
-    for one).
+                 upload=None, video: pathlib.Path | None = None
+                 ) -> list[tuple[pathlib.Path, dict]]:
+    """Render ``blend`` (one image, or one per frame of ``frames``, and the preview
+    video of the frames to ``video``); returns each file written with the execution's
+    final status. ``upload(client, sid, name, path)`` attaches a file (by default one
+    request, or an upload session for a file too large for one).
 
     A refusal or a failure cancels what this command started and deletes its session;
     Ctrl-C cancels what it started and keeps the session, to look at."""
     job = prepare(blend.resolve(), output, fmt, samples, frames, denoise, scene_name,
                   camera, size, percentage)
+    if video is not None:
+        if frames is None:
+            raise CliError("--video needs --frames: a video of one image is no video")
+        if video.suffix.lower() != ".mp4":
+            raise CliError(f"--video {video}: the preview video is an MP4 (.mp4)")
+        check_writable(video)
     run = Run()
     try:
         with held_interrupts():
@@ -298,6 +310,9 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
         job.pack.close()
         start(client, run, job, parallel, tile)
         collect(client, run)
+        if video is not None:
+            video.write_bytes(client.video(run.sid, run.started[0].id))
+            run.written.append(video)
     except KeyboardInterrupt:
         raise stopped(client, run) from None
     except BaseException as e:
@@ -309,60 +324,56 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
         raise
     finally:
         job.pack.close()
-    return [(s.output, s.status) for s in run.started]
+    return [(path, run.started[0].status) for path in run.written]
 
 
 def start(client: Client, run: Run, job: Job, parallel: int, tile: int | None) -> None:
-    """One execution per frame, each id said as soon as it exists."""
-    for i, (frame, path) in enumerate(job.outputs):
-        which = "" if frame is None else f" of frame {frame} ({i + 1} of {len(job.outputs)})"
-        with held_interrupts():
-            try:
-                status = client.execute(run.sid, parallel=parallel, tile=tile,
-                                        update=None if frame is None else {"frame": frame})
-            except ApiError as e:
-                raise CliError(f"the api refused the render{which}: {e.message} "
-                               f"({e.status} {e.code})") from None
-            run.started.append(Started(status["id"], frame, path, status))
-        print(f"session {run.sid}  execution {status['id']}"
-              + ("" if frame is None else f"  frame {frame}"), file=sys.stderr, flush=True)
+    """One execution, of one image or of every frame; its id said as soon as it exists."""
+    frames = [f for f, _ in job.outputs if f is not None]
+    with held_interrupts():
+        try:
+            status = client.execute(run.sid, parallel=parallel, tile=tile,
+                                    **({"frames": frames} if frames else {}))
+        except ApiError as e:
+            raise CliError(f"the api refused the render: {e.message} "
+                           f"({e.status} {e.code})") from None
+        run.started.append(Started(status["id"], dict(job.outputs), status))
+    print(f"session {run.sid}  execution {status['id']}"
+          + (f"  {len(frames)} frames" if frames else ""), file=sys.stderr, flush=True)
 
 
 def collect(client: Client, run: Run) -> None:
-    """Follow every execution to its end under one progress line, writing each image as
-    its execution is done; the first that is not done ends the render. One request a
-    look, however many frames: the session's list holds every status."""
-    pending = {s.id: s for s in run.started}
-    while pending:
-        for status in client.executions(run.sid):
-            s = pending.get(status["id"])
-            if s is None:
-                continue
-            s.status = status
-            if status["status"] in FINAL:
-                del pending[s.id]
-                if status["status"] != "done":
-                    print(file=sys.stderr)
-                    raise CliError(not_done(s, run.written))
-                s.output.write_bytes(client.result(run.sid, s.id))
-                run.written.append(s.output)
-        print(progress_line(run.started), end="", file=sys.stderr, flush=True)
-        if pending:
-            time.sleep(POLL_S)
+    """Follow the execution to its end under one progress line; an animation's frames
+    are written as each is done (``out_0001.exr`` while later frames render), not at
+    the end. A frame that failed is reported and the others are written; the render
+    fails if no image came back."""
+    s = run.started[0]
+    progress = Progress()
+    written: set[int] = set()
+    while True:
+        s.status = status = client.execution(run.sid, s.id)
+        frames = status.get("frames")
+        if frames is not None and frames["done"] > len(written):
+            for item in client.frames(run.sid, s.id):
+                if item["status"] == "done" and item["frame"] not in written:
+                    path = s.outputs[item["frame"]]
+                    path.write_bytes(client.result(run.sid, s.id, item["frame"]))
+                    written.add(item["frame"])
+                    run.written.append(path)
+        progress(status, f"  {frames['done']}/{frames['total']} frames" if frames else "")
+        if status["status"] in FINAL:
+            break
+        time.sleep(POLL_S)
     print(file=sys.stderr)
-
-
-def progress_line(started: list[Started]) -> str:
-    statuses = [s.status for s in started]
-    total = sum(s["tasks"]["total"] for s in statuses)
-    done = sum(s["tasks"]["done"] for s in statuses)
-    running = sum(s["tasks"]["running"] for s in statuses)
-    summary = {"progress": done / max(1, total), "status": "",
-               "tasks": {"done": done, "total": total, "running": running}}
-    if all(s.frame is None for s in started):
-        return progress_bar(summary)
-    finished = sum(s["status"] in FINAL for s in statuses)
-    return progress_bar(summary) + f"  {finished}/{len(statuses)} frames"
+    if status["status"] != "done":
+        raise CliError(not_done(s, run.written))
+    if frames is None:
+        s.output.write_bytes(client.result(run.sid, s.id))
+        run.written.append(s.output)
+    elif frames["failed"]:
+        failed = ", ".join(map(str, frames["failed_frames"]))
+        print(f"warning: {frames['failed']} frame(s) failed and have no image: {failed}",
+              file=sys.stderr)
 
 
 def not_done(s: Started, written: list[pathlib.Path]) -> str:

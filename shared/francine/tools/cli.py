@@ -42,10 +42,10 @@ from francine.tools.terminal import (
     EXTENSIONS,
     CliError,
     Interrupted,
+    Progress,
     check_writable,
     explain,
     output_format,
-    progress_bar,
 )
 
 #: Output formats by file extension.
@@ -219,35 +219,6 @@ def time_breakdown(status: dict) -> str:
             f"after last task {s(t.get('image_after_last_task'))}")
 
 
-class Progress:
-    """The progress line: bar, counts, and an ETA (or that the workers are starting)."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.t0 = time.monotonic()
-        self.first: tuple[float, float] | None = None  # (time, progress) of first progress
-
-    def eta(self, status: dict) -> str:
-        now, p = time.monotonic(), status["progress"]
-        if status["status"] in FINAL:
-            return ""
-        if p <= 0:
-            if not status["tasks"]["running"] and now - self.t0 > 1.0:
-                return f"  workers starting… {now - self.t0:.0f} s"
-            return ""
-        if self.first is None:
-            self.first = (now, p)
-            return ""
-        t1, p1 = self.first
-        if p <= p1 or now - t1 < 0.5:
-            return ""
-        rate = (p - p1) / (now - t1)
-        return f"  ETA {(1 - p) / rate:.0f} s"
-
-    def __call__(self, status: dict) -> None:
-        print(progress_bar(status, eta=self.eta(status)), end="", file=self.stream, flush=True)
-
-
 def follow(client: Client, sid: str, eid: str, on_status) -> dict:
     """Follow an execution to its end through the event stream (status polling if the
     stream breaks); returns the final status."""
@@ -327,7 +298,7 @@ def _render_in(client: Client, sid: str, resources: dict, parallel: int, tile: i
 
 #: Options of ``render`` that only a .blend target reads, and those it does not.
 BLEND_ONLY = ("samples", "frames", "denoise", "scene", "camera", "size",
-              "resolution_percentage")
+              "resolution_percentage", "video")
 NOT_FOR_BLEND = ("session", "producer", "resource")
 
 
@@ -359,7 +330,8 @@ def cmd_render(args) -> int:
         written = render_blend(client, pathlib.Path(args.target), pathlib.Path(args.output),
                                args.parallel, args.tile, args.format, args.samples,
                                args.frames, args.denoise, args.scene, args.camera,
-                               args.size, args.resolution_percentage)
+                               args.size, args.resolution_percentage,
+                               video=pathlib.Path(args.video) if args.video else None)
         print(f"wrote {', '.join(str(path) for path, _ in written)}")
         if len(written) == 1:
             print(time_breakdown(written[0][1]))
@@ -480,7 +452,13 @@ def cmd_executions_result(args) -> int:
     wanted = EXTENSIONS.get(output.suffix.lower())
     if wanted and wanted != status["format"]:
         raise CliError(f"execution {eid} is {status['format']}, but -o {output} names {wanted}")
-    output.write_bytes(client.result(sid, eid))
+    frames = status.get("frames")
+    if frames is not None and args.frame is None and frames["total"] > 1:
+        raise CliError(f"execution {eid} renders {frames['total']} frames: name one with "
+                       "--frame N")
+    if frames is None and args.frame is not None:
+        raise CliError(f"execution {eid} renders one image: --frame does not apply")
+    output.write_bytes(client.result(sid, eid, args.frame))
     print(f"wrote {output}")
     return 0
 
@@ -603,8 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--samples", type=positive, default=None,
                    help="Cycles samples per pass (default: 16)")
     b.add_argument("--frames", default=None,
-                   help="frames of the scene's range, one image each (-o out.exr → "
-                        "out_0001.exr …): 5, 1-24, 1..24 or a list, 1-3,10")
+                   help="frames of the scene's range, one execution, one image each, "
+                        "written as each is done (-o out.exr → out_0001.exr …): 5, 1-24, "
+                        "1..24 or a list, 1-3,10")
+    b.add_argument("--video", default=None, metavar="OUT.mp4",
+                   help="with --frames: write the preview video (H.264 MP4 at the scene's "
+                        "frame rate) at the end")
     b.add_argument("--denoise", action="store_true", help="denoise the final image (OIDN)")
     b.add_argument("--scene", default=None, help="the Blender scene (default: the active one)")
     b.add_argument("--camera", default=None, help="the camera object (default: the scene's)")
@@ -635,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     res = command(ex, "result", "write an execution's image", cmd_executions_result, [api])
     res.add_argument("execution", help="EID or SID/EID")
     res.add_argument("-o", "--output", required=True, help="the file to write")
+    res.add_argument("--frame", type=int, default=None, metavar="N",
+                     help="an animation's frame N")
 
     d = command(sub, "demo", "stack up, render aobench, print times, stack down", cmd_demo)
     d.add_argument("-o", "--output", default="aobench.png",

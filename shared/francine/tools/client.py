@@ -78,6 +78,13 @@ class Client:
 
     def events(self, sid: str, eid: str) -> Iterator[dict]:
         """The execution's status events (Server-Sent Events) until the stream ends."""
+        for name, data in self.all_events(sid, eid):
+            if name == "status":
+                yield data
+
+    def all_events(self, sid: str, eid: str) -> Iterator[tuple[str, dict]]:
+        """(event, data) of every event of the execution's stream (``status``, an
+        animation's ``frame``, ``timeout``...) until the stream ends."""
         resp = self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/events",
                             stream=True, timeout=(10, 60))
         with resp:
@@ -88,8 +95,8 @@ class Client:
                 elif line.startswith("data:"):
                     data.append(line[5:].strip())
                 elif not line:
-                    if name == "status" and data:
-                        yield json.loads("\n".join(data))
+                    if name and data:
+                        yield name, json.loads("\n".join(data))
                     name, data = None, []
 
     def put_resource(self, sid: str, name: str, data: bytes) -> dict:
@@ -98,8 +105,10 @@ class Client:
         return self.request("PUT", path, data=data).json()
 
     def execute(self, sid: str, parallel: int = 1, update: dict | None = None,
-                tile: int | None = None, idempotency_key: str | None = None) -> dict:
-        body: dict = {"parallel": parallel}
+                tile: int | None = None, idempotency_key: str | None = None,
+                **more) -> dict:
+        """Start an execution; ``more``: other fields of the request (``frames``...)."""
+        body: dict = {"parallel": parallel, **more}
         if update is not None:
             body["update"] = update
         if tile is not None:
@@ -125,8 +134,20 @@ class Client:
                                    f"{timeout_s:.0f} s")
             time.sleep(poll_s)
 
-    def result(self, sid: str, eid: str) -> bytes:
-        return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/result").content
+    def result(self, sid: str, eid: str, frame: int | None = None) -> bytes:
+        """The image (of one frame of an animation)."""
+        params = {"frame": frame} if frame is not None else None
+        return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/result",
+                            params=params).content
+
+    def frames(self, sid: str, eid: str) -> list[dict]:
+        """An animation's frames: number, status and result URL of each."""
+        return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/frames"
+                            ).json()["frames"]
+
+    def video(self, sid: str, eid: str) -> bytes:
+        """An animation's preview video (H.264 MP4) of the frames finished so far."""
+        return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/video").content
 
 
 def load_scene_file(path: pathlib.Path, producer: str | None = None,

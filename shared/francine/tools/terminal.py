@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
+import time
 
 import requests
 
+from francine.domain.records import FINAL
 from francine.tools.client import ApiError
 
 #: Output formats by file extension.
@@ -74,3 +77,33 @@ def explain(e: BaseException, args) -> str:
     if isinstance(e, OSError):
         return f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
     return str(e)
+
+
+class Progress:
+    """The progress line: bar, counts, and an ETA (or that the workers are starting)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream  # None: sys.stderr as it is when a line is printed
+        self.t0 = time.monotonic()
+        self.first: tuple[float, float] | None = None  # (time, progress) of first progress
+
+    def eta(self, status: dict) -> str:
+        now, p = time.monotonic(), status["progress"]
+        if status["status"] in FINAL:
+            return ""
+        if p <= 0:
+            if not status["tasks"]["running"] and now - self.t0 > 1.0:
+                return f"  workers starting… {now - self.t0:.0f} s"
+            return ""
+        if self.first is None:
+            self.first = (now, p)
+            return ""
+        t1, p1 = self.first
+        if p <= p1 or now - t1 < 0.5:
+            return ""
+        rate = (p - p1) / (now - t1)
+        return f"  ETA {(1 - p) / rate:.0f} s"
+
+    def __call__(self, status: dict, suffix: str = "") -> None:
+        print(progress_bar(status, eta=self.eta(status) + suffix), end="",
+              file=self.stream or sys.stderr, flush=True)

@@ -22,11 +22,12 @@ def twin_adapters(settings: Settings | None = None, meter: Meter | None = None,
                   dead_letter_attempts: int = 5) -> Adapters:
     """Adapters over fresh twins, with the subscriptions of the pipeline: ``render``
     on the production topic, ``reduce`` on the task events, both dead-lettering to
-    ``dead-letters`` (read by the reducer too, as in the deployment)."""
+    ``dead-letters`` (read by the reducer too, as in the deployment), and ``notify`` on
+    the status topic (the reducer: webhooks, an animation's next frames)."""
     from francine.base.config import Settings
     from francine.ports import Adapters
     from francine.twins.blobs import BlobsTwin
-    from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, BusTwin
+    from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, STATUS_TOPIC, BusTwin
     from francine.twins.store import StoreTwin
 
     meter = meter or Meter()
@@ -34,6 +35,7 @@ def twin_adapters(settings: Settings | None = None, meter: Meter | None = None,
     bus.subscribe(PRODUCE_TOPIC, "render", "dead-letters", dead_letter_attempts)
     bus.subscribe(EVENTS_TOPIC, "reduce", "dead-letters", dead_letter_attempts)
     bus.subscribe("dead-letters", "dead-letters")
+    bus.subscribe(STATUS_TOPIC, "notify")
     return Adapters(settings or Settings(), StoreTwin(meter), bus, BlobsTwin(meter),
                     clock=meter.clock)
 
@@ -47,7 +49,7 @@ def pump(ad, worker, reducer, order=None, limit: int = 1_000_000) -> int:
     bus = ad.bus
     made = 0
     handlers = {"render": worker.handle, "reduce": reducer.handle,
-                "dead-letters": reducer.handle}
+                "dead-letters": reducer.handle, "notify": reducer.handle}
     while made < limit:
         batch = [(name, d) for name in handlers for d in bus.pull(name, 1 << 30)]
         if not batch:

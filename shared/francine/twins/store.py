@@ -259,6 +259,16 @@ class StoreTwin:
             self.tasks.setdefault((sid, eid), {})
         return ex, True
 
+    def add_frame(self, sid: str, frame: Execution) -> tuple[Execution, bool]:
+        self.meter.op("write", self._path(sid, frame.id))
+        with self._lock:
+            existing = self.executions.get((sid, frame.id))
+            if existing is not None:
+                return execution_from_doc(_copy(existing)), False
+            self.executions[(sid, frame.id)] = _copy(execution_to_doc(frame))
+            self.tasks.setdefault((sid, frame.id), {})
+        return frame, True
+
     def execution(self, sid: str, eid: str) -> Execution | None:
         self.meter.op("read")
         doc = self.executions.get((sid, eid))

@@ -141,10 +141,32 @@ def openapi_document() -> dict:
                         "fetching", "producing", "reducing", "total", "cpu",
                         "first_task_after", "image_after_last_task")}}},
             "error": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"}}}]}}},
+                "code": {"type": "string"}, "message": {"type": "string"}}}]},
+            "frames": {"type": "object", "description": (
+                "an animation (a request with frames): total, done and failed frames, "
+                "which failed, the first frame not ended yet (rendering; null once all "
+                "have), and how many frames render at once (window). tasks and time "
+                "are summed over the frames"), "properties": {
+                **{k: {"type": "integer"} for k in ("total", "done", "failed", "window")},
+                "failed_frames": {"type": "array", "items": {"type": "integer"}},
+                "rendering": {"type": ["integer", "null"]}}},
+            "animation": {"type": "string", "description": "a frame's status (on the "
+                          "status topic): the animation it belongs to"},
+            "frame": {"type": "integer", "description": "a frame's status: its frame"}}},
+        "Frame": {"type": "object", "properties": {
+            "frame": {"type": "integer"},
+            "status": {"type": "string", "enum": ["pending", "running", "done", "failed",
+                                                  "cancelled"]},
+            "result": {"type": ["string", "null"], "description": "GET it for the image"},
+            "preview": {"type": ["string", "null"]},
+            "finished": {"type": "string", "format": "date-time"},
+            "error": {"type": "object"}}},
         **request_schemas.components(),
     }
     ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
+    frame = {"name": "frame", "in": "query", "schema": {"type": "integer"},
+             "description": "an animation's frame (required for an animation of more "
+                            "than one frame; refused for a single image)"}
     paths = {
         "/": {"get": _op(
             "the default ao scene rendered through the pipeline (demo); rendered once per "
@@ -202,7 +224,10 @@ def openapi_document() -> dict:
         "/v1/sessions/{sid}/executions": {
             "post": _op("start a render", {
                 "202": _resp("the execution", ref("Execution")),
-                "200": _resp("with ?block=1: the image", content=IMAGES),
+                "200": _resp("with ?block=1: the image (an animation: its status); with "
+                             "dry_run: the estimate, and nothing started",
+                             content={**IMAGES, "application/json": {
+                                 "schema": {"type": "object"}}}),
                 "409": _resp("with ?block=1: the execution failed or was cancelled", ERROR),
                 "429": _resp("over a quota (executions or tasks in flight, CPU-seconds "
                              "per day, concurrent blocking waits)", ERROR, headers=RETRY)},
@@ -219,12 +244,31 @@ def openapi_document() -> dict:
             "get": _op("status", {"200": _resp("the execution", ref("Execution"))},
                        params=[sid, eid])},
         "/v1/sessions/{sid}/executions/{eid}/result": {
-            "get": _op("the final image", {"200": _resp("the image", content=IMAGES),
-                                           "307": _resp("an image larger than a response "
-                                                        "can carry: a short-lived URL to "
-                                                        "it in Location (follow it)"),
-                                           "409": _resp("not done", ERROR)},
-                       params=[sid, eid])},
+            "get": _op("the final image (of one frame of an animation)", {
+                "200": _resp("the image", content=IMAGES),
+                "307": _resp("an image larger than a response can carry: a short-lived URL "
+                             "to it in Location (follow it)"),
+                "400": _resp("frame missing (an animation) or given (a single image)",
+                             ERROR),
+                "404": _resp("not a frame of this animation", ERROR),
+                "409": _resp("not done", ERROR)}, params=[sid, eid, frame])},
+        "/v1/sessions/{sid}/executions/{eid}/frames": {
+            "get": _op("an animation's frames, in order, each with its status and, once "
+                       "done, its image's URL", {
+                           "200": _resp("the frames", {"type": "object", "properties": {
+                               "id": {"type": "string"},
+                               "frames": {"type": "array", "items": ref("Frame")}}}),
+                           "404": _resp("not an animation", ERROR)}, params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}/video": {
+            "get": _op("an animation's preview video: its frames finished so far, in "
+                       "order, as an H.264 MP4 (yuv420p) at the scene's frame rate; made "
+                       "again only when frames were added", {
+                           "200": _resp("the video", content={"video/mp4": {
+                               "schema": {"type": "string", "format": "binary"}}}),
+                           "307": _resp("a video larger than a response can carry: a "
+                                        "short-lived URL to it in Location"),
+                           "404": _resp("not an animation, or no frame finished yet",
+                                        ERROR)}, params=[sid, eid])},
         "/v1/sessions/{sid}/uploads": {
             "post": _op("open an upload session for a file larger than a request body: "
                         "send its bytes to upload_url (PUT, or the Cloud Storage resumable "
@@ -250,7 +294,9 @@ def openapi_document() -> dict:
                               "passes any tile holds (0 while some tile is black); "
                               "X-Francine-Final: 1 for the final image",
                               content={"image/png": IMAGES["image/png"]}),
-                 "409": _resp("no task has finished yet", ERROR)}, params=[sid, eid])},
+                 "400": _resp("frame given for a single image", ERROR),
+                 "404": _resp("not a frame of this animation", ERROR),
+                 "409": _resp("no task has finished yet", ERROR)}, params=[sid, eid, frame])},
         "/v1/sessions/{sid}/executions/{eid}/tasks": {
             "get": _op(
                 "the production tasks with a failed pass and their errors: each failed "
@@ -268,14 +314,16 @@ def openapi_document() -> dict:
                            for k in ("fetch_s", "work_s", "cpu_s")},
                         **{k: {"type": "integer"}
                            for k in ("failures", "replaced", "attempts")}}}}}}),
-                 "400": _resp("status missing or not 'failed'", ERROR)},
-                params=[sid, eid, {"name": "status", "in": "query", "required": True,
+                 "400": _resp("status missing or not 'failed'", ERROR),
+                 "404": _resp("not a frame of this animation", ERROR)},
+                params=[sid, eid, frame, {"name": "status", "in": "query", "required": True,
                                    "schema": {"type": "string", "enum": ["failed"]}}])},
         "/v1/sessions/{sid}/executions/{eid}/events": {
             "get": _op(
                 "Server-Sent Events: an event 'status' (data: the Execution) at once, on "
                 "every change of status, progress or preview, and a last one when the "
-                "execution is final; then the stream ends. A stream lives at most "
+                "execution is final; then the stream ends. An animation's stream also has "
+                "an event 'frame' as each frame ends (data: the Frame). A stream lives at most "
                 "FRANCINE_EVENTS_MAX_S seconds (under Cloud Run's request timeout) and then "
                 "ends with an event 'timeout': reconnect. Comment lines keep it alive.",
                 {"200": _resp("the stream", content={"text/event-stream": {
