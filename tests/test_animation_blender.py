@@ -7,13 +7,16 @@ frames finish, and the video."""
 
 from __future__ import annotations
 
+import json
 import pathlib
+import time
 
 import numpy as np
 import pytest
 from test_blender_cli import api, francine, read_exr, started
 from test_blender_pipeline import bpy_render, mse
 from test_blender_pipeline import read_exr as exr_of_bytes
+from test_events_webhooks import receiver  # noqa: F401 - a fixture
 
 from francine.domain import planning
 from francine.services import animation, video
@@ -134,3 +137,20 @@ def test_a_cancel_mid_shot_keeps_the_finished_frames(client, shot, tmp_path):
     with pytest.raises(ApiError) as not_done:
         client.result(sid, e["id"], later)
     assert not_done.value.status == 409
+
+
+def test_the_webhook_fires_once_for_the_animation(client, shot, receiver):  # noqa: F811
+    """Not once per frame: one delivery of the animation's final status (retried once
+    here: the receiver fails its first request)."""
+    url, received = receiver
+    sid = session(client, shot, samples=1)
+    eid = client.request("POST", f"/v1/sessions/{sid}/executions", json={
+        "parallel": 1, "frames": "1-3", "notify_url": url}).json()["id"]
+    assert client.wait(sid, eid, timeout_s=120)["status"] == "done"
+    deadline = time.monotonic() + 60
+    while len(received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # any per-frame delivery would have come by now
+    assert [h["X-Francine-Delivery"] for h, _ in received] == [eid, eid]
+    body = json.loads(received[1][1])
+    assert body["status"] == "done" and body["frames"]["done"] == 3

@@ -14,8 +14,8 @@ the local stack.
 - A Blender session made from a folder (the .blend, its texture, a file whose name needs
   quoting), rendered; "New session" for blender needs the files first; a folder whose
   .blend is unreadable leaves no session behind.
-- Animations, with the api's frame and video routes simulated in the browser (the api
-  has no such routes yet): the frame slider and the preview video.
+- An animation rendered by the stack: the frame slider over its finished frames, each
+  frame's image, the preview video.
 
 Screenshots go to $FRANCINE_SCREENSHOTS (default: the test's tmp_path): viewer-*.png.
 """
@@ -447,59 +447,37 @@ def test_blender_session_from_a_folder(viewer, client, shots, tmp_path):
     page.screenshot(path=str(shots / "viewer-blender.png"))
 
 
-def png(gray: int, w: int = 64, h: int = 48) -> bytes:
+def test_animation_controls(viewer, client, shots, tmp_path):
+    """A Blender animation of 3 frames rendered by the stack: the page shows the frame
+    count in the jobs list, a slider over the finished frames that shows each frame's
+    image, the preview video, and downloads the frame shown."""
+    pytest.importorskip("bpy")
     from PIL import Image
 
-    out = io.BytesIO()
-    Image.fromarray(np.full((h, w), gray, np.uint8)).save(out, "PNG")
-    return out.getvalue()
+    from francine.producers.blender import examples
 
-
-def test_animation_controls_on_simulated_routes(viewer, client, shots):
-    """The api has no frames yet (the `frames` field, GET .../frames, .../result?frame=N,
-    .../video): they are simulated here, in the browser, on a real job, to check what the
-    page does with them. Replace with the real routes once they exist."""
-    from francine.services import video
-
-    page = viewer.page
-    sid = client.create_session("ao", {"width": 64, "height": 48, "nao_samples": 1})["id"]
-    eid = client.execute(sid, parallel=1)["id"]
-    status = client.wait(sid, eid, timeout_s=60)
-    status["frames"] = {"total": 4, "done": 3, "failed": 1}
-    grays = {1: 40, 2: 120, 3: 200}
+    examples.checker_png(tmp_path / "maps" / "checker.png")
+    examples.build(tmp_path / "shot.blend", 64, 48, texture="maps/checker.png", frames=3)
+    sid = client.create_session("blender", {"blend": "shot.blend", "samples": 1})["id"]
+    client.put_resource(sid, "shot.blend", (tmp_path / "shot.blend").read_bytes())
+    client.put_resource(sid, "maps/checker.png",
+                        (tmp_path / "maps" / "checker.png").read_bytes())
+    eid = client.execute(sid, parallel=1, frames="1-3")["id"]
+    assert client.wait(sid, eid, timeout_s=120)["frames"]["done"] == 3
     job = f"/v1/sessions/{sid}/executions/{eid}"
-    mp4 = video.mp4([np.full((48, 64, 3), g, np.uint8) for g in grays.values()], 24)
+    page = viewer.page
     asked = []
-
-    def answer(route):
-        url = route.request.url
-        path = url.split("//", 1)[1].split("/", 1)[1]
-        path = "/" + path
-        asked.append(path)
-        if path == f"{job}/events":
-            route.fulfill(status=200, content_type="text/event-stream",
-                          body=f"event: status\ndata: {json.dumps(status)}\n\n")
-        elif path == f"{job}/frames":
-            route.fulfill(status=200, content_type="application/json", body=json.dumps(
-                {"frames": [{"frame": n, "status": "done", "result": f"{job}/result?frame={n}"}
-                            for n in grays] + [{"frame": 4, "status": "failed"}]}))
-        elif path.startswith(f"{job}/result?frame="):
-            route.fulfill(status=200, content_type="image/png",
-                          body=png(grays[int(path.rsplit("=", 1)[1])]))
-        elif path == f"{job}/video":
-            route.fulfill(status=200, content_type="video/mp4", body=mp4)
-        else:
-            route.fallback()
-
-    page.route(lambda url: f"{job}/" in url, answer)
+    page.on("request", lambda r: asked.append("/" + r.url.split("//", 1)[1].split("/", 1)[1]))
     viewer.sign_in()
     page.wait_for_selector("#animation:not(.hidden)")
     page.wait_for_function("() => document.getElementById('frame-slider').max === '2'")
-    assert "3/4" in page.inner_text(f"#jobs tr[data-execution='{eid}']")
+    assert "3/3" in page.inner_text(f"#jobs tr[data-execution='{eid}']")
     page.eval_on_selector("#frame-slider",
                           "s => { s.value = '1'; s.dispatchEvent(new Event('input')); }")
     page.wait_for_function("() => document.getElementById('frame').dataset.frame === '2'")
-    assert set(page.evaluate(PIXELS)) == {120}
+    shown = np.array(page.evaluate(PIXELS))
+    expected = np.asarray(Image.open(io.BytesIO(client.result(sid, eid, 2))).convert("RGB"))
+    assert np.abs(shown - expected[..., 0].ravel().astype(int)).max() <= 1
     assert "frame 2" in page.inner_text("#frame-label")
     page.wait_for_selector("#video:not(.hidden)")
     assert page.eval_on_selector("#video", "v => v.src").startswith("blob:")
