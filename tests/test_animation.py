@@ -240,3 +240,57 @@ def test_the_preview_video_has_every_finished_frame_and_is_cached():
     put = ad.blobs.put_result
     ad.blobs.put_result = lambda *a: (puts.append(a), put(*a))
     assert video.of_animation(ad, ex) == name and not puts  # not encoded again
+
+
+class Dying(animated.Flipbook):
+    """Renders die now and then (the instance is gone: the message comes back)."""
+
+    name = "flipbook-dying"
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.rng = __import__("random").Random(seed)
+
+    def render(self, scene, tile, seed, resources=None):
+        if self.rng.random() < 0.2:
+            raise errors.TransientError("the instance died")
+        return super().render(scene, tile, seed, resources)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_frame_recovers_as_a_single_image_does(seed):
+    """Deliveries shuffled and duplicated, renders dying, status messages lost now and
+    then (the watchdog makes up for them): every frame ends done, with the very image
+    of a clean run (same execution id, same seeds)."""
+    import random
+
+    from francine import producers
+
+    def images(ad):
+        ex = ad.store.execution("s", animation_id)
+        assert ex.status == Status.DONE, ex.error
+        return {e.frame: ad.blobs.get_result(e.result) for e in animation.done_frames(ad, ex)}
+
+    clean = adapters()
+    animation_id = executions.start(clean, "u", "s", {"parallel": 3, "tile": 16,
+                                                      "frames": "1-5"}, "key")[0].id
+    run(clean)
+    producers.register(Dying(seed))
+    ad = adapters(producer="flipbook-dying")
+    assert executions.start(ad, "u", "s", {"parallel": 3, "tile": 16, "frames": "1-5"},
+                            "key")[0].id == animation_id
+    rng = random.Random(seed)
+    publish = ad.bus.publish_status
+    ad.bus.publish_status = lambda m: rng.random() < 0.3 or publish(m)
+
+    def chaos(batch):
+        rng.shuffle(batch)
+        return batch + rng.sample(batch, len(batch) // 3)  # duplicates
+
+    worker, reducer = Worker(ad), Reducer(ad)
+    for _ in range(30):
+        pump(ad, worker, reducer, order=chaos)
+        if ad.store.execution("s", animation_id).final:
+            break
+        watchdog.sweep(ad, stall_s=0.0)
+    assert images(ad) == images(clean)
