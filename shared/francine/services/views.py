@@ -98,7 +98,7 @@ def _frame_summary(ad: Adapters, ex: Execution) -> dict:
 
 
 def summarize_animation(ad: Adapters, parent: Execution, frames: list[Execution],
-              finished=None) -> dict:
+                        finished=None) -> dict:
     """The animation's counts and times: its frames' summed (tasks of frames not
     started yet count as planned, not done)."""
     shape = planning.Shape.from_dict(parent.shape)
@@ -138,7 +138,7 @@ def frame_counts(parent: Execution, frames: list[Execution]) -> dict:
     done = [f for f in parent.frames or () if f in by_frame
             and by_frame[f].status == Status.DONE]
     failed = [f for f in parent.frames or () if f in by_frame
-              and by_frame[f].status in (Status.FAILED, Status.CANCELLED)]
+              and by_frame[f].status == Status.FAILED]  # not those a cancel stopped
     rendering = next((f for f in parent.frames or ()
                       if f not in by_frame or not by_frame[f].final), None)
     return {"total": len(parent.frames or ()), "done": len(done), "failed": len(failed),
