@@ -234,12 +234,14 @@ class Worker:
         work_s = time.perf_counter() - t0 - fetched[0]
         names = [planning.band_name(task.node, k, pieces, task.generation)
                  for k in range(pieces)]
-        self.ad.blobs.put_partial(sid, eid, names[piece], imaging.dump_band(pixels))
-        try:  # the last band stored finds all of them
-            bands = self.ad.blobs.get_partials(sid, eid, names)
+        own = imaging.dump_band(pixels)
+        self.ad.blobs.put_partial(sid, eid, names[piece], own)
+        try:  # the last band stored finds all of them (its own is in hand: not read)
+            others = self.ad.blobs.get_partials(sid, eid, names[:piece] + names[piece + 1:])
         except errors.NotFound:
             log.info("stored band %d of %d of %s/%s/%s", piece, pieces, sid, eid, task.node)
             return False
+        bands = [*others[:piece], own, *others[piece:]]
         total = np.concatenate([imaging.load_band(b) for b in bands], axis=0)
         # The task's time as this band measured it (its mean guides speculation).
         self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
