@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="workers answer 429 while rendering, as Cloud Run at max instances")
     up.add_argument("--watchdog-interval", type=float, default=None, metavar="S",
                     help="seconds between the watchdog's sweeps (default: "
-                         "FRANCINE_WATCHDOG_INTERVAL_S if set, else 10)")
+                         "FRANCINE_WATCHDOG_INTERVAL_S if set, else 30)")
     up.add_argument("--stall-seconds", type=float, default=None, metavar="S",
                     help="an execution standing still this long is re-driven (default: "
                          "FRANCINE_STALL_S if set, else 60)")

@@ -98,7 +98,7 @@ class StackOptions:
 
 
 #: The local stack's watchdog timer and stall time unless told otherwise.
-LOCAL_WATCHDOG_INTERVAL_S = 10.0
+LOCAL_WATCHDOG_INTERVAL_S = 30.0
 LOCAL_STALL_S = 60.0
 
 
