@@ -154,3 +154,15 @@ def test_the_webhook_fires_once_for_the_animation(client, shot, receiver):  # no
     assert [h["X-Francine-Delivery"] for h, _ in received] == [eid, eid]
     body = json.loads(received[1][1])
     assert body["status"] == "done" and body["frames"]["done"] == 3
+
+
+def test_the_cli_estimates_and_renders_nothing(client, shot, tmp_path, capsys):
+    out = tmp_path / "shot.exr"
+    code, stdout, err = francine(capsys, "render", shot, "-o", out, "--parallel", "2",
+                                 "--samples", "1", "--frames", "1-4", "--estimate",
+                                 *api(client))
+    assert code == 0, err
+    assert stdout.startswith("estimate (4 frames), ")
+    assert "tasks" in stdout and "cost       $" in stdout and "wall time" in stdout
+    assert not any(tmp_path.glob("shot*.exr"))
+    assert client.sessions() == []  # the session made for the price went again

@@ -59,6 +59,9 @@ RUNTIME_ENV = {
     "FRANCINE_MAX_TASK_S",
     "FRANCINE_ADMISSION_LIMIT",
     "FRANCINE_REDUCER_MEMORY_BYTES",
+    "FRANCINE_RENDER_CPU",
+    "FRANCINE_RENDER_MEMORY_BYTES",
+    "FRANCINE_REDUCER_CPU",
     "FRANCINE_RENDER_SERVICE",
     "FRANCINE_MAX_RENDER_INSTANCES",
     "FRANCINE_FARM_SLOTS",
@@ -573,6 +576,9 @@ def test_every_component_gets_the_runtime_environment(stack):
         "FRANCINE_MAX_TASK_S": "120",
         "FRANCINE_ADMISSION_LIMIT": "10",  # defaults to maxRenderInstances
         "FRANCINE_REDUCER_MEMORY_BYTES": str(1 << 30),  # reducerMemory 1Gi
+        "FRANCINE_RENDER_CPU": "1",  # what a dry run prices
+        "FRANCINE_RENDER_MEMORY_BYTES": str(2 << 30),
+        "FRANCINE_REDUCER_CPU": "1",
         "FRANCINE_RENDER_SERVICE": f"projects/{PROJECT}/locations/europe-west1/services/"
         "francine-renderer",
         "FRANCINE_MAX_RENDER_INSTANCES": "10",

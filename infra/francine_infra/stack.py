@@ -76,6 +76,9 @@ def runtime_environment(
         ENV["admission_limit"]: str(cfg.admission_limit),
         # The planner refuses images that the reducer could not hold.
         ENV["reducer_memory_bytes"]: str(memory_mib(cfg.reducer_memory) << 20),
+        ENV["render_cpu"]: cfg.render_cpu,
+        ENV["render_memory_bytes"]: str(memory_mib(cfg.render_memory) << 20),
+        ENV["reducer_cpu"]: cfg.reducer_cpu,
         # Warm-up (shared/francine/services/warmup.py): large executions raise the render
         # service's minimum instances, up to its maximum.
         ENV["render_service"]: f"projects/{cfg.project}/locations/{cfg.region}/services/"

@@ -112,6 +112,25 @@ class Settings:
     stall_s: float = 300.0
     #: How often the local stack's timer calls the watchdog (Cloud Scheduler: 60 s).
     watchdog_interval_s: float = 60.0
+    #: What a render costs (a ``dry_run``: francine/services/quotes.py, francine/domain/
+    #: pricing.py): the size of a render and a reducer instance (the deployment's
+    #: renderCpu, renderMemory, reducerCpu; the reducer's memory is reducer_memory_bytes)
+    #: and the public list prices in USD, before free tiers: Cloud Run's request-based
+    #: billing in a tier-1 region (per vCPU-second, GiB-second and million requests),
+    #: Firestore per 100,000 document reads and writes, Pub/Sub per TiB published or
+    #: delivered (at least 1,000 bytes a request), Cloud Storage per 1,000 class A
+    #: (writes, listings) and class B (reads) operations.
+    render_cpu: float = 1.0
+    render_memory_bytes: int = 2 << 30
+    reducer_cpu: float = 1.0
+    price_vcpu_second: float = 0.000024
+    price_gib_second: float = 0.0000025
+    price_million_requests: float = 0.40
+    price_firestore_100k_reads: float = 0.06
+    price_firestore_100k_writes: float = 0.18
+    price_pubsub_tib: float = 40.0
+    price_storage_1000_class_a: float = 0.005
+    price_storage_1000_class_b: float = 0.0004
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

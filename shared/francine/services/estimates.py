@@ -12,12 +12,33 @@ from the file is cruder than any scene's.
 
 What is measured is the production tasks' work time (``time.producing``: what a task
 takes, which is what must fit in Pub/Sub's deadline), falling back to ``time.cpu``.
+
+For a blender file that no execution of the session has measured yet, a *scout*
+(``francine.producers.blender.scout``, run by a ``dry_run``: ``francine.services.quotes``)
+may have measured the scene's CPU per pixel-sample; it is kept as a small JSON object
+beside the session's results (``scout_name``: per .blend content and scene state,
+deleted with the session or after the results' 30 days), and the planner uses it, with
+the margin, in place of the estimate from the file.
+
+A price (``expected``) wants the expected seconds, not the planner's bound: each
+producer's model without its safety factor (``SAFETY``), the measured times without
+the margin, or the scout's measurement as it is.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
+from francine import producers
+from francine.base import errors
+from francine.domain import planning, pricing
 from francine.domain.records import Execution, Status
 from francine.ports import Adapters
+from francine.producers.ao import cost as ao_cost
+from francine.producers.blender import cost as blender_cost
+from francine.producers.blender import scout
+from francine.producers.pathtracer import cost as pathtracer_cost
 
 #: The corrected estimate is this much above what was measured: a new camera or a
 #: busier machine may be costlier than what was measured.
@@ -37,14 +58,21 @@ def scene_seconds(producer, scene: dict, resources: list[dict]) -> float:
     return producer.pixel_seconds(scene)
 
 
-def measured_ratio(producer, history: list[Execution], resources: list[dict]) -> float | None:
+def measured_ratio(producer, history: list[Execution], resources: list[dict],
+                   cpu: bool = False) -> float | None:
     """Measured / estimated seconds over the finished executions in ``history`` (the
-    session's, oldest first) of ``producer``; None when none has been measured."""
+    session's, oldest first) of ``producer``; None when none has been measured. With
+    ``cpu``, the production tasks' CPU seconds (``time.cpu`` less the reductions' share
+    as ``pricing`` models it) instead of their work time: a price counts CPU, and work
+    time on a busy machine is longer than the CPU it took."""
     measured, estimated = 0.0, 0.0
-    mine = [ex for ex in history if ex.status == Status.DONE and ex.producer == producer.name]
+    # An animation's own summary is its frames', which are executions of the history.
+    mine = [ex for ex in history if ex.status == Status.DONE and ex.producer == producer.name
+            and not ex.frames]
     for ex in mine[-HISTORY:]:
         time = (ex.summary or {}).get("time") or {}
-        seconds = time.get("producing") or time.get("cpu")
+        seconds = production_cpu(producer, ex, time) if cpu else \
+            time.get("producing") or time.get("cpu")
         if not (seconds and ex.shape and ex.scene):
             continue
         try:
@@ -59,6 +87,21 @@ def measured_ratio(producer, history: list[Execution], resources: list[dict]) ->
     return min(high, max(low, measured / estimated))
 
 
+def production_cpu(producer, ex: Execution, time: dict) -> float | None:
+    """The CPU seconds of ``ex``'s production tasks: its ``time.cpu`` less what its
+    reductions are modelled to take (at least half of it is kept)."""
+    total = time.get("cpu")
+    if not (total and ex.shape and ex.scene):
+        return None
+    try:
+        shape = planning.Shape.from_dict(ex.shape)
+        reducing, _ = pricing.reduction_cpu(
+            shape, producers.partial_channels(producer.name, ex.scene), producer.channels)
+    except (KeyError, TypeError, ValueError):
+        return total
+    return max(total - reducing, total / 2)
+
+
 def corrected(producer, scene: dict, resources: list[dict],
               history: list[Execution]) -> float:
     """The estimate of ``scene`` corrected by the measured times in ``history``."""
@@ -67,17 +110,115 @@ def corrected(producer, scene: dict, resources: list[dict],
     return guess if ratio is None else guess * ratio * MARGIN
 
 
+def finished(ad: Adapters, sid: str) -> list[Execution]:
+    return [ex for ex in ad.store.list_executions(sid) if ex.status == Status.DONE]
+
+
 def pixel_seconds(ad: Adapters, sid: str, producer, scene: dict, resources: list[dict]) -> float:
-    history = [ex for ex in ad.store.list_executions(sid) if ex.status == Status.DONE]
+    history = finished(ad, sid)
     refine = getattr(producer, "estimate_pixel_seconds", None)
     if refine is not None:
+        if producer.name == "blender" and blender_cost.measured_sample_seconds(history) is None:
+            found = cached_scout(ad, sid, scene, resources)
+            if found is not None:
+                return found.pixel_seconds(scene.get("samples", 16)) * blender_cost.MARGIN
         return refine(scene, resources, history)
     return corrected(producer, scene, resources, history)
 
 
-def quote(ad: Adapters, user: str, sid: str, body: dict) -> dict:
-    """The estimate of the execution that ``body`` asks for, starting nothing (a
-    ``dry_run``)."""
-    from francine.base import errors
+# --- the scout's measurement of a blender scene ------------------------------------------
 
-    raise errors.BadRequest("dry_run: estimates are not available yet", "not_implemented")
+def blend_record(scene: dict, resources: list[dict]) -> dict | None:
+    return next((r for r in resources if r["name"] == scene.get("blend")), None)
+
+
+def scout_name(ad: Adapters, sid: str, scene: dict, resources: list[dict]) -> str | None:
+    """Where the scout's measurement of ``scene`` (validated) is kept, None without its
+    .blend: a results object of the session, named by the file's content and the scene's
+    state (``scout.key``)."""
+    record = blend_record(scene, resources)
+    if record is None:
+        return None
+    return ad.blobs.result_name(sid, "scout-" + scout.key(scene, record["sha256"])[:40], "json")
+
+
+def cached_scout(ad: Adapters, sid: str, scene: dict,
+                 resources: list[dict]) -> scout.Measurement | None:
+    name = scout_name(ad, sid, scene, resources)
+    if name is None:
+        return None
+    try:
+        data = ad.blobs.get_result(name)
+    except errors.NotFound:
+        return None
+    try:
+        return scout.Measurement.from_dict(json.loads(data))
+    except (ValueError, AttributeError):
+        return None
+
+
+# --- what a price counts on: expected seconds ----------------------------------------------
+
+#: Each producer's model is its bench's measurement times this (its ``cost.SAFETY``).
+SAFETY = {"ao": ao_cost.SAFETY, "pathtracer": pathtracer_cost.SAFETY,
+          "blender": blender_cost.SAFETY}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The expected CPU seconds (one vCPU's) of a render's parts, and where they come
+    from: ``basis`` "model" (the producer's model of the scene) or "measured" (the
+    session's finished executions, or a scout)."""
+
+    pixel_seconds: float  # one pixel of one pass
+    pass_seconds: float  # one render of one tile's pass, besides its pixels
+    setup_seconds: float  # once per instance that renders the scene
+    basis: str
+    detail: str
+
+
+def expected(ad: Adapters, sid: str, producer, scene: dict, resources: list[dict],
+             history: list[Execution] | None = None) -> Expected:
+    """What the render of ``scene`` (validated) is expected to take, from the best
+    measurement there is: a scout of this scene (blender), the session's finished
+    executions, else the producer's model without its safety factor."""
+    history = finished(ad, sid) if history is None else history
+    if producer.name == "blender":
+        return expected_blender(ad, sid, scene, resources, history)
+    guess = scene_seconds(producer, scene, resources)
+    ratio = measured_ratio(producer, history, resources, cpu=True)
+    if ratio is not None:
+        n = len([ex for ex in history if ex.producer == producer.name][-HISTORY:])
+        return Expected(guess * ratio, 0.0, 0.0, "measured",
+                        "the model scaled by measured/estimated CPU over the session's last "
+                        f"{n} finished executions")
+    safety = SAFETY.get(producer.name, 1.0)
+    return Expected(guess / safety, 0.0, 0.0, "model",
+                    f"the {producer.name} model of the scene, without its safety factor of "
+                    f"{safety:g}")
+
+
+def expected_blender(ad: Adapters, sid: str, scene: dict, resources: list[dict],
+                     history: list[Execution]) -> Expected:
+    samples = scene.get("samples", 16)
+    # A scout of this very scene state first: it tells the samples from the set-up and
+    # the passes' fixed costs, which the executions' CPU per pixel-sample mixes (and it
+    # may be of another camera or frame).
+    found = cached_scout(ad, sid, scene, resources)
+    if found is not None:
+        return Expected(found.pixel_seconds(samples), found.pass_seconds,
+                        found.import_seconds + found.open_seconds, "measured",
+                        f"a scout of this scene: {found.width}×{found.height} pixels at "
+                        f"{', '.join(str(s) for s in found.samples)} samples")
+    measured = blender_cost.measured_sample_seconds(history)
+    if measured is not None:
+        # Everything a task costs is in it (its share of opening the file, the passes'
+        # fixed costs): no set-up or pass cost on top.
+        return Expected(samples * measured, 0.0, 0.0, "measured",
+                        "CPU per pixel-sample of the session's finished executions")
+    record = blend_record(scene, resources) or {}
+    meta = (record.get("meta") or {}).get("blend")
+    return Expected(blender_cost.pixel_seconds(scene, meta) / blender_cost.SAFETY,
+                    blender_cost.PASS_SECONDS, blender_cost.SETUP_SECONDS, "model",
+                    "the file's polygons and objects (no scout), without the model's safety "
+                    f"factor of {blender_cost.SAFETY:g}")

@@ -35,6 +35,7 @@ from francine.tools.terminal import (
     Interrupted,
     Progress,
     check_writable,
+    estimate_text,
     explain,
     output_format,
 )
@@ -284,8 +285,8 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
                  frames: str | None = None, denoise: bool = False,
                  scene_name: str | None = None, camera: str | None = None,
                  size: str | None = None, percentage: int | None = None,
-                 upload=None, video: pathlib.Path | None = None
-                 ) -> list[tuple[pathlib.Path, dict]]:
+                 upload=None, video: pathlib.Path | None = None,
+                 estimate: bool = False) -> list[tuple[pathlib.Path, dict]]:
     """Render ``blend`` (one image, or one per frame of ``frames``, and the preview
     video of the frames to ``video``); returns each file written with the execution's
     final status. ``upload(client, sid, name, path)`` attaches a file (by default one
@@ -308,6 +309,13 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
         for name, path in job.pack.files.items():
             (upload or attach_file)(client, run.sid, name, path)
         job.pack.close()
+        if estimate:  # a price; the session made for it goes again
+            frames = [f for f, _ in job.outputs if f is not None]
+            quoted = client.estimate(run.sid, parallel, tile,
+                                     **({"frames": frames} if frames else {}))
+            print(estimate_text(quoted))
+            print(abandon(client, run), file=sys.stderr)
+            return []
         start(client, run, job, parallel, tile)
         collect(client, run)
         if video is not None:

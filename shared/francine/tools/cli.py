@@ -298,7 +298,7 @@ def _render_in(client: Client, sid: str, resources: dict, parallel: int, tile: i
 
 #: Options of ``render`` that only a .blend target reads, and those it does not.
 BLEND_ONLY = ("samples", "frames", "denoise", "scene", "camera", "size",
-              "resolution_percentage", "video")
+              "resolution_percentage", "video", "estimate")
 NOT_FOR_BLEND = ("session", "producer", "resource")
 
 
@@ -331,7 +331,10 @@ def cmd_render(args) -> int:
                                args.parallel, args.tile, args.format, args.samples,
                                args.frames, args.denoise, args.scene, args.camera,
                                args.size, args.resolution_percentage,
-                               video=pathlib.Path(args.video) if args.video else None)
+                               video=pathlib.Path(args.video) if args.video else None,
+                               estimate=args.estimate)
+        if args.estimate:
+            return 0
         print(f"wrote {', '.join(str(path) for path, _ in written)}")
         if len(written) == 1:
             print(time_breakdown(written[0][1]))
@@ -584,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames of the scene's range, one execution, one image each, "
                         "written as each is done (-o out.exr → out_0001.exr …): 5, 1-24, "
                         "1..24 or a list, 1-3,10")
+    b.add_argument("--estimate", action="store_true",
+                   help="print the render's estimate (tasks, CPU, wall time, cost in USD; a "
+                        "scout measures the scene the first time) and render nothing")
     b.add_argument("--video", default=None, metavar="OUT.mp4",
                    help="with --frames: write the preview video (H.264 MP4 at the scene's "
                         "frame rate) at the end")

@@ -117,6 +117,13 @@ class Client:
         return self.request("POST", f"/v1/sessions/{sid}/executions", json=body,
                             headers=headers).json()
 
+    def estimate(self, sid: str, parallel: int = 1, tile: int | None = None, **more) -> dict:
+        """The price of an execution (a ``dry_run``): nothing starts."""
+        body: dict = {"parallel": parallel, "dry_run": True, **more}
+        if tile is not None:
+            body["tile"] = tile
+        return self.request("POST", f"/v1/sessions/{sid}/executions", json=body).json()
+
     def execution(self, sid: str, eid: str) -> dict:
         return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}").json()
 

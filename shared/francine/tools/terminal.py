@@ -79,6 +79,25 @@ def explain(e: BaseException, args) -> str:
     return str(e)
 
 
+def estimate_text(q: dict) -> str:
+    """A dry run's answer in a few lines."""
+    tasks, wall, cost = q["tasks"], q["wall_seconds"], q["cost_usd"]
+    admission = q.get("admission") or {}
+    frames = f" ({q['frames']} frames)" if q.get("frames", 1) > 1 else ""
+    lines = [
+        f"estimate{frames}, {q['basis']}: {q.get('basis_detail', '')}".rstrip(": "),
+        f"  tasks      {tasks['total']} ({tasks['production']} production, "
+        f"{tasks['reduction']} reduction)",
+        f"  CPU        {q['cpu_seconds']:.1f} s",
+        f"  wall time  {wall['warm']:.1f} s on a warm farm, {wall['cold']:.1f} s on a cold "
+        f"one ({q['instances']} instances)",
+        f"  cost       ${cost['warm']:.6f} warm, ${cost['cold']:.6f} cold",
+        "  quotas     " + ("would take it now" if admission.get("ok") else
+                           f"would refuse it now: {admission.get('message', '')}"),
+    ]
+    return "\n".join(lines)
+
+
 class Progress:
     """The progress line: bar, counts, and an ETA (or that the workers are starting)."""
 

@@ -29,10 +29,10 @@ from francine.handlers.api.openapi import openapi_document
 from francine.ports import Adapters, readiness
 from francine.services import (
     animation,
-    estimates,
     events,
     executions,
     quotas,
+    quotes,
     resources,
     schemas,
     tasklist,
@@ -323,8 +323,8 @@ class Api:
                 views.view(self.ad, ex) for ex in self.ad.store.list_executions(sid)
                 if ex.parent is None]})  # an animation's frames are listed by /frames
         body = self.json_body(request, allow_empty=True)
-        if body.get("dry_run") is True:  # a price, nothing started (services/estimates.py)
-            return json_response(estimates.quote(self.ad, user, sid, body))
+        if body.get("dry_run") is True:  # a price, nothing started (services/quotes.py)
+            return json_response(quotes.quote(self.ad, user, sid, body))
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise errors.BadRequest("Idempotency-Key: 1 to 255 characters", "invalid_header")

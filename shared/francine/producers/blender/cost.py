@@ -22,6 +22,22 @@ from francine.domain.records import Execution, Status
 BASE = 4e-6
 PER_LOG2_POLYGON = 0.5e-6
 PER_OBJECT = 2e-8
+#: How far above the measured CPU the estimate from the file is on the demo scenes
+#: (bench/estimates.py: 5 to 7 times): a price (``francine.services.quotes``) divides it
+#: out. The file tells polygons and objects, not shaders, lights or how much of the
+#: frame is sky, so a price from the file alone is a rough guess either way; the scout
+#: (``scout``) measures the scene instead.
+SAFETY = 6.0
+#: Before a scout or an execution measured a file: a render's fixed CPU seconds besides
+#: its samples (a pass of a tile: the settings, the render's set-up, its EXR written and
+#: read back; 0.008–0.015 s measured on the demo scene), and what a Blender process
+#: costs once per instance and file (importing bpy, about 0.5 CPU-s; opening a small
+#: file, a few hundredths).
+PASS_SECONDS = 0.015
+SETUP_SECONDS = 0.55
+#: The root's denoising (Open Image Denoise, quality "high"), CPU seconds per pixel of
+#: the image: 2.0 CPU-s for 1024² on this 2-core box.
+DENOISE_PIXEL_SECONDS = 2e-6
 #: The measured rate is scaled by this before it is used: a new camera or frame may be
 #: costlier than what was measured.
 MARGIN = 1.5
@@ -45,6 +61,8 @@ def pixel_seconds(scene: dict[str, Any], meta: dict | None) -> float:
 def measured_sample_seconds(history: list[Execution]) -> float | None:
     """CPU seconds per pixel-sample of the session's finished executions, or None."""
     total_cpu, total_work = 0.0, 0.0
+    # An animation's own summary is its frames', which are executions of the history.
+    history = [ex for ex in history if not ex.frames]
     for ex in history[-HISTORY:]:
         summary, shape, scene = ex.summary or {}, ex.shape, ex.scene
         cpu = (summary.get("time") or {}).get("cpu")
