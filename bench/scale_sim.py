@@ -22,15 +22,26 @@ backup copies, started when a task finishes. Scenarios: ``big`` (one execution o
 once), ``stragglers`` (one execution under a heavier straggler tail, run three times:
 without speculation, with the watchdog's copies only, with the end game's too) and
 ``warmup`` (one large execution on a cold farm, and with the render service's minimum
-instances raised for it, as ``francine.services.warmup`` does, at submission or 60 s before).
+instances raised for it, as ``francine.services.warmup`` does, at submission or 60 s before)
+and ``animation`` (one execution of 250 frames × 16 passes of ~30 s on a cold farm of
+1,000 instances with the deployment's settings: farm admission, the warm-up on, the frames
+started by the reducer as their predecessors' final statuses reach it).
+
+Execution statuses (``Bus.publish_status``: created, ended) are pushed, as in the
+deployment, from the status topic to the reducer service, like the task events: push
+latency, duplicates, retries; the reducer delivers webhooks and starts an animation's
+next frames from them.
+
 Usage:
 
     .venv/bin/python bench/scale_sim.py                 # big and mixed
-    .venv/bin/python bench/scale_sim.py --scenario all  # mixed, stragglers, warmup, big
+    .venv/bin/python bench/scale_sim.py --scenario all  # mixed, stragglers, warmup, animation, big
     .venv/bin/python bench/scale_sim.py --scenario big --workers 10000
     .venv/bin/python bench/scale_sim.py --scenario stragglers --workers 1000 --passes 1000
+    .venv/bin/python bench/scale_sim.py --scenario animation   # --side-workers 1000 --frames 250
 
-The last line is ``makespan/ideal R`` for the big execution.
+The last line is ``makespan/ideal R`` for the big execution (``--scenario animation``:
+``animation makespan/ideal R``; ``all`` prints both, the animation's last).
 """
 
 from __future__ import annotations
@@ -55,14 +66,19 @@ from francine import producers
 from francine.base import errors
 from francine.base.config import Settings
 from francine.domain import planning, scheduler
-from francine.domain.envelope import DEAD_LETTER_ATTRIBUTE, Message, task_message
+from francine.domain.envelope import (
+    DEAD_LETTER_ATTRIBUTE,
+    EXECUTION_STATUS,
+    Message,
+    task_message,
+)
 from francine.handlers import reducer as reducer_module
 from francine.handlers import watchdog
 from francine.handlers import worker as worker_module
 from francine.handlers.worker import Worker
 from francine.services import executions
 from francine.twins import Meter, twin_adapters
-from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, BusTwin
+from francine.twins.bus import EVENTS_TOPIC, PRODUCE_TOPIC, STATUS_TOPIC, BusTwin
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -172,10 +188,13 @@ class SimProducer:
     channels = 1
     exact_tiles = True  # its pixels are the seed's alone: copies may be cut into bands
 
-    def __init__(self, sim: Sim, platform: Platform, stats):
+    def __init__(self, sim: Sim, platform: Platform, stats, last: dict | None = None,
+                 spans: list | None = None):
         self.sim, self.platform, self.stats = sim, platform, stats
-        #: the render each handler greenlet ran last: (seconds, started at)
-        self.last: dict = {}
+        #: the render each handler greenlet ran last: its seconds
+        self.last: dict = {} if last is None else last
+        #: every render: (started, ended), crashed ones included
+        self.spans: list = [] if spans is None else spans
 
     def validate(self, scene, resources):
         return scene
@@ -189,16 +208,41 @@ class SimProducer:
     def render(self, scene, tile, seed, resources):
         est = scene["pass_seconds"] * tile.width * tile.height / (scene["width"] * scene["height"])
         d = self.platform.duration(est)
+        start = self.sim.now
         if self.platform.rng.random() < self.platform.crash_p:
             self.sim.sleep(d * self.platform.rng.random())
             self.stats["crashes"] += 1
+            self.spans.append((start, self.sim.now))
             raise Crash()
         self.sim.sleep(d)
+        self.spans.append((start, self.sim.now))
         self.last[greenlet.getcurrent()] = d
         self.stats["longest"] = max(self.stats["longest"], d)
         if "first_render" not in self.stats:
             self.stats["first_render"] = self.sim.now - d
         return np.full((tile.height, tile.width, 1), (seed % 1000) / 1000, np.float32)
+
+
+class SimFrames(SimProducer):
+    """The animation's stand-in renderer. Only Blender renders frames, so it is
+    Blender's kind of producer: it accepts a ``frame`` (any frame ≥ 0: the stand-in's
+    shot has no end), its copies stay whole (Cycles' border renders are not the whole
+    frame's pixels bit for bit: ``exact_tiles`` False) and a task pays Blender's fixed
+    cost in the planner's folding (``task_overhead_s``). A frame costs what every other
+    frame costs (``pass_seconds``), as the planner assumes of a shot."""
+
+    name = "sim-frames"
+    animates = True
+    exact_tiles = False
+    task_overhead_s = 0.1  # as francine.producers.blender
+
+    def validate(self, scene, resources):
+        frame = scene.get("frame", 1)
+        if not isinstance(frame, int) or isinstance(frame, bool) or frame < 0:
+            from francine.domain.producer import SceneError
+
+            raise SceneError("frame", f"frame {frame!r}: a frame number ≥ 0")
+        return scene
 
 
 # --- Cloud Run services and Pub/Sub push ------------------------------------------------
@@ -281,6 +325,9 @@ class SimBus(BusTwin):
         self.routes: dict[str, Service] = {}
         self.messages = 0
         self.deliveries = 0
+        self.status_messages = 0
+        self.farm = False  # farm admission on (set by the run)
+        self.store = None  # the store twin (for ``is_copy``)
 
     def publish_tasks(self, session_id: str, execution_id: str,
                       tasks: list[tuple[int, str] | tuple[int, str, str]]) -> None:
@@ -289,21 +336,38 @@ class SimBus(BusTwin):
         for start in range(0, len(tasks), 500):
             self.meter.op("publish")
             for index, tid, *piece in tasks[start: start + 500]:
-                # A speculative copy goes to another shard than its index (the
-                # simulation's own mark, read only by its accounting).
-                copy = {"sim_copy": "1"} \
-                    if index != planning.parse_node(tid.partition("-")[2])[1] else {}
+                copy = {"sim_copy": "1"} if self.is_copy(session_id, execution_id, index,
+                                                         tid, piece) else {}
                 self.send(PRODUCE_TOPIC, task_message(session_id, execution_id, tid, *piece),
                           type="produce", **copy)
+
+    def is_copy(self, sid: str, eid: str, index: int, tid: str, piece: list) -> bool:
+        """Whether a production message is a speculative copy (the simulation's own
+        mark, read only by its accounting). Without farm admission a copy goes to
+        another shard than its task's index; with it, every message's index is its
+        slot, and a whole copy is the task's own message published after the task was
+        marked copied (read from the twin directly: no simulated cost)."""
+        if piece:
+            return True
+        if not self.farm:
+            return index != planning.parse_node(tid.partition("-")[2])[1]
+        doc = self.store.tasks.get((sid, eid), {}).get(tid) or {}
+        return bool(doc.get("speculated"))
 
     def publish(self, topic: str, payload: dict, **attributes: str) -> str:
         self.meter.op("publish")
         return self.send(topic, payload, **attributes)
 
     def publish_status(self, message: dict) -> None:
-        """An execution's status for other systems: published, delivered to nobody here."""
+        """An execution's status on the status topic. Its one subscription
+        (``execution-events-notify``, francine.domain.topology) pushes it to the reducer
+        service, as every other push: push latency, at-least-once duplicates, retries
+        with back-off when the reducer fails, dead-lettered (to ``unprocessable``, which
+        nothing here reads) after the last attempt. The reducer delivers the webhooks
+        and, for a frame of an animation, starts the next frames."""
         self.meter.op("publish")
-        self.messages += 1
+        self.status_messages += 1
+        self.send(STATUS_TOPIC, message, type=EXECUTION_STATUS)
 
     def send(self, topic: str, payload: dict, **attributes: str) -> str:
         self.messages += 1
@@ -331,6 +395,8 @@ class Submission:
     passes: int
     pass_seconds: float
     tile: int | None = None
+    #: a frame range ("1-250"): an animation, rendered by the frames' stand-in producer
+    frames: str | None = None
 
 
 class SimTime:
@@ -349,6 +415,32 @@ class SimTime:
 
 #: Cloud Run Admin API: how long after the request the new minimum applies.
 WARM_API_S = 2.0
+#: Cloud Run Admin API: one call (a get of the service, or the update's request).
+ADMIN_CALL_S = 0.2
+#: The render service's name where the warm-up is on (``Settings.render_service``).
+RENDER_SERVICE = "projects/sim/locations/sim/services/render"
+
+
+class SimServices:
+    """The ``Services`` port (francine.ports.protocols) on the simulated render service:
+    what ``francine.services.warmup.reconcile`` reads and sets from the watchdog's sweep
+    when ``Settings.render_service`` is set. A minimum raised applies ``WARM_API_S``
+    after the request (that many instances start: their cold starts begin); one lowered
+    stops nothing here (the simulated farm never scales in)."""
+
+    def __init__(self, sim: Sim, render: Service, calls: collections.Counter):
+        self.sim, self.render, self.calls = sim, render, calls
+        self.minimum = 0
+
+    def min_instances(self, service: str) -> int:
+        self.sim.sleep(ADMIN_CALL_S)
+        return self.minimum
+
+    def set_min_instances(self, service: str, count: int) -> None:
+        self.sim.sleep(ADMIN_CALL_S)
+        self.minimum = count
+        self.calls[count] += 1
+        self.sim.at(self.sim.now + WARM_API_S, lambda: self.render.keep_warm(count))
 
 
 def simulate(submissions: list[Submission], workers: int, seed: int,
@@ -394,9 +486,12 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
     ad = twin_adapters(settings, meter)
     ad.blobs.keep_bytes = True
     bus = SimBus(meter, sim, platform)
+    bus.farm, bus.store = settings.farm_slots > 0, ad.store
     ad.bus = bus
     producer = SimProducer(sim, platform, stats)
     producers.register(producer)
+    frames = SimFrames(sim, platform, stats, producer.last, producer.spans)
+    producers.register(frames)
     worker, reducer = Worker(ad), reducer_module.Reducer(ad)
     # One Worker object serves every simulated instance: no instance keeps an execution.
     worker.execution_ttl_s = 0.0
@@ -405,6 +500,9 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
         stats["redeliveries"] += 1
         if attempt >= platform.max_attempts:
             stats["dead_letters"] += 1
+            if message.attributes.get("type") == EXECUTION_STATUS:
+                stats["status dead letters"] += 1  # to ``unprocessable``: held, not read
+                return
             dead = Message(message.id, message.payload, {
                 **message.attributes, DEAD_LETTER_ATTRIBUTE: service.name,
                 "CloudPubSubDeadLetterSourceDeliveryCount": str(attempt)})
@@ -454,20 +552,31 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
                      rendered)
     reduce = Service(sim, platform, "reduce", reducer.handle, reducers,
                      platform.reducer_cold_start, nack)
-    bus.routes = {PRODUCE_TOPIC: render, EVENTS_TOPIC: reduce}
+    # Task events and statuses both push to the reducer service (francine.domain.topology).
+    bus.routes = {PRODUCE_TOPIC: render, EVENTS_TOPIC: reduce, STATUS_TOPIC: reduce}
+    warm_calls: collections.Counter = collections.Counter()
+    if settings.render_service:  # the warm-up on: the watchdog's sweep sets the minimum
+        services = SimServices(sim, render, warm_calls)
+        ad.services = lambda: services
 
     started: dict[str, tuple[str, Submission]] = {}
     for i, sub in enumerate(submissions):
         sid = f"s{i}"
-        ad.store.sessions[sid] = {"user": sub.user, "producer": "sim", "format": "png",
-                                  "scene": {}}
+        ad.store.sessions[sid] = {"user": sub.user,
+                                  "producer": frames.name if sub.frames else "sim",
+                                  "format": "png", "scene": {}}
 
         def submit(sid=sid, sub=sub):
             body = {"parallel": sub.passes}
             if sub.tile:
                 body["tile"] = sub.tile
+            if sub.frames:
+                body["frames"] = sub.frames
+            # An animation's frame ids derive from its id: a fixed one (an idempotency
+            # key, as a client that retries sends) keeps its run reproducible.
+            key = f"sim-{sid}" if sub.frames else None
             try:
-                ex, _ = executions.start(ad, sub.user, sid, body)
+                ex, _ = executions.start(ad, sub.user, sid, body, idempotency_key=key)
             except errors.FrancineError as e:
                 print(f"submission refused: {e}", file=sys.stderr)
                 return
@@ -504,21 +613,40 @@ def _simulate(submissions, workers, seed, reducers, platform_options, watchdog_s
     results = []
     for eid, (sid, sub) in started.items():
         doc = ad.store.executions[(sid, eid)]
-        tasks = ad.store.tasks[(sid, eid)].values()
+        # An animation has no tasks of its own: its frames, each an execution, have them.
+        frame_docs = sorted(((d["frame"], e, d) for (s, e), d in ad.store.executions.items()
+                             if s == sid and d.get("parent") == eid), key=lambda f: f[0])
+        members = [e for _, e, _ in frame_docs] if doc.get("frames") else [eid]
+        tasks = [t for e in members for t in ad.store.tasks.get((sid, e), {}).values()]
         stats["copies started"] += sum(bool(t.get("speculated")) for t in tasks)
-        last_produced = max(t["finished"] for t in tasks
-                            if t["kind"] == "produce" and t.get("finished"))
+        last_produced = max((t["finished"] for t in tasks
+                             if t.get("kind") == "produce" and t.get("finished")), default=None)
         finished = doc.get("finished")
         shape = doc["shape"]
-        results.append({
+        count = len(doc.get("frames") or ()) or 1
+        result = {
             "eid": eid, "user": sub.user, "status": doc["status"], "submitted": sub.at,
             "makespan": (finished - doc["created"]).total_seconds() if finished else math.inf,
-            "tail": (finished - last_produced).total_seconds() if finished else math.inf,
-            "tasks": len(tasks), "depth": depth(shape), "work": sub.passes * sub.pass_seconds,
-        })
+            "tail": (finished - last_produced).total_seconds()
+            if finished and last_produced else math.inf,
+            "tasks": len(tasks), "depth": depth(shape),
+            "work": count * sub.passes * sub.pass_seconds,
+        }
+        if doc.get("frames"):
+            # Each frame: (frame, status, started, image stored), seconds after the
+            # animation's submission.
+            def after(t, created=doc["created"]):
+                return (t - created).total_seconds() if t is not None else math.inf
+
+            result["frames"] = [(f, d["status"], after(d["created"]),
+                                 after(d.get("finished")) if d.get("result") else math.inf)
+                                for f, _, d in frame_docs]
+            result["window"] = doc.get("frame_window")
+            result["planned"] = planning.Shape.from_dict(shape)
+        results.append(result)
     return {"results": results, "stats": stats, "meter": meter, "bus": bus, "wall": wall,
             "render_peak": render.peak, "reduce_peak": reduce.peak, "sim_end": sim.now,
-            "adapters": ad}
+            "adapters": ad, "warm_calls": warm_calls, "renders": producer.spans}
 
 
 def depth(shape: dict) -> int:
@@ -527,11 +655,15 @@ def depth(shape: dict) -> int:
     return len(Shape.from_dict(shape).level_sizes()) - 1
 
 
+#: The Firestore documents among the meter's written paths (the rest are objects).
+FIRESTORE_PATHS = ("sessions/", "farms/", "users/")
+
+
 def peak_document_rate(meter: Meter, window_s: float = 10.0) -> tuple[float, str]:
     """The highest number of writes to one document in any ``window_s``, per second."""
     best, where = 0.0, ""
     for path, times in meter.writes.items():
-        if not path.startswith("sessions/") or len(times) < 2:
+        if not path.startswith(FIRESTORE_PATHS) or len(times) < 2:
             continue
         times = sorted(times)
         j = 0
@@ -542,6 +674,45 @@ def peak_document_rate(meter: Meter, window_s: float = 10.0) -> tuple[float, str
             if rate > best:
                 best, where = rate, path
     return best, where
+
+
+def most_in_window(times: list[float], window_s: float) -> int:
+    """The most of ``times`` within any ``window_s`` (a window ending at each time)."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window_s:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def busiest_document(meter: Meter, window_s: float = 1.0) -> tuple[int, str]:
+    """The most writes to one Firestore document within any ``window_s``, and that
+    document's path."""
+    best, where = 0, ""
+    for path, times in meter.writes.items():
+        if path.startswith(FIRESTORE_PATHS) and len(times) > best:
+            n = most_in_window(times, window_s)
+            if n > best:
+                best, where = n, path
+    return best, where
+
+
+def busiest_by_kind(meter: Meter) -> dict[str, tuple[int, float, str]]:
+    """Per kind of Firestore document (the fair-share accounts, executions, tasks): the
+    most writes to one within 1 s, the most per second over 10 s, and that document."""
+    kinds: dict[str, tuple[int, float, str]] = {}
+    for path, times in meter.writes.items():
+        if not path.startswith(FIRESTORE_PATHS):
+            continue
+        kind = ("fair-share account" if path.startswith("farms/") else "task"
+                if "/tasks/" in path else "execution" if "/executions/" in path
+                else path.split("/")[0])
+        one, ten = most_in_window(times, 1.0), most_in_window(times, 10.0)
+        if (one, ten / 10) > kinds.get(kind, (0, 0.0, ""))[:2]:
+            kinds[kind] = (one, ten / 10, path)
+    return kinds
 
 
 def report(name: str, run: dict, workers: int) -> float:
@@ -556,7 +727,7 @@ def report(name: str, run: dict, workers: int) -> float:
     makespan = end - first
     ideal = work / workers + mean_task
     rate, doc = peak_document_rate(meter)
-    objects = [(len(v), k) for k, v in meter.writes.items() if not k.startswith("sessions/")]
+    objects = [(len(v), k) for k, v in meter.writes.items() if not k.startswith(FIRESTORE_PATHS)]
     most_object = max(objects) if objects else (0, "")
     store_ops = sum(n for op, n in meter.ops.items()
                     if op in ("read", "write", "transaction", "batch", "aggregate", "query"))
@@ -625,8 +796,12 @@ def stragglers(passes: int) -> list[Submission]:
 
 
 def table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n## {title}")
+    table_rows(header, rows)
+
+
+def table_rows(header: tuple[str, ...], rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  " + "  ".join(f"{str(v):<{w}}" if i == 0 else f"{str(v):>{w}}"
                                for i, (v, w) in enumerate(zip(r, widths, strict=True))))
@@ -682,16 +857,115 @@ def warmup(args, workers: int, passes: int) -> None:
           ("render service", "first render after", "makespan", "/ ideal"), rows)
 
 
+#: The platform's median cold start (``Platform.cold_start``): the ideal's one cold start.
+COLD_START_S = 9.0
+
+
+def busy_profile(renders: list, until: float, step: float = 20.0) -> list[int]:
+    """Mean instances rendering in each ``step`` seconds from 0 to ``until``."""
+    bins = [0.0] * (int(until // step) + 1)
+    for start, end in renders:
+        t = start
+        while t < end:
+            b = int(t // step)
+            if b >= len(bins):
+                break
+            nxt = min(end, (b + 1) * step)
+            bins[b] += nxt - t
+            t = nxt
+    return [round(v / step) for v in bins]
+
+
+def animation(args, workers: int, frames: int, passes: int) -> float:
+    """One animation, frames 1..``frames`` of ``passes`` passes of ~30 s each, submitted
+    at t = 0 to a cold farm of ``workers`` instances, with the deployment's settings:
+    the render service's max instances (``FRANCINE_MAX_RENDER_INSTANCES``, which sizes
+    the frame window), farm-wide admission with as many slots (``FRANCINE_FARM_SLOTS``,
+    Pulumi's default) and the warm-up on (``FRANCINE_RENDER_SERVICE``: the watchdog's
+    sweep sets the render service's minimum through ``SimServices``). The frames' final
+    statuses are pushed to the reducer, which starts the next frames; the watchdog
+    sweeps every 60 s (its first sweep 60 s after the submission). Rows: as deployed;
+    without farm admission. Prints the table and returns the first row's makespan /
+    ideal, ideal = useful work / workers + one (median) cold start."""
+    subs = [Submission(0.0, "u0", 32, 32, passes, 30.0, tile=args.frame_tile,
+                       frames=f"1-{frames}")]
+    deployed = {"max_render_instances": workers, "farm_slots": workers,
+                "render_service": RENDER_SERVICE}
+    variants = [("as deployed (farm admission)", deployed),
+                ("no farm admission", {**deployed, "farm_slots": 0})]
+    rows, notes, ratio = [], [], None
+    for name, options in variants:
+        run = simulate(subs, workers, args.seed, settings_options=options)
+        stats, (result,) = run["stats"], run["results"]
+        shape = result["planned"]
+        work = stats["work"]
+        ideal = work / workers + COLD_START_S
+        makespan = result["makespan"]
+        first = result["frames"][0][3] if result["frames"] else math.inf
+        earliest = min((f[3], f[0]) for f in result["frames"])
+        writes, doc = busiest_document(run["meter"])
+        done = sum(f[1] == "done" for f in result["frames"])
+        rows.append((name, f"{done}/{frames}", passes, f"{workers:,}",
+                     f"{makespan:.1f} s", f"{ideal:.1f} s", f"{makespan / ideal:.3f}",
+                     f"{first:.1f} s", f"{first / makespan:.3f}", f"{writes}"))
+        ratio = makespan / ideal if ratio is None else ratio
+        starts = sorted(f[2] for f in result["frames"])
+        window = result["window"]
+        notes.append(
+            f"{name}: animation {result['status']}, frame window {window} "
+            f"({window * shape.productions:,} production tasks for {workers:,} instances), "
+            f"last frame started at {starts[-1]:.1f} s, first image frame {earliest[1]} at "
+            f"{earliest[0]:.1f} s; extra renders {stats['extra work'] / work:.1%} of the "
+            f"useful {work:,.0f} task-s ({stats['copies started']} copies, "
+            f"{stats['copies won']} won); busiest document {doc}")
+        notes.append(
+            f"    instances rendering, mean per 20 s: "
+            f"{' '.join(map(str, busy_profile(run['renders'], makespan)))}")
+        notes.append("    most writes to one document in 1 s (per s over 10 s): " + "; ".join(
+            f"{kind} {one} ({ten:.1f}/s, {path})"
+            for kind, (one, ten, path) in busiest_by_kind(run["meter"]).items()))
+        # A frame started after the first window waited for a frame's end: the time
+        # from the last image before it to its start (status push, reducer, start).
+        images = sorted(f[3] for f in result["frames"] if f[3] < math.inf)
+        gaps = sorted(start - max(t for t in images if t <= start)
+                      for start in starts if images and start >= images[0])
+        lag = f"median {gaps[len(gaps) // 2]:.2f} s, max {gaps[-1]:.2f} s" if gaps else "none"
+        notes.append(
+            f"    status messages {run['bus'].status_messages:,} pushed to the reducer "
+            f"({stats['status dead letters']} dead-lettered), an image → the next frame "
+            f"started {lag}; warm-up minimum set "
+            f"{dict(run['warm_calls']) or 'never'}; peak instances {run['render_peak']:,}; "
+            f"simulated / wall time {run['sim_end']:.0f} s / {run['wall']:.0f} s")
+    print(f"\n## animation: {frames} frames × {passes} passes of ~30 s on {workers:,} "
+          f"instances, cold farm, warm-up on (a frame: {shape.tiles} tile(s) × {shape.passes} "
+          f"passes, {shape.fold} per task: {shape.productions} production tasks and "
+          f"{shape.total_tasks - shape.productions} reductions)")
+    table_rows(("", "frames", "passes", "instances", "makespan", "ideal", "R",
+                "first frame at", "fraction", "peak doc writes/s"), rows)
+    for n in notes:
+        print(f"  {n}")
+    return ratio
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="both",
-                    choices=["big", "mixed", "both", "stragglers", "warmup", "all"])
+                    choices=["big", "mixed", "both", "stragglers", "warmup", "animation",
+                             "all"])
     ap.add_argument("--workers", type=int, default=10_000)
     ap.add_argument("--mixed-workers", type=int, default=1_000)
     ap.add_argument("--passes", type=int, default=10_000)
     ap.add_argument("--side-workers", type=int, default=1_000,
-                    help="all: workers (and passes) of the stragglers and warm-up runs")
+                    help="all: workers (and passes) of the stragglers and warm-up runs; "
+                         "the animation's instances")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--frames", type=int, default=250,
+                    help="animation: frames 1..N (on --side-workers instances)")
+    ap.add_argument("--frame-passes", type=int, default=16,
+                    help="animation: passes of ~30 s per frame")
+    ap.add_argument("--frame-tile", type=int, default=None,
+                    help="animation: the request's tile (default: the planner's; the "
+                         "stand-in's frame is 32×32 pixels)")
     ap.add_argument("--straggler-p", type=float, default=0.05,
                     help="stragglers: the share of tasks that straggle")
     ap.add_argument("--straggler-alpha", type=float, default=1.1,
@@ -707,18 +981,26 @@ def main(argv=None) -> None:
         return speculation(args, args.workers, args.passes)
     if args.scenario == "warmup":
         return warmup(args, args.workers, args.passes)
+    if args.scenario == "animation":
+        r = animation(args, args.side_workers, args.frames, args.frame_passes)
+        print(f"animation makespan/ideal {r:.3f}")
+        return None
     if args.scenario in ("mixed", "both", "all"):
         run = simulate(mixed(random.Random(args.seed)), args.mixed_workers, args.seed)
         report(f"mixed: 100 users, {args.mixed_workers} workers", run, args.mixed_workers)
+    animated = None
     if args.scenario == "all":
         speculation(args, args.side_workers, args.side_workers)
         warmup(args, args.side_workers, args.side_workers)
+        animated = animation(args, args.side_workers, args.frames, args.frame_passes)
     if args.scenario in ("big", "both", "all"):
         run = simulate(big(args.passes), args.workers, args.seed)
         ratio = report(f"big: one execution of {args.passes:,} passes, {args.workers} workers",
                        run, args.workers)
     if ratio is not None:
         print(f"makespan/ideal {ratio:.3f}")
+    if animated is not None:
+        print(f"animation makespan/ideal {animated:.3f}")
 
 
 if __name__ == "__main__":

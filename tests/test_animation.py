@@ -294,3 +294,26 @@ def test_every_frame_recovers_as_a_single_image_does(seed):
             break
         watchdog.sweep(ad, stall_s=0.0)
     assert images(ad) == images(clean)
+
+
+def test_with_farm_admission_frames_queue_in_order_on_one_reservation():
+    """The animation reserves its fair share once, for every frame (one write of its
+    user's account, not one per frame), and each frame's tasks queue after those of
+    the frames before it: the farm serves the earliest frame first."""
+    ad = adapters(farm_slots=2)
+    ex = start(ad, frames="1-6")
+    frames = ad.store.frames_of("s", ex.id)
+    assert len(frames) == ex.frame_window >= 2
+    tags = [sorted(d["tag"] for d in ad.store.tasks[("s", f.id)].values() if "tag" in d)
+            for f in frames]
+    assert all(a[-1] < b[0] for a, b in zip(tags, tags[1:], strict=False))
+    run(ad)
+    assert ad.store.execution("s", ex.id).status == Status.DONE
+    accounts = [len(times) for path, times in ad.store.meter.writes.items()
+                if path.startswith("farms/") and "/users/" in path]
+    assert accounts == [1]
+    # End-game copies only in the first window and the last.
+    w = ex.frame_window
+    assert w < 3
+    assert [f.endgame for f in ad.store.frames_of("s", ex.id)] == \
+        [i < w or i >= 6 - w for i in range(6)]

@@ -59,6 +59,21 @@ def test_a_take_is_conditional_and_a_release_frees_its_slot_once(backend, unique
     assert store.get_task(unique, "e2", "t-p1").queue is None
 
 
+def test_a_chunk_is_taken_in_one_go_up_to_the_first_task_not_waiting(backend, unique):
+    setup(backend, unique)
+    store = backend.store
+    assert store.take_waiting_many(unique, []) == 0
+    assert store.take_waiting(unique, "e1", "t-p1", unique, 9)  # another dispatch's
+    takes = [(unique, "e2", "t-p1", 0), (unique, "e1", "t-p0", 1),
+             (unique, "e1", "t-p1", 2), (unique, "e2", "t-p0", 3)]
+    assert store.take_waiting_many(unique, takes) == 2  # stops at t-p1, taken already
+    assert sorted(store.held_slots(unique)) == [0, 1, 9]
+    assert store.get_task(unique, "e2", "t-p0").queue == f"{unique}:waiting"
+    assert store.take_waiting_many(unique, [(unique, "e2", "t-p0", 3)]) == 1
+    assert store.take_waiting_many(unique, [(unique, "e1", "t-p2", 4)]) == 0  # not queued
+    assert store.count_out(unique) == 4
+
+
 def test_concurrent_takes_publish_a_task_once(backend, unique):
     setup(backend, unique)
     results, barrier = [], threading.Barrier(6)

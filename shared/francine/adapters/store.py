@@ -642,6 +642,31 @@ class Store:
                               lambda d: d.get("queue") == f"{farm}:waiting",
                               {"queue": f"{farm}:out", "slot": slot}) is not None
 
+    def take_waiting_many(self, farm: str, takes: list[tuple[str, str, str, int]]) -> int:
+        """``take_waiting`` of each (sid, eid, tid, slot) in one transaction, up to the
+        first that is not waiting (another dispatch took it: the ones after it are left
+        to that one); returns how many were taken, a prefix of ``takes``."""
+        from google.cloud import firestore
+
+        refs = [self._tasks(sid, eid).document(tid) for sid, eid, tid, _ in takes]
+
+        @firestore.transactional
+        def run(tx) -> int:
+            snaps = {s.reference.path: s for s in tx.get_all(refs)} \
+                if refs else {}
+            taken = 0
+            for ref, (_, _, _, slot) in zip(refs, takes, strict=True):
+                snap = snaps.get(ref.path)
+                if snap is None or not snap.exists \
+                        or (snap.to_dict() or {}).get("queue") != f"{farm}:waiting":
+                    break
+                tx.update(ref, {"queue": f"{farm}:out", "slot": slot})
+                taken += 1
+            return taken
+
+        with translated("farm take"):
+            return run(self._db.transaction())
+
     def release_task(self, sid: str, eid: str, tid: str, farm: str) -> int | None:
         """Out → released; the slot it held, or None if it held none."""
         with translated("farm release"):

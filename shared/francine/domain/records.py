@@ -129,6 +129,13 @@ class Execution:
     notify_frames: bool | None = None
     parent: str | None = None
     frame: int | None = None
+    # A frame before an animation's last window starts no end-game copies (the frames
+    # after it keep the farm busy); fair share: where the animation's reservation puts
+    # this execution's first task in its user's virtual time, and its credit (set, no
+    # account transaction is needed to queue its tasks)
+    endgame: bool | None = None
+    share_start: float | None = None
+    share_credit: float | None = None
 
     @property
     def final(self) -> bool:

@@ -267,6 +267,9 @@ class Plan:
     #: its slots free (``francine.domain.fair_share``), instead of all at once or per
     #: ``admission_limit``.
     farm: bool = False
+    #: Backup copies in the end game (off for an animation's frames before its last
+    #: window: the frames after them keep the farm busy, and a copy is a whole render).
+    endgame: bool = True
 
 
 # --- actions --------------------------------------------------------------------------
@@ -686,7 +689,8 @@ def endgame(plan: Plan, node: str, seen: Observed) -> list[Action]:
     candidates (stragglers, the longest-running first, then late starters, the latest
     first), so that neither kind starves the other."""
     mean, index = seen.mean_done_s, production_index(node)
-    if not in_endgame(plan, node, seen) or mean is None or index is None:
+    if not plan.endgame or not in_endgame(plan, node, seen) or mean is None \
+            or index is None:
         return []
     limit = max(SPECULATE_MIN_S, ENDGAME_FACTOR * mean)
     candidates = sorted({(running_s, n) for n, running_s, copied in seen.running

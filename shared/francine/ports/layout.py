@@ -57,7 +57,7 @@ def execution_from_doc(doc: Fields) -> Execution:
 #: Fields a new execution's document leaves out while they are unset.
 _EXECUTION_LATER = ("summary", "result", "notify_url", "cpu_estimate", "task_seconds",
                     "frames", "frame_window", "on_frame_failure", "notify_frames", "parent",
-                    "frame")
+                    "frame", "endgame", "share_start", "share_credit")
 
 
 def execution_to_doc(execution: Execution) -> Fields:

@@ -36,7 +36,7 @@ import math
 
 from francine.base import errors
 from francine.domain import frames as frame_ranges
-from francine.domain import scheduler
+from francine.domain import planning, scheduler
 from francine.domain.records import Execution, Status
 from francine.ports import Adapters
 from francine.services import events, farm, recovery, scheduling, views
@@ -46,7 +46,9 @@ log = logging.getLogger("francine.animation")
 #: The frames in flight hold at least this many times the farm's slots in tasks.
 FILL = 2
 #: Never more frames in flight than this (each is a few documents and a reduction tree).
-MAX_WINDOW = 64
+MAX_WINDOW = 512
+#: The least seconds a pass of a tile takes in an animation's plan (``tile_budget``).
+TASK_S = 8.0
 CONTINUE, STOP = "continue", "stop"
 
 
@@ -66,14 +68,26 @@ def requested_frames(request: dict, producer: str) -> list[int] | None:
 
 
 def window(ad: Adapters, planned) -> int:
-    """How many frames of ``planned`` render at once: enough to fill the farm twice,
-    within the user's tasks in flight."""
-    slots = ad.settings.farm_slots if farm.enabled(ad.settings) \
-        else ad.settings.max_render_instances
-    per_frame = max(1, planned.shape.total_tasks)
-    wanted = max(2, math.ceil(FILL * slots / per_frame))
-    room = max(1, ad.settings.quota_tasks_in_flight // per_frame)
+    """How many frames of ``planned`` render at once: enough that their production
+    tasks fill the farm's slots ``FILL`` times over, within the user's tasks in flight."""
+    per_frame = max(1, planned.shape.productions)
+    wanted = max(2, math.ceil(FILL * slots(ad) / per_frame))
+    room = max(1, ad.settings.quota_tasks_in_flight // max(1, planned.shape.total_tasks))
     return max(1, min(wanted, room, MAX_WINDOW, len(planned.frames)))
+
+
+def slots(ad: Adapters) -> int:
+    """The farm's size: its slots with farm admission, else the render instances."""
+    return ad.settings.farm_slots if farm.enabled(ad.settings) \
+        else ad.settings.max_render_instances
+
+
+def tile_budget(ad: Adapters, frame_seconds: float, bound_s: float) -> float:
+    """The seconds one pass of a tile may take in an animation: a frame's work spread
+    over the farm (so that the first frame, served first, is done early and the last
+    ones leave no long tail), but no less than ``TASK_S`` (each task pays the
+    producer's fixed cost) and no more than a single image's budget."""
+    return min(bound_s, max(TASK_S, frame_seconds / max(1, slots(ad))))
 
 
 def frame_id(eid: str, frame: int) -> str:
@@ -81,15 +95,26 @@ def frame_id(eid: str, frame: int) -> str:
     return hashlib.sha256(f"{eid}\0frame\0{frame}".encode()).hexdigest()[:20]
 
 
-def of_frame(parent: Execution, frame: int, created) -> Execution:
-    """The execution of one frame: the animation's scene at that frame."""
+def of_frame(parent: Execution, frame: int, created, step: float) -> Execution:
+    """The execution of one frame: the animation's scene at that frame; its place in
+    its user's fair share follows the frames before it (``step``: one task's cost in
+    virtual time); end-game copies only in the first window (the first frames are the
+    ones an artist waits for) and the last (the shot's tail)."""
+    frames = parent.frames or [frame]
+    index = frames.index(frame)
+    before = index * planning.Shape.from_dict(parent.shape).productions * step
+    share = {"share_start": None, "share_credit": None} if parent.share_start is None else {
+        "share_start": parent.share_start + before,
+        "share_credit": max(0.0, (parent.share_credit or 0.0) - before)}
     return dataclasses.replace(
         parent, id=frame_id(parent.id, frame), created=created,
         scene={**parent.scene, "frame": frame}, update=None, status=Status.QUEUED,
         planned=False, published=False, finished=None, error=None, summary=None,
         result=None, notify_url=parent.notify_url if parent.notify_frames else None,
         cpu_estimate=None, frames=None, frame_window=None, on_frame_failure=None,
-        notify_frames=None, parent=parent.id, frame=frame)
+        notify_frames=None, parent=parent.id, frame=frame,
+        endgame=not (parent.frame_window or 1) <= index < len(frames) - (parent.frame_window
+                                                                        or 1), **share)
 
 
 def frame_execution(ad: Adapters, parent: Execution, frame: int) -> Execution | None:
@@ -99,16 +124,48 @@ def frame_execution(ad: Adapters, parent: Execution, frame: int) -> Execution | 
     return ad.store.execution(parent.session_id, frame_id(parent.id, frame))
 
 
+def start_frame(ad: Adapters, parent: Execution, frame: int) -> bool:
+    """Create frame ``frame``'s execution and publish its tasks. Only the call that
+    created it publishes: others racing it do nothing, and a creator that died before
+    publishing leaves it to the watchdog, which resumes an unpublished execution as it
+    does any. True if this call started it."""
+    ex, created = ad.store.add_frame(parent.session_id, of_frame(
+        parent, frame, ad.clock(), farm.task_cost(ad, parent)))
+    if created:
+        publish_frame(ad, ex)
+    return created
+
+
+def begin(ad: Adapters, parent: Execution) -> None:
+    """Before the first frames start: the animation's share of its user's fair share
+    is reserved, once, for every frame (its frames take their places in it without a
+    transaction each), and it is marked published."""
+    fields: dict = {"planned": True, "published": True}
+    if farm.enabled(ad.settings) and parent.share_start is None:
+        per_frame = planning.Shape.from_dict(parent.shape).productions
+        step = farm.task_cost(ad, parent)
+        account = farm.reserve(ad, parent.user, parent.id,
+                               step * per_frame * len(parent.frames or ()),
+                               ad.settings.fair_credit_s)
+        fields.update(share_start=account.start, share_credit=account.credit)
+    ad.store.update_execution(parent.session_id, parent.id, fields)
+    for key, value in fields.items():
+        setattr(parent, key, value)
+
+
 def advance(ad: Adapters, parent: Execution) -> bool:
-    """Start the next frames up to the window, in order; end the animation once every
-    frame has ended. Idempotent: any number of callers may run it at any time. True if
-    it did something."""
+    """Start frames up to the window, in order; end the animation once every frame has
+    ended (or, with ``on_frame_failure: "stop"``, at the first failed frame). Run when
+    the animation is created and by the watchdog (which so makes up for a lost message);
+    idempotent. True if it did something."""
     if parent.final:
         return False
     sid = parent.session_id
+    if not parent.published:
+        begin(ad, parent)
     started = {ex.frame: ex for ex in ad.store.frames_of(sid, parent.id)}
     ended = [ex for ex in started.values() if ex.final]
-    failed = [ex for ex in ended if ex.status != Status.DONE]
+    failed = [ex for ex in ended if ex.status == Status.FAILED]
     if parent.on_frame_failure == STOP and failed:
         first = failed[0]
         cancel_frames(ad, started.values())
@@ -119,26 +176,23 @@ def advance(ad: Adapters, parent: Execution) -> bool:
     if len(ended) == len(parent.frames or ()):
         return finish(ad, parent, started.values())
     acted = False
-    for ex in started.values():
-        if not ex.final and not ex.published:  # its creating call died
-            acted |= publish_frame(ad, ex)
     room = (parent.frame_window or 1) - (len(started) - len(ended))
     for frame in parent.frames or ():
         if room <= 0:
             break
-        if frame in started:
-            continue
-        ex, _ = ad.store.add_frame(sid, of_frame(parent, frame, ad.clock()))
-        publish_frame(ad, ex)
-        acted, room = True, room - 1
-    if acted and not parent.published:
-        ad.store.update_execution(sid, parent.id, {"planned": True, "published": True})
-        parent.planned = parent.published = True
+        if frame not in started:
+            acted |= start_frame(ad, parent, frame)
+            room -= 1
     if acted:
-        current = ad.store.execution(sid, parent.id)
-        if current is None or current.final:  # cancelled meanwhile: so are its frames
-            cancel_frames(ad, ad.store.frames_of(sid, parent.id))
+        cancel_if_ended(ad, parent)
     return acted
+
+
+def cancel_if_ended(ad: Adapters, parent: Execution) -> None:
+    """A cancel that raced the start of frames: they are cancelled too."""
+    current = ad.store.execution(parent.session_id, parent.id)
+    if current is None or current.final:
+        cancel_frames(ad, ad.store.frames_of(parent.session_id, parent.id))
 
 
 def publish_frame(ad: Adapters, ex: Execution) -> bool:
@@ -148,14 +202,22 @@ def publish_frame(ad: Adapters, ex: Execution) -> bool:
 
 
 def frame_ended(ad: Adapters, ex: Execution) -> str:
-    """A frame's execution ended (its final status came in): start the next frames, or
-    end the animation. Returns what happened (for the log)."""
-    if ex.parent is None:
+    """A frame's execution ended (its final status came in): it starts its own
+    successor, the frame one window after it, so that frames ending at once start
+    distinct frames and the window stays full; a frame of the last window, or a failed
+    one, advances the animation (which ends it once every frame has ended). Returns
+    what happened (for the log)."""
+    if ex.parent is None or ex.frame is None:
         return ""
     parent = ad.store.execution(ex.session_id, ex.parent)
-    if parent is None or parent.final:
+    if parent is None or parent.final or ex.frame not in (parent.frames or ()):
         return "animation gone or ended"
-    advance(ad, parent)
+    frames, window_ = parent.frames or [], parent.frame_window or 1
+    index = frames.index(ex.frame)
+    if index + window_ < len(frames) and start_frame(ad, parent, frames[index + window_]):
+        cancel_if_ended(ad, parent)
+    if index >= len(frames) - window_ or ex.status == Status.FAILED:
+        advance(ad, parent)
     return f"frame {ex.frame} {ex.status}"
 
 

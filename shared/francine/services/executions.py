@@ -86,7 +86,10 @@ def plan(ad: Adapters, session: Session, request: dict) -> Planned:
         raise scene_error(e) from e
     pixel_seconds = estimates.pixel_seconds(ad, sid, producer, scene, records)
     bound = ad.settings.max_task_s
-    edge = tile or planning.largest_tile(width, height, pixel_seconds, bound / 4)
+    budget = bound / 4
+    if frames:  # an animation spreads each frame over the farm (animation.tile_budget)
+        budget = animation.tile_budget(ad, width * height * parallel * pixel_seconds, budget)
+    edge = tile or planning.largest_tile(width, height, pixel_seconds, budget)
     # Tiny passes are folded: several passes of a tile per task, up to the minimum
     # task time and so that the producer's fixed cost per task is worth paying,
     # never past a quarter of the bound, never leaving instances idle.

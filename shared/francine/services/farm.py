@@ -47,7 +47,12 @@ def enqueue(ad: Adapters, ex: Execution, tasks: list[Task]) -> dispatch.Account:
     account (once per execution)."""
     productions = [t for t in tasks if t.kind == Kind.PRODUCE]
     step = task_cost(ad, ex)
-    account = reserve(ad, ex.user, ex.id, step * len(productions), ad.settings.fair_credit_s)
+    if getattr(ex, "share_start", None) is not None:  # a frame: reserved by its animation
+        account = dispatch.Account(ex.share_start + step * len(productions),
+                                   ex.share_start, ex.id, ex.share_credit or 0.0)
+    else:
+        account = reserve(ad, ex.user, ex.id, step * len(productions),
+                          ad.settings.fair_credit_s)
     waiting = dispatch.queue_value(name(ad.settings), dispatch.WAITING)
     for task, (tag, rank) in zip(productions, dispatch.tags(account, step, len(productions)),
                                  strict=True):
@@ -86,7 +91,8 @@ def account_of(stored: dict) -> dispatch.Account:
 
 def dispatch_now(ad: Adapters, freed: Iterable[int] = ()) -> int:
     """Publish the lowest-ranked waiting tasks (and copies) into the free slots;
-    returns how many."""
+    returns how many. The tasks taken from one chunk are published together, one
+    request per execution."""
     if not enabled(ad.settings):
         return 0
     farm, slots = name(ad.settings), ad.settings.farm_slots
@@ -100,17 +106,22 @@ def dispatch_now(ad: Adapters, freed: Iterable[int] = ()) -> int:
         held = ad.store.held_slots(farm) if ad.settings.produce_shards > 1 else None
         takes = dispatch.decide(slots, out, waiting, freed, held)
         freed = ()
-        for take in takes:
+        # One transaction takes the chunk, up to the first task that another dispatch
+        # took: that one is at work on the same queue, it fills what it counted free,
+        # and going on here would publish past the farm's size.
+        count = ad.store.take_waiting_many(farm, [
+            (t.candidate.sid, t.candidate.eid, t.candidate.tid, t.slot) for t in takes])
+        lost = count < len(takes)
+        taken: dict[tuple[str, str], list] = {}
+        for take in takes[:count]:
             c = take.candidate
-            if not ad.store.take_waiting(c.sid, c.eid, c.tid, farm, take.slot):
-                # Another dispatch is at work on the same queue: it fills what it
-                # counted free, and going on here would publish past the farm's size.
-                return published
             # The slot's number picks the shard (the local stack's one topic per
             # worker): a freed slot's worker is the one that just became idle.
-            ad.bus.publish_tasks(c.sid, c.eid, [message(take.slot, c.tid)])
-            published += 1
-        if len(takes) < CHUNK:
+            taken.setdefault((c.sid, c.eid), []).append(message(take.slot, c.tid))
+        for (sid, eid), messages in taken.items():
+            ad.bus.publish_tasks(sid, eid, messages)
+            published += len(messages)
+        if lost or len(takes) < CHUNK:
             return published
     return published
 
@@ -139,12 +150,17 @@ def enqueue_copy(ad: Adapters, ex: Execution, task: Task, pieces: int) -> int:
     estimate; no credit: a copy is extra work); dispatched at once if slots are free.
     Returns how many tasks and copies were published now."""
     entries = copy_entries(task.id, pieces)
-    cost = task_cost(ad, ex)
-    account = reserve(ad, ex.user, entries[0], cost, 0.0)
+    if getattr(ex, "share_start", None) is not None:
+        # A frame of an animation: its copy takes the task's own place (the animation
+        # reserved its share once; a transaction per copy would make its user's
+        # account a hot document).
+        places = [(task.tag or 0.0, task.rank or 0.0)] * len(entries)
+    else:
+        cost = task_cost(ad, ex)
+        account = reserve(ad, ex.user, entries[0], cost, 0.0)
+        places = dispatch.tags(account, cost / len(entries), len(entries))
     ad.store.queue_copies(ex.session_id, ex.id, task, name(ad.settings), [
-        (entry, tag, rank) for entry, (tag, rank)
-        in zip(entries, dispatch.tags(account, cost / len(entries), len(entries)),
-               strict=True)])
+        (entry, tag, rank) for entry, (tag, rank) in zip(entries, places, strict=True)])
     return dispatch_now(ad)
 
 

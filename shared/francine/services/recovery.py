@@ -27,7 +27,8 @@ def scheduler_plan(ad: Adapters, ex: Execution, stall_s: float | None = None) ->
     pieces = min(max(1, ad.settings.copy_pieces), scheduler.MAX_COPY_PIECES) if exact else 1
     return scheduler.Plan(planning.Shape.from_dict(ex.shape), ex.admission_limit or 0,
                           stall_s=ad.settings.stall_s if stall_s is None else stall_s,
-                          copy_pieces=pieces, farm=farm.enabled(ad.settings))
+                          copy_pieces=pieces, farm=farm.enabled(ad.settings),
+                          endgame=ex.endgame is not False)
 
 
 def counts(ad: Adapters, sid: str, eid: str) -> RecoveryCounts:

@@ -64,8 +64,16 @@ def policy_of(settings: Settings) -> Policy:
                   threshold=settings.warm_threshold)
 
 
-def productions(ex: Execution) -> int:
-    return planning.Shape.from_dict(ex.shape).productions
+def productions(ad: Adapters, ex: Execution) -> int:
+    """The production tasks an execution stands for: an animation's, those of its
+    frames not ended yet (its frames are counted in it, not alone)."""
+    if ex.parent is not None:
+        return 0
+    per_frame = planning.Shape.from_dict(ex.shape).productions
+    if not ex.animation:
+        return per_frame
+    ended = sum(f.final for f in ad.store.frames_of(ex.session_id, ex.id))
+    return per_frame * max(0, len(ex.frames or ()) - ended)
 
 
 def send(ad: Adapters, request: Scaling) -> None:
@@ -91,7 +99,7 @@ def reconcile(ad: Adapters) -> int | None:
     if not s.render_service:
         return None
     try:
-        sizes = [productions(ex) for ex in ad.store.active_executions()]
+        sizes = [productions(ad, ex) for ex in ad.store.active_executions()]
         large = any(n >= s.warm_threshold for n in sizes)
         want = minimum_instances(policy_of(s), sum(sizes)) if large else 0
         have = ad.services().min_instances(s.render_service)

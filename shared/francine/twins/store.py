@@ -543,6 +543,22 @@ class StoreTwin:
         return self._swap(sid, eid, tid, lambda d: d.get("queue") == f"{farm}:waiting",
                           {"queue": f"{farm}:out", "slot": slot}) is not None
 
+    def take_waiting_many(self, farm: str, takes: list[tuple[str, str, str, int]]) -> int:
+        self.meter.op("transaction")
+        taken = 0
+        with self._lock:
+            for sid, eid, tid, slot in takes:
+                doc = self.tasks.get((sid, eid), {}).get(tid)
+                if doc is None or doc.get("queue") != f"{farm}:waiting":
+                    break
+                before = _copy(doc)
+                doc.update({"queue": f"{farm}:out", "slot": slot})
+                self._queue_moved((sid, eid, tid), doc, before.get("queue"))
+                self.meter.writes[self._path(sid, eid, tid)].append(
+                    self.meter.clock().timestamp())
+                taken += 1
+        return taken
+
     def release_task(self, sid: str, eid: str, tid: str, farm: str) -> int | None:
         before = self._swap(sid, eid, tid, lambda d: d.get("queue") == f"{farm}:out",
                             {"queue": None})
