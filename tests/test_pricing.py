@@ -121,6 +121,8 @@ READS_WRITES = {
     "claim_task": lambda a, r: (2, 1 if str(r[0]) == "won" else 0),
     **{s: (lambda a, r: (1, 1 if r not in (None, False) else 0)) for s in (
         "take_waiting", "release_task", "requeue_task", "mark_speculated", "replace_task")},
+    "take_waiting_many": lambda a, r: (max(1, len(a[1])), r),  # reads the chunk
+    "add_frame": lambda a, r: (0, 1) if r[1] else (1, 0),
     "reserve_share": lambda a, r: (1, 1),
     "release_execution": lambda a, r: (max(1, r), r),
 }
