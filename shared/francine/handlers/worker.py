@@ -34,7 +34,7 @@ log = logging.getLogger("francine.worker")
 #: tasks not yet started when a render is cancelled never run (the REST contract,
 #: docs/api.md) whatever this is; within it, back-to-back tasks of one execution save
 #: a Firestore round trip each.
-EXECUTION_TTL_S = 0.0
+EXECUTION_TTL_S = 5.0
 
 
 def parse_piece(value) -> tuple[int, int] | None:
