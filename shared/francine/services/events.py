@@ -126,13 +126,11 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
                     yield sse("status", view)
             if final:
                 return
-            now = time.monotonic()
-            if now - started > max_s:
-                yield sse("timeout", {"id": eid, "reconnect": True})
+            line, last_sent, over = _idle(eid, started, max_s, last_sent, heartbeat_s)
+            if line:
+                yield line
+            if over:
                 return
-            if now - last_sent > heartbeat_s:
-                last_sent = now
-                yield ": keep-alive\n\n"
             time.sleep(poll_s if not done else max(poll_s, POLL_LATER_S))
     except GeneratorExit:  # the client went away
         raise
@@ -140,6 +138,18 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
         log.exception("event stream of %s/%s failed", sid, eid)
         with contextlib.suppress(Exception):
             yield sse("error", {"code": "internal", "message": str(e)[:200]})
+
+
+def _idle(eid: str, started: float, max_s: float, last_sent: float,
+          heartbeat_s: float) -> tuple[str | None, float, bool]:
+    """What a stream says while it waits: (a timeout or a keep-alive line or None, the
+    time of the last line sent, whether the stream ends: past its ``max_s``)."""
+    now = time.monotonic()
+    if now - started > max_s:
+        return sse("timeout", {"id": eid, "reconnect": True}), last_sent, True
+    if now - last_sent > heartbeat_s:
+        return ": keep-alive\n\n", now, False
+    return None, last_sent, False
 
 
 def _animation_stream(ad, ex: Execution, started: float, max_s: float, poll_s: float,
@@ -171,13 +181,11 @@ def _animation_stream(ad, ex: Execution, started: float, max_s: float, poll_s: f
             yield sse("status", view)
         if ex.final:
             return
-        now = time.monotonic()
-        if now - started > max_s:
-            yield sse("timeout", {"id": eid, "reconnect": True})
+        line, last_sent, over = _idle(eid, started, max_s, last_sent, heartbeat_s)
+        if line:
+            yield line
+        if over:
             return
-        if now - last_sent > heartbeat_s:
-            last_sent = now
-            yield ": keep-alive\n\n"
         time.sleep(max(poll_s, POLL_LATER_S))
 
 
