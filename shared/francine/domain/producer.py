@@ -9,7 +9,7 @@ reduces. Encoding and upload happen elsewhere.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +48,12 @@ class ResourceInfo:
     size: int
     #: What the api read from the file when it was attached (producer-specific).
     meta: dict | None = field(default=None, compare=False, hash=False)
+
+
+def resource_infos(records: Iterable[Mapping[str, Any]]) -> dict[str, ResourceInfo]:
+    """A session's resources by name, from their records as the store lists them."""
+    return {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
+            for r in records}
 
 
 @dataclass

@@ -28,7 +28,6 @@ With ``"stop"``, the first failed frame cancels the rest and fails the animation
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -167,12 +166,9 @@ def advance(ad: Adapters, parent: Execution) -> bool:
     ended = [ex for ex in started.values() if ex.final]
     failed = [ex for ex in ended if ex.status == Status.FAILED]
     if parent.on_frame_failure == STOP and failed:
-        first = failed[0]
         cancel_frames(ad, started.values())
-        return end(ad, parent, Status.FAILED, {
-            "code": "frame_failed",
-            "message": f"frame {first.frame} {first.status}: "
-                       f"{(first.error or {}).get('message', 'no image')}"})
+        return end(ad, parent, Status.FAILED,
+                   {"code": "frame_failed", "message": why(failed[0])})
     if len(ended) == len(parent.frames or ()):
         return finish(ad, parent, started.values())
     acted = False
@@ -234,24 +230,30 @@ def cancel(ad: Adapters, parent: Execution) -> bool:
     return won
 
 
+def why(ex: Execution) -> str:
+    """Why a frame has no image, in words."""
+    return f"frame {ex.frame} {ex.status}: {(ex.error or {}).get('message', 'no image')}"
+
+
 def finish(ad: Adapters, parent: Execution, frames) -> bool:
-    """Every frame has ended: the animation is done if any frame rendered."""
+    """Every frame has ended (there is at least one): the animation is done if any
+    frame rendered."""
     frames = list(frames)
     if any(ex.status == Status.DONE for ex in frames):
-        return end(ad, parent, Status.DONE)
-    first = frames[0] if frames else None
+        return end(ad, parent, Status.DONE, frames=frames)
     return end(ad, parent, Status.FAILED, {
-        "code": "frames_failed",
-        "message": "no frame rendered" + (
-            f": frame {first.frame} {first.status}: "
-            f"{(first.error or {}).get('message', 'no image')}" if first else "")})
+        "code": "frames_failed", "message": f"no frame rendered: {why(frames[0])}"},
+        frames=frames)
 
 
-def end(ad: Adapters, parent: Execution, status: Status, error: dict | None = None) -> bool:
+def end(ad: Adapters, parent: Execution, status: Status, error: dict | None = None,
+        frames: list[Execution] | None = None) -> bool:
     """Move the animation to a final status (first caller wins), its summary summed
-    over its frames; the winner announces it (one webhook, at the end)."""
+    over its ``frames`` (read here unless given); the winner announces it (one
+    webhook, at the end)."""
     finished = ad.clock()
-    frames = ad.store.frames_of(parent.session_id, parent.id)
+    if frames is None:
+        frames = ad.store.frames_of(parent.session_id, parent.id)
     summary = views.summarize_animation(ad, parent, frames, finished)
     won = ad.store.finish_execution(parent.session_id, parent.id, {
         "status": status, "finished": finished, "error": error, "summary": summary})
@@ -276,7 +278,6 @@ def tick(ad: Adapters, ex: Execution) -> str | None:
     if ex.parent is not None:
         parent = ad.store.execution(ex.session_id, ex.parent)
         if parent is None or parent.final:
-            with contextlib.suppress(Exception):
-                scheduling.end(ad, ex, Status.CANCELLED)
+            scheduling.end(ad, ex, Status.CANCELLED)
             return "frame of an ended animation cancelled"
     return None

@@ -168,13 +168,14 @@ def _animation_stream(ad, ex: Execution, started: float, max_s: float, poll_s: f
                 yield sse("gone", {"id": eid, "session_id": sid})
                 return
         first = False
-        listed = {item["frame"]: item for item in views.frame_list(ad, ex)}
-        for frame, item in listed.items():
-            if item["status"] in FINAL and item.get("finished") and frame not in announced:
-                announced.add(frame)
+        frames = ad.store.frames_of(sid, eid)  # one read of the frames per look
+        for item in views.frame_list(ad, ex, frames):
+            if item["status"] in FINAL and item.get("finished") \
+                    and item["frame"] not in announced:
+                announced.add(item["frame"])
                 last_sent = time.monotonic()
                 yield sse("frame", {"id": eid, **item})
-        view = views.view(ad, ex)
+        view = views.animation_view(ad, ex, frames)
         if sent is None or _changing(view) != sent or ex.final:
             sent = _changing(view)
             last_sent = time.monotonic()

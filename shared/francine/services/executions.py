@@ -19,7 +19,7 @@ from francine import producers
 from francine.base import errors
 from francine.domain import planning, reduction, scheduler
 from francine.domain.mergepatch import merge_patch
-from francine.domain.producer import Producer, ResourceInfo, SceneError
+from francine.domain.producer import Producer, ResourceInfo, SceneError, resource_infos
 from francine.domain.records import Execution, Session, Status
 from francine.ports import Adapters
 from francine.services import animation, estimates, farm, recovery, scheduling
@@ -68,8 +68,7 @@ def plan(ad: Adapters, session: Session, request: dict) -> Planned:
     sid = session.id
     update, tile, parallel = request["update"], request["tile"], request["parallel"]
     records = ad.store.list_resources(sid)
-    resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
-                 for r in records}
+    resources = resource_infos(records)
     producer = producers.get(session.producer)
     scene = merge_patch(session.scene, update) if update else session.scene
     frames = animation.requested_frames(request, producer.name)

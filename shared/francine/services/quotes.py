@@ -38,7 +38,7 @@ import time
 from francine import producers
 from francine.base import errors
 from francine.domain import pricing
-from francine.domain.producer import ResourceInfo, Resources, SceneError
+from francine.domain.producer import ResourceInfo, Resources, SceneError, resource_infos
 from francine.ports import Adapters
 from francine.services import animation, estimates, events, executions, quotas
 
@@ -188,8 +188,7 @@ def scout_once(ad: Adapters, sid: str, scene: dict, records: list[dict],
 def session_files(ad: Adapters, records: list[dict], folder: pathlib.Path) -> Resources:
     """The session's files as a producer reads them, downloaded into ``folder`` when
     first asked for."""
-    infos = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
-             for r in records}
+    infos = resource_infos(records)
     fetched: dict[str, pathlib.Path] = {}
 
     def fetch(info: ResourceInfo) -> pathlib.Path:

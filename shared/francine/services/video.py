@@ -96,7 +96,7 @@ def of_animation(ad, parent) -> str:
 
     from francine import producers
     from francine.base import errors
-    from francine.domain.producer import ResourceInfo
+    from francine.domain.producer import resource_infos
     from francine.services import animation
 
     done = animation.done_frames(ad, parent)
@@ -111,8 +111,7 @@ def of_animation(ad, parent) -> str:
     fps = 24.0
     rate = getattr(producer, "frame_rate", None)
     if rate is not None:
-        resources = {r["name"]: ResourceInfo(r["name"], r["sha256"], r["size"], r.get("meta"))
-                     for r in ad.store.list_resources(parent.session_id)}
+        resources = resource_infos(ad.store.list_resources(parent.session_id))
         try:
             fps = rate(parent.scene, resources)
         except (KeyError, TypeError, ValueError):

@@ -146,10 +146,12 @@ def frame_counts(parent: Execution, frames: list[Execution]) -> dict:
             "window": parent.frame_window}
 
 
-def animation_view(ad: Adapters, parent: Execution) -> dict:
+def animation_view(ad: Adapters, parent: Execution,
+                   frames: list[Execution] | None = None) -> dict:
     """The REST status of an animation: a single image's, its counts summed over its
-    frames, with ``frames``."""
-    frames = ad.store.frames_of(parent.session_id, parent.id)
+    ``frames`` (read here unless given), with ``frames``."""
+    if frames is None:
+        frames = ad.store.frames_of(parent.session_id, parent.id)
     summary = parent.summary or summarize_animation(ad, parent, frames)
     counts = frame_counts(parent, frames)
     status = parent.status
@@ -171,10 +173,14 @@ def animation_view(ad: Adapters, parent: Execution) -> dict:
     }
 
 
-def frame_list(ad: Adapters, parent: Execution) -> list[dict]:
-    """Every frame of the animation with its status, and its result's URL once done."""
+def frame_list(ad: Adapters, parent: Execution,
+               frames: list[Execution] | None = None) -> list[dict]:
+    """Every frame of the animation with its status, and its result's URL once done
+    (``frames``: its frames' executions, read here unless given)."""
     base = f"/v1/sessions/{parent.session_id}/executions/{parent.id}"
-    by_frame = {ex.frame: ex for ex in ad.store.frames_of(parent.session_id, parent.id)}
+    if frames is None:
+        frames = ad.store.frames_of(parent.session_id, parent.id)
+    by_frame = {ex.frame: ex for ex in frames}
     out = []
     for f in parent.frames or ():
         ex = by_frame.get(f)

@@ -108,21 +108,16 @@ class Client:
                 tile: int | None = None, idempotency_key: str | None = None,
                 **more) -> dict:
         """Start an execution; ``more``: other fields of the request (``frames``...)."""
-        body: dict = {"parallel": parallel, **more}
-        if update is not None:
-            body["update"] = update
-        if tile is not None:
-            body["tile"] = tile
+        body = execution_body(parallel, update, tile, **more)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self.request("POST", f"/v1/sessions/{sid}/executions", json=body,
                             headers=headers).json()
 
     def estimate(self, sid: str, parallel: int = 1, tile: int | None = None, **more) -> dict:
         """The price of an execution (a ``dry_run``): nothing starts."""
-        body: dict = {"parallel": parallel, "dry_run": True, **more}
-        if tile is not None:
-            body["tile"] = tile
-        return self.request("POST", f"/v1/sessions/{sid}/executions", json=body).json()
+        return self.request("POST", f"/v1/sessions/{sid}/executions",
+                            json=execution_body(parallel, None, tile, dry_run=True, **more)
+                            ).json()
 
     def execution(self, sid: str, eid: str) -> dict:
         return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}").json()
@@ -155,6 +150,16 @@ class Client:
     def video(self, sid: str, eid: str) -> bytes:
         """An animation's preview video (H.264 MP4) of the frames finished so far."""
         return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}/video").content
+
+
+def execution_body(parallel: int, update: dict | None, tile: int | None, **more) -> dict:
+    """An execution request's body: the fields given, the others left to their defaults."""
+    body: dict = {"parallel": parallel, **more}
+    if update is not None:
+        body["update"] = update
+    if tile is not None:
+        body["tile"] = tile
+    return body
 
 
 def load_scene_file(path: pathlib.Path, producer: str | None = None,

@@ -405,8 +405,9 @@ class Api:
     def route_tasks(self, request, sid: str, eid: str) -> Response:
         ex = self.own_execution(self.user(request), sid, eid)
         if ex.animation:
-            ex = self.frame_of(request, ex, default=views.animation_view(self.ad, ex)
-                               ["frames"]["rendering"] or ex.frames[-1])
+            frames = self.ad.store.frames_of(sid, eid)
+            ex = self.frame_of(request, ex, default=views.frame_counts(ex, frames)
+                               ["rendering"] or ex.frames[-1])
         return json_response(tasklist.list_tasks(self.ad, ex, request.args))
 
     @staticmethod
@@ -484,14 +485,13 @@ class Api:
     def preview_frame(self, ex: Execution) -> int:
         """Without ``?frame``: the frame rendering first once it has a finished task,
         else the last finished frame."""
-        counts = views.animation_view(self.ad, ex)["frames"]
-        done = animation.done_frames(self.ad, ex)
-        rendering = counts["rendering"]
-        if rendering is not None:
-            current = animation.frame_execution(self.ad, ex, rendering)
-            if current is not None and (not done or self.ad.store.count_tasks(
-                    ex.session_id, current.id, "done")):
-                return rendering
+        frames = self.ad.store.frames_of(ex.session_id, ex.id)  # one read of them
+        rendering = views.frame_counts(ex, frames)["rendering"]
+        done = [f for f in frames if f.status == Status.DONE and f.result]
+        current = next((f for f in frames if f.frame == rendering), None)
+        if current is not None and (not done or self.ad.store.count_tasks(
+                ex.session_id, current.id, "done")):
+            return current.frame
         return done[-1].frame if done else (rendering or ex.frames[0])
 
     def route_webhook_secret(self, request) -> Response:
