@@ -61,8 +61,10 @@ def child(directory: str, tile: int, mode: str) -> None:
         parts = [get(n) for n in planning.children(shape, shape.root)]
         combined = imaging.combine(imaging.load_partial(b) for b in parts)
         del parts
-    mean = combined.mean(in_place=True)
-    del combined
+    # The root also keeps the sum of the passes (an extension adds to it).
+    kept = imaging.dump_partial(combined)
+    mean = combined.mean()
+    del combined, kept
     png = imaging.encode(mean, "png", "srgb")
     print(json.dumps({"before_mib": round(before), "peak_mib": round(rss_mib()),
                       "estimate_mib": reduction.peak_bytes(shape, CHANNELS) >> 20,
@@ -83,11 +85,12 @@ def write_children(folder: pathlib.Path, tile: int) -> None:
         written[x0, y0, x1, y1] = folder / f"{node}.npz"
         # each child's count cells say it holds a sixteenth of the passes: any positive
         # count does for the reducer's work
-        sum_ = rng.random((y1 - y0, x1 - x0, CHANNELS), dtype=np.float32)
+        sum_ = imaging.quantize(rng.random((y1 - y0, x1 - x0, CHANNELS), dtype=np.float32))
+        sq = np.ones((y1 - y0, x1 - x0, 1), np.float32)
         count = np.ones((-(-(y1 - y0) // tile), -(-(x1 - x0) // tile)), np.float32)
         (folder / f"{node}.npz").write_bytes(
-            imaging.dump_partial(imaging.Partial(x0, y0, tile, sum_, count)))
-        del sum_
+            imaging.dump_partial(imaging.Partial(x0, y0, tile, sum_, count, sq)))
+        del sum_, sq
 
 
 def run(folder: pathlib.Path, tile: int, mode: str) -> dict:
@@ -97,8 +100,9 @@ def run(folder: pathlib.Path, tile: int, mode: str) -> dict:
 
 
 def main() -> int:
-    image_mib = SIZE * SIZE * CHANNELS * 4 >> 20
-    print(f"{SIZE}×{SIZE} RGB at parallel {PARALLEL}: one float32 image is {image_mib} MiB")
+    image_mib = SIZE * SIZE * (CHANNELS * 8 + 4) >> 20
+    print(f"{SIZE}×{SIZE} RGB at parallel {PARALLEL}: one partial (fixed-point sum and "
+          f"sum of squares) is {image_mib} MiB")
     last = None
     for tile, modes in ((SIZE, ["bounded"]), (1024, ["bounded", "all at once"])):
         with tempfile.TemporaryDirectory(prefix="francine-reduce-") as d:

@@ -24,7 +24,7 @@ from francine.twins import twin_adapters
 FIELDS = {"dry_run", "producer", "basis", "basis_detail", "scout", "width", "height",
           "parallel", "tile", "passes_per_task", "frames", "tasks", "cpu_seconds",
           "task_seconds", "instances", "wall_seconds", "cost_usd", "usage", "prices",
-          "machine", "admission"}
+          "machine", "admission", "cap", "until"}
 
 
 def dry_run(client, sid: str, **body):
@@ -240,3 +240,15 @@ def test_an_ao_price_is_the_model_without_its_safety_factor():
     assert exp.basis == "model"
     assert exp.pixel_seconds == pytest.approx(ao.pixel_seconds(scene) / ao_cost.SAFETY)
     assert quotes.sig(0.000123456) == 0.0001235
+
+
+def test_a_dry_run_says_whether_a_cap_takes_it_and_prices_a_noise_targets_first_wave(
+        client, adapters, small_ao):
+    sid = client.create_session("ao", small_ao)["id"]
+    q = dry_run(client, sid, parallel=8, max_cost_usd=1e-9).json()
+    assert q["cap"] == {"ok": False, "max_cost_usd": 1e-9, "max_cpu_seconds": None}
+    assert dry_run(client, sid, parallel=8, max_cpu_seconds=1e6).json()["cap"]["ok"] is True
+    waved = dry_run(client, sid, until={"noise": 0.05, "max_passes": 64}).json()
+    assert waved["parallel"] == 8 and waved["until"] == {"noise": 0.05, "max_passes": 64}
+    assert dry_run(client, sid, parallel=8).json()["cpu_seconds"] == waved["cpu_seconds"]
+    assert_nothing_started(client, adapters, sid)

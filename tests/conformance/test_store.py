@@ -57,6 +57,20 @@ def test_the_first_ending_wins(backend, unique):
     assert ex.status == Status.DONE and ex.final and ex.result == "r"
 
 
+def test_only_a_done_execution_is_reopened_and_only_once(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    assert not backend.store.reopen_execution(unique, "e1", {"waves": 0})  # queued
+    backend.store.finish_execution(unique, "e1", {"status": Status.DONE, "result": "r"})
+    assert backend.store.reopen_execution(unique, "e1", {"waves": 0, "target_passes": 8,
+                                                         "finished": None})
+    assert not backend.store.reopen_execution(unique, "e1", {"waves": 5})  # running now
+    ex = backend.store.execution(unique, "e1")
+    assert ex.status == Status.RUNNING and ex.waves == 0 and ex.target_passes == 8
+    assert ex.finished is None and ex.result == "r"
+    assert backend.store.finish_execution(unique, "e1", {"status": Status.DONE})
+
+
 def test_a_sessions_executions_are_listed_oldest_first(backend, unique):
     session(backend, unique)
     session(backend, unique + "-other")

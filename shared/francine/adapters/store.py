@@ -284,6 +284,24 @@ class Store:
         with translated("execution completion"):
             return run(self._db.transaction())
 
+    def reopen_execution(self, sid: str, eid: str, fields: Fields) -> bool:
+        """Move a done execution back to running with ``fields`` (more passes: an
+        extension), unless it is not done (first wins)."""
+        from google.cloud import firestore
+
+        ref = self._execution(sid, eid)
+
+        @firestore.transactional
+        def run(tx):
+            snap = ref.get(transaction=tx)
+            if not snap.exists or snap.get("status") != Status.DONE:
+                return False
+            tx.update(ref, {**task_fields(fields), "status": str(Status.RUNNING)})
+            return True
+
+        with translated("execution reopening"):
+            return run(self._db.transaction())
+
     # --- tasks ---------------------------------------------------------------------------
     def write_tasks(self, sid: str, eid: str, tasks: Iterable[Task]) -> None:
         """Create task documents, leaving any that exist untouched: a retried or

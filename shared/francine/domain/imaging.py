@@ -4,7 +4,19 @@ A partial covers a rectangle of the image that is a union of tiles. It holds the
 of the sample passes it has seen and, per tile cell, how many passes that is; so
 combining partials is addition, whatever mix of tiles and passes they hold, and the
 final image is sum / count. Counts per tile rather than per pixel keep a partial at the
-size of its pixels (a gray 512×512 pass is 1 MiB, not 2).
+size of its pixels.
+
+*Fixed point.* Each pass's values are rounded to multiples of 2^-30 (``quantize``) and
+summed as 64-bit integers, so a sum is exact: partials add up to the same bits in any
+order and grouping (a reduction tree of any fan-in, a task's folded passes, an
+extension's passes added to a finished render's), and an image of N passes is the same
+bytes however its passes were cut. A pass value beyond ±``LIMIT`` is clipped (65,536
+passes of it still fit in 64 bits).
+
+*Noise.* Beside the sum a partial holds, per pixel, the sum of the squares of each
+pass's luminance (``sq``, float32: it only estimates the variance across passes, so
+that ``relative_error`` tells how noisy the mean is and a render can stop when it is
+good enough).
 """
 
 from __future__ import annotations
@@ -23,14 +35,57 @@ from francine.domain.producer import Tile
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "exr": "image/x-exr"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "exr": "exr"}
 
+FIXED_BITS = 30
+SCALE = float(1 << FIXED_BITS)
+#: The most passes one pixel's sum may hold.
+MAX_PASSES_SUMMED = 1 << 16
+#: A pass's values are clipped to ±LIMIT (131,072) so that MAX_PASSES_SUMMED fit.
+LIMIT = float(1 << (63 - FIXED_BITS - 16))
+#: Rec. 709 luminance weights: the noise of an RGB(A) pixel is its luminance's.
+LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def quantize(pixels: np.ndarray) -> np.ndarray:
+    """A pass's float values as fixed-point int64 (NaN as 0, clipped to ±LIMIT)."""
+    x = np.nan_to_num(np.asarray(pixels, np.float64), nan=0.0, posinf=LIMIT, neginf=-LIMIT)
+    np.clip(x, -LIMIT, LIMIT, out=x)
+    return np.rint(x * SCALE).astype(np.int64)
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    """(h, w, 1) float64: Rec. 709 luminance of the first three channels (RGB, RGBA and
+    the denoiser's extra channels after them), or the one channel of a gray image."""
+    x = np.asarray(pixels, np.float64)
+    if x.shape[2] < 3:
+        return x[:, :, :1]
+    return (LUMA[0] * x[:, :, 0] + LUMA[1] * x[:, :, 1] + LUMA[2] * x[:, :, 2])[:, :, None]
+
+
+class PassSum:
+    """The passes of one tile (or band) added as the producer hands them over: their
+    fixed-point sum and the sum of their luminances' squares."""
+
+    def __init__(self) -> None:
+        self.sum: np.ndarray | None = None
+        self.sq: np.ndarray | None = None
+
+    def add(self, pixels: np.ndarray) -> None:
+        fixed, square = quantize(pixels), np.square(luminance(pixels)).astype(np.float32)
+        if self.sum is None:
+            self.sum, self.sq = fixed, square
+        else:
+            self.sum += fixed
+            self.sq += square
+
 
 @dataclass
 class Partial:
     x0: int
     y0: int
     tile: int  # edge of the tile grid that counts refer to
-    sum: np.ndarray  # float32 (h, w, channels)
+    sum: np.ndarray  # int64 (h, w, channels): fixed point, SCALE per unit
     count: np.ndarray  # float32 (ceil(h / tile), ceil(w / tile)): passes per tile cell
+    sq: np.ndarray  # float32 (h, w, 1): sum over passes of the luminance squared
 
     @property
     def width(self) -> int:
@@ -45,14 +100,45 @@ class Partial:
         full = np.repeat(np.repeat(self.count, self.tile, axis=0), self.tile, axis=1)
         return full[: self.height, : self.width, None]
 
-    def mean(self, in_place: bool = False) -> np.ndarray:
-        """sum / count; ``in_place`` divides the sum itself (no second image in memory)."""
+    def mean(self, uncovered: float | None = None) -> np.ndarray:
+        """sum / count as float32, computed in bands of rows (a float64 band at a time);
+        pixels no pass covered are ``uncovered``, or a ValueError when it is None."""
         counts = self.pixel_counts()
-        if np.any(counts == 0):
+        if uncovered is None and np.any(counts == 0):
             raise ValueError("partial has pixels that no pass has covered")
-        if in_place:
-            return np.divide(self.sum, counts, out=self.sum)
-        return self.sum / counts
+        out = np.empty(self.sum.shape, np.float32)
+        for y in range(0, self.height, BAND):
+            c = counts[y: y + BAND].astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                band = self.sum[y: y + BAND] / (SCALE * c)
+            if uncovered is not None:
+                band[np.broadcast_to(c == 0, band.shape)] = uncovered
+            out[y: y + BAND] = band
+        return out
+
+
+def relative_error(p: Partial, near_black: float) -> np.ndarray:
+    """Per pixel (h, w) float64: the estimated relative standard error of the mean of
+    its passes' luminance, from the variance across passes (sum and sum of squares);
+    NaN where the mean is below ``near_black`` or no pass covered it, inf where one
+    pass did (no variance to estimate yet)."""
+    n = p.pixel_counts()[:, :, 0].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = luminance(p.sum / SCALE)[:, :, 0] / n
+        var = (p.sq[:, :, 0] / n - mean * mean) * n / (n - 1)
+        error = np.sqrt(np.maximum(var, 0.0) / n) / mean
+    error[n == 1] = np.inf
+    error[(n == 0) | ~(mean >= near_black)] = np.nan
+    return error
+
+
+def noise_of(errors: np.ndarray, share: float = 0.99) -> float:
+    """The error that ``share`` of the pixels (those with one) are at or below: 0 for
+    none (all near-black)."""
+    values = errors[~np.isnan(errors)]
+    if values.size == 0:
+        return 0.0
+    return float(np.quantile(values, share, method="higher"))
 
 
 def checked_pass(tile: Tile, pixels: np.ndarray) -> np.ndarray:
@@ -63,27 +149,41 @@ def checked_pass(tile: Tile, pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels, np.float32)
 
 
-def tile_partial(tile: Tile, grid: int, pixel_sum: np.ndarray, passes: int = 1) -> Partial:
+def tile_partial(tile: Tile, grid: int, passes_sum: PassSum, passes: int = 1) -> Partial:
     """The partial of one production task: the sum of ``passes`` passes over one tile."""
-    pixel_sum = checked_pass(tile, pixel_sum)
+    if passes_sum.sum is None or passes_sum.sq is None:
+        raise ValueError("no pass was rendered")
+    if passes_sum.sum.shape[:2] != (tile.height, tile.width):
+        raise ValueError(f"passes of {passes_sum.sum.shape}, expected a tile of "
+                         f"({tile.height}, {tile.width})")
     count = np.full((-(-tile.height // grid), -(-tile.width // grid)), passes, np.float32)
-    return Partial(tile.x0, tile.y0, grid, pixel_sum, count)
+    return Partial(tile.x0, tile.y0, grid, passes_sum.sum, count, passes_sum.sq)
 
 
 def from_pass(tile: Tile, grid: int, pixels: np.ndarray) -> Partial:
     """The partial of one production task: one pass over one tile."""
-    return tile_partial(tile, grid, pixels, 1)
+    one = PassSum()
+    one.add(checked_pass(tile, pixels))
+    return tile_partial(tile, grid, one, 1)
 
 
-def dump_band(pixels: np.ndarray) -> bytes:
-    """A band of a tile's pixel sums (a piece of a speculative copy), as stored."""
+def dump_band(band: PassSum) -> bytes:
+    """A band of a tile's pass sums (a piece of a speculative copy), as stored."""
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(pixels, np.float32), allow_pickle=False)
+    np.savez(buf, sum=band.sum, sq=band.sq)
     return buf.getvalue()
 
 
-def load_band(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+def load_bands(data: list[bytes]) -> PassSum:
+    """The bands of a tile, top to bottom, as one tile's pass sums."""
+    sums, squares = [], []
+    for d in data:
+        with np.load(io.BytesIO(d), allow_pickle=False) as z:
+            sums.append(z["sum"])
+            squares.append(z["sq"])
+    out = PassSum()
+    out.sum, out.sq = np.concatenate(sums, axis=0), np.concatenate(squares, axis=0)
+    return out
 
 
 def combine(partials) -> Partial:
@@ -110,7 +210,8 @@ class Accumulator:
 
     def __init__(self, x0: int, y0: int, x1: int, y1: int, grid: int, channels: int):
         self.x0, self.y0, self.grid, self.channels = x0, y0, grid, channels
-        self.total = np.zeros((y1 - y0, x1 - x0, channels), np.float32)
+        self.total = np.zeros((y1 - y0, x1 - x0, channels), np.int64)
+        self.sq = np.zeros((y1 - y0, x1 - x0, 1), np.float32)
         self.count = np.zeros((-(-(y1 - y0) // grid), -(-(x1 - x0) // grid)), np.float32)
         self.added = 0
 
@@ -123,6 +224,7 @@ class Accumulator:
         if xs < 0 or ys < 0 or xs + p.width > w or ys + p.height > h:
             raise ValueError("partial outside the rectangle being reduced")
         self.total[ys: ys + p.height, xs: xs + p.width] += p.sum
+        self.sq[ys: ys + p.height, xs: xs + p.width] += p.sq
         gy, gx = ys // self.grid, xs // self.grid
         self.count[gy: gy + p.count.shape[0], gx: gx + p.count.shape[1]] += p.count
         self.added += 1
@@ -130,19 +232,20 @@ class Accumulator:
     def partial(self) -> Partial:
         if not self.added:
             raise ValueError("nothing to combine")
-        return Partial(self.x0, self.y0, self.grid, self.total, self.count)
+        return Partial(self.x0, self.y0, self.grid, self.total, self.count, self.sq)
 
 
 def dump_partial(p: Partial) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, origin=np.array([p.x0, p.y0, p.tile], np.int64), sum=p.sum, count=p.count)
+    np.savez(buf, origin=np.array([p.x0, p.y0, p.tile], np.int64), sum=p.sum, count=p.count,
+             sq=p.sq)
     return buf.getvalue()
 
 
 def load_partial(data: bytes) -> Partial:
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         x0, y0, tile = (int(v) for v in z["origin"])
-        return Partial(x0, y0, tile, z["sum"], z["count"])
+        return Partial(x0, y0, tile, z["sum"], z["count"], z["sq"])
 
 
 def view_partial(data: bytes) -> Partial:
@@ -168,7 +271,7 @@ def view_partial(data: bytes) -> Partial:
             arrays[info.filename.removesuffix(".npy")] = np.frombuffer(
                 view, dtype, count=count, offset=start + head.tell()).reshape(shape)
     x0, y0, tile = (int(v) for v in arrays["origin"])
-    return Partial(x0, y0, tile, arrays["sum"], arrays["count"])
+    return Partial(x0, y0, tile, arrays["sum"], arrays["count"], arrays["sq"])
 
 
 # --- display and encoding --------------------------------------------------------------

@@ -39,6 +39,9 @@ class Shape:
     tile: int  # edge of the square tiles, in pixels
     fan_in: int
     fold: int = 1  # passes per production task
+    # The tiles rendered, by index in the grid (row-major), ascending; empty: all of
+    # them. A wave of a render with a noise target renders only its noisy tiles.
+    only: tuple[int, ...] = ()
 
     @property
     def tasks_per_tile(self) -> int:
@@ -54,7 +57,12 @@ class Shape:
 
     @property
     def tiles(self) -> int:
-        return self.tiles_x * self.tiles_y
+        """The tiles rendered (all of the grid's, or those ``only`` names)."""
+        return len(self.only) if self.only else self.tiles_x * self.tiles_y
+
+    def grid_index(self, rendered: int) -> int:
+        """The grid index of the ``rendered``-th tile rendered."""
+        return self.only[rendered] if self.only else rendered
 
     @property
     def productions(self) -> int:
@@ -76,13 +84,18 @@ class Shape:
     def total_tasks(self) -> int:
         return sum(self.level_sizes())
 
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = asdict(self)
+        if self.only:
+            d["only"] = list(self.only)
+        else:
+            del d["only"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Shape:
         return cls(**{k: int(d[k]) for k in ("width", "height", "passes", "tile", "fan_in")},
-                   fold=int(d.get("fold", 1)))
+                   fold=int(d.get("fold", 1)), only=tuple(int(t) for t in d.get("only", ())))
 
 
 def largest_tile(width: int, height: int, pixel_seconds: float, budget_s: float) -> int:
@@ -131,11 +144,13 @@ def passes_per_task(pass_seconds: float, passes: int, min_task_s: float,
 
 
 def make_shape(width: int, height: int, passes: int, tile: int | None,
-               fold: int = 1) -> Shape:
+               fold: int = 1, only: tuple[int, ...] = ()) -> Shape:
     edge = max(width, height) if tile is None else tile
     fold = max(1, min(fold, passes))
-    n = math.ceil(width / edge) * math.ceil(height / edge) * -(-passes // fold)
-    return Shape(width, height, passes, edge, max(2, math.isqrt(n - 1) + 1), fold)
+    tiles = len(only) if only else math.ceil(width / edge) * math.ceil(height / edge)
+    n = tiles * -(-passes // fold)
+    return Shape(width, height, passes, edge, max(2, math.isqrt(n - 1) + 1), fold,
+                 tuple(sorted(only)))
 
 
 def node_name(level: int, index: int) -> str:
@@ -175,7 +190,7 @@ def all_nodes(shape: Shape) -> list[str]:
 
 
 def tile_of(shape: Shape, production_index: int) -> Tile:
-    t = production_index // shape.tasks_per_tile
+    t = shape.grid_index(production_index // shape.tasks_per_tile)
     tx, ty = t % shape.tiles_x, t // shape.tiles_x
     x0, y0 = tx * shape.tile, ty * shape.tile
     return Tile(x0, y0, min(shape.tile, shape.width - x0), min(shape.tile, shape.height - y0))
@@ -209,6 +224,11 @@ def passes_of(shape: Shape, production_index: int) -> range:
     return range(first, min(first + shape.fold, shape.passes))
 
 
+def pass_seeds(basis: str, passes: range, generation: int = 0) -> list[int]:
+    """The seeds of consecutive passes (``seed_for``)."""
+    return [seed_for(basis, p, generation) for p in passes]
+
+
 def seed_for(execution_id: str, pass_index: int, generation: int = 0) -> int:
     """The seed of one sample pass: every tile of a pass shares it (the producers
     derive per-pixel streams from it), and the same execution always gets the same.
@@ -238,14 +258,17 @@ class PlannedTask:
     passes: int = 1
 
 
-def planned_tasks(execution_id: str, shape: Shape) -> list[PlannedTask]:
-    """Every task of an execution, production tasks first in publication order."""
+def planned_tasks(basis: str, shape: Shape, first_pass: int = 0) -> list[PlannedTask]:
+    """Every task of an execution, production tasks first in publication order
+    (``basis``: where the seeds come from, ``Execution.seed_basis``; the passes are
+    numbered from ``first_pass``, a wave's first)."""
     tasks = []
     for i in range(shape.productions):
         node = node_name(0, i)
         p = pass_of(shape, i)
         tasks.append(PlannedTask(node, "produce", parent(shape, node), tile_of(shape, i), p,
-                                 seed_for(execution_id, p), passes=len(passes_of(shape, i))))
+                                 seed_for(basis, first_pass + p),
+                                 passes=len(passes_of(shape, i))))
     for level, size in enumerate(shape.level_sizes()[1:], start=1):
         for i in range(size):
             node = node_name(level, i)

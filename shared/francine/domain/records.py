@@ -136,10 +136,50 @@ class Execution:
     endgame: bool | None = None
     share_start: float | None = None
     share_credit: float | None = None
+    # Seeds (francine.domain.planning.seed_for) come from ``seed`` when the request gave
+    # one, else from the id; a wave's come from its render's (``seeds``: the basis).
+    seed: int | None = None
+    seeds: str | None = None
+    # Waves (francine.services.waves): a render with a noise target (``until``), a
+    # spending cap, or extended after it was done renders its passes in waves, each an
+    # execution of its own with ``parent`` (the render's id), ``wave`` (its number) and
+    # ``first_pass`` (its passes come after those of the waves before it).
+    until: dict[str, Any] | None = None
+    max_cost_usd: float | None = None
+    max_cpu_seconds: float | None = None
+    usd_per_cpu_second: float | None = None  # the price's ratio: measured CPU to USD
+    tile_pass_cpu_s: float | None = None  # the estimated CPU-seconds of a tile's pass
+    wave: int | None = None
+    first_pass: int | None = None
+    # The render's side: the passes to reach (a fixed count; with ``until``, the most),
+    # the waves started, and once they end: passes held, noise estimate, why it
+    # stopped, CPU-seconds spent by every wave
+    target_passes: int | None = None
+    waves: int | None = None
+    passes_done: int | None = None
+    noise: float | None = None
+    stopped: str | None = None
+    spent_cpu_s: float | None = None
+    # An extended render's own tasks: their CPU-seconds and summary
+    own_cpu_s: float | None = None
+    own_summary: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def seed_basis(self) -> str:
+        """What the passes' seeds are derived from."""
+        if self.seeds is not None:
+            return self.seeds
+        return self.id if self.seed is None else f"seed:{self.seed}"
+
+    @property
+    def waved(self) -> bool:
+        """A render whose passes come in waves: it has no tasks of its own after the
+        first (``francine.services.waves``)."""
+        return self.waves is not None
 
     @property
     def animation(self) -> bool:

@@ -29,7 +29,8 @@ def region(shape: planning.Shape, node: str) -> tuple[int, int, int, int]:
     last = min(first + span, shape.productions) - 1
     if last < first:
         raise ValueError(f"{node} has no production task under it")
-    t0, t1 = first // shape.tasks_per_tile, last // shape.tasks_per_tile
+    t0 = shape.grid_index(first // shape.tasks_per_tile)
+    t1 = shape.grid_index(last // shape.tasks_per_tile)
     (r0, c0), (r1, c1) = divmod(t0, shape.tiles_x), divmod(t1, shape.tiles_x)
     x0, x1 = (c0, c1 + 1) if r0 == r1 else (0, shape.tiles_x)
     return (x0 * shape.tile, r0 * shape.tile, min(x1 * shape.tile, shape.width),
@@ -56,8 +57,10 @@ def accumulate(shape: planning.Shape, node: str,
 def peak_bytes(shape: planning.Shape, channels: int, window: int = WINDOW) -> int:
     """A reducer's peak memory for this execution: at the root, the image's running sum
     plus ``window`` children (each at most the whole image), over what the instance
-    holds anyway."""
-    image = shape.width * shape.height * channels * 4
+    holds anyway (the root's sum as stored, and its mean, come after the children are
+    let go). A partial's pixel is 8 bytes a channel (fixed point) and 4 for its sum of
+    squares."""
+    image = shape.width * shape.height * (channels * 8 + 4)
     return BASE_BYTES + image * (1 + window)
 
 

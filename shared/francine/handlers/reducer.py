@@ -26,7 +26,7 @@ from francine.domain import imaging, planning, reduction, scheduler
 from francine.domain.envelope import EXECUTION_STATUS, ID, PRODUCE, TASK_DONE, Message, require
 from francine.domain.records import FINAL, Execution, Kind, Status
 from francine.ports import Adapters
-from francine.services import animation, events, recovery, scheduling
+from francine.services import animation, events, recovery, scheduling, waves
 
 log = logging.getLogger("francine.reducer")
 
@@ -39,7 +39,7 @@ class Reducer:
         if message.dead_lettered:
             return self.dead_letter(message)
         if message.type == EXECUTION_STATUS:
-            return "; ".join(filter(None, (self.frame_ended(message),
+            return "; ".join(filter(None, (self.child_ended(message),
                                            events.notify(self.ad, message))))
         if message.type != TASK_DONE:
             return f"ignored: message of type {message.type!r}"
@@ -56,13 +56,19 @@ class Reducer:
         scheduling.drive(run, [scheduler.TaskDone(node, message.id or node)])
         return f"reduced {work.reduced}" if work.reduced else "waiting for siblings"
 
-    def frame_ended(self, message: Message) -> str:
-        """A frame of an animation ended: the animation starts its next frames."""
+    def child_ended(self, message: Message) -> str:
+        """A frame of an animation ended: the animation starts its next frames; a wave
+        of a render ended: the render goes on."""
         execution = message.payload.get("execution") or {}
-        if execution.get("status") not in FINAL or not execution.get("animation"):
+        if execution.get("status") not in FINAL or not (
+                execution.get("animation") or execution.get("render")):
             return ""
         ex = self.ad.store.execution(execution["session_id"], execution["id"])
-        return animation.frame_ended(self.ad, ex) if ex is not None else ""
+        if ex is None:
+            return ""
+        if ex.wave:
+            return waves.wave_ended(self.ad, ex)
+        return animation.frame_ended(self.ad, ex)
 
     def reduce(self, ex: Execution, shape: planning.Shape, node: str) -> tuple[str, ...]:
         """Reduce ``node``; returns the children whose partials are lost (then nothing
@@ -90,7 +96,17 @@ class Reducer:
         except errors.NotFound:
             return self.lost(ex, below)
         if node == shape.root:
-            final = producers.final_image(ex.producer, ex.scene, combined.mean(in_place=True))
+            # The sum of every pass, kept beside the image: more passes may be added
+            # to it (an extension, the next wave of a noise target).
+            waves.store_sum(self.ad, ex, combined)
+            if not ex.wave:  # the status shows how noisy the image is
+                self.ad.store.update_execution(sid, eid, {
+                    "noise": waves.assess(shape, combined).image_noise,
+                    "passes_done": int(combined.count.max())})
+            if ex.wave:  # a wave's image is seen only as a preview: its tiles, unfinished
+                final = combined.mean(uncovered=0.0)
+            else:
+                final = producers.final_image(ex.producer, ex.scene, combined.mean())
             del combined
             image = imaging.encode(final, ex.format, ex.display)
             self.ad.blobs.put_result(self.result_name(ex), image, imaging.FORMATS[ex.format])

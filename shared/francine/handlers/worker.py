@@ -15,8 +15,6 @@ import logging
 import pathlib
 import time
 
-import numpy as np
-
 from francine import producers
 from francine.base import errors
 from francine.domain import imaging, planning, scheduler
@@ -174,26 +172,28 @@ class Worker:
         infos = {n: ResourceInfo(n, r["sha256"], r["size"]) for n, r in ex.resources.items()}
         return Resources(infos, timed_fetch, self.memo), fetched
 
-    def render(self, ex: Execution, task: Task, tile: Tile, resources: Resources) -> np.ndarray:
+    def render(self, ex: Execution, task: Task, tile: Tile,
+               resources: Resources) -> imaging.PassSum:
         """The sum of the task's passes over ``tile`` (the task's tile or a band of
-        it), added pass after pass: a pixel's value is the same whatever the cut. A
+        it), added pass after pass in fixed point: a pixel's value is the same whatever
+        the cut and the folding. A
         producer that renders several passes in one call (``render_passes``: one
         request to a Blender process) gets them all at once."""
         producer = producers.get(ex.producer)
         # Every pass keeps its own seed, whatever the folding; a replacement
         # (generation > 0) renders fresh ones.
-        seeds = [planning.seed_for(ex.id, p, task.generation)
-                 for p in range(task.pass_index, task.pass_index + task.passes)]
+        first = (ex.first_pass or 0) + (task.pass_index or 0)
+        seeds = planning.pass_seeds(ex.seed_basis, range(first, first + task.passes),
+                                    task.generation)
         several = getattr(producer, "render_passes", None)
         try:
             if several is not None:
                 passes = several(ex.scene, tile, seeds, resources)
             else:
                 passes = (producer.render(ex.scene, tile, seed, resources) for seed in seeds)
-            total = None
+            total = imaging.PassSum()
             for pixels in passes:
-                pixels = imaging.checked_pass(tile, pixels)
-                total = pixels if total is None else total + pixels
+                total.add(imaging.checked_pass(tile, pixels))
         except (ValueError, errors.FrancineError):
             raise  # a scene error (permanent) or the platform's (retried)
         except Exception as e:
@@ -242,7 +242,7 @@ class Worker:
             log.info("stored band %d of %d of %s/%s/%s", piece, pieces, sid, eid, task.node)
             return False
         bands = [*others[:piece], own, *others[piece:]]
-        total = np.concatenate([imaging.load_band(b) for b in bands], axis=0)
+        total = imaging.load_bands(bands)
         # The task's time as this band measured it (its mean guides speculation).
         self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
                    {"fetch_s": fetched[0], "work_s": work_s * pieces,

@@ -57,7 +57,11 @@ def execution_from_doc(doc: Fields) -> Execution:
 #: Fields a new execution's document leaves out while they are unset.
 _EXECUTION_LATER = ("summary", "result", "notify_url", "cpu_estimate", "task_seconds",
                     "frames", "frame_window", "on_frame_failure", "notify_frames", "parent",
-                    "frame", "endgame", "share_start", "share_credit")
+                    "frame", "endgame", "share_start", "share_credit", "seed", "seeds",
+                    "until", "max_cost_usd", "max_cpu_seconds", "usd_per_cpu_second",
+                    "wave", "first_pass", "target_passes", "waves", "passes_done", "noise",
+                    "stopped", "spent_cpu_s", "own_cpu_s", "own_summary",
+                    "tile_pass_cpu_s")
 
 
 def execution_to_doc(execution: Execution) -> Fields:

@@ -38,7 +38,7 @@ from francine.domain import frames as frame_ranges
 from francine.domain import planning, scheduler
 from francine.domain.records import Execution, Status
 from francine.ports import Adapters
-from francine.services import events, farm, recovery, scheduling, views
+from francine.services import events, farm, recovery, scheduling, views, waves
 
 log = logging.getLogger("francine.animation")
 
@@ -105,8 +105,16 @@ def of_frame(parent: Execution, frame: int, created, step: float) -> Execution:
     share = {"share_start": None, "share_credit": None} if parent.share_start is None else {
         "share_start": parent.share_start + before,
         "share_credit": max(0.0, (parent.share_credit or 0.0) - before)}
+    n = len(frames)
+    waved = {} if parent.target_passes is None else {
+        # A noise target or a cap: the frame renders in waves; a cap is the animation's,
+        # shared evenly by its frames.
+        "waves": 0,
+        "max_cost_usd": None if parent.max_cost_usd is None else parent.max_cost_usd / n,
+        "max_cpu_seconds": (None if parent.max_cpu_seconds is None
+                            else parent.max_cpu_seconds / n)}
     return dataclasses.replace(
-        parent, id=frame_id(parent.id, frame), created=created,
+        parent, **waved, id=frame_id(parent.id, frame), created=created,
         scene={**parent.scene, "frame": frame}, update=None, status=Status.QUEUED,
         planned=False, published=False, finished=None, error=None, summary=None,
         result=None, notify_url=parent.notify_url if parent.notify_frames else None,
@@ -192,7 +200,10 @@ def cancel_if_ended(ad: Adapters, parent: Execution) -> None:
 
 
 def publish_frame(ad: Adapters, ex: Execution) -> bool:
-    """Write a frame's tasks and publish them (or queue them in the farm); idempotent."""
+    """Write a frame's tasks and publish them (or queue them in the farm), or start its
+    first wave; idempotent."""
+    if ex.waved:
+        return waves.advance(ad, ex)
     run = scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex))
     return bool(scheduling.drive(run, [scheduler.ExecutionCreated()]).actions)
 
@@ -272,7 +283,11 @@ def done_frames(ad: Adapters, parent: Execution) -> list[Execution]:
 
 def tick(ad: Adapters, ex: Execution) -> str | None:
     """The watchdog's part: an animation is advanced; a frame whose animation ended (a
-    cancel that raced the frame's start) is cancelled. None for other executions."""
+    cancel that raced the frame's start) is cancelled; a waved render (a frame may be
+    one) or a wave, ``waves.tick``. None for other executions."""
+    waved = waves.tick(ad, ex)
+    if waved is not None:
+        return waved
     if ex.animation:
         return "advanced" if advance(ad, ex) else "animation idle"
     if ex.parent is not None:

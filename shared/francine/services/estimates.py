@@ -111,7 +111,11 @@ def corrected(producer, scene: dict, resources: list[dict],
 
 
 def finished(ad: Adapters, sid: str) -> list[Execution]:
-    return [ex for ex in ad.store.list_executions(sid) if ex.status == Status.DONE]
+    """The session's finished renders whose shape says what their time covers: a
+    single image, an animation's frame, a wave (not an animation's nor a waved render's
+    own document, whose time is its frames' or waves')."""
+    return [ex for ex in ad.store.list_executions(sid) if ex.status == Status.DONE
+            and not ex.animation and not ex.waved]
 
 
 def pixel_seconds(ad: Adapters, sid: str, producer, scene: dict, resources: list[dict]) -> float:
@@ -222,3 +226,60 @@ def expected_blender(ad: Adapters, sid: str, scene: dict, resources: list[dict],
                     blender_cost.PASS_SECONDS, blender_cost.SETUP_SECONDS, "model",
                     "the file's polygons and objects (no scout), without the model's safety "
                     f"factor of {blender_cost.SAFETY:g}")
+
+
+def work_of(planned, exp: Expected, files: int) -> pricing.Work:
+    """One frame's expected CPU by part, from the planned shape (``planned``: an
+    ``executions.Planned``)."""
+    return shape_work(planned.shape, planned.producer, planned.scene, planned.frame_count,
+                      exp, files)
+
+
+def shape_work(shape: planning.Shape, producer, scene: dict, frames: int, exp: Expected,
+               files: int) -> pricing.Work:
+    """One frame's expected CPU by part: every pass of every tile is one render of its
+    pixels plus a render's fixed cost."""
+    name = producer.name
+    renders = shape.tiles * shape.passes
+    production = (shape.width * shape.height * shape.passes * exp.pixel_seconds
+                  + renders * exp.pass_seconds)
+    edge_w, edge_h = min(shape.tile, shape.width), min(shape.tile, shape.height)
+    largest = shape.fold * (edge_w * edge_h * exp.pixel_seconds + exp.pass_seconds)
+    total, critical = pricing.reduction_cpu(
+        shape, producers.partial_channels(name, scene), producer.channels)
+    if name == "blender" and scene.get("denoise"):  # the root denoises the image
+        from francine.producers.blender import cost
+
+        denoising = shape.width * shape.height * cost.DENOISE_PIXEL_SECONDS
+        total, critical = total + denoising, critical + denoising
+    return pricing.Work(shape=shape, production_cpu_s=production, largest_task_cpu_s=largest,
+                        reduction_cpu_s=total, critical_reduction_cpu_s=critical,
+                        setup_cpu_s=exp.setup_seconds, frames=frames, resources=files)
+
+
+def price(ad: Adapters, sid: str, shape: planning.Shape, producer, scene: dict,
+          frames: int = 1) -> tuple[float, float]:
+    """(CPU-seconds, USD on a warm farm) that a render of ``shape`` is expected to
+    cost, from the best measurement there is (no scout is run: a dry run does that)."""
+    records = ad.store.list_resources(sid)
+    exp = expected(ad, sid, producer, scene, records)
+    est = pricing.estimate(shape_work(shape, producer, scene, frames, exp, len(records)),
+                           pricing.Farm.of(ad.settings), pricing.Prices.of(ad.settings))
+    return est.cpu_seconds, est.cost_warm["total"]
+
+
+def check_cap(ad: Adapters, sid: str, shape: planning.Shape, producer, scene: dict,
+              frames: int, request: dict, what: str = "this render") -> dict:
+    """A 400 ``over_cap`` when the estimate of ``what`` (a render of ``shape``) alone
+    exceeds the request's cap; else the execution's fields that let its waves keep to
+    it (``francine.services.waves``)."""
+    cpu, usd = price(ad, sid, shape, producer, scene, frames)
+    cap_usd, cap_cpu = request.get("max_cost_usd"), request.get("max_cpu_seconds")
+    if cap_usd is not None and usd > cap_usd:
+        raise errors.BadRequest(f"max_cost_usd: {what} is estimated at ${usd:.4g}, more than "
+                                f"the cap of ${cap_usd:g}", "over_cap")
+    if cap_cpu is not None and cpu > cap_cpu:
+        raise errors.BadRequest(f"max_cpu_seconds: {what} is estimated at {cpu:.4g} "
+                                f"CPU-seconds, more than the cap of {cap_cpu:g}", "over_cap")
+    return {"usd_per_cpu_second": usd / cpu if cpu > 0 else None,
+            "tile_pass_cpu_s": cpu / max(1, shape.tiles * shape.passes * frames)}

@@ -116,7 +116,9 @@ def stream(ad, sid: str, eid: str, max_s: float, poll_s: float = POLL_S,
             # Before the first finished task, a task starting is the news (queued →
             # running); after it, every change of status or progress moves ``done``.
             running = ad.store.count_tasks(sid, eid, "running") if not done else None
-            mark = (ex.status, done, running)
+            # A render in waves progresses in its waves' tasks: its status is read
+            # each time (and sent when it changed).
+            mark = (ex.status, done, running) if not ex.waved else (time.monotonic(),)
             if mark != seen or final:
                 seen = mark
                 view = views.view(ad, ex)

@@ -22,7 +22,7 @@ from francine.domain.mergepatch import merge_patch
 from francine.domain.producer import Producer, ResourceInfo, SceneError, resource_infos
 from francine.domain.records import Execution, Session, Status
 from francine.ports import Adapters
-from francine.services import animation, estimates, farm, recovery, scheduling
+from francine.services import animation, estimates, farm, recovery, scheduling, waves
 
 
 def scene_error(e: SceneError) -> errors.BadRequest:
@@ -35,6 +35,36 @@ def parse_request(body: dict) -> dict:
     from francine.services.schemas import parse  # the one definition of the request body
 
     return parse("execution", body)
+
+
+def first_wave(request: dict, body: dict) -> dict:
+    """A noise target plans its first wave: ``parallel`` passes if the body gave more
+    than one (one pass has no variance to measure), else ``waves.FIRST_WAVE``; never
+    more than ``max_passes``."""
+    until = request.get("until")
+    if until is None:
+        return request
+    first = request["parallel"] if body.get("parallel", 1) > 1 else waves.FIRST_WAVE
+    return {**request, "parallel": min(first, until["max_passes"])}
+
+
+def waved_fields(ad: Adapters, sid: str, p: Planned, request: dict) -> dict:
+    """The fields of a render with a seed, a noise target or a spending cap: its passes
+    come in waves (``francine.services.waves``; an animation's frames do)."""
+    until = request["until"]
+    fields: dict = {"seed": request["seed"], "until": until,
+                    "max_cost_usd": request["max_cost_usd"],
+                    "max_cpu_seconds": request["max_cpu_seconds"]}
+    capped = request["max_cost_usd"] is not None or request["max_cpu_seconds"] is not None
+    if capped:
+        fields.update(estimates.check_cap(
+            ad, sid, p.shape, p.producer, p.scene, p.frame_count, request,
+            "the first wave" if until else "this render"))
+    if until is not None or capped:
+        fields["target_passes"] = until["max_passes"] if until else request["parallel"]
+        if not p.frames:
+            fields["waves"] = 0
+    return fields
 
 
 def execution_id(user: str, sid: str, idempotency_key: str | None) -> str:
@@ -122,7 +152,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
     fields."""
     from francine.services import events  # events reads statuses from here
 
-    request = parse_request(body)
+    request = first_wave(parse_request(body), body)
     notify_url = events.check_notify_url(request["notify_url"], ad)
     eid = execution_id(user, sid, idempotency_key)
 
@@ -130,6 +160,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         # Only for a new execution (a repeated key finds the first one before this).
         p = plan(ad, session, request)
         window = animation.window(ad, p) if p.frames else None
+        waved = waved_fields(ad, sid, p, request)
         extra = admit(p.shape, p.pixel_seconds, p.frame_count, window or 1) if admit else {}
         created = ad.clock()
         ex = Execution(
@@ -142,7 +173,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
             shape=p.shape.to_dict(),
             # Farm-wide admission (francine.services.farm) replaces the per-execution limit.
             admission_limit=0 if farm.enabled(ad.settings) else ad.settings.admission_limit,
-            notify_url=notify_url, task_seconds=p.task_seconds, **extra)
+            notify_url=notify_url, task_seconds=p.task_seconds, **waved, **extra)
         if p.frames:
             ex.frames, ex.frame_window = p.frames, window
             ex.on_frame_failure = request["on_frame_failure"]
@@ -172,6 +203,9 @@ def publish(ad: Adapters, ex: Execution) -> None:
     if ex.animation:
         animation.advance(ad, ex)
         return
+    if ex.waved:
+        waves.advance(ad, ex)
+        return
     scheduling.drive(scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex)),
                      [scheduler.ExecutionCreated()])
 
@@ -187,6 +221,8 @@ def resume_if_stalled(ad: Adapters, ex: Execution) -> bool:
         return False
     if ex.animation:
         return animation.advance(ad, ex)
+    if ex.waved:
+        return waves.advance(ad, ex)
     run = scheduling.Run(ad, ex, recovery.scheduler_plan(ad, ex))
     return bool(scheduling.drive(run, [scheduler.Tick()]).actions)
 

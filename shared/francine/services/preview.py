@@ -66,12 +66,15 @@ def assemble(shape: planning.Shape, partials: list[imaging.Partial]) -> tuple[np
     passes any tile holds."""
     channels = partials[0].sum.shape[2]
     frame = imaging.Partial(
-        0, 0, shape.tile, np.zeros((shape.height, shape.width, channels), np.float32),
-        np.zeros((shape.tiles_y, shape.tiles_x), np.float32))
+        0, 0, shape.tile, np.zeros((shape.height, shape.width, channels), np.int64),
+        np.zeros((shape.tiles_y, shape.tiles_x), np.float32),
+        np.zeros((shape.height, shape.width, 1), np.float32))
     total = imaging.combine([frame, *partials])
-    counts = total.pixel_counts()
-    image = np.divide(total.sum, counts, out=np.zeros_like(total.sum), where=counts > 0)
-    return image, int(total.count.min())
+    return total.mean(uncovered=0.0), int(total.count.min())
+
+
+def nbytes(p: imaging.Partial) -> int:
+    return p.sum.nbytes + p.count.nbytes + p.sq.nbytes
 
 
 def png_of_result(data: bytes, fmt: str, display: str) -> bytes:
@@ -126,15 +129,25 @@ class Previews:
     def get(self, ex: Execution) -> Preview:
         sid, eid = ex.session_id, ex.id
         shape = planning.Shape.from_dict(ex.shape)
-        if ex.status == Status.DONE:
-            return self._cached((sid, eid, "final"), lambda: self._final(ex, shape))
+        # A render with waves has an image after each (and an extended one its image
+        # from before): the last one stays until the next.
+        final = (sid, eid, "final", ex.waves or 0, ex.passes_done)
+        if ex.status == Status.DONE or (ex.waved and ex.result):
+            return self._cached(final, lambda: self._final(ex, shape))
+        if ex.waved:
+            waves = sorted((w for w in self.ad.store.frames_of(sid, eid) if w.wave),
+                           key=lambda w: w.wave or 0)
+            if not waves or ex.final:
+                raise errors.Conflict(f"execution {eid} has no finished task yet",
+                                      "not_ready")
+            return self.get(waves[-1])
         with self._lock:
             recent = self._latest.get((sid, eid))
         if recent is not None and time.monotonic() - recent[0] < MIN_INTERVAL_S:
             return recent[1]
         done = set(self.ad.store.done_nodes(sid, eid))
         if shape.root in done:  # stored, the execution ends this instant
-            return self._cached((sid, eid, "final"), lambda: self._final(ex, shape))
+            return self._cached(final, lambda: self._final(ex, shape))
         nodes = covering_nodes(shape, done)
         if not nodes:
             raise errors.Conflict(f"execution {eid} has no finished task yet", "not_ready")
@@ -150,7 +163,8 @@ class Previews:
         name = ex.result or self.ad.blobs.result_name(
             ex.session_id, ex.id, imaging.EXTENSIONS[ex.format])
         data = self.ad.blobs.get_result(name)
-        return Preview(png_of_result(data, ex.format, ex.display), shape.passes, True)
+        passes = ex.passes_done if ex.passes_done is not None else shape.passes
+        return Preview(png_of_result(data, ex.format, ex.display), passes, ex.final)
 
     def _partial(self, ex: Execution, shape: planning.Shape, nodes: list[str]) -> Preview:
         sid, eid = ex.session_id, ex.id
@@ -170,10 +184,10 @@ class Previews:
         with self._lock:
             if key not in self._partials:
                 self._partials[key] = partial
-                self._partials_bytes += partial.sum.nbytes + partial.count.nbytes
+                self._partials_bytes += nbytes(partial)
             while self._partials_bytes > PARTIALS_BYTES and len(self._partials) > 1:
                 _, old = self._partials.popitem(last=False)
-                self._partials_bytes -= old.sum.nbytes + old.count.nbytes
+                self._partials_bytes -= nbytes(old)
         return partial
 
     def _cached(self, key: tuple, build) -> Preview:

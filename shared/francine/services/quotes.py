@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 
-from francine import producers
 from francine.base import errors
 from francine.domain import pricing
 from francine.domain.producer import ResourceInfo, Resources, SceneError, resource_infos
@@ -52,7 +51,9 @@ _SCOUT_LOCK = threading.Lock()
 def quote(ad: Adapters, user: str, sid: str, body: dict, scout: bool = True) -> dict:
     """The estimate of the execution that ``body`` asks for; starts nothing. With
     ``scout`` False no scout runs (benchmarks: the file's model alone)."""
-    request = executions.parse_request(body)
+    # A noise target is priced for its first wave (the least it spends; its most:
+    # ``until.max_passes``, reported beside it).
+    request = executions.first_wave(executions.parse_request(body), body)
     events.check_notify_url(request["notify_url"], ad)
     session = ad.store.get_session(sid)
     if session is None or session.user != user or session.deleting:
@@ -66,7 +67,7 @@ def quote(ad: Adapters, user: str, sid: str, body: dict, scout: bool = True) -> 
         if scouted.get("ran"):  # the planner sees the measurement now: plan again
             planned = executions.plan(ad, session, request)
     exp = estimates.expected(ad, sid, planned.producer, planned.scene, records, history)
-    work = work_of(planned, exp, len(records))
+    work = estimates.work_of(planned, exp, len(records))
     farm = pricing.Farm.of(ad.settings)
     prices = pricing.Prices.of(ad.settings)
     est = pricing.estimate(work, farm, prices)
@@ -97,6 +98,8 @@ def quote(ad: Adapters, user: str, sid: str, body: dict, scout: bool = True) -> 
                     "reducer_cpu": farm.reducer.cpu,
                     "reducer_memory_gib": farm.reducer.memory_gib},
         "admission": admission(ad, user, planned),
+        "cap": cap(request, est.cpu_seconds, est.cost_warm["total"]),
+        "until": request["until"],
     }
 
 
@@ -105,26 +108,13 @@ def sig(v: float) -> float:
     return float(f"{v:.4g}")
 
 
-def work_of(planned: executions.Planned, exp: estimates.Expected, files: int) -> pricing.Work:
-    """One frame's expected CPU by part, from the planned shape: every pass of every
-    tile is one render of its pixels plus a render's fixed cost."""
-    shape, name = planned.shape, planned.producer.name
-    renders = shape.tiles * shape.passes
-    production = (shape.width * shape.height * shape.passes * exp.pixel_seconds
-                  + renders * exp.pass_seconds)
-    edge_w, edge_h = min(shape.tile, shape.width), min(shape.tile, shape.height)
-    largest = shape.fold * (edge_w * edge_h * exp.pixel_seconds + exp.pass_seconds)
-    total, critical = pricing.reduction_cpu(
-        shape, producers.partial_channels(name, planned.scene), planned.producer.channels)
-    if name == "blender" and planned.scene.get("denoise"):  # the root denoises the image
-        from francine.producers.blender import cost
-
-        denoising = shape.width * shape.height * cost.DENOISE_PIXEL_SECONDS
-        total, critical = total + denoising, critical + denoising
-    return pricing.Work(shape=shape, production_cpu_s=production, largest_task_cpu_s=largest,
-                        reduction_cpu_s=total, critical_reduction_cpu_s=critical,
-                        setup_cpu_s=exp.setup_seconds, frames=planned.frame_count,
-                        resources=files)
+def cap(request: dict, cpu: float, usd: float) -> dict | None:
+    """Whether the request's spending cap takes this estimate (None: no cap)."""
+    cap_usd, cap_cpu = request["max_cost_usd"], request["max_cpu_seconds"]
+    if cap_usd is None and cap_cpu is None:
+        return None
+    ok = (cap_usd is None or usd <= cap_usd) and (cap_cpu is None or cpu <= cap_cpu)
+    return {"ok": ok, "max_cost_usd": cap_usd, "max_cpu_seconds": cap_cpu}
 
 
 def admission(ad: Adapters, user: str, planned: executions.Planned) -> dict:

@@ -293,10 +293,12 @@ def carry_out(run: Run, action: scheduler.Action) -> scheduler.Event | None:
     return None
 
 
-def task_records(eid: str, shape: planning.Shape) -> list[Task]:
-    """The execution's task documents, as planning makes them."""
+def task_records(eid: str, shape: planning.Shape, basis: str | None = None,
+                 first_pass: int = 0) -> list[Task]:
+    """The execution's task documents, as planning makes them (``basis``: where the
+    seeds come from, the id by default; ``first_pass``: a wave's)."""
     tasks = []
-    for t in planning.planned_tasks(eid, shape):
+    for t in planning.planned_tasks(basis or eid, shape, first_pass):
         tile = None if t.tile is None else (t.tile.x0, t.tile.y0, t.tile.width, t.tile.height)
         tasks.append(Task(planning.task_id(eid, t.node), t.node, Kind(t.kind), t.parent,
                           children=t.children, tile=tile, pass_index=t.pass_index,
@@ -309,7 +311,7 @@ def write_tasks(run: Run, queued: bool) -> None:
     resets a task a worker took), tagged and waiting in the farm's queue when
     ``queued``; then the execution is ``planned``."""
     ad, ex = run.ad, run.ex
-    tasks = task_records(ex.id, run.plan.shape)
+    tasks = task_records(ex.id, run.plan.shape, ex.seed_basis, ex.first_pass or 0)
     if queued:
         farm.enqueue(ad, ex, tasks)
     ad.store.write_tasks(ex.session_id, ex.id, tasks)

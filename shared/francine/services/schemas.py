@@ -37,7 +37,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ExecutionRequest(Strict):
+class Until(Strict):
+    noise: float = Field(gt=0, le=1, description="the target: the estimated relative "
+                         "standard error of the image's mean, at or below which a tile "
+                         "stops (over 99% of its pixels, near-black pixels aside)")
+    max_passes: int = Field(256, ge=2, le=planning.MAX_PARALLEL,
+                            description="the most passes any tile renders")
+
+
+class Spending(Strict):
+    max_cost_usd: float | None = Field(
+        None, gt=0, le=1e6, description="a spending cap in USD: refused (400 over_cap) when "
+        "the estimate alone exceeds it; a render that reaches it stops with the passes it "
+        "finished (done, with stopped: 'budget')")
+    max_cpu_seconds: float | None = Field(
+        None, gt=0, le=1e9, description="the same cap in CPU-seconds of rendering")
+
+
+class ExecutionRequest(Spending):
     parallel: int = Field(1, ge=1, le=planning.MAX_PARALLEL,
                           description="number of sample passes, each with its own seed")
     update: dict[str, Any] | None = Field(
@@ -69,6 +86,20 @@ class ExecutionRequest(Strict):
                           "CPU-seconds, wall time, cost in USD) and start nothing")
     notify_frames: bool = Field(False, description="also POST each frame's final status to "
                                 "notify_url (by default only the animation's, once)")
+    seed: int | None = Field(None, ge=0, le=planning.MAX_SEED, description="where the passes' "
+                             "seeds come from (default: the execution's id): the same seed, "
+                             "scene and passes give the same image, byte for byte")
+    until: Until | None = Field(
+        None, description="a noise target instead of a fixed number of passes: passes are "
+        "rendered in waves (the first of `parallel` passes, default 8) until the target is "
+        "met, tile by tile, or max_passes")
+
+
+class ExtendRequest(Spending):
+    passes: int | None = Field(None, ge=1, le=planning.MAX_PARALLEL,
+                               description="passes to add after the last one")
+    until: Until | None = Field(None, description="or: add passes in waves until this "
+                                "noise target is met (max_passes counts every pass)")
 
 
 class AttachRequest(Strict):
@@ -112,12 +143,13 @@ def _adapter(key: str) -> TypeAdapter:
     if key not in _adapters:
         _adapters[key] = (_session_adapter() if key == "session"
                           else TypeAdapter({"execution": ExecutionRequest,
+                                            "extend": ExtendRequest,
                                             "attach": AttachRequest}[key]))
     return _adapters[key]
 
 
 def parse(key: str, body: dict) -> dict:
-    """``body`` validated by the model ``key`` (session, execution, attach), as a dict
+    """``body`` validated by the model ``key`` (session, execution, extend, attach), as a dict
     with defaults filled in; a 400 naming the first bad field otherwise."""
     try:
         value = _adapter(key).validate_python(body)
@@ -149,8 +181,10 @@ def components() -> dict[str, dict]:
     """The request schemas for ``components/schemas`` of the OpenAPI document."""
     out: dict[str, dict] = {}
     for name, model in (("ExecutionRequest", ExecutionRequest),
-                        ("AttachRequest", AttachRequest)):
-        out[name] = model.model_json_schema(ref_template=REF)
+                        ("ExtendRequest", ExtendRequest), ("AttachRequest", AttachRequest)):
+        schema = model.model_json_schema(ref_template=REF)
+        out.update(schema.pop("$defs", {}))
+        out[name] = schema
     session = _scene_refs(_adapter("session").json_schema(ref_template=REF))
     out.update(session.pop("$defs", {}))
     out["SessionRequest"] = session

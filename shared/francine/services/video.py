@@ -78,8 +78,16 @@ def probe(data: bytes) -> dict:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        reader = imageio_ffmpeg.read_frames(path)
-        meta = next(reader)
+        for attempt in range(3):
+            try:
+                reader = imageio_ffmpeg.read_frames(path)
+                meta = next(reader)
+                break
+            except OSError:
+                # ffmpeg's stderr, parsed for the meta data, may begin with a line that
+                # gRPC's fork handler wrote in the child before it became ffmpeg.
+                if attempt == 2:
+                    raise
         count = sum(1 for _ in reader)
         return {"codec": meta.get("codec"), "pix_fmt": meta.get("pix_fmt"),
                 "size": tuple(meta["size"]), "fps": meta["fps"],

@@ -64,29 +64,57 @@ def view(ad: Adapters, ex: Execution) -> dict:
     if ex.animation:
         return animation_view(ad, ex)
     summary = ex.summary
-    if summary is None:
+    if summary is None and ex.waved:
+        summary = summarize_waves(ad, ex, [w for w in ad.store.frames_of(
+            ex.session_id, ex.id) if w.wave])
+    elif summary is None:
         stats = ad.store.task_stats(ex.session_id, ex.id)
         summary = summarize(ex, stats, ex.finished)
     shape = planning.Shape.from_dict(ex.shape)
     tasks = summary["tasks"]
-    if "retries" not in tasks:  # frozen into the summary at the end
+    if "retries" not in tasks and not ex.waved:  # frozen into the summary at the end
         tasks = {**tasks, **recovery.counts(ad, ex.session_id, ex.id)}
     status = ex.status
     if status not in FINAL:
         status = Status.QUEUED
-        if summary["productions_done"] >= shape.productions:
+        if summary["productions_done"] >= shape.productions and not ex.waved:
             status = Status.REDUCING
-        elif tasks["done"] or tasks["running"]:
+        elif tasks["done"] or tasks["running"] or ex.waves:
             status = Status.RUNNING
-    progress = 1.0 if status == Status.DONE else round(tasks["done"] / tasks["total"], 4)
+    progress = 1.0 if status == Status.DONE else round(
+        tasks["done"] / tasks["total"], 4) if tasks["total"] else 0.0
     return {
         "id": ex.id, "session_id": ex.session_id, "status": str(status),
         "progress": progress, "tasks": tasks, "time": summary["time"],
         "error": ex.error,
         "parallel": ex.parallel, "tile": ex.tile, "update": ex.update,
         "format": ex.format, "width": shape.width, "height": shape.height,
-        **({"animation": ex.parent, "frame": ex.frame} if ex.parent else {}),
+        **waved_fields(ex, shape),
+        **({"render": ex.parent, "wave": ex.wave} if ex.wave else
+           {"animation": ex.parent, "frame": ex.frame} if ex.parent else {}),
     }
+
+
+def waved_fields(ex: Execution, shape: planning.Shape) -> dict:
+    """Passes, noise and spending of a render (francine.services.waves)."""
+    cpu = ex.spent_cpu_s
+    return {
+        "passes": ex.passes_done if ex.passes_done is not None else shape.passes,
+        "noise": None if ex.noise is None else round(float(ex.noise), 5),
+        "stopped": ex.stopped, "waves": ex.waves or 0,
+        "spent": None if cpu is None else {
+            "cpu_seconds": round(cpu, 3),
+            "usd": round(cpu * ex.usd_per_cpu_second, 6) if ex.usd_per_cpu_second else None},
+        "seed": ex.seed, "until": ex.until, "max_cost_usd": ex.max_cost_usd,
+        "max_cpu_seconds": ex.max_cpu_seconds,
+    }
+
+
+def summarize_waves(ad: Adapters, ex: Execution, waves: list[Execution],
+                    finished=None) -> dict:
+    """A waved render's counts and times: its own tasks' (an extended render's frozen
+    summary) and its waves' summed."""
+    return summed(ad, ex, waves, finished, ex.own_summary)
 
 
 # --- what an animation looks like from outside ---------------------------------------
@@ -102,13 +130,21 @@ def summarize_animation(ad: Adapters, parent: Execution, frames: list[Execution]
     """The animation's counts and times: its frames' summed (tasks of frames not
     started yet count as planned, not done)."""
     shape = planning.Shape.from_dict(parent.shape)
-    n = len(parent.frames or ())
-    tasks = {"total": shape.total_tasks * n, "done": 0, "failed": 0, "running": 0}
+    planned = shape.total_tasks * len(parent.frames or ())
+    return summed(ad, parent, frames, finished, None, planned)
+
+
+def summed(ad: Adapters, parent: Execution, children: list[Execution], finished,
+           own: dict | None, planned: int | None = None) -> dict:
+    """Counts and times summed over ``children`` (and ``own``: the parent's own
+    tasks' summary); ``planned``: the tasks in all (else the children's)."""
+    tasks = {"total": 0, "done": 0, "failed": 0, "running": 0}
     time = {"fetching": 0.0, "producing": 0.0, "reducing": 0.0, "cpu": 0.0}
     productions = 0
     firsts = []
-    for ex in frames:
+    for ex in children:
         s = _frame_summary(ad, ex)
+        tasks["total"] += s["tasks"].get("total", 0)
         for k in ("done", "failed", "running"):
             tasks[k] += s["tasks"].get(k, 0)
         for k in time:
@@ -117,6 +153,14 @@ def summarize_animation(ad: Adapters, parent: Execution, frames: list[Execution]
         if s["time"].get("first_task_after") is not None:
             firsts.append((ex.created - parent.created).total_seconds()
                           + s["time"]["first_task_after"])
+    if own is not None:
+        for k in ("total", "done", "failed"):
+            tasks[k] += own["tasks"].get(k, 0)
+        for k in time:
+            time[k] += own["time"].get(k) or 0.0
+        productions += own.get("productions_done", 0)
+    if planned is not None:
+        tasks["total"] = planned
     if finished is not None:
         tasks["running"] = 0
     end = finished or ad.clock()

@@ -305,6 +305,17 @@ class StoreTwin:
         self.meter.op("write", self._path(sid, eid))
         return True
 
+    def reopen_execution(self, sid: str, eid: str, fields: Fields) -> bool:
+        self.meter.op("transaction")
+        with self._lock:
+            doc = self.executions.get((sid, eid))
+            if doc is None or doc.get("status") != Status.DONE:
+                return False
+            doc.update(_copy(task_fields(fields)))
+            doc["status"] = str(Status.RUNNING)
+        self.meter.op("write", self._path(sid, eid))
+        return True
+
     # tasks
     def write_tasks(self, sid: str, eid: str, tasks: Iterable[Task]) -> None:
         docs = [(t.id, task_to_doc(t)) for t in tasks]

@@ -40,6 +40,7 @@ from francine.services import (
     users,
     video,
     views,
+    waves,
 )
 from francine.services.preview import Previews
 
@@ -74,6 +75,8 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/executions", endpoint="executions", methods=["GET", "POST"]),
     Rule("/v1/sessions/<sid>/executions/<seg:eid>", endpoint="execution", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<seg:eid>:cancel", endpoint="cancel",
+         methods=["POST"]),
+    Rule("/v1/sessions/<sid>/executions/<seg:eid>:extend", endpoint="extend",
          methods=["POST"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/result", endpoint="result", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/preview", endpoint="preview", methods=["GET"]),
@@ -392,9 +395,21 @@ class Api:
         ex = self.own_execution(user, sid, eid)
         if ex.animation:
             animation.cancel(self.ad, ex)  # and its unfinished frames; the finished stay
+        elif ex.waved and not ex.final:
+            waves.cancel(self.ad, ex)  # and its wave
         elif not ex.final:
             executions.end(self.ad, ex, Status.CANCELLED)
         return json_response(views.view(self.ad, self.ad.store.execution(sid, eid)))
+
+    def route_extend(self, request, sid: str, eid: str) -> Response:
+        """More passes on a finished render (``francine.services.waves``)."""
+        user = self.user(request)
+        ex = self.own_execution(user, sid, eid)
+        body = self.json_body(request)
+        self.renders.check()
+        ex = waves.extend(self.ad, ex, body, admit=quotas.admission(self.ad, user))
+        return json_response(views.view(self.ad, ex), 202,
+                             {"Location": f"/v1/sessions/{sid}/executions/{eid}"})
 
     def route_execution(self, request, sid: str, eid: str) -> Response:
         user = self.user(request)
