@@ -16,6 +16,9 @@ the local stack.
   .blend is unreadable leaves no session behind.
 - An animation rendered by the stack: the frame slider over its finished frames, each
   frame's image, the preview video.
+- A finished render refined with a button: as many passes again into the same job,
+  followed like a new render, the last image shown until the refined one arrives
+  (viewer-refine.png).
 
 Screenshots go to $FRANCINE_SCREENSHOTS (default: the test's tmp_path): viewer-*.png.
 """
@@ -201,14 +204,15 @@ def test_render_orbit_zoom_jobs_download_and_errors(viewer, client, shots):
     assert abs(viewer.box("#frame")["width"] - fitted) < 1
     assert len(client.executions(sid)) == executions
 
-    # The jobs list: status, progress, time, cost in CPU-seconds, no frames.
+    # The jobs list: status, progress (and passes), time, cost in CPU-seconds, no frames.
     page.wait_for_function("(id) => { const r = document.querySelector("
                            "`#jobs tr[data-execution='${id}']`);"
                            " return r && r.innerText.includes('done'); }", arg=first)
     [row] = job_rows(page)
     started, status, progress, took, cost, frames = row["cells"]
     assert row["id"] == first and row["selected"]
-    assert status == "done" and progress.endswith("100%")
+    assert status == "done" and progress.splitlines()[0].endswith("100%")
+    assert progress.splitlines()[1].startswith("4 passes")
     assert took.endswith(" s") and cost.endswith(" cpu s") and float(cost.split()[0]) > 0
     assert frames == "–"
     assert first in page.inner_text("#job-fields")
@@ -472,6 +476,7 @@ def test_animation_controls(viewer, client, shots, tmp_path):
     page.wait_for_selector("#animation:not(.hidden)")
     page.wait_for_function("() => document.getElementById('frame-slider').max === '2'")
     assert "3/3" in page.inner_text(f"#jobs tr[data-execution='{eid}']")
+    assert page.is_disabled("#refine")  # an animation takes no more passes
     page.eval_on_selector("#frame-slider",
                           "s => { s.value = '1'; s.dispatchEvent(new Event('input')); }")
     page.wait_for_function("() => document.getElementById('frame').dataset.frame === '2'")
@@ -489,3 +494,74 @@ def test_animation_controls(viewer, client, shots, tmp_path):
     assert download.value.suggested_filename == f"{sid}-{eid}-0002.png"
     assert {f"{job}/frames", f"{job}/result?frame=2", f"{job}/video"} <= set(asked)
     page.screenshot(path=str(shots / "viewer-animation.png"))
+
+
+def test_refine_a_finished_render(viewer, client, shots, small_ao):
+    """A finished render refined with the Refine button: as many passes again into the
+    same job (POST ...:extend), which the page follows as it follows a render it started;
+    the last image stays on show until the refined one arrives, which is the job's new
+    result; the job shows its passes (and its noise, when the api estimates it)."""
+    from PIL import Image
+
+    page = viewer.page
+    sid = client.create_session("ao", small_ao)["id"]
+    viewer.sign_in()
+    page.wait_for_function("(id) => document.getElementById('sessions').value === id", arg=sid)
+    assert page.eval_on_selector("#refine", "b => b.tagName") == "BUTTON"
+    assert page.is_disabled("#refine")  # no job yet
+    page.fill("#parallel", "2")
+    page.fill("#tile", "32")
+    page.click("#render")
+    eid, before = viewer.shown()
+    first = client.wait(sid, eid, timeout_s=90)
+    assert first["status"] == "done" and "frames" not in first
+    assert first["passes"] == 2, first
+    old = client.result(sid, eid)
+    page.wait_for_function("() => !document.getElementById('refine').disabled")
+
+    swaps_before = page.evaluate("() => window.francine.swaps.length")
+    page.evaluate(WATCH_BLANKS)
+    with page.expect_response(lambda r: r.url.endswith(":extend")) as answer:
+        page.click("#refine")
+    assert answer.value.status == 202 and answer.value.json()["status"] == "running"
+    page.wait_for_function("(p) => { const s = window.francine.lastStatus;"
+                           " return s && s.status === 'done' && s.passes === p; }",
+                           arg=2 * first["passes"], timeout=90_000)
+    [extend] = [r for r in viewer.requests if r.method == "POST" and ":extend" in r.url]
+    assert extend.url.endswith(f"/v1/sessions/{sid}/executions/{eid}:extend")
+    assert extend.post_data_json == {"passes": first["passes"]}
+    refined = client.execution(sid, eid)
+    assert refined["status"] == "done" and refined["passes"] == 2 * first["passes"], refined
+    new = client.result(sid, eid)
+    assert new != old, "the refined result is the old one"
+
+    # The page shows the refined result, and never a blank or a preview with fewer passes
+    # than the image it replaces on the way.
+    expected = np.asarray(Image.open(io.BytesIO(new)).convert("RGB"))[..., 0].ravel()
+    deadline = time.monotonic() + 30
+    while True:
+        shown = np.array(page.evaluate(PIXELS))
+        if page.get_attribute("#frame", "data-final") == "1" and shown.shape == expected.shape \
+                and np.abs(shown - expected.astype(int)).max() <= 1:
+            break
+        assert time.monotonic() < deadline, "the page does not show the refined result"
+        time.sleep(0.2)
+    page.evaluate("() => { window.watching = false; }")
+    assert page.evaluate("() => window.blanks") == 0, "the preview went blank while refining"
+    swaps = page.evaluate("() => window.francine.swaps")[swaps_before:]
+    assert swaps and all(s["execution"] == eid and (s["final"] or s["passes"] > first["passes"])
+                         for s in swaps), swaps
+    assert len(before) == len(shown)
+
+    # The job, in the list and in its details: the passes, and the noise when estimated.
+    [row] = job_rows(page)
+    assert row["id"] == eid and row["selected"]
+    assert row["cells"][1] == "done"
+    passes = f"{refined['passes']} passes"
+    fields = page.inner_text("#job-fields")
+    assert passes in row["cells"][2] and passes in fields
+    if refined.get("noise") is not None:
+        noise = f"noise {refined['noise'] * 100:.1f}%"
+        assert noise in row["cells"][2] and noise in fields
+    assert page.is_enabled("#refine")  # done again: it may be refined once more
+    page.screenshot(path=str(shots / "viewer-refine.png"))

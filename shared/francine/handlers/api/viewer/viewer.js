@@ -20,7 +20,8 @@ const state = {
   execution: null,     // id of the execution shown and watched (the selected job)
   stream: null,        // AbortController of its event stream
   done: -1,            // tasks done at the last preview request
-  hold: false,         // keep the image shown until the new job's preview covers it all
+  hold: 0,             // keep the image shown until the job's preview holds this many
+                       // passes in every region (0: show every preview)
   preview: { busy: false, again: false },
   moveStarted: null,   // performance.now() of the camera move being rendered
   files: [],           // [{path, file}] of the dropped .blend folder
@@ -137,6 +138,16 @@ function seconds(v) {
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, "0")} min`;
 }
 const cpu = (v) => (v == null ? "–" : `${v.toFixed(2)} cpu s`);
+// The sample passes a job's image holds (an api without "passes": the passes asked for),
+// and the estimated relative standard error of that image, when the api knows it.
+const passesOf = (s) => s.passes ?? s.parallel;
+const noise = (s) => (s.noise == null ? null : `noise ${(s.noise * 100).toFixed(1)}%`);
+const passesText = (s) => [`${passesOf(s)} pass${passesOf(s) > 1 ? "es" : ""}`, noise(s)]
+  .filter(Boolean).join(" · ");
+// A finished image, not an animation, can take more passes (POST ...:extend).
+const refinable = (s) => !!(s && s.status === "done" && !s.frames);
+const STOPPED = { noise: "noise target met", max_passes: "at max passes",
+                  budget: "at the budget" };
 
 function when(t, withDate = false) {
   if (!t) return "–";
@@ -699,8 +710,15 @@ async function render(update, fromMove = false) {
     api("POST", `${jobPath(previous)}:cancel`)
       .then(async (resp) => { noteJob(sid, await resp.json()); }).catch(() => {});
   }
+  follow(ex, 1);
+}
+
+// A job this page just started (a render, a refine) becomes the job shown and watched;
+// the image shown stays until the job's preview holds ``passes`` in every region.
+function follow(ex, passes) {
   state.jobs.set(ex.id, ex);
-  selectJob(ex.id, { hold: shownUrl !== null });
+  if (ex.id === state.execution) stopWatching();  // the same job again: watch it anew
+  selectJob(ex.id, { hold: shownUrl !== null ? passes : 0 });
   succeeded();
 }
 
@@ -709,6 +727,26 @@ $("render").addEventListener("click", () => {
   state.moveStarted = performance.now();
   render(null).catch(fail);
 });
+
+// --- refine: as many passes again into a finished image ------------------------------
+$("refine").addEventListener("click", async () => {
+  const sid = state.session && state.session.id;
+  const eid = state.execution;
+  const s = state.jobs.get(eid);
+  if (!refinable(s)) return;
+  const button = $("refine");
+  button.disabled = true;
+  try {
+    const passes = passesOf(s);
+    const ex = await (await api("POST", `${jobPath(eid)}:extend`, { passes })).json();
+    if (!state.session || state.session.id !== sid) return;
+    follow(ex, passes + 1);  // the image shown until a preview holds more passes
+  } catch (e) {
+    fail(e);
+    button.disabled = !refinable(state.jobs.get(state.execution));
+  }
+});
+
 $("cancel").addEventListener("click", () => {
   if (!state.execution) { say("no job chosen", true); return; }
   api("POST", `${jobPath(state.execution)}:cancel`)
@@ -774,6 +812,7 @@ function renderJobs() {
     mini.appendChild(fill);
     pr.appendChild(mini);
     pr.appendChild(document.createTextNode(`${Math.round(j.progress * 100)}%`));
+    pr.appendChild(el("div", passesText(j), "hint"));
     tr.appendChild(pr);
     tr.appendChild(el("td", seconds(j.time.total), "num"));
     tr.appendChild(el("td", cpu(j.time.cpu), "num"));
@@ -807,8 +846,9 @@ $("jobs-refresh").addEventListener("click", () => {
 });
 
 // Show a job: its image, its status as it changes, its tasks. ``hold``: keep the image
-// shown until the job's preview has every region rendered (a new render of the scene).
-function selectJob(eid, { hold = false } = {}) {
+// shown until the job's preview holds that many passes in every region (a new render of
+// the scene: 1; a refine: more than the image shown), or is final.
+function selectJob(eid, { hold = 0 } = {}) {
   if (eid === state.execution && state.stream) return;
   stopWatching();
   state.hold = hold;
@@ -901,6 +941,7 @@ function showJob(s) {
   $("job-none").classList.toggle("hidden", !!s);
   $("job-detail").classList.toggle("hidden", !s);
   $("download").disabled = !(s && s.status === "done");
+  $("refine").disabled = !refinable(s);
   $("busy").classList.toggle("hidden", !s || FINAL.includes(s.status));
   if (!s) {
     $("status").textContent = state.session ? "no job chosen" : "idle";
@@ -923,8 +964,9 @@ function showJob(s) {
     ["Status", badge(s.status)],
     ["Created", when(s.time.created, true)],
     ["Finished", when(s.time.finished, true)],
-    ["Image", `${s.width}×${s.height} ${s.format}, ${s.parallel} pass${s.parallel > 1 ? "es" : ""}` +
-      (s.tile ? `, tiles of ${s.tile} px` : "")],
+    ["Image", `${s.width}×${s.height} ${s.format}` + (s.tile ? `, tiles of ${s.tile} px` : "")],
+    ["Passes", [passesText(s), s.waves > 1 ? `${s.waves} waves` : null,
+                STOPPED[s.stopped] || s.stopped].filter(Boolean).join(" · ")],
     ["Tasks", `${t.done}/${t.total} done, ${t.running} running, ${t.failed} failed` +
       (t.retries || t.replaced ? ` · ${t.retries || 0} retried, ${t.replaced || 0} replaced` : "")],
     ["Time", seconds(s.time.total)],
@@ -1075,8 +1117,8 @@ async function refreshPreview(sid, eid) {
       if (eid !== state.execution) break;
       const passes = Number(resp.headers.get("X-Francine-Passes"));
       const final = resp.headers.get("X-Francine-Final") === "1";
-      if (state.hold && !final && !(passes > 0) && shownUrl) {
-        window.francine.held += 1;  // regions still black: keep the last image
+      if (state.hold && !final && !(passes >= state.hold) && shownUrl) {
+        window.francine.held += 1;  // regions black or fewer passes: keep the last image
         await resp.body.cancel();
         continue;
       }
@@ -1084,7 +1126,7 @@ async function refreshPreview(sid, eid) {
       const shown = await showBlob(blob, { execution: eid, passes, final },
         () => eid === state.execution && anim.chosen == null);
       if (!shown) break;
-      state.hold = false;
+      state.hold = 0;
       window.francine.previews += 1;
       if (state.moveStarted !== null) {
         window.francine.moves.push(performance.now() - state.moveStarted);
