@@ -181,3 +181,31 @@ def test_a_file_that_is_not_a_blend_is_refused_at_upload(client):
     err = assert_error(call(client, "PUT", f"/v1/sessions/{sid}/resources/demo.blend",
                             data=b"\x89PNG\r\n\x1a\n not a blend"), 400, "invalid_resource")
     assert "demo.blend" in err["message"] and "not a .blend" in err["message"]
+
+
+def test_a_noise_target_and_an_extension_of_a_blender_file(client, demo, reference, tmp_path):
+    """A Blender file rendered until a noise target: it stops when its estimate meets
+    the target (or at max_passes), and its error against a 512-sample render is within
+    1.5× the target. Extended by two passes, a render is the very bytes of one render
+    of all four with the same seed."""
+    sid = upload(client, demo, {"samples": 4})
+    target = 0.3
+    e = client.execute(sid, tile=32, until={"noise": target, "max_passes": 24}, parallel=4)
+    status = client.wait(sid, e["id"], timeout_s=300)
+    assert status["status"] == "done" and status["stopped"] in ("noise", "max_passes")
+    assert 4 <= status["passes"] <= 24 and status["noise"] is not None
+    got = read_exr(client.result(sid, e["id"]), tmp_path)
+    lum = imaging.luminance(got)[:, :, 0]
+    ref = imaging.luminance(reference)[:, :, 0]
+    lit = ref > 0.02 * ref.mean()
+    error = float(np.sqrt(np.mean(((lum[lit] - ref[lit]) / ref[lit]) ** 2)))
+    assert error <= 1.5 * max(target, status["noise"]), (error, status)
+
+    first = client.execute(sid, parallel=2, tile=32, seed=5)
+    assert client.wait(sid, first["id"], timeout_s=120)["status"] == "done"
+    client.request("POST", f"/v1/sessions/{sid}/executions/{first['id']}:extend",
+                   json={"passes": 2})
+    assert client.wait(sid, first["id"], timeout_s=120)["passes"] == 4
+    whole = client.execute(sid, parallel=4, tile=32, seed=5)
+    assert client.wait(sid, whole["id"], timeout_s=120)["status"] == "done"
+    assert client.result(sid, first["id"]) == client.result(sid, whole["id"])
