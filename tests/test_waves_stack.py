@@ -52,6 +52,9 @@ def test_a_noise_target_renders_until_the_image_is_good_enough(client):
     assert status["status"] == "done" and status["stopped"] == "noise", status
     assert status["noise"] <= 0.1 and 8 <= status["passes"] <= 64 and status["waves"] >= 1
     assert client.result(sid, ex["id"])[:8] == b"\x89PNG\r\n\x1a\n"
+    tasks = client.request("GET", f"/v1/sessions/{sid}/executions/{ex['id']}/tasks",
+                           params={"status": "failed"}).json()
+    assert tasks == {"tasks": []}  # none failed, in any wave
 
 
 def test_a_cap_below_the_estimate_is_refused(client, small_ao):

@@ -423,6 +423,10 @@ class Api:
             frames = self.ad.store.frames_of(sid, eid)
             ex = self.frame_of(request, ex, default=views.frame_counts(ex, frames)
                                ["rendering"] or ex.frames[-1])
+        if ex.waved:  # its own tasks' (an extended render's) and its waves'
+            listed = [tasklist.list_tasks(self.ad, w, request.args)["tasks"]
+                      for w in [ex, *waves.waves_of(self.ad, ex)]]
+            return json_response({"tasks": [t for tasks in listed for t in tasks]})
         return json_response(tasklist.list_tasks(self.ad, ex, request.args))
 
     @staticmethod
