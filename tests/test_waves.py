@@ -235,6 +235,7 @@ def test_a_render_that_reaches_its_cap_stops_with_the_passes_it_finished(monkeyp
     cpu, usd = estimates.price(ad, "s", shape, ao, ao.validate(SCENE))
     real = estimates.price
     monkeypatch.setattr(estimates, "price", lambda *a, **k: tuple(v / 10 for v in real(*a, **k)))
+    run(ad, start(ad, parallel=2))  # compiled and warm
     measured = run(ad, start(ad, parallel=16))  # what 16 passes really cost
     cap = views.view(ad, measured)["time"]["cpu"] * 1.5  # room for about 24 of the 64
     ex = run(ad, start(ad, parallel=64, max_cpu_seconds=cap, seed=5))

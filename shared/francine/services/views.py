@@ -89,25 +89,34 @@ def view(ad: Adapters, ex: Execution) -> dict:
         "error": ex.error,
         "parallel": ex.parallel, "tile": ex.tile, "update": ex.update,
         "format": ex.format, "width": shape.width, "height": shape.height,
-        **waved_fields(ex, shape),
+        **waved_fields(ad, ex, shape, summary),
         **({"render": ex.parent, "wave": ex.wave} if ex.wave else
            {"animation": ex.parent, "frame": ex.frame} if ex.parent else {}),
     }
 
 
-def waved_fields(ex: Execution, shape: planning.Shape) -> dict:
+def waved_fields(ad: Adapters, ex: Execution, shape: planning.Shape, summary: dict) -> dict:
     """Passes, noise and spending of a render (francine.services.waves)."""
-    cpu = ex.spent_cpu_s
+    cpu = ex.spent_cpu_s if ex.spent_cpu_s is not None else summary["time"]["cpu"]
     return {
         "passes": ex.passes_done if ex.passes_done is not None else shape.passes,
         "noise": None if ex.noise is None else round(float(ex.noise), 5),
         "stopped": ex.stopped, "waves": ex.waves or 0,
-        "spent": None if cpu is None else {
-            "cpu_seconds": round(cpu, 3),
-            "usd": round(cpu * ex.usd_per_cpu_second, 6) if ex.usd_per_cpu_second else None},
+        "spent": {"cpu_seconds": round(cpu, 3), "usd": round(cpu * usd_per_cpu(ad, ex), 6)},
         "seed": ex.seed, "until": ex.until, "max_cost_usd": ex.max_cost_usd,
         "max_cpu_seconds": ex.max_cpu_seconds,
     }
+
+
+def usd_per_cpu(ad: Adapters, ex: Execution) -> float:
+    """Dollars a CPU-second of this render costs: its price's ratio when it was priced
+    (a cap), else the render service's list price of a vCPU-second and the memory
+    beside it."""
+    if ex.usd_per_cpu_second:
+        return ex.usd_per_cpu_second
+    s = ad.settings
+    return s.price_vcpu_second + s.price_gib_second * (s.render_memory_bytes / (1 << 30)) \
+        / max(s.render_cpu, 1e-9)
 
 
 def summarize_waves(ad: Adapters, ex: Execution, waves: list[Execution],

@@ -33,7 +33,7 @@ from francine.tools.client import ApiError, Client, attach_file
 from francine.tools.terminal import (
     CliError,
     Interrupted,
-    Progress,
+    WaveProgress,
     check_writable,
     estimate_text,
     explain,
@@ -286,11 +286,13 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
                  scene_name: str | None = None, camera: str | None = None,
                  size: str | None = None, percentage: int | None = None,
                  upload=None, video: pathlib.Path | None = None,
-                 estimate: bool = False) -> list[tuple[pathlib.Path, dict]]:
+                 estimate: bool = False,
+                 fields: dict | None = None) -> list[tuple[pathlib.Path, dict]]:
     """Render ``blend`` (one image, or one per frame of ``frames``, and the preview
     video of the frames to ``video``); returns each file written with the execution's
     final status. ``upload(client, sid, name, path)`` attaches a file (by default one
-    request, or an upload session for a file too large for one).
+    request, or an upload session for a file too large for one). ``fields``: more
+    fields of the request (``client.wave_fields``: a noise target, caps, a seed).
 
     A refusal or a failure cancels what this command started and deletes its session;
     Ctrl-C cancels what it started and keeps the session, to look at."""
@@ -311,12 +313,12 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
         job.pack.close()
         if estimate:  # a price; the session made for it goes again
             frames = [f for f, _ in job.outputs if f is not None]
-            quoted = client.estimate(run.sid, parallel, tile,
+            quoted = client.estimate(run.sid, parallel, tile, **(fields or {}),
                                      **({"frames": frames} if frames else {}))
             print(estimate_text(quoted))
             print(abandon(client, run), file=sys.stderr)
             return []
-        start(client, run, job, parallel, tile)
+        start(client, run, job, parallel, tile, fields or {})
         collect(client, run)
         if video is not None:
             video.write_bytes(client.video(run.sid, run.started[0].id))
@@ -335,12 +337,13 @@ def render_blend(client: Client, blend: pathlib.Path, output: pathlib.Path, para
     return [(path, run.started[0].status) for path in run.written]
 
 
-def start(client: Client, run: Run, job: Job, parallel: int, tile: int | None) -> None:
+def start(client: Client, run: Run, job: Job, parallel: int, tile: int | None,
+          fields: dict | None = None) -> None:
     """One execution, of one image or of every frame; its id said as soon as it exists."""
     frames = [f for f, _ in job.outputs if f is not None]
     with held_interrupts():
         try:
-            status = client.execute(run.sid, parallel=parallel, tile=tile,
+            status = client.execute(run.sid, parallel=parallel, tile=tile, **(fields or {}),
                                     **({"frames": frames} if frames else {}))
         except ApiError as e:
             raise CliError(f"the api refused the render: {e.message} "
@@ -356,7 +359,7 @@ def collect(client: Client, run: Run) -> None:
     the end. A frame that failed is reported and the others are written; the render
     fails if no image came back."""
     s = run.started[0]
-    progress = Progress()
+    progress = WaveProgress()
     written: set[int] = set()
     while True:
         s.status = status = client.execution(run.sid, s.id)

@@ -8,8 +8,13 @@
                     (the local stack; --project P: a deployed project, with Application
                     Default Credentials, straight to Firestore)
     francine render ao|SCENE.json -o out.png [--parallel N] [--session SID]
+                    [--noise X [--max-passes M]] [--max-cost USD] [--max-cpu-seconds S]
+                    [--seed N]                     (also for .blend files)
     francine sessions ls | show SID | rm SID
     francine executions ls SID | status|watch|cancel EID | result EID -o FILE
+    francine executions extend EID --passes N | --noise X [--max-passes M]
+                    [--max-cost USD] [--max-cpu-seconds S] [-o FILE]
+                                                   more passes on a done render
     francine render SCENE.blend -o out.exr --parallel N --samples S [--frames 1-24]
                     [--denoise] [--scene S] [--camera C] [--size WxH]
                     [--resolution-percentage P]    (uploads what the file reads)
@@ -37,18 +42,16 @@ import requests
 
 from francine.base.config import ENV
 from francine.domain.records import FINAL
-from francine.tools.client import ApiError, Client, load_scene_file
+from francine.tools.client import ApiError, Client, load_scene_file, wave_fields
 from francine.tools.terminal import (
     EXTENSIONS,
     CliError,
     Interrupted,
-    Progress,
+    WaveProgress,
     check_writable,
     explain,
     output_format,
 )
-
-#: Output formats by file extension.
 
 
 def default_state_dir(environ=os.environ) -> pathlib.Path:
@@ -219,6 +222,35 @@ def time_breakdown(status: dict) -> str:
             f"after last task {s(t.get('image_after_last_task'))}")
 
 
+def waves_summary(status: dict) -> str | None:
+    """A render's passes, noise, why its waves stopped and what it spent, in one line
+    (None for a status without passes: an api before them)."""
+    if status.get("passes") is None:
+        return None
+    waves = status.get("waves") or 0
+    words = [f"passes {status['passes']}"
+             + (f" ({waves} more wave{'s' if waves > 1 else ''})" if waves else "")]
+    if status.get("noise") is not None:
+        target = (status.get("until") or {}).get("noise")
+        words.append(f"noise {status['noise']:.4g}"
+                     + (f" (target {target:g})" if target is not None else ""))
+    if status.get("stopped"):
+        words.append(f"stopped: {status['stopped']}")
+    spent = status.get("spent") or {}
+    amounts = [text.format(spent[key]) for key, text in (("cpu_seconds", "{:.3f} CPU-s"),
+                                                          ("usd", "${:.6f}"))
+               if spent.get(key) is not None]
+    if amounts:
+        words.append("spent " + ", ".join(amounts))
+    return " | ".join(words)
+
+
+def summary(status: dict) -> str:
+    """What a render ends with: its times, then its passes, noise and spending."""
+    passes = waves_summary(status)
+    return time_breakdown(status) + (f"\n{passes}" if passes else "")
+
+
 def follow(client: Client, sid: str, eid: str, on_status) -> dict:
     """Follow an execution to its end through the event stream (status polling if the
     stream breaks); returns the final status."""
@@ -235,10 +267,13 @@ def follow(client: Client, sid: str, eid: str, on_status) -> dict:
 
 def render(client: Client, target: str | None, output: pathlib.Path, parallel: int,
            tile: int | None, fmt: str | None, producer: str | None = None,
-           resources: dict | None = None, session_id: str | None = None) -> dict:
+           resources: dict | None = None, session_id: str | None = None,
+           fields: dict | None = None) -> dict:
     """Render ``target`` (a producer name or a scene file) in a new session, or in
     ``session_id``: upload resources, render with progress, write the image in the
-    format ``output`` names; on Ctrl-C cancel the execution. Returns the final status."""
+    format ``output`` names; on Ctrl-C cancel the execution. ``fields``: more fields of
+    the request (``wave_fields``: a noise target, caps, a seed). Returns the final
+    status."""
     fmt = output_format(output, fmt)
     check_writable(output)
     if session_id:
@@ -258,7 +293,7 @@ def render(client: Client, target: str | None, output: pathlib.Path, parallel: i
         resources = resources or {}
     sid = session["id"]
     try:
-        status = _render_in(client, sid, resources, parallel, tile, output)
+        status = _render_in(client, sid, resources, parallel, tile, output, fields or {})
     except Interrupted:
         raise  # the user stopped it: the session stays, to look at or render again
     except BaseException:
@@ -271,16 +306,30 @@ def render(client: Client, target: str | None, output: pathlib.Path, parallel: i
 
 
 def _render_in(client: Client, sid: str, resources: dict, parallel: int, tile: int | None,
-               output: pathlib.Path) -> dict:
+               output: pathlib.Path, fields: dict) -> dict:
     for name, path in resources.items():
         client.put_resource(sid, name, pathlib.Path(path).read_bytes())
-    execution = client.execute(sid, parallel=parallel, tile=tile)
+    execution = client.execute(sid, parallel=parallel, tile=tile, **fields)
     eid = execution["id"]
     print(f"session {sid}  execution {eid}", flush=True)
+    return follow_render(client, sid, eid, output)
+
+
+def follow_render(client: Client, sid: str, eid: str, output: pathlib.Path | None,
+                  extension: bool = False) -> dict:
+    """Follow a render this command started (or extended) under the progress line, and
+    write its image to ``output`` (if given) once done. Ctrl-C cancels a render; an
+    extension goes on (cancelled, the render would end cancelled, its finished image
+    with it). Returns the final status."""
     try:
-        status = follow(client, sid, eid, Progress())
+        status = follow(client, sid, eid, WaveProgress())
     except KeyboardInterrupt:
         print(file=sys.stderr)
+        if extension:
+            raise Interrupted(f"interrupted; the extension goes on: 'francine executions "
+                              f"watch {sid}/{eid}' follows it, 'francine executions cancel "
+                              f"{sid}/{eid}' stops it (and ends the render cancelled)",
+                              exit_status=130) from None
         try:
             client.cancel(sid, eid)
         except (ApiError, requests.RequestException):
@@ -292,7 +341,8 @@ def _render_in(client: Client, sid: str, resources: dict, parallel: int, tile: i
         error = status.get("error") or {}
         raise CliError(f"execution {eid} {status['status']}"
                        + (f": {error.get('message')}" if error else ""))
-    output.write_bytes(client.result(sid, eid))
+    if output is not None:
+        output.write_bytes(client.result(sid, eid))
     return status
 
 
@@ -313,8 +363,19 @@ def check_options(args) -> None:
                        f"{option} is for .blend files only")
 
 
+def request_fields(args, seed: bool = True) -> dict:
+    """The request fields of --noise, --max-passes, --max-cost, --max-cpu-seconds (and
+    --seed) that were given."""
+    if args.max_passes is not None and args.noise is None:
+        raise CliError("--max-passes needs --noise (a noise target; without one, "
+                       "--parallel or --passes says how many passes)")
+    return wave_fields(args.noise, args.max_passes, args.max_cost, args.max_cpu_seconds,
+                       args.seed if seed else None)
+
+
 def cmd_render(args) -> int:
     check_options(args)
+    fields = request_fields(args)
     client = _client(args)
     resources = {}
     for spec in args.resource:
@@ -332,20 +393,20 @@ def cmd_render(args) -> int:
                                args.frames, args.denoise, args.scene, args.camera,
                                args.size, args.resolution_percentage,
                                video=pathlib.Path(args.video) if args.video else None,
-                               estimate=args.estimate)
+                               estimate=args.estimate, fields=fields)
         if args.estimate:
             return 0
         print(f"wrote {', '.join(str(path) for path, _ in written)}")
         if len(written) == 1:
-            print(time_breakdown(written[0][1]))
+            print(summary(written[0][1]))
         return 0
     if args.target and args.target.endswith(".json") and not pathlib.Path(args.target).is_file():
         raise CliError(f"no such scene file: {args.target}")
     status = render(client, args.target, pathlib.Path(args.output), args.parallel,
                     args.tile, args.format, producer=args.producer, resources=resources,
-                    session_id=args.session)
+                    session_id=args.session, fields=fields)
     print(f"wrote {args.output}")
-    print(time_breakdown(status))
+    print(summary(status))
     return 0
 
 
@@ -411,7 +472,7 @@ def cmd_executions_ls(args) -> int:
     for e in executions:
         frames = e.get("frames")
         rows.append([e["id"], e["status"], f"{e['progress'] * 100:.1f}%",
-                     f"{e['width']}x{e['height']}", str(e["parallel"]),
+                     f"{e['width']}x{e['height']}", str(e.get("passes") or e["parallel"]),
                      f"{frames['done']}/{frames['total']}" if frames else "1",
                      f"{e['time']['total']:.1f} s", e["time"]["created"]])
     table(rows, ["EXECUTION", "STATUS", "PROGRESS", "IMAGE", "PASSES", "FRAMES", "TIME",
@@ -430,12 +491,12 @@ def cmd_executions_watch(args) -> int:
     client = _client(args)
     sid, eid = locate(client, args.execution)
     try:
-        status = follow(client, sid, eid, Progress())
+        status = follow(client, sid, eid, WaveProgress())
     except KeyboardInterrupt:
         print(f"\nstopped watching; execution {eid} goes on", file=sys.stderr)
         return 130
     print(file=sys.stderr)
-    print(time_breakdown(status))
+    print(summary(status))
     return 0 if status["status"] == "done" else 1
 
 
@@ -446,15 +507,39 @@ def cmd_executions_cancel(args) -> int:
     return 0
 
 
+def check_output_of(output: pathlib.Path, eid: str, status: dict) -> None:
+    """``-o`` for an execution's image: writable, and in the execution's format."""
+    check_writable(output)
+    wanted = EXTENSIONS.get(output.suffix.lower())
+    if wanted and wanted != status["format"]:
+        raise CliError(f"execution {eid} is {status['format']}, but -o {output} names {wanted}")
+
+
+def cmd_executions_extend(args) -> int:
+    fields = request_fields(args, seed=False)
+    client = _client(args)
+    output = pathlib.Path(args.output) if args.output else None
+    sid, eid = locate(client, args.execution)
+    if output is not None:
+        check_output_of(output, eid, client.execution(sid, eid))
+    client.extend(sid, eid, passes=args.passes, **fields)
+    what = (f"+{args.passes} passes" if args.passes is not None
+            else f"waves until noise {args.noise:g}")
+    print(f"session {sid}  execution {eid}  extended: {what}", flush=True)
+    status = follow_render(client, sid, eid, output, extension=True)
+    if output is not None:
+        print(f"wrote {output}")
+    print(summary(status))
+    return 0
+
+
 def cmd_executions_result(args) -> int:
     client = _client(args)
     output = pathlib.Path(args.output)
     check_writable(output)
     sid, eid = locate(client, args.execution)
     status = client.execution(sid, eid)
-    wanted = EXTENSIONS.get(output.suffix.lower())
-    if wanted and wanted != status["format"]:
-        raise CliError(f"execution {eid} is {status['format']}, but -o {output} names {wanted}")
+    check_output_of(output, eid, status)
     frames = status.get("frames")
     if frames is not None and args.frame is None and frames["total"] > 1:
         raise CliError(f"execution {eid} renders {frames['total']} frames: name one with "
@@ -502,6 +587,44 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
     return value
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+    return value
+
+
+def seed_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 1 << 63:
+        raise argparse.ArgumentTypeError(f"must be 0 to 2^63-1: {value}")
+    return value
+
+
+def add_wave_options(parser, noise_group=None, first: str | None = None) -> None:
+    """--noise, --max-passes, --max-cost, --max-cpu-seconds (of ``render`` and
+    ``executions extend``); --noise in ``noise_group`` when given."""
+    wave = (f"; the first wave has {first} passes" if first else "")
+    (noise_group or parser).add_argument(
+        "--noise", type=positive_number, default=None, metavar="X",
+        help="render passes in waves until the estimated relative standard error of the "
+             "mean is at most X (e.g. 0.02) over 99%% of the pixels, tile by tile" + wave)
+    parser.add_argument("--max-passes", type=positive, default=None, metavar="M",
+                        help="with --noise: the most passes any tile renders (default: 256)")
+    parser.add_argument("--max-cost", type=positive_number, default=None, metavar="USD",
+                        help="spending cap in US dollars: refused when the estimate alone "
+                             "exceeds it; a render that reaches it stops with the passes it "
+                             "finished (default: no cap)")
+    parser.add_argument("--max-cpu-seconds", type=positive_number, default=None, metavar="S",
+                        help="the same cap in CPU-seconds (default: no cap)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -580,6 +703,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--producer", default=None, help="the producer of a bare scene file")
     r.add_argument("--resource", action="append", default=[], metavar="NAME=PATH",
                    help="attach a file as resource NAME (repeatable)")
+    w = r.add_argument_group("noise target, spending caps, seed (any target)")
+    add_wave_options(w, first="--parallel")
+    w.add_argument("--seed", type=seed_number, default=None, metavar="N",
+                   help="where the passes' seeds come from, 0 to 2^63-1: the same seed, "
+                        "scene and passes give the same image byte for byte (default: "
+                        "from the execution's id)")
     b = r.add_argument_group("Blender files (TARGET.blend)")
     b.add_argument("--samples", type=positive, default=None,
                    help="Cycles samples per pass (default: 16)")
@@ -620,6 +749,17 @@ def build_parser() -> argparse.ArgumentParser:
             ("cancel", "cancel an execution", cmd_executions_cancel)):
         p = command(ex, name, helptext, func, [api])
         p.add_argument("execution", help="EID or SID/EID")
+    more = command(ex, "extend", "more passes on a done render (not an animation): "
+                   "followed like a render, its image written with -o",
+                   cmd_executions_extend, [api])
+    more.add_argument("execution", help="EID or SID/EID")
+    how = more.add_mutually_exclusive_group(required=True)
+    how.add_argument("--passes", type=positive, default=None, metavar="N",
+                     help="passes to add after the last one")
+    add_wave_options(more, how)
+    more.add_argument("-o", "--output", default=None,
+                      help="write the image here once done (default: write nothing; "
+                           "'francine executions result' gets it later)")
     res = command(ex, "result", "write an execution's image", cmd_executions_result, [api])
     res.add_argument("execution", help="EID or SID/EID")
     res.add_argument("-o", "--output", required=True, help="the file to write")

@@ -122,6 +122,16 @@ class Client:
     def execution(self, sid: str, eid: str) -> dict:
         return self.request("GET", f"/v1/sessions/{sid}/executions/{eid}").json()
 
+    def extend(self, sid: str, eid: str, passes: int | None = None,
+               until: dict | None = None, **caps) -> dict:
+        """More passes on a done execution (``passes``, or waves ``until`` a noise
+        target), under optional caps (``max_cost_usd``, ``max_cpu_seconds``): its status,
+        running again."""
+        body = {k: v for k, v in {"passes": passes, "until": until, **caps}.items()
+                if v is not None}
+        return self.request("POST", f"/v1/sessions/{sid}/executions/{eid}:extend",
+                            json=body).json()
+
     def wait(self, sid: str, eid: str, timeout_s: float = 600.0, poll_s: float = 0.2,
              on_status: Callable[[dict], None] | None = None) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -160,6 +170,22 @@ def execution_body(parallel: int, update: dict | None, tile: int | None, **more)
     if tile is not None:
         body["tile"] = tile
     return body
+
+
+def wave_fields(noise: float | None = None, max_passes: int | None = None,
+                max_cost_usd: float | None = None, max_cpu_seconds: float | None = None,
+                seed: int | None = None) -> dict:
+    """The request fields of a noise target, spending caps and a seed, those given only
+    (an execution's; :extend takes all but ``seed``)."""
+    fields: dict = {}
+    if noise is not None:
+        fields["until"] = {"noise": noise,
+                           **({"max_passes": max_passes} if max_passes is not None else {})}
+    for name, value in (("max_cost_usd", max_cost_usd), ("max_cpu_seconds", max_cpu_seconds),
+                        ("seed", seed)):
+        if value is not None:
+            fields[name] = value
+    return fields
 
 
 def load_scene_file(path: pathlib.Path, producer: str | None = None,

@@ -126,3 +126,22 @@ class Progress:
     def __call__(self, status: dict, suffix: str = "") -> None:
         print(progress_bar(status, eta=self.eta(status) + suffix), end="",
               file=self.stream or sys.stderr, flush=True)
+
+
+def waves_text(status: dict) -> str:
+    """The passes and noise of a status, for the progress line ("" when it has
+    neither)."""
+    words = []
+    if status.get("passes") is not None:
+        words.append(f"passes {status['passes']}")
+    if status.get("noise") is not None:
+        words.append(f"noise {status['noise']:.4g}")
+    return "".join(f"  {w}" for w in words)
+
+
+class WaveProgress(Progress):
+    """The progress line of a render, with its passes and noise when the status has
+    them."""
+
+    def __call__(self, status: dict, suffix: str = "") -> None:
+        super().__call__(status, waves_text(status) + suffix)

@@ -17,6 +17,8 @@ def _json(schema: dict) -> dict:
 
 RETRY = {"Retry-After": {"description": "seconds to wait before trying again",
                          "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+LOCATION = {"Location": {"description": "the execution's status",
+                         "schema": {"type": "string"}}}
 
 
 def _resp(description: str, schema: dict | None = None, content: dict | None = None,
@@ -30,6 +32,10 @@ def _resp(description: str, schema: dict | None = None, content: dict | None = N
         r["content"] = content
     return r
 
+
+#: A render refused while the render service does not exist yet (a first deployment).
+UNDEPLOYED = _resp("the render service does not exist yet (render_service_missing)", ERROR,
+                   headers=RETRY)
 
 ERRORS = {code: _resp(text, ERROR) for code, text in {
     "400": "malformed JSON, a wrong field or an invalid scene",
@@ -55,7 +61,13 @@ UPLOAD = {"type": "object", "properties": {
 
 def _op(summary: str, responses: dict, body: dict | None = None, params: list | None = None,
         secured: bool = True) -> dict:
-    op: dict = {"summary": summary, "responses": {**responses, **(ERRORS if secured else {})}}
+    merged = dict(responses)
+    for code, generic in (ERRORS if secured else {}).items():
+        # A route's own word on a status (what its 400 or 404 also means there) is added.
+        merged[code] = generic if code not in responses else {
+            **generic, "description": f"{generic['description']}; "
+                                      f"{responses[code]['description']}"}
+    op: dict = {"summary": summary, "responses": merged}
     if body is not None:
         op["requestBody"] = {"required": True, "content": body}
     if params:
@@ -95,7 +107,8 @@ def _link(paths: dict) -> None:
         _op_id(m, p): {"operationId": _op_id(m, p), "parameters": execution}
         for p, m in [("/v1/sessions/{sid}/executions/{eid}", "get"),
                      ("/v1/sessions/{sid}/executions/{eid}/result", "get"),
-                     ("/v1/sessions/{sid}/executions/{eid}:cancel", "post")]}
+                     ("/v1/sessions/{sid}/executions/{eid}:cancel", "post"),
+                     ("/v1/sessions/{sid}/executions/{eid}:extend", "post")]}
 
 
 @functools.cache
@@ -150,6 +163,28 @@ def openapi_document() -> dict:
                 **{k: {"type": "integer"} for k in ("total", "done", "failed", "window")},
                 "failed_frames": {"type": "array", "items": {"type": "integer"}},
                 "rendering": {"type": ["integer", "null"]}}},
+            "passes": {"type": "integer", "minimum": 0, "description": (
+                "the most sample passes any tile of the image holds: a plain render's "
+                "parallel; with until or after :extend, what its waves reached")},
+            "noise": {"type": ["number", "null"], "minimum": 0, "description": (
+                "the estimated relative standard error of the image's mean, 99th "
+                "percentile over the pixels that are not near-black (null until known)")},
+            "stopped": {"type": ["string", "null"],
+                        "enum": ["noise", "max_passes", "budget", None], "description": (
+                "why a render in waves ended: its noise target was met, it reached "
+                "max_passes, or a spending cap (done with the passes it finished)")},
+            "waves": {"type": "integer", "minimum": 0,
+                      "description": "waves rendered beyond the execution's own tasks"},
+            "spent": {"type": "object", "description": "what the render has cost so far",
+                      "properties": {"cpu_seconds": {"type": "number"},
+                                     "usd": {"type": "number"}}},
+            "seed": {"type": ["integer", "null"],
+                     "description": "the request's seed (null: from the execution's id)"},
+            "until": {"anyOf": [{"$ref": "#/components/schemas/Until"}, {"type": "null"}],
+                      "description": "the request's noise target (null: a fixed number of "
+                                     "passes)"},
+            **{k: {"type": ["number", "null"], "description": "the request's spending cap "
+                   "(null: none)"} for k in ("max_cost_usd", "max_cpu_seconds")},
             "animation": {"type": "string", "description": "a frame's status (on the "
                           "status topic): the animation it belongs to"},
             "frame": {"type": "integer", "description": "a frame's status: its frame"}}},
@@ -228,9 +263,14 @@ def openapi_document() -> dict:
                              "dry_run: the estimate, and nothing started",
                              content={**IMAGES, "application/json": {
                                  "schema": {"type": "object"}}}),
+                "400": _resp("a render that cannot be planned (tile_too_large, "
+                             "too_many_tasks, image_too_large), over the daily budget "
+                             "(over_budget) or whose estimate alone exceeds its spending "
+                             "cap (over_cap)", ERROR),
                 "409": _resp("with ?block=1: the execution failed or was cancelled", ERROR),
                 "429": _resp("over a quota (executions or tasks in flight, CPU-seconds "
-                             "per day, concurrent blocking waits)", ERROR, headers=RETRY)},
+                             "per day, concurrent blocking waits)", ERROR, headers=RETRY),
+                "503": UNDEPLOYED},
                 _json(ref("ExecutionRequest")), params=[sid, {
                     "name": "block", "in": "query", "schema": {"type": "string",
                                                                "enum": ["1", "true"]}}, {
@@ -335,6 +375,21 @@ def openapi_document() -> dict:
         "/v1/sessions/{sid}/executions/{eid}:cancel": {
             "post": _op("stop a render; tasks not yet started never run",
                         {"200": _resp("the execution", ref("Execution"))}, params=[sid, eid])},
+        "/v1/sessions/{sid}/executions/{eid}:extend": {
+            "post": _op(
+                "more passes on a done render (not an animation): passes after its last "
+                "one, each with its own seed, combined with its finished partials without "
+                "rendering those again; the image is the one a single execution of all "
+                "the passes with the same seed gives, byte for byte",
+                {"202": _resp("the execution, running again", ref("Execution"),
+                              headers=LOCATION),
+                 "400": _resp("an animation; both or neither of passes and until; more than "
+                              "4096 passes in all (invalid_field); the estimate alone over "
+                              "a cap (over_cap)", ERROR),
+                 "409": _resp("the execution is not done (not_done)", ERROR),
+                 "429": _resp("over a quota, as for a new render", ERROR, headers=RETRY),
+                 "503": UNDEPLOYED},
+                _json(ref("ExtendRequest")), params=[sid, eid])},
     }
     _link(paths)
     # An empty body is an execution with every default.
