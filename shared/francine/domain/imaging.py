@@ -215,6 +215,14 @@ class Accumulator:
         self.count = np.zeros((-(-(y1 - y0) // grid), -(-(x1 - x0) // grid)), np.float32)
         self.added = 0
 
+    @classmethod
+    def wrap(cls, p: Partial) -> Accumulator:
+        """An accumulator that adds into ``p``'s own (writable) arrays: no copy."""
+        acc = cls.__new__(cls)
+        acc.x0, acc.y0, acc.grid, acc.channels = p.x0, p.y0, p.tile, p.sum.shape[2]
+        acc.total, acc.sq, acc.count, acc.added = p.sum, p.sq, p.count, 1
+        return acc
+
     def add(self, p: Partial) -> None:
         h, w = self.total.shape[:2]
         ys, xs = p.y0 - self.y0, p.x0 - self.x0

@@ -99,18 +99,31 @@ class Assessment:
 
 
 def assess(shape: planning.Shape, total: imaging.Partial) -> Assessment:
-    """The passes and noise of every tile of the render's sum, and the image's."""
-    mean = imaging.luminance(total.mean(uncovered=0.0))[:, :, 0]
-    covered = total.pixel_counts()[:, :, 0] > 0
-    level = float(mean[covered].mean()) if covered.any() else 0.0
-    error = imaging.relative_error(total, max(1e-6, NEAR_BLACK * level))
+    """The passes and noise of every tile of the render's sum, and the image's; a row
+    of tiles at a time (the root's memory stays its sum's, whatever the image)."""
+    rows = [band_of(total, y, shape.tile) for y in range(0, total.height, shape.tile)]
+    lit = [imaging.luminance(band.mean(uncovered=0.0))[:, :, 0][band.pixel_counts()[:, :, 0]
+                                                                 > 0] for band in rows]
+    covered = sum(v.size for v in lit)
+    level = float(sum(v.sum() for v in lit) / covered) if covered else 0.0
+    near_black = max(1e-6, NEAR_BLACK * level)
     noise = np.zeros(shape.tiles_x * shape.tiles_y)
-    for t in range(noise.size):
-        ty, tx = divmod(t, shape.tiles_x)
-        y, x = ty * shape.tile, tx * shape.tile
-        noise[t] = imaging.noise_of(error[y: y + shape.tile, x: x + shape.tile], SHARE)
+    errors = []
+    for ty, band in enumerate(rows):
+        error = imaging.relative_error(band, near_black)
+        for tx in range(shape.tiles_x):
+            noise[ty * shape.tiles_x + tx] = imaging.noise_of(
+                error[:, tx * shape.tile: (tx + 1) * shape.tile], SHARE)
+        errors.append(error[~np.isnan(error)].astype(np.float32))
     passes = total.count.reshape(-1).astype(np.int64)
-    return Assessment(passes, noise, imaging.noise_of(error, SHARE))
+    return Assessment(passes, noise, imaging.noise_of(np.concatenate(errors), SHARE))
+
+
+def band_of(p: imaging.Partial, y: int, rows: int) -> imaging.Partial:
+    """Rows ``y`` to ``y + rows`` of a partial (``y`` on its tile grid), as one."""
+    cell = y // p.tile
+    return imaging.Partial(p.x0, p.y0 + y, p.tile, p.sum[y: y + rows],
+                           p.count[cell: cell + -(-rows // p.tile)], p.sq[y: y + rows])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +298,12 @@ def accumulated(ad: Adapters, ex: Execution, waves: list[Execution]) -> imaging.
     wave = load_sum(ad, waves[-1], 0)
     if wave is None:
         raise errors.TransientError(f"the sum of wave {k} of {ex.id} is not stored yet")
-    total = wave if before is None else imaging.combine([before, wave])
+    if before is None:
+        total = wave
+    else:  # added in place: the render's sum and the wave's, no third image
+        acc = imaging.Accumulator.wrap(before)
+        acc.add(wave)
+        total = acc.partial()
     store_sum(ad, ex, total, k)
     return total
 
