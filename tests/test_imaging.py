@@ -87,3 +87,20 @@ def test_exr_keeps_linear_float(channels):
         name = "Y" if channels == 1 else "RGB"
         got = f.channels()[name].pixels
     np.testing.assert_array_equal(got.reshape(img.shape), img)  # no tone mapping in EXR
+
+
+def test_a_partial_written_before_fixed_point_is_read_as_its_passes():
+    """A render in flight while a new version deploys: its float32 partials (no sum of
+    squares) are read as fixed-point ones with the same mean."""
+    rng = np.random.default_rng(3)
+    old_sum = (rng.random((16, 24, 3)) * 2).astype(np.float32)  # two passes' sum
+    count = np.full((2, 3), 2, np.float32)
+    buf = io.BytesIO()
+    np.savez(buf, origin=np.array([8, 0, 8], np.int64), sum=old_sum, count=count)
+    for load in (imaging.load_partial, imaging.view_partial):
+        p = load(buf.getvalue())
+        assert p.sum.dtype == np.int64 and p.sq.shape == (16, 24, 1)
+        np.testing.assert_allclose(p.mean(), old_sum / 2, rtol=1e-6)
+        combined = imaging.combine([p, imaging.from_pass(Tile(8, 0, 24, 16), 8,
+                                                         old_sum / 2)])
+        np.testing.assert_allclose(combined.mean(), old_sum / 2, rtol=1e-6)

@@ -287,7 +287,9 @@ def build_stack(cfg: FrancineConfig) -> dict[str, pulumi.Input]:
                         **environment,
                         ENV["stall_s"]: str(cfg.stall_s),
                     },
-                    memory="512Mi",
+                    # It may advance a render in waves (its sum, the next wave's
+                    # image): the reducer's memory, whose bound the planner applies.
+                    memory=cfg.reducer_memory,
                     cpu="1",
                     timeout_seconds=WATCHDOG_TIMEOUT_SECONDS,
                     max_instances=1,

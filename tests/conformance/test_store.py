@@ -66,7 +66,8 @@ def test_only_a_done_execution_is_reopened_and_only_once(backend, unique):
                                                          "finished": None})
     assert not backend.store.reopen_execution(unique, "e1", {"waves": 5})  # running now
     ex = backend.store.execution(unique, "e1")
-    assert ex.status == Status.RUNNING and ex.waves == 0 and ex.target_passes == 8
+    assert ex.status == Status.QUEUED and ex.waves == 0 and ex.target_passes == 8
+    assert ex in backend.store.active_executions()  # in flight again: the watchdog sees it
     assert ex.finished is None and ex.result == "r"
     assert backend.store.finish_execution(unique, "e1", {"status": Status.DONE})
 

@@ -285,8 +285,9 @@ class Store:
             return run(self._db.transaction())
 
     def reopen_execution(self, sid: str, eid: str, fields: Fields) -> bool:
-        """Move a done execution back to running with ``fields`` (more passes: an
-        extension), unless it is not done (first wins)."""
+        """Move a done execution back to in flight (``queued``, as a new one's document
+        says until it ends) with ``fields`` (more passes: an extension), unless it is
+        not done (first wins)."""
         from google.cloud import firestore
 
         ref = self._execution(sid, eid)
@@ -296,7 +297,7 @@ class Store:
             snap = ref.get(transaction=tx)
             if not snap.exists or snap.get("status") != Status.DONE:
                 return False
-            tx.update(ref, {**task_fields(fields), "status": str(Status.RUNNING)})
+            tx.update(ref, {**task_fields(fields), "status": str(Status.QUEUED)})
             return True
 
         with translated("execution reopening"):

@@ -253,14 +253,28 @@ def dump_partial(p: Partial) -> bytes:
 def load_partial(data: bytes) -> Partial:
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         x0, y0, tile = (int(v) for v in z["origin"])
+        if "sq" not in z.files:  # written before partials were in fixed point
+            return from_float(x0, y0, tile, z["sum"], z["count"])
         return Partial(x0, y0, tile, z["sum"], z["count"], z["sq"])
+
+
+def from_float(x0: int, y0: int, tile: int, total: np.ndarray, count: np.ndarray) -> Partial:
+    """A partial of the float32 format that came before fixed point (a render in flight
+    while a new version deployed): its sum in fixed point; no squares (no noise
+    estimate: as if no pass varied)."""
+    counts = np.repeat(np.repeat(count, tile, axis=0), tile, axis=1)
+    counts = counts[: total.shape[0], : total.shape[1], None].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(counts > 0, total / counts, 0.0)
+    sq = (np.square(luminance(mean)) * counts).astype(np.float32)
+    return Partial(x0, y0, tile, quantize(total), count, sq)
 
 
 def view_partial(data: bytes) -> Partial:
     """A partial over the bytes of ``dump_partial`` without copying its pixels (read-only
     arrays that keep ``data`` alive): the reducer adds it, then lets both go."""
     view = memoryview(data)
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         for info in z.infolist():
             if info.compress_type != zipfile.ZIP_STORED:
@@ -278,6 +292,8 @@ def view_partial(data: bytes) -> Partial:
             count = int(np.prod(shape)) if shape else 1
             arrays[info.filename.removesuffix(".npy")] = np.frombuffer(
                 view, dtype, count=count, offset=start + head.tell()).reshape(shape)
+    if "sq" not in arrays:
+        return load_partial(data)
     x0, y0, tile = (int(v) for v in arrays["origin"])
     return Partial(x0, y0, tile, arrays["sum"], arrays["count"], arrays["sq"])
 

@@ -160,9 +160,12 @@ class Execution:
     noise: float | None = None
     stopped: str | None = None
     spent_cpu_s: float | None = None
-    # An extended render's own tasks: their CPU-seconds and summary
+    # An extended render's own tasks: their CPU-seconds and summary; the waves it had
+    # when it was last extended (set: it has an image from before)
     own_cpu_s: float | None = None
     own_summary: dict[str, Any] | None = None
+    waves_before: int | None = None
+    imaged: int | None = None  # the done waves whose passes its result shows
 
     @property
     def final(self) -> bool:

@@ -47,6 +47,8 @@ class Reducer:
         ex = self.ad.store.execution(sid, eid)
         if ex is None or ex.final:
             return "skipped: execution gone or ended"
+        if ex.waved:  # its own tasks (an extended render's) ended with its first image
+            return "skipped: a render in waves"
         try:
             planning.parse_node(node)
         except ValueError:
@@ -58,8 +60,14 @@ class Reducer:
 
     def child_ended(self, message: Message) -> str:
         """A frame of an animation ended: the animation starts its next frames; a wave
-        of a render ended: the render goes on."""
+        of a render ended, or a render in waves was created or extended: the render
+        goes on."""
         execution = message.payload.get("execution") or {}
+        if message.payload.get("advance"):  # a render in waves, created or extended
+            ex = self.ad.store.execution(execution["session_id"], execution["id"])
+            if ex is None or not ex.waved:
+                return ""
+            return "advanced" if waves.advance(self.ad, ex) else "waves idle"
         if execution.get("status") not in FINAL or not (
                 execution.get("animation") or execution.get("render")):
             return ""
@@ -98,11 +106,11 @@ class Reducer:
         if node == shape.root:
             # The sum of every pass, kept beside the image: more passes may be added
             # to it (an extension, the next wave of a noise target).
-            waves.store_sum(self.ad, ex, combined)
+            if ex.frame is None:  # an animation's frames are not extended
+                waves.store_sum(self.ad, ex, combined)
             if not ex.wave:  # the status shows how noisy the image is
-                self.ad.store.update_execution(sid, eid, {
-                    "noise": waves.assess(shape, combined).image_noise,
-                    "passes_done": int(combined.count.max())})
+                self.ad.store.update_execution(
+                    sid, eid, waves.progress(waves.assess(shape, combined)))
             if ex.wave:  # a wave's image is seen only as a preview: its tiles, unfinished
                 final = combined.mean(uncovered=0.0)
             else:
@@ -144,6 +152,8 @@ class Reducer:
         ex = self.ad.store.execution(sid, eid)
         if ex is None or ex.final:
             return "execution already ended"
+        if ex.waved:
+            return "ignored: a render in waves (its own tasks ended with its first image)"
         tid, node = payload.get("task_id"), payload.get("node")
         if message.type == PRODUCE and isinstance(tid, str) and ID.fullmatch(tid):
             event = scheduler.DeadLettered(Kind.PRODUCE, task_node(eid, tid),

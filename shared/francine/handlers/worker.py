@@ -133,6 +133,8 @@ class Worker:
         ex = self.execution(sid, eid)
         if ex is None or ex.final:
             return "skipped: execution gone or ended"
+        if ex.waved:  # its own tasks (an extended render's) ended with its first image
+            return "skipped: a render in waves"
         node = tid.partition("-")[2]
         try:
             if scheduler.production_index(node) is None:

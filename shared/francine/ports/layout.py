@@ -60,7 +60,7 @@ _EXECUTION_LATER = ("summary", "result", "notify_url", "cpu_estimate", "task_sec
                     "frame", "endgame", "share_start", "share_credit", "seed", "seeds",
                     "until", "max_cost_usd", "max_cpu_seconds", "usd_per_cpu_second",
                     "wave", "first_pass", "target_passes", "waves", "passes_done", "noise",
-                    "stopped", "spent_cpu_s", "own_cpu_s", "own_summary",
+                    "stopped", "spent_cpu_s", "own_cpu_s", "own_summary", "waves_before", "imaged",
                     "tile_pass_cpu_s")
 
 

@@ -230,7 +230,9 @@ def frame_ended(ad: Adapters, ex: Execution) -> str:
 
 def cancel_frames(ad: Adapters, frames) -> None:
     for ex in frames:
-        if not ex.final:
+        if ex.waved and not ex.final:
+            waves.cancel(ad, ex)  # and its wave
+        elif not ex.final:
             scheduling.end(ad, ex, Status.CANCELLED)
 
 

@@ -60,6 +60,8 @@ STATUS_MESSAGE_SCHEMA = {
                 "error": {"type": ["object", "null"]},
             },
         },
+        "advance": {"const": True, "description": "a render in waves that is not over: "
+                    "its next wave is to be started (Francine's reducer does)"},
     },
 }
 
@@ -70,7 +72,10 @@ NO_TASKS = {"failed": 0, "running": 0, "done": 0,
 
 
 def status_message(ex: Execution, view: dict) -> dict:
-    return {"schema": 1, "user": ex.user, "execution": view}
+    message = {"schema": 1, "user": ex.user, "execution": view}
+    if ex.waved and not ex.final:  # the reducer, which receives it, starts its next wave
+        message["advance"] = True
+    return message
 
 
 def publish_status(ad, ex: Execution | None, created: bool = False) -> None:

@@ -131,7 +131,7 @@ class Previews:
         shape = planning.Shape.from_dict(ex.shape)
         # A render with waves has an image after each (and an extended one its image
         # from before): the last one stays until the next.
-        final = (sid, eid, "final", ex.waves or 0, ex.passes_done)
+        final = (sid, eid, "final", str(ex.status), ex.waves or 0, ex.imaged, ex.passes_done)
         if ex.status == Status.DONE or (ex.waved and ex.result):
             return self._cached(final, lambda: self._final(ex, shape))
         if ex.waved:

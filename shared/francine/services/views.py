@@ -131,6 +131,9 @@ def summarize_waves(ad: Adapters, ex: Execution, waves: list[Execution],
 def _frame_summary(ad: Adapters, ex: Execution) -> dict:
     if ex.summary is not None:
         return ex.summary
+    if ex.waved:  # a frame with a noise target or a cap: its waves'
+        return summarize_waves(ad, ex, [w for w in ad.store.frames_of(ex.session_id, ex.id)
+                                        if w.wave])
     return summarize(ex, ad.store.task_stats(ex.session_id, ex.id), ex.finished)
 
 
@@ -168,8 +171,8 @@ def summed(ad: Adapters, parent: Execution, children: list[Execution], finished,
         for k in time:
             time[k] += own["time"].get(k) or 0.0
         productions += own.get("productions_done", 0)
-    if planned is not None:
-        tasks["total"] = planned
+    if planned is not None:  # frames in waves may plan more than their first wave
+        tasks["total"] = max(planned, tasks["total"])
     if finished is not None:
         tasks["running"] = 0
     end = finished or ad.clock()

@@ -61,6 +61,9 @@ SHARE = 0.99
 #: the first renders this share of the passes (the rest are sized from its measure).
 CAP_SHARE = 0.8
 FIRST_SHARE = 0.25
+#: A wave's production tasks stay under this share of the planner's limit of tasks
+#: (the reductions take the rest).
+TASK_SHARE = 0.9
 NOISE, MAX_PASSES, BUDGET = "noise", "max_passes", "budget"
 
 
@@ -158,7 +161,7 @@ def affordable(ex: Execution, spent_s: float, tile_passes: int, tiles: int) -> i
 
 
 def decide(ex: Execution, shape: planning.Shape, state: Assessment | None,
-           spent_s: float) -> Next:
+           spent_s: float, max_tasks: int = 0) -> Next:
     """What comes after the waves so far (``state``: None before the first): the tiles
     with the fewest passes of those still to render (all of them at first), and as
     many passes as the noise target predicts (or, for a fixed count, as reach the next
@@ -188,6 +191,8 @@ def decide(ex: Execution, shape: planning.Shape, state: Assessment | None,
             return Next()
         tiles = tuple(int(t) for t in np.flatnonzero(state.passes == low))
         want = min([int(p) for p in state.passes if p > low] + [target]) - low
+    if max_tasks:  # a wave is an execution: within the planner's limit of tasks
+        want = max(1, min(want, int(TASK_SHARE * max_tasks / len(tiles)) * shape.fold))
     tile_passes = 0 if state is None else int(state.passes.sum())
     room = affordable(ex, spent_s, tile_passes, len(tiles))
     if room is not None and room < want:
@@ -244,8 +249,10 @@ def spent(ex: Execution, waves: list[Execution]) -> float:
 
 
 def advance(ad: Adapters, ex: Execution) -> bool:
-    """Start the next wave, or end the render; run when it is created or extended, when
-    a wave ends and by the watchdog. Idempotent. True if it did something."""
+    """Start the next wave, or end the render; run when it is created, when a wave ends
+    or it is extended (the reducer, on the status topic) and by the watchdog.
+    Idempotent: it reads the render afresh. True if it did something."""
+    ex = ad.store.execution(ex.session_id, ex.id) or ex
     if ex.final:
         return False
     sid = ex.session_id
@@ -253,27 +260,37 @@ def advance(ad: Adapters, ex: Execution) -> bool:
         ad.store.update_execution(sid, ex.id, {"planned": True, "published": True})
         ex.planned = ex.published = True
     waves = waves_of(ad, ex)
-    last = waves[-1] if waves else None
-    if last is not None and not last.final:
+    # The waves since the render was last started (or extended) decide; those before
+    # ended with it (a failed one among them adds nothing).
+    fresh = [w for w in waves if (w.wave or 0) > (ex.waves_before or 0)]
+    if fresh and not fresh[-1].final:
         return False
-    if last is not None and last.status != Status.DONE:
-        return give_up(ad, ex, last)
+    if fresh and fresh[-1].status != Status.DONE:
+        return give_up(ad, ex, fresh[-1], waves)
+    done = [w for w in waves if w.status == Status.DONE]
     shape = planning.Shape.from_dict(ex.shape)
-    total = accumulated(ad, ex, waves)
+    total = accumulated(ad, ex, done)
     state = None if total is None else assess(shape, total)
     cpu = spent(ex, waves)
-    nxt = decide(ex, shape, state, cpu)
+    nxt = decide(ex, shape, state, cpu, ad.settings.max_tasks)
     if nxt.passes == 0:
         if total is None:  # a cap below one wave: nothing rendered
             return end(ad, ex, Status.FAILED, {"code": "over_cap", "message":
                        "the spending cap does not cover one pass of the image"}, waves)
         return finish(ad, ex, total, state, nxt.stopped, cpu, waves)
-    if state is not None and total is not None and ex.passes_done != int(state.passes.max()):
+    if state is not None and total is not None and ex.imaged != len(done):
         # The image so far, shown while the next wave renders.
         ad.store.update_execution(sid, ex.id, {
-            "result": encode_image(ad, ex, total), "passes_done": int(state.passes.max()),
-            "spent_cpu_s": cpu, "noise": state.image_noise})
+            "result": encode_image(ad, ex, total), "imaged": len(done), "spent_cpu_s": cpu,
+            **progress(state)})
     return start_wave(ad, ex, len(waves) + 1, nxt)
+
+
+def progress(state: Assessment) -> dict:
+    """The status's passes and noise (None while a pass has no variance to measure)."""
+    noise = state.image_noise
+    return {"passes_done": int(state.passes.max()),
+            "noise": noise if math.isfinite(noise) else None}
 
 
 def encode_image(ad: Adapters, ex: Execution, total: imaging.Partial) -> str:
@@ -285,27 +302,40 @@ def encode_image(ad: Adapters, ex: Execution, total: imaging.Partial) -> str:
     return name
 
 
-def accumulated(ad: Adapters, ex: Execution, waves: list[Execution]) -> imaging.Partial | None:
-    """The render's sum after its ended ``waves`` (all done): kept under its own name
-    for each count of waves, computed from the one before and the last wave's."""
-    k = len(waves)
-    if k == 0:  # an extended render's own passes, or nothing yet
+def accumulated(ad: Adapters, ex: Execution, done: list[Execution]) -> imaging.Partial | None:
+    """The render's sum after its ``done`` waves (its own passes' first, if it has
+    any): kept under the last wave's number, computed from the sum before it and the
+    wave's (the sum before is then let go: only the last is needed)."""
+    if not done:  # an extended render's own passes, or nothing yet
         return None if ex.own_cpu_s is None else load_sum(ad, ex, 0)
-    kept = load_sum(ad, ex, k)
+    last = done[-1].wave or 0
+    kept = load_sum(ad, ex, last)
     if kept is not None:
         return kept
-    before = accumulated(ad, ex, waves[:-1])
-    wave = load_sum(ad, waves[-1], 0)
+    before = accumulated(ad, ex, done[:-1])
+    wave = load_sum(ad, done[-1], 0)
     if wave is None:
-        raise errors.TransientError(f"the sum of wave {k} of {ex.id} is not stored yet")
+        raise errors.TransientError(f"the sum of wave {last} of {ex.id} is not stored yet")
     if before is None:
         total = wave
     else:  # added in place: the render's sum and the wave's, no third image
         acc = imaging.Accumulator.wrap(before)
         acc.add(wave)
         total = acc.partial()
-    store_sum(ad, ex, total, k)
+    store_sum(ad, ex, total, last)
+    if len(done) > 1:
+        ad.blobs.delete_object("results", sum_name(ad, ex, done[-2].wave or 0))
     return total
+
+
+def has_sum(ad: Adapters, ex: Execution, waves: list[Execution]) -> bool:
+    """Whether the sum of the render's passes is still kept (an extension adds to it)."""
+    done = [w.wave or 0 for w in waves if w.status == Status.DONE]
+    if done:
+        return ad.blobs.result_size(sum_name(ad, ex, done[-1])) is not None
+    if ex.waved and ex.own_cpu_s is None:  # waves only, none of them done
+        return False
+    return ad.blobs.result_size(sum_name(ad, ex, 0)) is not None
 
 
 def finish(ad: Adapters, ex: Execution, total: imaging.Partial, state: Assessment | None,
@@ -313,20 +343,22 @@ def finish(ad: Adapters, ex: Execution, total: imaging.Partial, state: Assessmen
     """Encode the image of every pass so far and end the render done."""
     fields = {"result": encode_image(ad, ex, total), "stopped": stopped, "spent_cpu_s": cpu}
     if state is not None:
-        fields.update(passes_done=int(state.passes.max()), noise=state.image_noise)
+        fields.update(progress(state))
     return end(ad, ex, Status.DONE, None, waves, fields)
 
 
-def give_up(ad: Adapters, ex: Execution, last: Execution) -> bool:
-    """A wave failed or was cancelled: so is the render (an extension keeps its image
-    from before: it ends done with the passes it had, the wave's error noted)."""
-    if last.status == Status.CANCELLED:
-        return end(ad, ex, Status.CANCELLED, None, None)
-    error = {"code": "wave_failed",
-             "message": f"wave {last.wave}: {(last.error or {}).get('message', 'failed')}"}
-    if ex.result:
-        return end(ad, ex, Status.DONE, None, None, {"stopped": "failed", "wave_error": error})
-    return end(ad, ex, Status.FAILED, error, None)
+def give_up(ad: Adapters, ex: Execution, last: Execution, waves: list[Execution]) -> bool:
+    """A wave failed or was cancelled. A render with an image (an extended one, or one
+    whose earlier waves rendered) ends done with the passes it has, ``stopped`` saying
+    why (a failed wave's error in ``error``); one without fails or is cancelled."""
+    cancelled = last.status == Status.CANCELLED
+    error = None if cancelled else {
+        "code": "wave_failed",
+        "message": f"wave {last.wave}: {(last.error or {}).get('message', 'failed')}"}
+    if ex.result and (not cancelled or ex.waves_before is not None):
+        return end(ad, ex, Status.DONE, error, waves,
+                   {"stopped": "cancelled" if cancelled else "failed"})
+    return end(ad, ex, Status.CANCELLED if cancelled else Status.FAILED, error, waves)
 
 
 def end(ad: Adapters, ex: Execution, status: Status, error: dict | None,
@@ -339,7 +371,7 @@ def end(ad: Adapters, ex: Execution, status: Status, error: dict | None,
     summary = views.summarize_waves(ad, ex, waves, finished)
     won = ad.store.finish_execution(ex.session_id, ex.id, {
         "status": status, "finished": finished, "error": error, "summary": summary,
-        **(fields or {})})
+        "spent_cpu_s": spent(ex, waves), **(fields or {})})
     if won:
         current = ad.store.execution(ex.session_id, ex.id)
         if current is not None:
@@ -348,8 +380,14 @@ def end(ad: Adapters, ex: Execution, status: Status, error: dict | None,
 
 
 def cancel(ad: Adapters, ex: Execution) -> bool:
-    won = end(ad, ex, Status.CANCELLED, None, None)
-    for w in waves_of(ad, ex):
+    """Cancel the render and its wave. An extension's render keeps its image: it ends
+    done with the passes it had, ``stopped: "cancelled"``."""
+    waves = waves_of(ad, ex)
+    if ex.waves_before is not None and ex.result:
+        won = end(ad, ex, Status.DONE, None, waves, {"stopped": "cancelled"})
+    else:
+        won = end(ad, ex, Status.CANCELLED, None, waves)
+    for w in waves:
         if not w.final:
             scheduling.end(ad, w, Status.CANCELLED)
     return won
@@ -380,7 +418,7 @@ def extend(ad: Adapters, ex: Execution, body: dict, admit=None) -> Execution:
             f"{'until.max_passes' if until else 'passes'}: the render holds {held} passes; "
             f"it may hold {held + 1} to {planning.MAX_PARALLEL}", "invalid_field")
     own = not ex.waved  # its passes are its own tasks' (their sum kept by its root)
-    if not ex.waved and load_sum(ad, ex, 0) is None:
+    if not has_sum(ad, ex, waves_of(ad, ex)):
         raise errors.Conflict(f"execution {ex.id} kept no sum of its passes (it predates "
                               "extensions, or its results expired): render it again",
                               "not_done")
@@ -392,7 +430,7 @@ def extend(ad: Adapters, ex: Execution, body: dict, admit=None) -> Execution:
                     "max_cost_usd": request["max_cost_usd"],
                     "max_cpu_seconds": request["max_cpu_seconds"], "finished": None,
                     "error": None, "summary": None, "waves": ex.waves or 0,
-                    "passes_done": held}
+                    "waves_before": ex.waves or 0, "passes_done": held}
     if request["max_cost_usd"] is not None or request["max_cpu_seconds"] is not None:
         fields.update(estimates.check_cap(ad, ex.session_id, wave_shape, producer, ex.scene,
                                           1, request, "the extension's first wave"))
@@ -416,9 +454,10 @@ def extend(ad: Adapters, ex: Execution, body: dict, admit=None) -> Execution:
     current = ad.store.execution(ex.session_id, ex.id)
     if current is None:
         raise errors.NotFound(f"execution {ex.id} not found")
+    # Its status on the topic has the reducer start the wave (the render's sum is
+    # loaded there, within the reducer's memory); the watchdog does, if it is lost.
     events.publish_status(ad, current)
-    advance(ad, current)
-    return ad.store.execution(ex.session_id, ex.id) or current
+    return current
 
 
 def wave_ended(ad: Adapters, wave: Execution) -> str:
@@ -436,6 +475,11 @@ def tick(ad: Adapters, ex: Execution) -> str | None:
     """The watchdog's part: a waved render is advanced; a wave whose render ended is
     cancelled. None for other executions."""
     if ex.waved:
+        if ex.frame is not None and ex.parent:  # a frame: is its animation still on?
+            animation = ad.store.execution(ex.session_id, ex.parent)
+            if animation is None or animation.final:
+                cancel(ad, ex)
+                return "frame of an ended animation cancelled"
         return "advanced" if advance(ad, ex) else "waves idle"
     if ex.wave:
         parent = ad.store.execution(ex.session_id, ex.parent or "")

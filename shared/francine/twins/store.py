@@ -312,7 +312,7 @@ class StoreTwin:
             if doc is None or doc.get("status") != Status.DONE:
                 return False
             doc.update(_copy(task_fields(fields)))
-            doc["status"] = str(Status.RUNNING)
+            doc["status"] = str(Status.QUEUED)
         self.meter.op("write", self._path(sid, eid))
         return True
 

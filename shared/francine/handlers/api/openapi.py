@@ -170,9 +170,12 @@ def openapi_document() -> dict:
                 "the estimated relative standard error of the image's mean, 99th "
                 "percentile over the pixels that are not near-black (null until known)")},
             "stopped": {"type": ["string", "null"],
-                        "enum": ["noise", "max_passes", "budget", None], "description": (
+                        "enum": ["noise", "max_passes", "budget", "failed", "cancelled",
+                                 None], "description": (
                 "why a render in waves ended: its noise target was met, it reached "
-                "max_passes, or a spending cap (done with the passes it finished)")},
+                "max_passes, or a spending cap (done with the passes it finished); an "
+                "extension whose wave failed (its error in error) or was cancelled: done "
+                "with the passes it had")},
             "waves": {"type": "integer", "minimum": 0,
                       "description": "waves rendered beyond the execution's own tasks"},
             "spent": {"type": "object", "description": "what the render has cost so far",
