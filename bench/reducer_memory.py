@@ -6,7 +6,7 @@ Writes the root's children as partial objects to a temporary directory (random p
 the reducer's work does not depend on them), then, in a fresh process per case, runs
 what the reducer runs for the root (francine/domain/reduction.py: children fetched two at a
 time (the one being added and the next) and added as they arrive without
-copying their pixels; the mean in place; PNG encoding in bands of rows) and
+copying their pixels; the sum kept; the mean in bands of rows; PNG encoding in bands) and
 prints the process's peak RSS, its RSS just before reducing (interpreter, NumPy, the Google
 clients), and the planner's estimate (``reduction.peak_bytes``), which must be above.
 Two tilings: one tile per pass (every child is the whole image, fan-in 16) and 1024²
