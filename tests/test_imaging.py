@@ -104,3 +104,25 @@ def test_a_partial_written_before_fixed_point_is_read_as_its_passes():
         combined = imaging.combine([p, imaging.from_pass(Tile(8, 0, 24, 16), 8,
                                                          old_sum / 2)])
         np.testing.assert_allclose(combined.mean(), old_sum / 2, rtol=1e-6)
+
+
+def test_a_one_pass_partial_is_stored_in_four_bytes_a_value_and_read_back_whole():
+    rng = np.random.default_rng(5)
+    pixels = rng.random((16, 16, 4), dtype=np.float32)
+    one = imaging.from_pass(Tile(0, 0, 16, 16), 16, pixels)
+    data = imaging.dump_partial(one)
+    assert len(data) < 16 * 16 * 4 * 4 + 1024  # int32 sums, no squares
+    with np.load(io.BytesIO(data)) as z:
+        assert z["sum"].dtype == np.int32 and "sq" not in z.files
+    for load in (imaging.load_partial, imaging.view_partial):
+        back = load(data)
+        np.testing.assert_array_equal(back.sum, one.sum)
+        np.testing.assert_allclose(back.sq, one.sq, rtol=1e-5)
+    two = imaging.combine([one, one])  # two passes: 64-bit sums, squares kept
+    with np.load(io.BytesIO(imaging.dump_partial(two))) as z:
+        assert "sq" in z.files
+    big = imaging.combine([one] * 3)  # past 2^31: 64 bits
+    with np.load(io.BytesIO(imaging.dump_partial(big))) as z:
+        assert z["sum"].dtype == np.int64
+    np.testing.assert_array_equal(imaging.load_partial(imaging.dump_partial(big)).sum,
+                                  big.sum)

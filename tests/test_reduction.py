@@ -106,10 +106,13 @@ def peak_while_reducing(fan_in: int) -> int:
 
 
 def test_memory_does_not_grow_with_the_fan_in():
-    one_image = 128 * 128 * 3 * 4
+    pixels = 128 * 128
+    running_sum = pixels * (3 * 8 + 4)  # fixed point, and the sum of squares
+    child = pixels * 3 * 4  # one pass, stored in 32 bits, its squares left out
     few, many = peak_while_reducing(4), peak_while_reducing(64)
-    # the sum and WINDOW children (the one being added is not copied): not 64 images
-    assert many <= (reduction.WINDOW + 1.5) * one_image
+    # the sum, WINDOW children (the one being added is not copied) and the squares of
+    # the one being added: not 64 children
+    assert many <= running_sum + (reduction.WINDOW + 1.5) * child
     assert many < 1.5 * few
 
 

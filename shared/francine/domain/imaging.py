@@ -61,6 +61,16 @@ def luminance(pixels: np.ndarray) -> np.ndarray:
     return (LUMA[0] * x[:, :, 0] + LUMA[1] * x[:, :, 1] + LUMA[2] * x[:, :, 2])[:, :, None]
 
 
+def squared_luminance(total: np.ndarray) -> np.ndarray:
+    """(h, w, 1) float32: the square of the luminance of a fixed-point sum of one pass
+    (computed in float32, a channel at a time: it only feeds the noise estimate)."""
+    weights = LUMA if total.shape[2] >= 3 else (1.0,)
+    lum = np.zeros(total.shape[:2], np.float32)
+    for c, weight in enumerate(weights):
+        lum += total[:, :, c].astype(np.float32) * np.float32(weight / SCALE)
+    return np.square(lum, out=lum)[:, :, None]
+
+
 class PassSum:
     """The passes of one tile (or band) added as the producer hands them over: their
     fixed-point sum and the sum of their luminances' squares."""
@@ -219,6 +229,10 @@ class Accumulator:
     def wrap(cls, p: Partial) -> Accumulator:
         """An accumulator that adds into ``p``'s own (writable) arrays: no copy."""
         acc = cls.__new__(cls)
+        if p.sum.dtype != np.int64 or not p.sum.flags.writeable:
+            p.sum = p.sum.astype(np.int64)
+        if not p.sq.flags.writeable:
+            p.sq = p.sq.copy()
         acc.x0, acc.y0, acc.grid, acc.channels = p.x0, p.y0, p.tile, p.sum.shape[2]
         acc.total, acc.sq, acc.count, acc.added = p.sum, p.sq, p.count, 1
         return acc
@@ -244,18 +258,40 @@ class Accumulator:
 
 
 def dump_partial(p: Partial) -> bytes:
+    """A partial as stored: its sum in 32 bits when it fits (a pass or two of ordinary
+    values), and no sum of squares where every tile holds one pass (it is then the
+    square of the sum's luminance, computed again when read): a task's partial is then
+    4 bytes a value, as a float32 one would be."""
+    total = p.sum
+    if total.size and int(np.abs(total).max()) < 1 << 31:
+        total = total.astype(np.int32)
+    arrays = {"origin": np.array([p.x0, p.y0, p.tile], np.int64), "sum": total,
+              "count": p.count}
+    if not (p.count == 1).all():
+        arrays["sq"] = p.sq
     buf = io.BytesIO()
-    np.savez(buf, origin=np.array([p.x0, p.y0, p.tile], np.int64), sum=p.sum, count=p.count,
-             sq=p.sq)
+    np.savez(buf, **arrays)
     return buf.getvalue()
 
 
+def stored(x0: int, y0: int, tile: int, total: np.ndarray, count: np.ndarray,
+           sq: np.ndarray | None) -> Partial:
+    """The partial that ``dump_partial`` stored (or the float32 format before it)."""
+    if total.dtype.kind == "f":  # written before partials were in fixed point
+        return from_float(x0, y0, tile, total, count)
+    if sq is None:  # one pass a tile: the square of its luminance
+        sq = squared_luminance(total)
+    return Partial(x0, y0, tile, total, count, sq)
+
+
 def load_partial(data: bytes) -> Partial:
+    """A stored partial with its own, writable, 64-bit arrays."""
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         x0, y0, tile = (int(v) for v in z["origin"])
-        if "sq" not in z.files:  # written before partials were in fixed point
-            return from_float(x0, y0, tile, z["sum"], z["count"])
-        return Partial(x0, y0, tile, z["sum"], z["count"], z["sq"])
+        total = z["sum"]
+        if total.dtype.kind == "i":
+            total = total.astype(np.int64)
+        return stored(x0, y0, tile, total, z["count"], z["sq"] if "sq" in z.files else None)
 
 
 def from_float(x0: int, y0: int, tile: int, total: np.ndarray, count: np.ndarray) -> Partial:
@@ -292,10 +328,8 @@ def view_partial(data: bytes) -> Partial:
             count = int(np.prod(shape)) if shape else 1
             arrays[info.filename.removesuffix(".npy")] = np.frombuffer(
                 view, dtype, count=count, offset=start + head.tell()).reshape(shape)
-    if "sq" not in arrays:
-        return load_partial(data)
     x0, y0, tile = (int(v) for v in arrays["origin"])
-    return Partial(x0, y0, tile, arrays["sum"], arrays["count"], arrays["sq"])
+    return stored(x0, y0, tile, arrays["sum"], arrays["count"], arrays.get("sq"))
 
 
 # --- display and encoding --------------------------------------------------------------
