@@ -135,8 +135,10 @@ def test_an_extension_twice_and_with_a_noise_target_adds_up():
 
 def noise_render(scene, target):
     ad = adapters(scene)
-    ex = run(ad, start(ad, until={"noise": target, "max_passes": 256}, seed=11))
-    return ad, ex
+    ex = start(ad, until={"noise": target, "max_passes": 256}, seed=11)
+    status = views.view(ad, ad.store.execution("s", ex.id))  # its first wave started
+    assert status["passes"] == 0 and status["noise"] is None and status["waves"] == 1
+    return ad, run(ad, ex)
 
 
 def test_a_noise_target_stops_sooner_on_an_easy_scene_and_meets_the_target():

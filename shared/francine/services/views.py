@@ -99,7 +99,10 @@ def waved_fields(ad: Adapters, ex: Execution, shape: planning.Shape, summary: di
     """Passes, noise and spending of a render (francine.services.waves)."""
     cpu = ex.spent_cpu_s if ex.spent_cpu_s is not None else summary["time"]["cpu"]
     return {
-        "passes": ex.passes_done if ex.passes_done is not None else shape.passes,
+        # what the image holds; a plain render's planned passes (a render in waves
+        # holds none until its first wave ends)
+        "passes": ex.passes_done if ex.passes_done is not None
+        else 0 if ex.waved else shape.passes,
         "noise": None if ex.noise is None else round(float(ex.noise), 5),
         "stopped": ex.stopped, "waves": ex.waves or 0,
         "spent": {"cpu_seconds": round(cpu, 3), "usd": round(cpu * usd_per_cpu(ad, ex), 6)},
