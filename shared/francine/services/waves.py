@@ -41,7 +41,7 @@ from francine.base import errors
 from francine.domain import imaging, planning, scheduler
 from francine.domain.records import Execution, Status
 from francine.ports import Adapters
-from francine.services import events, recovery, scheduling, views
+from francine.services import estimates, events, recovery, scheduling, schemas, views
 
 log = logging.getLogger("francine.waves")
 
@@ -398,8 +398,6 @@ def extend(ad: Adapters, ex: Execution, body: dict, admit=None) -> Execution:
     one (``{"passes": N}``, or a noise target ``{"until": …}``), with an optional cap.
     The render is running again until its next wave ends; its image stays until then.
     ``admit(shape, pixel_seconds, frames, window)``: the quotas' admission."""
-    from francine.services import estimates, schemas
-
     request = schemas.parse("extend", body)
     if ex.animation or ex.parent is not None:
         raise errors.BadRequest("extend: renders of one image only (an animation's frames "
