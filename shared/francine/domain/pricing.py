@@ -348,6 +348,11 @@ def usage(work: Work, farm: Farm, timing: Timing, cold: bool,
         storage_class_a=ops["class_a"], storage_class_b=ops["class_b"] + fetches)
 
 
+def usd_per_cpu_second(prices: Prices, instance: Instance) -> float:
+    """What a busy CPU-second of ``instance`` is billed: the vCPU and the memory beside it."""
+    return prices.vcpu_second + prices.gib_second * instance.memory_gib / max(instance.cpu, 1e-9)
+
+
 def cost(u: Usage, prices: Prices) -> dict[str, float]:
     """USD by service, and their total."""
     parts = {

@@ -78,9 +78,11 @@ class Reducer:
             return waves.wave_ended(self.ad, ex)
         return animation.frame_ended(self.ad, ex)
 
-    def reduce(self, ex: Execution, shape: planning.Shape, node: str) -> tuple[str, ...]:
+    def reduce(self, ex: Execution, shape: planning.Shape, node: str,
+               outcome: dict | None = None) -> tuple[str, ...]:
         """Reduce ``node``; returns the children whose partials are lost (then nothing
-        was written), else ()."""
+        was written), else (). At the root, ``outcome`` gets what the execution's end
+        records beside its image (its noise and passes)."""
         sid, eid = ex.session_id, ex.id
         cpu0, t0 = time.process_time(), time.perf_counter()
         below = planning.children(shape, node)
@@ -108,9 +110,8 @@ class Reducer:
             # to it (an extension, the next wave of a noise target).
             if ex.frame is None:  # an animation's frames are not extended
                 waves.store_sum(self.ad, ex, combined)
-            if not ex.wave:  # the status shows how noisy the image is
-                self.ad.store.update_execution(
-                    sid, eid, waves.progress(waves.assess(shape, combined)))
+            if not ex.wave and outcome is not None:  # its status: how noisy the image is
+                outcome.update(waves.progress(waves.assess(shape, combined)))
             if ex.wave:  # a wave's image is seen only as a preview: its tiles, unfinished
                 final = combined.mean(uncovered=0.0)
             else:
@@ -189,7 +190,7 @@ class Reduction(scheduling.Work):
         self.reduced: list[str] = []
 
     def reduce(self, run: scheduling.Run, node: str, owner: str) -> scheduler.Event | None:
-        missing = self.reducer.reduce(run.ex, run.plan.shape, node)
+        missing = self.reducer.reduce(run.ex, run.plan.shape, node, run.outcome)
         if missing:
             log.warning("inputs of %s/%s/%s lost: %s", run.ex.session_id, run.ex.id, node,
                         missing)

@@ -48,7 +48,7 @@ def first_wave(request: dict, body: dict) -> dict:
     return {**request, "parallel": min(first, until["max_passes"])}
 
 
-def waved_fields(ad: Adapters, sid: str, p: Planned, request: dict) -> dict:
+def waves_requested(ad: Adapters, sid: str, p: Planned, request: dict) -> dict:
     """The fields of a render with a seed, a noise target or a spending cap: its passes
     come in waves (``francine.services.waves``; an animation's frames do)."""
     until = request["until"]
@@ -160,7 +160,7 @@ def start(ad: Adapters, user: str, sid: str, body: dict,
         # Only for a new execution (a repeated key finds the first one before this).
         p = plan(ad, session, request)
         window = animation.window(ad, p) if p.frames else None
-        waved = waved_fields(ad, sid, p, request)
+        waved = waves_requested(ad, sid, p, request)
         extra = admit(p.shape, p.pixel_seconds, p.frame_count, window or 1) if admit else {}
         created = ad.clock()
         ex = Execution(

@@ -27,6 +27,7 @@ import numpy as np
 from francine.base import errors
 from francine.domain import imaging, planning
 from francine.domain.records import Execution, Status
+from francine.services import views
 
 #: Concurrent downloads of a preview's partials.
 FETCHERS = 8
@@ -135,8 +136,7 @@ class Previews:
         if ex.status == Status.DONE or (ex.waved and ex.result):
             return self._cached(final, lambda: self._final(ex, shape))
         if ex.waved:
-            waves = sorted((w for w in self.ad.store.frames_of(sid, eid) if w.wave),
-                           key=lambda w: w.wave or 0)
+            waves = views.waves_of(self.ad, ex)
             if not waves or ex.final:
                 raise errors.Conflict(f"execution {eid} has no finished task yet",
                                       "not_ready")

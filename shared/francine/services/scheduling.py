@@ -71,6 +71,8 @@ class Run:
     notes: list[str] = field(default_factory=list)
     #: For each ``End`` carried out: whether it was the one that ended the execution.
     ended: list[bool] = field(default_factory=list)
+    #: What the execution's end records beside its status (the root's noise and passes).
+    outcome: dict = field(default_factory=dict)
 
     def task(self, node: str) -> Task:
         """The record of ``node``: the one held, else read."""
@@ -375,7 +377,8 @@ def finish(run: Run, status: Status, error: dict | None) -> None:
     """``End``: the execution's final status (done: with its image, which the
     scheduler saw stored); nothing more is acted on in this drive."""
     result = result_name(run) if status == Status.DONE else None
-    won = end(run.ad, run.ex, status, error, result=result)
+    won = end(run.ad, run.ex, status, error, result=result,
+              outcome=run.outcome if status == Status.DONE else None)
     run.ended.append(won)
     if won:
         log.info("execution %s/%s %s", run.ex.session_id, run.ex.id, status)
@@ -383,16 +386,17 @@ def finish(run: Run, status: Status, error: dict | None) -> None:
 
 
 def end(ad: Adapters, ex: Execution, status: str, error: dict | None = None,
-        result: str | None = None) -> bool:
-    """Move the execution to a final status with its frozen summary; first caller wins.
-    The winner takes its tasks out of the farm, announces the status and lets the
-    farm's warm minimum fall."""
+        result: str | None = None, outcome: dict | None = None) -> bool:
+    """Move the execution to a final status with its frozen summary (and ``outcome``:
+    more fields, such as its image's noise); first caller wins. The winner takes its
+    tasks out of the farm, announces the status and lets the farm's warm minimum
+    fall."""
     finished = ad.clock()
     stats = ad.store.task_stats(ex.session_id, ex.id)
     summary = views.summarize(ex, stats, finished, status)
     summary["tasks"].update(recovery.counts(ad, ex.session_id, ex.id))
-    fields = {"status": Status(status), "finished": finished, "error": error,
-              "summary": summary}
+    fields = {**(outcome or {}), "status": Status(status), "finished": finished,
+              "error": error, "summary": summary}
     if result:
         fields["result"] = result
     won = ad.store.finish_execution(ex.session_id, ex.id, fields)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from francine.base.clock import now
-from francine.domain import planning
+from francine.domain import planning, pricing
 from francine.domain.records import FINAL, Execution, Status
 from francine.ports import Adapters
 from francine.ports.protocols import TaskStats
@@ -65,8 +65,7 @@ def view(ad: Adapters, ex: Execution) -> dict:
         return animation_view(ad, ex)
     summary = ex.summary
     if summary is None and ex.waved:
-        summary = summarize_waves(ad, ex, [w for w in ad.store.frames_of(
-            ex.session_id, ex.id) if w.wave])
+        summary = summarize_waves(ad, ex, waves_of(ad, ex))
     elif summary is None:
         stats = ad.store.task_stats(ex.session_id, ex.id)
         summary = summarize(ex, stats, ex.finished)
@@ -117,9 +116,14 @@ def usd_per_cpu(ad: Adapters, ex: Execution) -> float:
     beside it."""
     if ex.usd_per_cpu_second:
         return ex.usd_per_cpu_second
-    s = ad.settings
-    return s.price_vcpu_second + s.price_gib_second * (s.render_memory_bytes / (1 << 30)) \
-        / max(s.render_cpu, 1e-9)
+    return pricing.usd_per_cpu_second(pricing.Prices.of(ad.settings),
+                                      pricing.Farm.of(ad.settings).render)
+
+
+def waves_of(ad: Adapters, ex: Execution) -> list[Execution]:
+    """The waves of a render (francine.services.waves), in order."""
+    return sorted((w for w in ad.store.frames_of(ex.session_id, ex.id) if w.wave),
+                  key=lambda w: w.wave or 0)
 
 
 def summarize_waves(ad: Adapters, ex: Execution, waves: list[Execution],
@@ -135,8 +139,7 @@ def _frame_summary(ad: Adapters, ex: Execution) -> dict:
     if ex.summary is not None:
         return ex.summary
     if ex.waved:  # a frame with a noise target or a cap: its waves'
-        return summarize_waves(ad, ex, [w for w in ad.store.frames_of(ex.session_id, ex.id)
-                                        if w.wave])
+        return summarize_waves(ad, ex, waves_of(ad, ex))
     return summarize(ex, ad.store.task_stats(ex.session_id, ex.id), ex.finished)
 
 

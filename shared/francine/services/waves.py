@@ -220,9 +220,7 @@ def of_wave(ex: Execution, wave: int, nxt: Next, created) -> Execution:
         endgame=True if ex.endgame is None else ex.endgame)
 
 
-def waves_of(ad: Adapters, ex: Execution) -> list[Execution]:
-    return sorted((w for w in ad.store.frames_of(ex.session_id, ex.id) if w.wave),
-                  key=lambda w: w.wave or 0)
+waves_of = views.waves_of
 
 
 def start_wave(ad: Adapters, ex: Execution, wave: int, nxt: Next) -> bool:

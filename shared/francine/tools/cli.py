@@ -579,14 +579,22 @@ class Help(argparse.RawDescriptionHelpFormatter):
     """The module's usage text as written; each option's help says its default itself."""
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
+def integer(low: int, high: int | None = None, bounds: str | None = None):
+    """An argparse type: an integer from ``low`` (to ``high``), refused in words
+    (``bounds``: how to say the range) otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {bounds or f'at least {low}'}: {value}")
+        return value
+    return parse
+
+
+positive = integer(1)
+seed_number = integer(0, (1 << 63) - 1, "0 to 2^63-1")
 
 
 def positive_number(text: str) -> float:
@@ -596,16 +604,6 @@ def positive_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be above 0: {text}")
-    return value
-
-
-def seed_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= value < 1 << 63:
-        raise argparse.ArgumentTypeError(f"must be 0 to 2^63-1: {value}")
     return value
 
 
