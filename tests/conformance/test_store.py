@@ -218,7 +218,11 @@ def test_a_failed_pass_is_replaced_once_per_generation(backend, unique):
     assert not store.replace_task(unique, "e1", "missing", 1, "x")
 
 
-def test_exactly_one_concurrent_claim_wins(backend, unique):
+@pytest.mark.parametrize("kind", [None, "reduce"])
+def test_exactly_one_concurrent_claim_wins(backend, unique, kind):
+    """Whichever way the claim is committed (a transaction; a reduction's, a write
+    conditional on what it read), and promptly: a reduction's reducers claim it at
+    once whenever two of its children end together."""
     session(backend, unique)
     execution(backend, unique, "e1")
     backend.store.write_tasks(unique, "e1", tasks())
@@ -226,7 +230,8 @@ def test_exactly_one_concurrent_claim_wins(backend, unique):
 
     def claim(owner):
         barrier.wait()
-        results.append(backend.store.claim_task(unique, "e1", "a-r1.0", owner, 600)[0])
+        results.append(backend.store.claim_task(unique, "e1", "a-r1.0", owner, 600,
+                                                kind=kind)[0])
 
     threads = [threading.Thread(target=claim, args=(f"owner-{i}",)) for i in range(8)]
     for t in threads:

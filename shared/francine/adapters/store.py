@@ -30,6 +30,7 @@ from francine.domain.records import (
     TASK_FINAL,
     Claim,
     Execution,
+    Kind,
     Session,
     Status,
     Task,
@@ -336,50 +337,81 @@ class Store:
 
     def claim_task(self, sid: str, eid: str, tid: str, owner: str, lease_s: float,
                    kind: str | None = None) -> tuple[Claim, Task | None]:
-        """Compare-and-set a task from pending to running for ``owner``, in one
-        transaction with a read of its execution: a task of an execution that has ended
-        (cancelled, failed, done) is never taken, however close the end came.
+        """Compare-and-set a task from pending to running for ``owner``, checked against
+        its execution: a task of an execution that has ended (cancelled, failed, done)
+        is never taken.
 
         Returns ("won", task) if this owner holds it now: it was pending, or this owner
         held it already (a redelivery of the same message), or the holder's lease ran
         out. Returns ("done", task) if it is finished, ("held", None) if someone else
         holds it, and ("other", None) if it is not of ``kind``. Only one concurrent
-        caller can win: the transaction holds both documents until it commits. Raises
-        NotFound for no such task, Conflict (``execution_ended``) when the execution
-        has ended or is gone.
+        caller can win. Raises NotFound for no such task, Conflict (``execution_ended``)
+        when the execution has ended or is gone.
+
+        A production task's claim reads the execution in the same transaction as the
+        task, so a task not started when its execution ended never starts, however
+        close the end came. A reduction's claim is a write conditional on the task's
+        update time after one read of both: its reducers claim it at once whenever
+        two children end together, and two transactions that read one document and
+        then both write it wait on each other's locks (seconds on the emulator); a
+        reduction that starts as its execution ends changes nothing (nothing is acted
+        on after the end).
         """
         from google.api_core import exceptions as gexc
         from google.cloud import firestore
 
         ex_ref, ref = self._execution(sid, eid), self._tasks(sid, eid).document(tid)
 
-        @firestore.transactional
-        def run(tx) -> tuple[Claim | None, Task | None]:
-            snaps = {s.reference.path: s for s in tx.get_all([ex_ref, ref])}
-            ex_snap, snap = snaps.get(ex_ref.path), snaps.get(ref.path)
+        def decide(snaps) -> tuple[Claim | None, Task | None, dict | None]:
+            """(outcome, task, the claim's fields if it is won) from the two snapshots."""
+            found = {s.reference.path: s for s in snaps}
+            ex_snap, snap = found.get(ex_ref.path), found.get(ref.path)
             if snap is None or not snap.exists:
                 raise errors.NotFound(f"task {tid} not found")
             if ex_snap is None or not ex_snap.exists \
                     or (ex_snap.to_dict() or {}).get("status") in FINAL:
-                return None, None
+                return None, None, None
             task = task_from_doc(tid, snap.to_dict())
             if kind is not None and task.kind != kind:
-                return Claim.OTHER, None
+                return Claim.OTHER, None, None
             if task.status in TASK_FINAL:
-                return Claim.DONE, task
+                return Claim.DONE, task, None
             started = now()
             if task.status == Status.RUNNING and task.owner != owner and task.started \
                     and (started - task.started).total_seconds() < lease_s:
-                return Claim.HELD, None
-            tx.update(ref, {"status": "running", "owner": owner, "started": started,
-                            "attempts": task.attempts + 1})
+                return Claim.HELD, None, None
+            fields = {"status": "running", "owner": owner, "started": started,
+                      "attempts": task.attempts + 1}
             task.status, task.owner, task.started = Status.RUNNING, owner, started
             task.attempts += 1
-            return Claim.WON, task
+            return Claim.WON, task, fields
+
+        @firestore.transactional
+        def in_transaction(tx) -> tuple[Claim | None, Task | None]:
+            state, task, fields = decide(tx.get_all([ex_ref, ref]))
+            if fields is not None:
+                tx.update(ref, fields)
+            return state, task
+
+        def by_swap() -> tuple[Claim | None, Task | None]:
+            for _ in range(CLAIM_ATTEMPTS):
+                snaps = list(self._db.get_all([ex_ref, ref]))
+                state, task, fields = decide(snaps)
+                if fields is None:
+                    return state, task
+                read = next(s for s in snaps if s.reference.path == ref.path)
+                try:
+                    ref.update(fields, option=self._db.write_option(
+                        last_update_time=read.update_time))
+                except (gexc.FailedPrecondition, gexc.Aborted):
+                    continue  # another claimant changed it first: look again
+                return state, task
+            return Claim.HELD, None
 
         with translated("task claim"):
             try:
-                state, task = run(self._db.transaction(max_attempts=CLAIM_ATTEMPTS))
+                state, task = by_swap() if kind == Kind.REDUCE else \
+                    in_transaction(self._db.transaction(max_attempts=CLAIM_ATTEMPTS))
             except ValueError as e:
                 if not isinstance(e.__cause__, gexc.Aborted):
                     raise
