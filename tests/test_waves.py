@@ -203,7 +203,8 @@ def test_every_frame_of_an_animation_meets_the_noise_target():
 def test_a_lost_wave_status_is_made_up_by_the_watchdog():
     ad = adapters({**SCENE, "nao_samples": 4})
     ad.bus.publish_status = lambda message: None  # every status message lost
-    ex = run(ad, start(ad, until={"noise": 0.1, "max_passes": 64}))
+    # A fixed seed: with some seeds this scene's noisiest tile needs more than 64 passes.
+    ex = run(ad, start(ad, until={"noise": 0.1, "max_passes": 64}, seed=2))
     assert views.view(ad, ex)["status"] == "running" and ex.waves == 1
     for _ in range(20):
         watchdog.sweep(ad)
