@@ -1285,7 +1285,11 @@ $("frame-slider").addEventListener("input", () => {
   anim.timer = setTimeout(() => showFrame(i), 120);
 });
 
-async function loadVideo(eid) {
+// The video is encoded when first asked for: a busy api may refuse or fail that
+// request for a while, so a failure other than "no video" is tried again, a few times.
+const VIDEO_TRIES = 4;
+
+async function loadVideo(eid, tries = VIDEO_TRIES) {
   const note = $("video-note");
   note.textContent = "loading the preview video…";
   try {
@@ -1299,6 +1303,12 @@ async function loadVideo(eid) {
     note.textContent = `preview video, ${bytes(blob.size)}`;
   } catch (e) {
     if (eid !== state.execution) return;
+    if (e.status !== 404 && tries > 1) {
+      note.textContent = `the preview video is not ready (${e.message}); trying again`;
+      setTimeout(() => { if (eid === state.execution) loadVideo(eid, tries - 1); },
+                 2000 * (VIDEO_TRIES - tries + 1));
+      return;
+    }
     note.textContent = e.status === 404 ? "no preview video for this job" :
       `no preview video: ${e.message}`;
   }
