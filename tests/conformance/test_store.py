@@ -135,6 +135,21 @@ def test_tasks_round_trip_and_are_never_overwritten(backend, unique):
         backend.store.update_task(unique, "e1", "missing", {"status": Status.DONE})
 
 
+def test_tasks_are_listed_a_page_at_a_time_by_node(backend, unique):
+    session(backend, unique)
+    execution(backend, unique, "e1")
+    store = backend.store
+    store.write_tasks(unique, "e1", tasks())
+    store.update_task(unique, "e1", "a-p1", {"status": Status.DONE,
+                                              "log": ["12:00:00.000 INFO rendered"]})
+    first = store.task_page(unique, "e1", None, 2)
+    assert [t.node for t in first] == ["p0", "p1"]
+    assert first[1].log == ["12:00:00.000 INFO rendered"] and first[0].log is None
+    assert [t.node for t in store.task_page(unique, "e1", "p1", 2)] == ["r1.0"]
+    assert store.task_page(unique, "e1", "r1.0", 2) == []
+    assert store.task_page(unique, "missing", None, 2) == []
+
+
 def test_claims(backend, unique):
     session(backend, unique)
     execution(backend, unique, "e1")

@@ -331,6 +331,16 @@ class Store:
             snap = self._tasks(sid, eid).document(tid).get()
         return task_from_doc(tid, snap.to_dict()) if snap.exists else None
 
+    def task_page(self, sid: str, eid: str, after: str | None, limit: int) -> list[Task]:
+        """At most ``limit`` tasks in the order of their node's name, from the first
+        after ``after`` (None: from the first); served by the automatic index of the
+        ``node`` field."""
+        query = self._tasks(sid, eid).order_by("node")
+        if after is not None:
+            query = query.start_after({"node": after})
+        with translated("task listing"):
+            return [task_from_doc(s.id, s.to_dict()) for s in query.limit(limit).stream()]
+
     def update_task(self, sid: str, eid: str, tid: str, fields: Fields) -> None:
         with translated("task update"):
             self._tasks(sid, eid).document(tid).update(task_fields(fields))

@@ -88,6 +88,8 @@ class Task:
     tag: float | None = None
     rank: float | None = None
     slot: int | None = None
+    # the last lines its worker (or reducer) logged while it worked on it
+    log: list[str] | None = None
 
 
 @dataclass

@@ -13,7 +13,7 @@ from francine.ports.protocols import Fields, RecoveryCounts
 _TASK_FIELDS = ("node", "kind", "parent", "status", "children", "attempts", "owner",
                 "started", "finished", "error", "pass_index", "seed", "passes",
                 "fetch_s", "work_s", "cpu_s", "failures", "generation", "speculated",
-                "redrives", "queue", "tag", "rank", "slot")
+                "redrives", "queue", "tag", "rank", "slot", "log")
 
 
 def task_to_doc(task: Task) -> Fields:
@@ -24,7 +24,7 @@ def task_to_doc(task: Task) -> Fields:
         doc.update(tile=list(task.tile), pass_index=task.pass_index, seed=task.seed,
                    passes=task.passes, speculated=task.speculated)
     for name in ("owner", "started", "finished", "error", "fetch_s", "work_s", "cpu_s",
-                 "queue", "tag", "rank"):
+                 "queue", "tag", "rank", "log"):
         if getattr(task, name) is not None:
             doc[name] = getattr(task, name)
     return doc

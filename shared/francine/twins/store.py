@@ -444,6 +444,12 @@ class StoreTwin:
                 for tid, d in list(self.tasks.get((sid, eid), {}).items())
                 if d.get("status") in statuses]
 
+    def task_page(self, sid: str, eid: str, after: str | None, limit: int) -> list[Task]:
+        self.meter.op("query")
+        docs = sorted((d["node"], tid, d) for tid, d in list(self.tasks.get((sid, eid), {}).items())
+                      if after is None or d["node"] > after)
+        return [task_from_doc(tid, _copy(d)) for _, tid, d in docs[:limit]]
+
     def failed_tasks(self, sid: str, eid: str) -> list[Task]:
         self.meter.op("query")
         tasks = [task_from_doc(tid, _copy(d))
