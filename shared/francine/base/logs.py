@@ -95,6 +95,50 @@ def ids_of(payload: object) -> dict:
     return {k: payload[k] for k in keys if isinstance(payload.get(k), str)}
 
 
+#: What a task keeps of the lines logged while it was worked on (its document's ``log``).
+TASK_LOG_LINES = 12
+TASK_LOG_CHARS = 240
+
+
+class Captured(logging.Handler):
+    """The lines Francine's loggers write from one thread, while it is open, as short
+    strings ("12:00:01.250 INFO message"), the last ``TASK_LOG_LINES`` kept."""
+
+    def __init__(self, thread: int):
+        super().__init__(logging.INFO)
+        self.thread = thread
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        try:
+            message = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        except Exception:  # noqa: BLE001 - a malformed record is not worth a task
+            return
+        stamp = time.strftime("%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp}.{int(record.msecs):03d} {record.levelname} {message}"
+        self.lines.append(line[:TASK_LOG_CHARS])
+        del self.lines[:-TASK_LOG_LINES]
+
+
+@contextlib.contextmanager
+def captured():
+    """Collect what Francine's loggers write from this thread meanwhile (``Captured``):
+    a task's worker keeps it with the task, for ``GET .../tasks/{node}``."""
+    import threading
+
+    handler = Captured(threading.get_ident())
+    logger = logging.getLogger("francine")
+    if not logger.isEnabledFor(logging.INFO):  # no ``setup()`` (a library's caller)
+        logger.setLevel(logging.INFO)  # the lines are made; the root's handlers decide
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
 @contextlib.contextmanager
 def context(**labels):
     """Every line logged inside carries these labels (``trace=`` sets the trace)."""

@@ -21,7 +21,7 @@ import logging
 import time
 
 from francine import producers
-from francine.base import errors
+from francine.base import errors, logs
 from francine.domain import imaging, planning, reduction, scheduler
 from francine.domain.envelope import EXECUTION_STATUS, ID, PRODUCE, TASK_DONE, Message, require
 from francine.domain.records import FINAL, Execution, Kind, Status
@@ -82,7 +82,13 @@ class Reducer:
                outcome: dict | None = None) -> tuple[str, ...]:
         """Reduce ``node``; returns the children whose partials are lost (then nothing
         was written), else (). At the root, ``outcome`` gets what the execution's end
-        records beside its image (its noise and passes)."""
+        records beside its image (its noise and passes). The task keeps the lines
+        logged meanwhile."""
+        with logs.captured() as captured:
+            return self.reduce_logged(ex, shape, node, outcome, captured.lines)
+
+    def reduce_logged(self, ex: Execution, shape: planning.Shape, node: str,
+                      outcome: dict | None, log_lines: list[str]) -> tuple[str, ...]:
         sid, eid = ex.session_id, ex.id
         cpu0, t0 = time.process_time(), time.perf_counter()
         below = planning.children(shape, node)
@@ -121,9 +127,12 @@ class Reducer:
             self.ad.blobs.put_result(self.result_name(ex), image, imaging.FORMATS[ex.format])
         else:
             self.ad.blobs.put_partial(sid, eid, node, imaging.dump_partial(combined))
+        work_s, cpu_s = time.perf_counter() - t0 - fetch_s, time.process_time() - cpu0
+        log.info("reduced %s/%s/%s: %d inputs in %.3f s (%.3f s waiting for them)",
+                 sid, eid, node, len(below), work_s, fetch_s)
         self.ad.store.update_task(sid, eid, planning.task_id(eid, node), {
             "status": Status.DONE, "finished": self.ad.clock(), "fetch_s": fetch_s,
-            "work_s": time.perf_counter() - t0 - fetch_s, "cpu_s": time.process_time() - cpu0})
+            "work_s": work_s, "cpu_s": cpu_s, "log": list(log_lines)})
         return ()
 
     def lost(self, ex: Execution, nodes: list[str]) -> tuple[str, ...]:

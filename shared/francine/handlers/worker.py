@@ -16,7 +16,7 @@ import pathlib
 import time
 
 from francine import producers
-from francine.base import errors
+from francine.base import errors, logs
 from francine.domain import imaging, planning, scheduler
 from francine.domain.envelope import Message, require
 from francine.domain.producer import ResourceInfo, Resources, Tile
@@ -55,14 +55,16 @@ class Delivery(scheduling.Work):
     """The rendering of one delivery, for the scheduler's executor: a task's passes, or
     a band of a copy's, stored; what happened goes into the run's notes."""
 
-    def __init__(self, worker: Worker, started: float):
+    def __init__(self, worker: Worker, started: float, captured: logs.Captured):
         self.worker = worker
         self.started = started  # perf_counter when the message arrived: fetching starts
+        self.log = captured.lines  # what is logged meanwhile: kept with the task
 
     def produce(self, run: scheduling.Run, task: Task) -> scheduler.Event | None:
         ex = run.ex
         try:
-            self.worker.produce(ex, run.plan.shape, task, time.perf_counter() - self.started)
+            self.worker.produce(ex, run.plan.shape, task, time.perf_counter() - self.started,
+                                self.log)
         except ValueError as e:  # SceneError is one
             # Validated when the execution was created: retrying cannot help.
             return scheduler.TaskFailed(task.node, str(e))
@@ -80,7 +82,8 @@ class Delivery(scheduling.Work):
                       pieces: int) -> scheduler.Event | None:
         ex = run.ex
         try:
-            stored = self.worker.produce_piece(ex, run.plan.shape, task, piece, pieces)
+            stored = self.worker.produce_piece(ex, run.plan.shape, task, piece, pieces,
+                                               self.log)
         except (ValueError, RenderFailed) as e:
             # A copy's piece: the task's own render decides its fate.
             log.warning("piece %d of %d of %s/%s/%s failed: %s", piece, pieces,
@@ -151,9 +154,11 @@ class Worker:
             return f"skipped: malformed piece {piece!r}"
         else:
             first = scheduler.PieceDelivered(node, *band)
-        run = scheduling.Run(self.ad, ex, recovery.scheduler_plan(self.ad, ex),
-                             Delivery(self, t_fetch))
-        for action in scheduling.drive(run, [first]).actions:
+        with logs.captured() as captured:
+            run = scheduling.Run(self.ad, ex, recovery.scheduler_plan(self.ad, ex),
+                                 Delivery(self, t_fetch, captured))
+            actions = scheduling.drive(run, [first]).actions
+        for action in actions:
             if isinstance(action, scheduler.End):  # failed: acknowledged, and recorded
                 raise errors.PermanentError(action.error["message"] if action.error
                                             else str(action.status))
@@ -209,7 +214,8 @@ class Worker:
         own = getattr(producers.get(ex.producer), "cpu_seconds", None)
         return time.process_time() + (own() if own is not None else 0.0)
 
-    def produce(self, ex: Execution, shape: planning.Shape, task: Task, fetch_s: float) -> None:
+    def produce(self, ex: Execution, shape: planning.Shape, task: Task, fetch_s: float,
+                log_lines: list[str] | None = None) -> None:
         """Render the task's passes, store its partial, then mark it done (in that
         order: done means the partial exists). If the task is done by the time the
         render ends (a copy won), nothing is written and ``task.status`` says so."""
@@ -220,10 +226,10 @@ class Worker:
         work_s = time.perf_counter() - t0 - fetched[0]
         self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
                    {"fetch_s": fetch_s + fetched[0], "work_s": work_s,
-                    "cpu_s": self.cpu_seconds(ex) - cpu0})
+                    "cpu_s": self.cpu_seconds(ex) - cpu0}, log_lines)
 
     def produce_piece(self, ex: Execution, shape: planning.Shape, task: Task, piece: int,
-                      pieces: int) -> bool:
+                      pieces: int, log_lines: list[str] | None = None) -> bool:
         """Render band ``piece`` of ``pieces`` of a speculative copy of ``task`` and
         store it; the caller that then finds every band stored assembles the task's
         partial (the same pixels as the task's own render) and stores it as
@@ -248,12 +254,14 @@ class Worker:
         # The task's time as this band measured it (its mean guides speculation).
         self.store(ex, task, imaging.tile_partial(tile, shape.tile, total, task.passes),
                    {"fetch_s": fetched[0], "work_s": work_s * pieces,
-                    "cpu_s": (self.cpu_seconds(ex) - cpu0) * pieces})
+                    "cpu_s": (self.cpu_seconds(ex) - cpu0) * pieces}, log_lines)
         return task.status != Status.DONE
 
-    def store(self, ex: Execution, task: Task, partial: imaging.Partial, times: dict) -> None:
-        """Create the task's partial and mark the task done with its ``times``; if a
-        copy stored the partial first, only note that in ``task.status``."""
+    def store(self, ex: Execution, task: Task, partial: imaging.Partial, times: dict,
+              log_lines: list[str] | None = None) -> None:
+        """Create the task's partial and mark the task done with its ``times`` and the
+        lines logged while it was worked on; if a copy stored the partial first, only
+        note that in ``task.status``."""
         sid, eid = ex.session_id, ex.id
         t_up = time.perf_counter()
         if not self.ad.blobs.put_partial(sid, eid, task.node, imaging.dump_partial(partial)):
@@ -266,7 +274,9 @@ class Worker:
                 log.info("dropped %s/%s/%s: another copy finished first", sid, eid,
                          task.node)
                 return
+        log.info("rendered %s/%s/%s in %.3f s (%.3f CPU s, %.3f s fetching)", sid, eid,
+                 task.node, times["work_s"], times["cpu_s"], times["fetch_s"])
         self.ad.store.update_task(sid, eid, task.id, {
             "status": Status.DONE, "finished": self.ad.clock(), **times,
-            "work_s": times["work_s"] + (time.perf_counter() - t_up)})
-        log.info("rendered %s/%s/%s in %.3f s", sid, eid, task.node, times["work_s"])
+            "work_s": times["work_s"] + (time.perf_counter() - t_up),
+            **({"log": list(log_lines)} if log_lines else {})})
