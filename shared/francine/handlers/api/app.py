@@ -82,6 +82,8 @@ ROUTES = Map([
     Rule("/v1/sessions/<sid>/executions/<eid>/preview", endpoint="preview", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/events", endpoint="events", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/tasks", endpoint="tasks", methods=["GET"]),
+    Rule("/v1/sessions/<sid>/executions/<eid>/tasks/<node>", endpoint="task",
+         methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/frames", endpoint="frames", methods=["GET"]),
     Rule("/v1/sessions/<sid>/executions/<eid>/video", endpoint="video", methods=["GET"]),
 ], strict_slashes=False, merge_slashes=False, redirect_defaults=False,
@@ -418,16 +420,44 @@ class Api:
         return json_response(views.view(self.ad, ex))
 
     def route_tasks(self, request, sid: str, eid: str) -> Response:
-        ex = self.own_execution(self.user(request), sid, eid)
-        if ex.animation:
-            frames = self.ad.store.frames_of(sid, eid)
-            ex = self.frame_of(request, ex, default=views.frame_counts(ex, frames)
-                               ["rendering"] or ex.frames[-1])
-        if ex.waved:  # its own tasks' (an extended render's) and its waves'
+        ex = self.tasks_of(request, sid, eid)
+        if ex.waved and "status" in request.args:
+            # Its own tasks' (an extended render's) and its waves'.
             listed = [tasklist.list_tasks(self.ad, w, request.args)["tasks"]
                       for w in [ex, *waves.waves_of(self.ad, ex)]]
             return json_response({"tasks": [t for tasks in listed for t in tasks]})
-        return json_response(tasklist.list_tasks(self.ad, ex, request.args))
+        return json_response(tasklist.list_tasks(self.ad, self.wave_of(request, ex),
+                                                 request.args))
+
+    def route_task(self, request, sid: str, eid: str, node: str) -> Response:
+        ex = self.wave_of(request, self.tasks_of(request, sid, eid))
+        return json_response(tasklist.task_detail(self.ad, ex, node))
+
+    def tasks_of(self, request, sid: str, eid: str) -> Execution:
+        """The execution whose tasks a request lists: an animation's frame (``?frame=N``,
+        by default the frame rendering first, else the last), else the execution."""
+        ex = self.own_execution(self.user(request), sid, eid)
+        if not ex.animation:
+            return self.frame_of(request, ex)  # 400 for a frame of a single image
+        frames = self.ad.store.frames_of(sid, eid)
+        return self.frame_of(request, ex, default=views.frame_counts(ex, frames)
+                             ["rendering"] or ex.frames[-1])
+
+    def wave_of(self, request, ex: Execution) -> Execution:
+        """``?wave=K`` of a render in waves (its own tasks: 0; by default its last
+        wave); a render that is not in waves is its own wave 0."""
+        value = request.args.get("wave")
+        last = (ex.waves or 0) if ex.waved else 0
+        if value is not None and (not value.isdigit() or int(value) > last):
+            raise errors.BadRequest(f"wave: a number from 0 to {last}", "invalid_field")
+        wave = last if value is None else int(value)
+        if wave == 0:
+            return ex
+        found = [w for w in waves.waves_of(self.ad, ex) if w.wave == wave]
+        if not found:
+            raise errors.Conflict(f"wave {wave} of execution {ex.id} has not started",
+                                  "not_ready")
+        return found[0]
 
     @staticmethod
     def requested_frame(request) -> int | None:

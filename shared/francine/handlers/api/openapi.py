@@ -8,6 +8,14 @@ from francine.domain import imaging
 from francine.services import events, resources
 from francine.services import schemas as request_schemas
 
+#: A task as the tasks routes list it.
+TASK = {"type": "object", "properties": {
+    "node": {"type": "string"}, "kind": {"type": "string"}, "status": {"type": "string"},
+    "error": {"type": ["string", "null"]},
+    "instance": {"type": ["string", "null"], "description": "the worker that last took it"},
+    **{k: {"type": ["string", "null"], "format": "date-time"} for k in ("started", "finished")},
+    **{k: {"type": ["number", "null"]} for k in ("fetch_s", "work_s", "cpu_s")},
+    **{k: {"type": "integer"} for k in ("failures", "replaced", "attempts")}}}
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -202,6 +210,10 @@ def openapi_document() -> dict:
         **request_schemas.components(),
     }
     ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
+    wave = {"name": "wave", "in": "query", "schema": {"type": "integer", "minimum": 0},
+            "description": "of a render in waves (a noise target, a cap, an extension): "
+                           "the wave whose tasks are meant, 0 for its own (by default its "
+                           "last)"}
     frame = {"name": "frame", "in": "query", "schema": {"type": "integer"},
              "description": "an animation's frame (required for an animation of more "
                             "than one frame; refused for a single image)"}
@@ -342,25 +354,38 @@ def openapi_document() -> dict:
                  "409": _resp("no task has finished yet", ERROR)}, params=[sid, eid, frame])},
         "/v1/sessions/{sid}/executions/{eid}/tasks": {
             "get": _op(
-                "the production tasks with a failed pass and their errors: each failed "
-                "pass is replaced by a new one with a fresh seed until failures reach 10% "
-                "of the passes (at least 1); then the execution fails",
-                {"200": _resp("the tasks", {"type": "object", "properties": {"tasks": {
-                    "type": "array", "items": {"type": "object", "properties": {
-                        "node": {"type": "string"}, "kind": {"type": "string"},
-                        "status": {"type": "string"}, "error": {"type": ["string", "null"]},
-                        "instance": {"type": ["string", "null"],
-                                     "description": "the worker that last took it"},
-                        **{k: {"type": ["string", "null"], "format": "date-time"}
-                           for k in ("started", "finished")},
-                        **{k: {"type": ["number", "null"]}
-                           for k in ("fetch_s", "work_s", "cpu_s")},
-                        **{k: {"type": "integer"}
-                           for k in ("failures", "replaced", "attempts")}}}}}}),
-                 "400": _resp("status missing or not 'failed'", ERROR),
+                "the execution's tasks: with status=failed, every production task with a "
+                "failed pass and its errors (each failed pass is replaced by a new one with "
+                "a fresh seed until failures reach 10% of the passes, at least 1; then the "
+                "execution fails); without status, every task a page at a time in the "
+                "order of its node's name (next: the after of the next page, null after "
+                "the last)",
+                {"200": _resp("the tasks", {"type": "object", "properties": {
+                    "tasks": {"type": "array", "items": TASK},
+                    "next": {"type": ["string", "null"]}}}),
+                 "400": _resp("status not 'failed', limit out of 1..1000, an unknown "
+                              "parameter, a wave the render does not have, or a frame of "
+                              "a single image", ERROR),
                  "404": _resp("not a frame of this animation", ERROR)},
-                params=[sid, eid, frame, {"name": "status", "in": "query", "required": True,
-                                   "schema": {"type": "string", "enum": ["failed"]}}])},
+                params=[sid, eid, frame, wave,
+                        {"name": "status", "in": "query",
+                         "schema": {"type": "string", "enum": ["failed"]}},
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                        {"name": "after", "in": "query", "schema": {"type": "string"},
+                         "description": "the node after which the page starts"}])},
+        "/v1/sessions/{sid}/executions/{eid}/tasks/{node}": {
+            "get": _op(
+                "one task, with the lines its worker or reducer logged while it worked on "
+                "it (log: the last 12)",
+                {"200": _resp("the task", {**TASK, "properties": {
+                    **TASK["properties"], "log": {"type": "array",
+                                                  "items": {"type": "string"}}}}),
+                 "400": _resp("a wave the render does not have, or a frame of a single "
+                              "image", ERROR),
+                 "404": _resp("no such task (or frame)", ERROR)},
+                params=[sid, eid, {"name": "node", "in": "path", "required": True,
+                                   "schema": {"type": "string"}}, frame, wave])},
         "/v1/sessions/{sid}/executions/{eid}/events": {
             "get": _op(
                 "Server-Sent Events: an event 'status' (data: the Execution) at once, on "
