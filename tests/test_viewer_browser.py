@@ -341,14 +341,27 @@ def test_tasks_with_failed_passes_and_a_redirected_result(viewer, stack, adapter
     nodes = page.eval_on_selector_all("#tasks tbody tr[data-node]", "rs => rs.map(r => ["
                                       "r.dataset.node, r.cells[1].innerText.trim(),"
                                       " r.cells[5].innerText.trim()])")
-    assert [n[:2] for n in nodes] == [["p2", "failed"], ["p5", "done"]], nodes
+    # The tasks with a failed pass first, then every other task of the job.
+    assert [n[:2] for n in nodes[:2]] == [["p2", "failed"], ["p5", "done"]], nodes
     assert nodes[0][2].endswith("2 failed · 1 replaced"), nodes
     assert nodes[1][2].endswith("1 failed · 1 replaced"), nodes
+    total = client.execution(sid, eid)["tasks"]["total"]
+    assert len(nodes) == total and {n[1] for n in nodes[2:]} == {"done"}, nodes
+    instances = page.eval_on_selector_all("#tasks tbody tr[data-node]",
+                                          "rs => rs.map(r => r.cells[2].innerText.trim())")
+    assert all(i != "–" for i in instances[2:]), instances  # where each ran
     logs = page.eval_on_selector_all("#tasks pre.log", "ps => ps.map(p => p.textContent)")
     assert logs == ["MemoryError: out of memory\n  in tile 0,0",
                     "RuntimeError: cosmic ray at seed 1234"]
     assert "failed pass" in page.inner_text("#tasks-note")
     page.screenshot(path=str(shots / "viewer-tasks.png"))
+    # A click on a task shows the lines its worker logged; another click hides them.
+    page.click("#tasks tbody tr[data-node='p0']")
+    line = page.wait_for_selector("#tasks tr.task-log[data-node='p0'] pre:has-text('rendered')")
+    assert f"rendered {sid}/{eid}/p0" in line.text_content()
+    page.screenshot(path=str(shots / "viewer-task-log.png"))
+    page.click("#tasks tbody tr[data-node='p0']")
+    page.wait_for_selector("#tasks tr.task-log", state="detached")
 
     # The download follows the 307 to the storage emulator, without the key; the
     # emulator sends no CORS header, so the page says why it cannot save the file.

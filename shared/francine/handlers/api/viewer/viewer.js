@@ -994,7 +994,8 @@ function showJob(s) {
 // --- tasks -----------------------------------------------------------------------------
 // The api lists the tasks with a failed pass (?status=failed); a listing of every task,
 // if the api answers one, comes after them.
-const tasks = { loaded: null, failures: -1, everyTask: null, busy: false, again: false };
+const tasks = { loaded: null, failures: -1, everyTask: null, busy: false, again: false,
+                more: false };
 
 function clearTasks(note) {
   $("tasks").tBodies[0].textContent = "";
@@ -1013,7 +1014,9 @@ async function loadTasks(sid, eid) {
       let every = null;
       if (tasks.everyTask !== false) {
         try {
-          every = (await (await api("GET", base)).json()).tasks;
+          const page = await (await api("GET", base)).json();
+          every = page.tasks;
+          tasks.more = page.next != null;  // the first page only
           tasks.everyTask = true;
         } catch (e) {
           if (e.status !== 400) throw e;
@@ -1040,12 +1043,46 @@ function taskTime(t) {
   return "–";
 }
 
+// A task's row opens (and closes) the lines its worker logged while it worked on it.
+async function toggleTaskLog(tr) {
+  const node = tr.dataset.node;
+  const open = tr.parentNode.querySelector(`tr.task-log[data-node="${CSS.escape(node)}"]`);
+  if (open) { open.remove(); tr.classList.remove("open"); return; }
+  const row = el("tr", null, "task-log");
+  row.dataset.node = node;
+  const td = el("td");
+  td.colSpan = 6;
+  const pre = el("pre", "reading its log…", "log info");
+  td.appendChild(pre);
+  row.appendChild(td);
+  let after = tr;  // below its error, if it has one
+  while (after.nextElementSibling && !after.nextElementSibling.dataset.node) {
+    after = after.nextElementSibling;
+  }
+  after.after(row);
+  tr.classList.add("open");
+  const eid = tasks.loaded;
+  try {
+    const t = await (await api("GET", `${jobPath(eid)}/tasks/${encodeURIComponent(node)}`))
+      .json();
+    pre.textContent = t.log && t.log.length ? t.log.join("\n")
+      : "nothing was logged for this task (it has not run yet, or ran before logs were kept)";
+  } catch (e) {
+    pre.textContent = `cannot read this task's log: ${e.message}`;
+  }
+}
+
 function showTasks(failed, others) {
   const tbody = $("tasks").tBodies[0];
   tbody.textContent = "";
   for (const t of [...failed, ...others]) {
     const tr = el("tr");
     tr.dataset.node = t.node;
+    if (tasks.everyTask) {
+      tr.classList.add("clickable");
+      tr.title = "show the lines its worker logged";
+      tr.addEventListener("click", () => toggleTaskLog(tr));
+    }
     const name = el("td");
     name.appendChild(el("span", t.node, "mono"));
     if (t.kind) name.appendChild(el("span", ` ${t.kind}`, "hint"));
@@ -1084,6 +1121,9 @@ function showTasks(failed, others) {
   if (tasks.everyTask === false) {
     note += " The api lists only the tasks with a failed pass, without their instance, " +
       "times or log lines.";
+  } else if (tasks.everyTask) {
+    note += ` ${tasks.more ? "The first " : ""}${others.length + failed.length} tasks` +
+      `${tasks.more ? " are shown" : ""}; a click on one shows the lines its worker logged.`;
   }
   $("tasks-note").textContent = note;
 }
