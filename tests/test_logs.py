@@ -119,3 +119,25 @@ def test_malformed_pushes_are_acknowledged_and_logged(stack):
     assert len(worker_errors) >= 5 and len(reducer_errors) >= 2
     assert any(line.get(logs.TRACE_KEY, "").endswith("/traces/feed") for line in worker_errors)
     assert any(line.get(logs.TRACE_KEY, "").endswith("/traces/beef") for line in reducer_errors)
+
+
+def test_a_task_keeps_the_last_lines_its_own_thread_logged():
+    """``captured``: the lines of this thread only (another thread's work is another
+    task's), shortened, the last TASK_LOG_LINES kept."""
+    import threading
+
+    worker = logging.getLogger("francine.worker")
+    with logs.captured() as captured:
+        other = threading.Thread(target=lambda: worker.warning("another task's line"))
+        other.start()
+        other.join()
+        for i in range(logs.TASK_LOG_LINES + 3):
+            worker.info("line %d", i)
+        worker.warning("x" * 1000 + "\nsecond line")
+        logging.getLogger("elsewhere").warning("not Francine's")
+    worker.info("after the task")
+    lines = captured.lines
+    assert len(lines) == logs.TASK_LOG_LINES
+    assert lines[0].endswith("INFO line 4") and " WARNING xxx" in lines[-1]
+    assert len(lines[-1]) == logs.TASK_LOG_CHARS and "second" not in lines[-1]
+    assert not any("another task" in line or "after" in line for line in lines)
