@@ -1,6 +1,7 @@
 """The real pipeline against the floor and a peer, on this machine.
 
     .venv/bin/python bench/pipeline_overhead.py [--tasks 64] [--task-s 0.4] [--no-dask]
+        [--idle-s 20]
 
 The same ``ao`` render of 64 production tasks (256×256, one pass each, about 0.4 s of
 CPU on one thread, calibrated here in CPU time), three ways, each warmed up and timed:
@@ -18,7 +19,8 @@ three wall times, their ratios to the floor, the load average at the start of ea
 the pipeline's overhead per task on the critical path with its parts: the stack runs
 with ``FRANCINE_TRACE_DIR`` (``francine.tools.local.trace``), so every port operation,
 handler and render leaves a span, and the CPU each of the stack's processes spent
-during (a) is read from /proc. The last line is ``francine/floor R``.
+during (a) is read from /proc, and again while the stack stands idle afterwards
+(``--idle-s``: its background work). The last line is ``francine/floor R``.
 Needs the bench extra (``pip install -e '.[bench]'``) for Dask.
 """
 
@@ -165,7 +167,7 @@ def wait_for_end(stack, sid: str, eid: str, timeout_s: float = 600.0) -> None:
         time.sleep(POLL_S)
 
 
-def francine(scene: dict, tasks: int) -> tuple[float, bytes, dict, dict]:
+def francine(scene: dict, tasks: int, idle_s: float) -> tuple[float, bytes, dict, dict]:
     from francine.tools.client import Client
     from francine.tools.local import trace
     from francine.tools.local.stack import Stack, StackOptions
@@ -191,8 +193,14 @@ def francine(scene: dict, tasks: int) -> tuple[float, bytes, dict, dict]:
             # clock), so that polling costs no accuracy.
             end = dt.datetime.fromisoformat(status["time"]["finished"]).timestamp()
             image = client.result(sid, eid)
+            # The stack idle: what its background work (the watchdog's sweeps, the
+            # emulators' own timers) takes of the cores when nothing renders.
+            time.sleep(1.0)
+            idle0 = group_cpu_s(stack)
+            time.sleep(idle_s)
+            idle = {name: cpu - idle0.get(name, 0.0) for name, cpu in group_cpu_s(stack).items()}
         spent = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
-        profile = {"start": t, "end": end, "cpu": spent,
+        profile = {"start": t, "end": end, "cpu": spent, "idle": idle, "idle_s": idle_s,
                    "spans": trace.breakdown(trace.load(spans_dir), t, end)}
     assert status["status"] == "done", status
     assert status["tasks"]["total"] > tasks  # one production task per pass
@@ -254,6 +262,11 @@ def report_profile(profile: dict, p_wall: float, f_wall: float, compute: float,
           f"{total / (task_cpu * n):.2f}): "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
                       if v >= 0.05))
+    idle = profile["idle"]
+    print(f"  the stack idle for {profile['idle_s']:.0f} s afterwards: "
+          f"{sum(idle.values()):.2f} CPU-s ({sum(idle.values()) / profile['idle_s']:.1%} of one "
+          "core): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                sorted(idle.items(), key=lambda kv: -kv[1]) if v >= 0.005))
 
 
 def main() -> int:
@@ -264,6 +277,8 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--task-s", type=float, default=0.4)
     parser.add_argument("--no-dask", action="store_true", help="skip (c), the peer")
+    parser.add_argument("--idle-s", type=float, default=20.0,
+                        help="then measure the stack idle this long")
     args = parser.parse_args()
     scene, task_cpu = scene_for(args.task_s)
     n = args.tasks
@@ -272,7 +287,7 @@ def main() -> int:
     load = {"floor": os.getloadavg()[0]}
     f1_wall, f_image = floor(scene, n)
     load["francine"] = os.getloadavg()[0]
-    p_wall, p_image, status, profile = francine(scene, n)
+    p_wall, p_image, status, profile = francine(scene, n, args.idle_s)
     load["floor again"] = os.getloadavg()[0]
     f2_wall, f2_image = floor(scene, n)
     load["dask"] = os.getloadavg()[0]
