@@ -21,6 +21,21 @@ def _adapters():
     return adapters_from_env()
 
 
+def _warm_watchdog() -> None:
+    """Import the sweep and build its clients at module load (Cloud Run's startup CPU
+    boost), not in the first sweep; where they cannot be built yet, the first sweep
+    builds them and reports why."""
+    try:
+        import francine.handlers.watchdog  # noqa: F401
+
+        _adapters()
+    except Exception as e:  # noqa: BLE001 (said again by the first sweep)
+        log.warning("watchdog not built at start: %s", e)
+
+
+_warm_watchdog()
+
+
 @functions_framework.http
 def watchdog(request):
     if request.method != "POST":
