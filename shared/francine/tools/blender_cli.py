@@ -375,6 +375,10 @@ def collect(client: Client, run: Run) -> None:
         if status["status"] in FINAL:
             break
         time.sleep(POLL_S)
+    # Written as each frame was done, reported in the frames' order.
+    rank = {path: i for i, (_, path) in enumerate(sorted(
+        ((f, path) for f, path in s.outputs.items() if f is not None), key=lambda fp: fp[0]))}
+    run.written.sort(key=lambda path: rank.get(path, len(rank)))
     print(file=sys.stderr)
     if status["status"] != "done":
         raise CliError(not_done(s, run.written))
