@@ -452,21 +452,25 @@ class Store:
             tx = db.transaction()
             snaps = []
             try:
-                for response in db._firestore_api.batch_get_documents(
-                        request={"database": db._database_string, "documents": paths,
-                                 "new_transaction": common.TransactionOptions(
-                                     read_write=read_write)},
-                        metadata=db._rpc_metadata):
-                    if response.transaction:
-                        tx._id = response.transaction
-                    if response._pb.WhichOneof("result"):
-                        snaps.append(_parse_batch_get(response, by_path, db))
                 try:
+                    for response in db._firestore_api.batch_get_documents(
+                            request={"database": db._database_string, "documents": paths,
+                                     "new_transaction": common.TransactionOptions(
+                                         read_write=read_write)},
+                            metadata=db._rpc_metadata):
+                        if response.transaction:
+                            tx._id = response.transaction
+                        if response._pb.WhichOneof("result"):
+                            snaps.append(_parse_batch_get(response, by_path, db))
                     result = body(snaps, tx)
                 except BaseException:
-                    tx._rollback()
+                    # Its locks are released now rather than when it times out (an
+                    # aborted one has none; a failed rollback changes nothing here).
+                    if tx._id is not None:
+                        with contextlib.suppress(Exception):
+                            tx._rollback()
                     raise
-                tx._commit()
+                tx._commit()  # Aborted here: Firestore ended it already
                 return result
             except gexc.Aborted:
                 attempts -= 1
