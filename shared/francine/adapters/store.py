@@ -451,32 +451,34 @@ class Store:
                 if retry else common.TransactionOptions.ReadWrite()
             tx = db.transaction()
             snaps = []
+            begun: bytes | None = None
             try:
-                try:
-                    for response in db._firestore_api.batch_get_documents(
-                            request={"database": db._database_string, "documents": paths,
-                                     "new_transaction": common.TransactionOptions(
-                                         read_write=read_write)},
-                            metadata=db._rpc_metadata):
-                        if response.transaction:
-                            tx._id = response.transaction
-                        if response._pb.WhichOneof("result"):
-                            snaps.append(_parse_batch_get(response, by_path, db))
-                    result = body(snaps, tx)
-                except BaseException:
-                    # Its locks are released now rather than when it times out (an
-                    # aborted one has none; a failed rollback changes nothing here).
-                    if tx._id is not None:
-                        with contextlib.suppress(Exception):
-                            tx._rollback()
-                    raise
-                tx._commit()  # Aborted here: Firestore ended it already
+                # No automatic retry of the read: a retried stream could begin a second
+                # transaction and leave the first open.
+                for response in db._firestore_api.batch_get_documents(
+                        request={"database": db._database_string, "documents": paths,
+                                 "new_transaction": common.TransactionOptions(
+                                     read_write=read_write)},
+                        metadata=db._rpc_metadata, retry=None):
+                    if response.transaction:
+                        tx._id = begun = response.transaction
+                    if response._pb.WhichOneof("result"):
+                        snaps.append(_parse_batch_get(response, by_path, db))
+                result = body(snaps, tx)
+                tx._commit()
                 return result
-            except gexc.Aborted:
+            except BaseException as e:
+                # Its locks are released now rather than when it times out (one that
+                # aborted has none: a failed rollback changes nothing here).
+                if tx._id is not None:
+                    with contextlib.suppress(Exception):
+                        tx._rollback()
+                if not isinstance(e, gexc.Aborted):
+                    raise
                 attempts -= 1
                 if attempts <= 0:
                     raise
-                retry = tx._id
+                retry = begun  # tried again with its place in Firestore's queue
 
     def replace_task(self, sid: str, eid: str, tid: str, generation: int, error: str) -> bool:
         """Compare-and-set on the task's generation: a task still of generation
