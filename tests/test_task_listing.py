@@ -39,6 +39,7 @@ def test_every_task_a_page_at_a_time_and_one_with_its_log(client, small_ao):
                               and t["work_s"] > 0 for t in production)
     everything = client.request("GET", path).json()  # one page of the default size
     assert [t["node"] for t in everything["tasks"]] == nodes and everything["next"] is None
+    assert (everything["frame"], everything["wave"]) == (None, 0)
 
     one = client.request("GET", f"{path}/{production[0]['node']}").json()
     assert {k: one[k] for k in ("node", "status", "instance")} == \
@@ -52,7 +53,8 @@ def test_every_task_a_page_at_a_time_and_one_with_its_log(client, small_ao):
 @pytest.mark.parametrize("query, status", [
     ({"limit": "0"}, 400), ({"limit": "1001"}, 400), ({"limit": "x"}, 400),
     ({"status": "done"}, 400), ({"status": "failed", "limit": "2"}, 400),
-    ({"colour": "red"}, 400), ({"wave": "1"}, 400), ({"frame": "0"}, 400)])
+    ({"colour": "red"}, 400), ({"wave": "1"}, 400), ({"frame": "0"}, 400),
+    ({"limit": "²"}, 400), ({"wave": "²"}, 400)])
 def test_a_bad_listing_is_refused_with_a_clear_error(client, small_ao, query, status):
     sid = client.create_session("ao", small_ao)["id"]
     ex = client.execute(sid, parallel=1, tile=32)
@@ -68,6 +70,10 @@ def test_an_unknown_task_is_404(client, small_ao):
         with pytest.raises(ApiError) as e:
             client.request("GET", f"{tasks_path(sid, ex['id'])}/{node}")
         assert e.value.status == 404, node
+    for query in ({"colour": "red"}, {"wave": "²"}, {"frame": "1"}):
+        with pytest.raises(ApiError) as e:
+            client.request("GET", f"{tasks_path(sid, ex['id'])}/p0", params=query)
+        assert e.value.status == 400, query
 
 
 def test_an_extended_renders_waves_are_listed_one_at_a_time(client, small_ao):
@@ -79,11 +85,14 @@ def test_an_extended_renders_waves_are_listed_one_at_a_time(client, small_ao):
     assert client.wait(sid, first["id"], timeout_s=120)["waves"] == 1
     path = tasks_path(sid, first["id"])
     own = client.request("GET", path, params={"wave": "0"}).json()["tasks"]
-    wave = client.request("GET", path).json()["tasks"]  # the last wave by default
+    listed = client.request("GET", path).json()  # the last wave by default
+    wave = listed["tasks"]
+    assert listed["wave"] == 1
     assert wave == client.request("GET", path, params={"wave": "1"}).json()["tasks"]
     assert own and wave and {t["status"] for t in own + wave} == {"done"}
     assert client.request("GET", f"{path}/{wave[0]['node']}", params={"wave": "1"}).json()[
         "log"]
-    with pytest.raises(ApiError) as e:
-        client.request("GET", path, params={"wave": "2"})
-    assert e.value.status == 400
+    for query in ({"wave": "2"}, {"status": "failed", "wave": "1"}):
+        with pytest.raises(ApiError) as e:
+            client.request("GET", path, params=query)
+        assert e.value.status == 400

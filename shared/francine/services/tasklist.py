@@ -73,14 +73,19 @@ def list_tasks(ad: Adapters, ex: Execution, args) -> dict:
 def page_size(value: str | None) -> int:
     if value is None:
         return PAGE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise errors.BadRequest(f"limit: a number of tasks from 1 to {MAX_PAGE}",
                                 "invalid_field")
     return int(value)
 
 
-def task_detail(ad: Adapters, ex: Execution, node: str) -> dict:
-    """One task, with the lines logged while it was worked on (``log``)."""
+def task_detail(ad: Adapters, ex: Execution, node: str, args) -> dict:
+    """One task, with the lines logged while it was worked on (``log``); ``args``: the
+    query string (a frame or a wave, nothing else)."""
+    unknown = set(args) - SELECTORS
+    if unknown:
+        raise errors.BadRequest(f"unknown query parameter(s): {sorted(unknown)}",
+                                "invalid_field")
     if not ENVELOPE_ID.fullmatch(node):
         raise errors.NotFound(f"no task {node!r} in execution {ex.id}")
     task = ad.store.get_task(ex.session_id, ex.id, planning.task_id(ex.id, node))

@@ -422,16 +422,22 @@ class Api:
     def route_tasks(self, request, sid: str, eid: str) -> Response:
         ex = self.tasks_of(request, sid, eid)
         if ex.waved and "status" in request.args:
+            if "wave" in request.args:
+                raise errors.BadRequest("wave: the tasks with a failed pass are listed over "
+                                        "every wave", "invalid_parameter")
             # Its own tasks' (an extended render's) and its waves'.
             listed = [tasklist.list_tasks(self.ad, w, request.args)["tasks"]
                       for w in [ex, *waves.waves_of(self.ad, ex)]]
             return json_response({"tasks": [t for tasks in listed for t in tasks]})
-        return json_response(tasklist.list_tasks(self.ad, self.wave_of(request, ex),
-                                                 request.args))
+        listed = self.wave_of(request, ex)
+        page = tasklist.list_tasks(self.ad, listed, request.args)
+        if "next" in page:  # which frame and wave it lists, to ask for the next page of
+            page.update(frame=listed.frame, wave=listed.wave or 0)
+        return json_response(page)
 
     def route_task(self, request, sid: str, eid: str, node: str) -> Response:
         ex = self.wave_of(request, self.tasks_of(request, sid, eid))
-        return json_response(tasklist.task_detail(self.ad, ex, node))
+        return json_response(tasklist.task_detail(self.ad, ex, node, request.args))
 
     def tasks_of(self, request, sid: str, eid: str) -> Execution:
         """The execution whose tasks a request lists: an animation's frame (``?frame=N``,
@@ -448,8 +454,9 @@ class Api:
         wave); a render that is not in waves is its own wave 0."""
         value = request.args.get("wave")
         last = (ex.waves or 0) if ex.waved else 0
-        if value is not None and (not value.isdigit() or int(value) > last):
-            raise errors.BadRequest(f"wave: a number from 0 to {last}", "invalid_field")
+        if value is not None and not (value.isascii() and value.isdigit()
+                                      and int(value) <= last):
+            raise errors.BadRequest(f"wave: a number from 0 to {last}", "invalid_parameter")
         wave = last if value is None else int(value)
         if wave == 0:
             return ex

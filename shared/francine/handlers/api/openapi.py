@@ -362,7 +362,11 @@ def openapi_document() -> dict:
                 "the last)",
                 {"200": _resp("the tasks", {"type": "object", "properties": {
                     "tasks": {"type": "array", "items": TASK},
-                    "next": {"type": ["string", "null"]}}}),
+                    "next": {"type": ["string", "null"]},
+                    "frame": {"type": ["integer", "null"],
+                              "description": "the frame listed (an animation's)"},
+                    "wave": {"type": "integer",
+                             "description": "the wave listed (0: the render's own tasks)"}}}),
                  "400": _resp("status not 'failed', limit out of 1..1000, an unknown "
                               "parameter, a wave the render does not have, or a frame of "
                               "a single image", ERROR),
