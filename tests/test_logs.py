@@ -141,3 +141,17 @@ def test_a_task_keeps_the_last_lines_its_own_thread_logged():
     assert lines[0].endswith("INFO line 4") and " WARNING xxx" in lines[-1]
     assert len(lines[-1]) == logs.TASK_LOG_CHARS and "second" not in lines[-1]
     assert not any("another task" in line or "after" in line for line in lines)
+
+
+def test_a_capture_leaves_the_francine_loggers_level_as_it_found_it():
+    francine = logging.getLogger("francine")
+    before = francine.level
+    try:
+        for level in (logging.NOTSET, logging.ERROR):
+            francine.setLevel(level)
+            with logs.captured() as captured:
+                logging.getLogger("francine.worker").error("kept")
+            assert francine.level == level
+            assert [line.split(" ", 1)[1] for line in captured.lines] == ["ERROR kept"]
+    finally:
+        francine.setLevel(before)

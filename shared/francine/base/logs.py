@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 
 _LABELS: contextvars.ContextVar[tuple] = contextvars.ContextVar("francine_log_labels",
@@ -100,43 +101,72 @@ TASK_LOG_LINES = 12
 TASK_LOG_CHARS = 240
 
 
-class Captured(logging.Handler):
-    """The lines Francine's loggers write from one thread, while it is open, as short
+class Captured:
+    """The lines Francine's loggers wrote from one thread while it was open, as short
     strings ("12:00:01.250 INFO message"), the last ``TASK_LOG_LINES`` kept."""
 
-    def __init__(self, thread: int):
-        super().__init__(logging.INFO)
-        self.thread = thread
+    def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self.thread:
-            return
+    def add(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage().splitlines()[0] if record.getMessage() else ""
+            message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is not worth a task
             return
+        first = message.splitlines()[0] if message else ""
         stamp = time.strftime("%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp}.{int(record.msecs):03d} {record.levelname} {message}"
+        line = f"{stamp}.{int(record.msecs):03d} {record.levelname} {first}"
         self.lines.append(line[:TASK_LOG_CHARS])
         del self.lines[:-TASK_LOG_LINES]
+
+
+class _ByThread(logging.Handler):
+    """One handler on the ``francine`` logger for every capture: each record goes to
+    the capture its thread opened, if any (installed once: the logger's list of
+    handlers never changes while other threads log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.open: dict[int, Captured] = {}
+        self.lock = threading.Lock()
+        #: Captures open while the logger was NOTSET and INFO was not enabled: the
+        #: logger is set to INFO only meanwhile, so that the lines are made.
+        self.lowered = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = self.open.get(record.thread or 0)
+        if target is not None:
+            target.add(record)
+
+
+_CAPTURE = _ByThread()
+_FRANCINE = logging.getLogger("francine")
+_FRANCINE.addHandler(_CAPTURE)
 
 
 @contextlib.contextmanager
 def captured():
     """Collect what Francine's loggers write from this thread meanwhile (``Captured``):
-    a task's worker keeps it with the task, for ``GET .../tasks/{node}``."""
-    import threading
-
-    handler = Captured(threading.get_ident())
-    logger = logging.getLogger("francine")
-    if not logger.isEnabledFor(logging.INFO):  # no ``setup()`` (a library's caller)
-        logger.setLevel(logging.INFO)  # the lines are made; the root's handlers decide
-    logger.addHandler(handler)
+    a task's worker keeps it with the task, for ``GET .../tasks/{node}``. Where nobody
+    configured logging (no ``setup()``: a library's caller), the ``francine`` logger is
+    at INFO only while a capture is open; a level set on it is left as it is."""
+    capture, thread = Captured(), threading.get_ident()
+    with _CAPTURE.lock:
+        _CAPTURE.open[thread] = capture
+        lower = _FRANCINE.level == logging.NOTSET and not _FRANCINE.isEnabledFor(logging.INFO)
+        if lower or _CAPTURE.lowered:
+            _CAPTURE.lowered += 1
+            _FRANCINE.setLevel(logging.INFO)
+            lower = True
     try:
-        yield handler
+        yield capture
     finally:
-        logger.removeHandler(handler)
+        with _CAPTURE.lock:
+            _CAPTURE.open.pop(thread, None)
+            if lower:
+                _CAPTURE.lowered -= 1
+                if not _CAPTURE.lowered:
+                    _FRANCINE.setLevel(logging.NOTSET)
 
 
 @contextlib.contextmanager
