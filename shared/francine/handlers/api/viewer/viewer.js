@@ -992,10 +992,10 @@ function showJob(s) {
 }
 
 // --- tasks -----------------------------------------------------------------------------
-// The api lists the tasks with a failed pass (?status=failed); a listing of every task,
-// if the api answers one, comes after them.
-const tasks = { loaded: null, failures: -1, everyTask: null, busy: false, again: false,
-                more: false };
+// The tasks with a failed pass (?status=failed) first, then the first page of every
+// task; ``where``: the frame and wave that page lists (a task's log is read from them).
+const tasks = { loaded: null, failures: -1, busy: false, again: false, more: false,
+                where: "" };
 
 function clearTasks(note) {
   $("tasks").tBodies[0].textContent = "";
@@ -1011,22 +1011,14 @@ async function loadTasks(sid, eid) {
       tasks.again = false;
       const base = `/v1/sessions/${sid}/executions/${eid}/tasks`;
       const failed = (await (await api("GET", `${base}?status=failed`)).json()).tasks;
-      let every = null;
-      if (tasks.everyTask !== false) {
-        try {
-          const page = await (await api("GET", base)).json();
-          every = page.tasks;
-          tasks.more = page.next != null;  // the first page only
-          tasks.everyTask = true;
-        } catch (e) {
-          if (e.status !== 400) throw e;
-          tasks.everyTask = false;  // this api lists failed tasks only
-        }
-      }
+      const page = await (await api("GET", base)).json();
       if (eid !== state.execution) return;
       tasks.loaded = eid;
+      tasks.more = page.next != null;  // the first page only
+      tasks.where = new URLSearchParams(
+        { wave: page.wave, ...(page.frame == null ? {} : { frame: page.frame }) }).toString();
       const seen = new Set(failed.map((t) => t.node));
-      showTasks(failed, (every || []).filter((t) => !seen.has(t.node)));
+      showTasks(failed, page.tasks.filter((t) => !seen.has(t.node)));
     } while (tasks.again && eid === state.execution);
   } catch (e) {
     if (eid === state.execution) clearTasks(`cannot list the tasks: ${e.message}`);
@@ -1036,9 +1028,9 @@ async function loadTasks(sid, eid) {
 }
 
 function taskTime(t) {
-  const started = t.started || t.started_at;
-  const finished = t.finished || t.finished_at;
-  if (started && finished) return seconds((new Date(finished) - new Date(started)) / 1000);
+  if (t.started && t.finished) {
+    return seconds((new Date(t.finished) - new Date(t.started)) / 1000);
+  }
   if (t.work_s != null) return seconds(t.work_s);
   return "–";
 }
@@ -1063,8 +1055,8 @@ async function toggleTaskLog(tr) {
   tr.classList.add("open");
   const eid = tasks.loaded;
   try {
-    const t = await (await api("GET", `${jobPath(eid)}/tasks/${encodeURIComponent(node)}`))
-      .json();
+    const path = `${jobPath(eid)}/tasks/${encodeURIComponent(node)}?${tasks.where}`;
+    const t = await (await api("GET", path)).json();
     pre.textContent = t.log && t.log.length ? t.log.join("\n")
       : "nothing was logged for this task (it has not run yet, or ran before logs were kept)";
   } catch (e) {
@@ -1078,11 +1070,9 @@ function showTasks(failed, others) {
   for (const t of [...failed, ...others]) {
     const tr = el("tr");
     tr.dataset.node = t.node;
-    if (tasks.everyTask) {
-      tr.classList.add("clickable");
-      tr.title = "show the lines its worker logged";
-      tr.addEventListener("click", () => toggleTaskLog(tr));
-    }
+    tr.classList.add("clickable");
+    tr.title = "show the lines its worker logged";
+    tr.addEventListener("click", () => toggleTaskLog(tr));
     const name = el("td");
     name.appendChild(el("span", t.node, "mono"));
     if (t.kind) name.appendChild(el("span", ` ${t.kind}`, "hint"));
@@ -1090,8 +1080,8 @@ function showTasks(failed, others) {
     const st = el("td");
     st.appendChild(badge(t.status));
     tr.appendChild(st);
-    tr.appendChild(el("td", t.owner || t.instance || "–", "mono"));
-    tr.appendChild(el("td", when(t.started || t.started_at)));
+    tr.appendChild(el("td", t.instance || "–", "mono"));
+    tr.appendChild(el("td", when(t.started)));
     tr.appendChild(el("td", taskTime(t), "num"));
     const tc = el("td", `${t.attempts ?? "–"}`, "num");
     const failures = [];
@@ -1101,16 +1091,11 @@ function showTasks(failed, others) {
     tc.title = "deliveries taken; failed passes; replacements with a fresh seed";
     tr.appendChild(tc);
     tbody.appendChild(tr);
-    const lines = [];
-    if (t.error) lines.push(t.error);
-    const log = t.log || t.logs;
-    if (Array.isArray(log)) lines.push(...log);
-    else if (log) lines.push(log);
-    if (lines.length) {
+    if (t.error) {
       const er = el("tr", null, "task-error");
       const td = el("td");
       td.colSpan = 6;
-      td.appendChild(el("pre", lines.join("\n"), t.error ? "log" : "log info"));
+      td.appendChild(el("pre", t.error, "log"));
       er.appendChild(td);
       tbody.appendChild(er);
     }
@@ -1118,13 +1103,8 @@ function showTasks(failed, others) {
   $("tasks").classList.toggle("hidden", !failed.length && !others.length);
   let note = failed.length ? `${failed.length} task${failed.length > 1 ? "s" : ""} with a ` +
     "failed pass, first." : "No task of this job has failed.";
-  if (tasks.everyTask === false) {
-    note += " The api lists only the tasks with a failed pass, without their instance, " +
-      "times or log lines.";
-  } else if (tasks.everyTask) {
-    note += ` ${tasks.more ? "The first " : ""}${others.length + failed.length} tasks` +
-      `${tasks.more ? " are shown" : ""}; a click on one shows the lines its worker logged.`;
-  }
+  note += ` ${tasks.more ? "The first " : ""}${others.length + failed.length} tasks` +
+    `${tasks.more ? " are shown" : ""}; a click on one shows the lines its worker logged.`;
   $("tasks-note").textContent = note;
 }
 
