@@ -9,10 +9,10 @@ process's service), through the paths that reach the rarer calls: a render with 
 resource, a webhook and a result served by URL; a failed pass replaced; an execution
 that fails in the render service while other work waits in the farm; a cancel and a
 preview; an upload, attaches by gs:// and https:// URL; a session deleted; watchdog
-sweeps. Then every recorded (service, action, target) must be a right of
-``francine.domain.rights.RIGHTS`` (which the Pulumi program grants, no more:
-tests/test_infra_rights.py), and every right must have been used, or be named below
-with the reason this run cannot reach it.
+sweeps, one of which resumes an execution whose creating request died. Then every
+recorded (service, action, target) must be a right of ``francine.domain.rights.RIGHTS``
+(which the Pulumi program grants, no more: tests/test_infra_rights.py), and every right
+must have been used, or be named below with the reason this run cannot reach it.
 
 Failures come from a producer of this module (``Flaky``, the ao producer that fails
 renders on purpose), which the stack's processes register through the wiring's hook
@@ -159,6 +159,44 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def resumed_by_the_watchdog(stack, client) -> None:
+    """An execution whose creating request died before it wrote its tasks (here, this
+    process's store refuses them), old enough to be resumed: the watchdog's sweep
+    writes its tasks, admits them to the farm and publishes them. Its end is read from
+    the store, not through the api, whose status read would resume it too."""
+    import datetime as dt
+
+    from francine.base import errors
+    from francine.base.config import Settings
+    from francine.services import executions
+    from francine.tools.local.processes import environment
+    from francine.tools.wiring import make_adapters
+
+    if Flaky.name not in producers.names():
+        producers.register(Flaky())
+    sid = client.create_session(Flaky.name, SCENE)["id"]
+    with environment(stack.info["env"]):
+        ad = make_adapters(Settings.from_env())
+    user = ad.store.get_session(sid).user
+
+    def died(*args, **kwargs):
+        raise errors.TransientError("the request died before writing its tasks")
+
+    write_tasks, ad.store.write_tasks = ad.store.write_tasks, died
+    try:
+        with pytest.raises(errors.TransientError):
+            executions.start(ad, user, sid, {"parallel": 2}, idempotency_key="died")
+    finally:
+        ad.store.write_tasks = write_tasks
+    eid = executions.execution_id(user, sid, "died")
+    ex = ad.store.execution(sid, eid)
+    assert not ex.planned and not ex.published
+    ad.store.update_execution(sid, eid, {
+        "created": ex.created - dt.timedelta(seconds=executions.STALLED_S + 1)})
+    wait_for(lambda: ad.store.execution(sid, eid).status == "done", 60,
+             "the watchdog to resume the execution")
+
+
 def exercise(stack, client, hook_url: str, hooks: list[bytes]) -> None:
     """The paths, each checked for the outcome it must have."""
     render = client.create_session(Flaky.name, SCENE)["id"]
@@ -200,6 +238,7 @@ def exercise(stack, client, hook_url: str, hooks: list[bytes]) -> None:
     assert preview.status_code == 200, preview.text  # from the partials stored
 
     wait_for(lambda: hooks, 30, "the webhook")
+    resumed_by_the_watchdog(stack, client)
     client.delete_session(render)
     report = stack.sweep()  # and the timer's sweeps, every second
     assert "min_instances" in report
